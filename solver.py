@@ -1,0 +1,211 @@
+"""The Solver: epoch loop, evaluation, logging and checkpoints around a training method.
+
+Optimizers and schedule follow the LNL reference (Kim et al., CVPR 2019, authors' trainer):
+SGD with momentum and weight decay, one optimizer per parameter group the method names, and
+lr x lr_decay_rate every lr_decay_period epochs.
+"""
+import glob
+import json
+import os
+import sys
+from collections import defaultdict
+
+import numpy as np
+import torch
+from torch import optim
+from torch.utils.tensorboard import SummaryWriter
+
+from methods import METHODS
+from utils import (UserError, atomic_json_dump, atomic_np_save, atomic_torch_save, progress,
+                   rng_state, set_rng_state)
+
+# Arguments that fix the shape of the saved networks: a checkpoint loaded under other values
+# cannot fit, so they are compared before load_state_dict.
+ARCH_FIELDS = ("dataset_name", "f_network_name", "g_network_name", "h_network_name",
+               "num_main_classes", "num_bias_classes")
+
+
+def experiment_dir(args):
+    return os.path.join(args.output_dir, args.experiment_name)
+
+
+def checkpoint_dir(args):
+    return os.path.join(experiment_dir(args), "checkpoints")
+
+
+def list_checkpoints(folder):
+    """Checkpoints in a folder, newest first (last.pth, then epoch_XXXX.pth descending)."""
+    epochs = sorted(glob.glob(os.path.join(folder, "epoch_*.pth")), reverse=True)
+    last = os.path.join(folder, "last.pth")
+    return ([last] if os.path.exists(last) else []) + epochs
+
+
+def read_checkpoint(path):
+    """torch.load with errors a user can act on."""
+    if not os.path.isfile(path):
+        raise UserError(f"checkpoint {path} does not exist; pass the path of a .pth file written "
+                        "by a training run (outputs/<experiment>/checkpoints/).")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # truncated zips and bad pickles raise many types
+        raise UserError(f"checkpoint {path} is unreadable (truncated or corrupt: {exc}); "
+                        "use another checkpoint from the same folder.")
+
+
+def check_compatible(ckpt_args, args, path):
+    """Refuse, with the fields named, a checkpoint built for other networks or data."""
+    diffs = [f"{k}: checkpoint={ckpt_args.get(k)!r} vs now={getattr(args, k)!r}"
+             for k in ARCH_FIELDS if k in ckpt_args and ckpt_args[k] != getattr(args, k)]
+    if diffs:
+        raise UserError(f"checkpoint {path} does not match the current arguments ("
+                        + "; ".join(diffs) + "); pass matching flags or another checkpoint.")
+
+
+class Solver:
+    """Owns data, epoch loop, evaluation, TensorBoard logs and checkpoints for one experiment."""
+
+    def __init__(self, args, nets, train_loader, test_loader, device):
+        self.args, self.device = args, device
+        self.nets = nets.to(device)
+        self.train_loader, self.test_loader = train_loader, test_loader
+        self.method = METHODS[args.method](self.nets, args)
+        self.optimizers = {name: optim.SGD(params, lr=args.lr, momentum=args.momentum,
+                                           weight_decay=args.weight_decay)
+                           for name, params in self.method.param_groups().items()}
+        decay = lambda epoch: args.lr_decay_rate ** (epoch // args.lr_decay_period)
+        self.schedulers = {name: optim.lr_scheduler.LambdaLR(opt, decay)
+                           for name, opt in self.optimizers.items()}
+        self.epoch = 0  # epochs completed
+
+    # ------------------------------------------------------------------ batches and eval
+    def _to_device(self, batch):
+        return tuple(t.to(self.device, non_blocking=True) for t in batch)
+
+    @torch.no_grad()
+    def predict_all(self, loader):
+        """Class probabilities and labels over a loader, in order."""
+        self.nets.eval()
+        probs, labels = [], []
+        for batch in progress(loader, desc="eval"):
+            x, y, _ = self._to_device(batch)
+            probs.append(torch.softmax(self.method.predict(x), dim=1).cpu())
+            labels.append(y.cpu())
+        return torch.cat(probs).numpy(), torch.cat(labels).numpy()
+
+    def evaluate(self, loader):
+        probs, labels = self.predict_all(loader)
+        return float((probs.argmax(1) == labels).mean())
+
+    def train_epoch(self):
+        self.nets.train()
+        self.train_loader.sampler.set_epoch(self.epoch)
+        sums, count = defaultdict(float), 0
+        bar = progress(self.train_loader, desc=f"epoch {self.epoch + 1}/{self.args.epochs}")
+        for batch in bar:
+            batch = self._to_device(batch)
+            stats = self.method.update(batch, self.optimizers)
+            n = batch[0].shape[0]
+            for k, v in stats.items():
+                sums[k] += v * n
+            count += n
+            if hasattr(bar, "set_postfix") and not bar.disable:
+                bar.set_postfix(loss=f"{stats.get('loss_cls', 0.0):.3f}")
+        return {k: v / max(count, 1) for k, v in sums.items()}
+
+    # ------------------------------------------------------------------ checkpoints
+    def state(self):
+        return {"epoch": self.epoch, "args": vars(self.args),
+                "nets": {k: m.state_dict() for k, m in self.nets.items()},
+                "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
+                "schedulers": {k: s.state_dict() for k, s in self.schedulers.items()},
+                "rng": rng_state()}
+
+    def save_checkpoint(self):
+        folder = checkpoint_dir(self.args)
+        state = self.state()
+        atomic_torch_save(state, os.path.join(folder, "last.pth"))
+        if self.epoch % self.args.save_every == 0 or self.epoch == self.args.epochs:
+            atomic_torch_save(state, os.path.join(folder, f"epoch_{self.epoch:04d}.pth"))
+
+    def load_nets(self, path, modules=("f", "g", "h")):
+        ckpt = read_checkpoint(path)
+        check_compatible(ckpt.get("args", {}), self.args, path)
+        for k in modules:
+            if k in ckpt["nets"]:
+                self.nets[k].load_state_dict(ckpt["nets"][k])
+        return ckpt
+
+    def resume(self):
+        """Continue from the newest readable checkpoint of this experiment (if any)."""
+        for path in list_checkpoints(checkpoint_dir(self.args)):
+            try:
+                ckpt = self.load_nets(path)
+            except UserError as err:
+                print(f"warning: {err}", file=sys.stderr)
+                continue
+            for k, o in self.optimizers.items():
+                o.load_state_dict(ckpt["optimizers"][k])
+            for k, s in self.schedulers.items():
+                s.load_state_dict(ckpt["schedulers"][k])
+            set_rng_state(ckpt["rng"])
+            self.epoch = ckpt["epoch"]
+            print(f"resumed from {path} (epoch {self.epoch} of {self.args.epochs} done)")
+            return True
+        print("no checkpoint to resume from: starting from scratch")
+        return False
+
+    # ------------------------------------------------------------------ train / test
+    def train(self):
+        args, out = self.args, experiment_dir(self.args)
+        if args.resume:
+            self.resume()
+        elif args.init_checkpoint:
+            self.load_nets(args.init_checkpoint, modules=("f", "g"))
+            print(f"initialised f, g from {args.init_checkpoint}")
+        writer = SummaryWriter(os.path.join(out, "logs"), purge_step=self.epoch + 1)
+        metrics_path = os.path.join(out, "metrics.jsonl")
+        test_acc = None
+        try:
+            while self.epoch < args.epochs:
+                lr = self.optimizers["main"].param_groups[0]["lr"]
+                stats = self.train_epoch()
+                for s in self.schedulers.values():
+                    s.step()
+                self.epoch += 1
+                if self.epoch % args.eval_every == 0 or self.epoch == args.epochs:
+                    test_acc = self.evaluate(self.test_loader)
+                    stats["test_acc"] = test_acc
+                stats["lr"] = lr
+                for k, v in stats.items():
+                    writer.add_scalar(f"train/{k}" if k != "test_acc" else "test/acc", v,
+                                      self.epoch)
+                writer.flush()
+                with open(metrics_path, "a") as fh:
+                    fh.write(json.dumps({"epoch": self.epoch, **stats}) + "\n")
+                print(f"epoch {self.epoch}/{args.epochs} "
+                      + " ".join(f"{k}={v:.4g}" for k, v in stats.items()), flush=True)
+                self.save_checkpoint()
+        finally:
+            writer.close()
+        if test_acc is None:  # nothing left to train: report the finished run's accuracy
+            test_acc = self.evaluate(self.test_loader)
+        atomic_json_dump({"experiment": args.experiment_name, "method": args.method,
+                          "epochs": self.epoch, "test_acc": test_acc},
+                         os.path.join(out, "results.json"))
+        print(f"final test_acc={test_acc:.4f} ({args.experiment_name}, epoch {self.epoch})")
+        return test_acc
+
+    def test(self):
+        """Evaluate a checkpoint on the (unbiased) test set and save predictions as a dict .npy."""
+        args = self.args
+        path = args.load_checkpoint_path or os.path.join(checkpoint_dir(args), "last.pth")
+        self.load_nets(path)
+        probs, labels = self.predict_all(self.test_loader)
+        preds = probs.argmax(1)
+        acc = float((preds == labels).mean())
+        out = args.test_output_npy or os.path.join(experiment_dir(args), "test_predictions.npy")
+        atomic_np_save({"true_label": labels, "pred_label": preds, "probabilities": probs,
+                        "bias_index": self.test_loader.dataset.bias_index[:len(labels)],
+                        "accuracy": acc, "checkpoint": path}, out)
+        print(f"test_acc={acc:.4f} ({len(labels)} images, checkpoint {path}) -> {out}")
+        return acc
