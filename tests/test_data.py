@@ -1,0 +1,163 @@
+import os
+
+import numpy as np
+import pytest
+import torch
+
+import data_handler as dh
+import fetch_data
+from utils import UserError
+
+
+def test_color_bin_target_on_hand_made_pixels():
+    img = np.zeros((1, 28, 28, 3), np.uint8)
+    # nearest 28->14 keeps the centre pixel (2i+1, 2j+1), as PIL does
+    img[0, 1, 1] = (0, 31, 32)       # -> ignore, bin 0, bin 1
+    img[0, 1, 3] = (255, 224, 223)   # -> bins 7, 7, 6
+    img[0, 0, 0] = (255, 255, 255)   # even position: dropped by the resize
+    t = dh.color_bin_target(img)
+    assert t.shape == (1, 3, 14, 14) and t.dtype == np.uint8
+    assert t[0, :, 0, 0].tolist() == [dh.IGNORE_INDEX, 0, 1]
+    assert t[0, :, 0, 1].tolist() == [7, 7, 6]
+    # everything else is background: ignored on every channel
+    mask = np.ones((14, 14), bool)
+    mask[0, 0] = mask[0, 1] = False
+    assert (t[0][:, mask] == dh.IGNORE_INDEX).all()
+
+
+def test_paint_keeps_background_black_and_scales_colour():
+    gray = np.zeros((1, 28, 28), np.uint8)
+    gray[0, 5, 5], gray[0, 6, 6] = 255, 128
+    out = dh.paint(gray, np.array([[1.0, 0.5, 0.0]]))
+    assert out[0, 5, 5].tolist() == [255, 128, 0]
+    assert out[0, 6, 6].tolist() == [128, 64, 0]
+    assert out.sum() == 255 + 128 + 128 + 64
+
+
+def test_build_is_deterministic_in_data_seed(fake_mnist):
+    a = dh.build_colored_mnist(fake_mnist, 0.02, data_seed=3)
+    b = dh.build_colored_mnist(fake_mnist, 0.02, data_seed=3)
+    c = dh.build_colored_mnist(fake_mnist, 0.02, data_seed=4)
+    for k in a:
+        assert np.array_equal(a[k], b[k])
+    assert not np.array_equal(a["train_image"], c["train_image"])
+
+
+def test_real_training_set_is_biased_and_test_set_is_not(mnist_root):
+    data = dh.load_or_build_cmnist(mnist_root, 0.020, data_seed=0)
+    for split in ("train", "test"):
+        images = data[f"{split}_image"]
+        assert images.shape[1:] == (28, 28, 3) and images.dtype == np.uint8
+    colour_pred = lambda s: dh.nearest_colour_index(dh.stroke_colour(data[f"{s}_image"]),
+                                                    dh.PALETTE)
+    train_agree = (colour_pred("train") == data["train_label"]).mean()
+    test_agree = (colour_pred("test") == data["test_label"]).mean()
+    assert train_agree >= 0.90, train_agree
+    assert 0.07 <= test_agree <= 0.13, test_agree
+    # the test set's stored colour index is the colour it was painted with
+    assert (colour_pred("test") == data["test_color_index"]).mean() >= 0.90
+    # and that index is spread evenly over the ten colours, whatever the digit
+    counts = np.bincount(data["test_color_index"], minlength=10)
+    assert counts.min() > 800
+
+
+def test_weaker_bias_at_larger_variance(mnist_root):
+    agree = []
+    for var in (0.020, 0.050):
+        data = dh.load_or_build_cmnist(mnist_root, var, data_seed=0)
+        pred = dh.nearest_colour_index(dh.stroke_colour(data["train_image"][:10000]), dh.PALETTE)
+        agree.append((pred == data["train_label"][:10000]).mean())
+    assert agree[0] > agree[1] + 0.1
+
+
+def test_cache_is_built_once(tmp_path, fake_mnist, monkeypatch):
+    calls = []
+    monkeypatch.setattr(dh, "load_mnist", lambda root: calls.append(root) or fake_mnist)
+    a = dh.load_or_build_cmnist(str(tmp_path), 0.03, 1)
+    b = dh.load_or_build_cmnist(str(tmp_path), 0.03, 1)
+    assert len(calls) == 1
+    assert os.path.exists(dh.cmnist_cache_path(str(tmp_path), 0.03, 1))
+    assert np.array_equal(a["test_image"], b["test_image"])
+
+
+class Args:
+    dataset_name = "ColoredMNIST"
+    cmnist_source = "ours"
+    color_var = 0.02
+    data_seed = 0
+    max_train_samples = 0
+    max_test_samples = 0
+
+    def __init__(self, **kw):
+        self.__dict__.update(kw)
+
+
+def test_official_file_format_loads(tmp_path, fake_mnist):
+    ours = dh.build_colored_mnist(fake_mnist, 0.02, 0)
+    official = {"train_image": ours["train_image"], "train_label": ours["train_label"],
+                "test_image": ours["test_image"], "test_label": ours["test_label"],
+                "test_gray": fake_mnist["test_images"]}
+    np.save(dh.official_cmnist_path(str(tmp_path), 0.02), official)
+    train, test = dh.build_datasets(Args(cmnist_source="official", data_root_base=str(tmp_path)))
+    assert len(train) == 200 and len(test) == 100
+    x, y, b = train.__getitems__(list(range(8)))
+    assert x.shape == (8, 3, 28, 28) and b.shape == (8, 3, 14, 14)
+    assert y.tolist() == ours["train_label"][:8].tolist()
+    # colour index of the test images is recovered from the training colours
+    assert (test.bias_index == ours["test_color_index"]).mean() >= 0.8
+
+
+def test_official_file_missing_names_the_fetch_command(tmp_path):
+    with pytest.raises(UserError, match="fetch_data.py cmnist_official"):
+        dh.build_datasets(Args(cmnist_source="official", data_root_base=str(tmp_path)))
+
+
+def test_missing_mnist_names_the_fetch_command(tmp_path):
+    with pytest.raises(UserError, match="fetch_data.py mnist"):
+        dh.build_datasets(Args(data_root_base=str(tmp_path)))
+
+
+def test_batches_are_x_y_b_and_shuffle_depends_on_epoch(tmp_path, fake_mnist):
+    data = dh.build_colored_mnist(fake_mnist, 0.02, 0)
+    ds = dh.BiasedTensorDataset(data["train_image"], data["train_label"],
+                                dh.color_bin_target(data["train_image"]),
+                                data["train_color_index"], dh.CMNIST_MEAN, dh.CMNIST_STD)
+    loader = dh.make_loader(ds, 64, True, seed=1, num_workers=0, device=torch.device("cpu"))
+    x, y, b = next(iter(loader))
+    assert x.dtype == torch.float32 and x.shape == (64, 3, 28, 28)
+    assert y.dtype == torch.int64 and b.dtype == torch.int64 and b.shape == (64, 3, 14, 14)
+    order = lambda e: (loader.sampler.set_epoch(e), list(loader.sampler))[1]
+    assert order(0) == order(0) and order(0) != order(1)
+    assert sorted(order(1)) == list(range(200))
+
+
+def test_grayscale_inputs_have_equal_channels_before_normalising(fake_mnist):
+    data = dh.build_colored_mnist(fake_mnist, 0.02, 0)
+    ds = dh.BiasedTensorDataset(data["train_image"], data["train_label"],
+                                dh.color_bin_target(data["train_image"]), data["train_label"],
+                                (0, 0, 0), (1, 1, 1), grayscale=True)
+    x, _, _ = ds.__getitems__([0, 1])
+    assert torch.equal(x[:, 0], x[:, 1]) and torch.equal(x[:, 1], x[:, 2])
+
+
+def test_truncated_idx_file_is_reported(tmp_path):
+    path = tmp_path / "t10k-labels-idx1-ubyte"
+    path.write_bytes(bytes([0, 0, 8, 1]) + (100).to_bytes(4, "big") + bytes(10))
+    with pytest.raises(UserError, match="truncated"):
+        dh.read_idx(str(path))
+
+
+def test_fetch_from_folder_rejects_a_corrupt_file(tmp_path, mnist_root):
+    src = tmp_path / "src"
+    src.mkdir()
+    raw = os.path.join(mnist_root, "MNIST", "raw")
+    for name in os.listdir(raw):
+        data = open(os.path.join(raw, name), "rb").read()
+        if name.startswith("t10k-labels"):
+            data = data[:-1] + bytes([(data[-1] + 1) % 256])
+        (src / name).write_bytes(data)
+    with pytest.raises(UserError, match="md5"):
+        fetch_data.import_mnist(str(src), str(tmp_path / "dest"))
+    with pytest.raises(SystemExit) as exc:
+        fetch_data.main(["mnist", "--from", str(src), "--data_root_base", str(tmp_path / "d")])
+    assert exc.value.code == 1

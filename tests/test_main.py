@@ -1,0 +1,177 @@
+"""End-to-end runs of main.py on a few thousand real MNIST images, on the CPU."""
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+import main as cli
+from methods import METHODS
+
+
+def run(mnist_root, out, *extra):
+    argv = ["--data_root_base", mnist_root, "--output_dir", str(out), "--device", "cpu",
+            "--max_train_samples", "2000", "--max_test_samples", "1000", *extra]
+    return cli.main(argv)
+
+
+def metrics(out, name):
+    with open(os.path.join(out, name, "metrics.jsonl")) as fh:
+        return [json.loads(line) for line in fh]
+
+
+@pytest.fixture(scope="module")
+def baseline_run(mnist_root, tmp_path_factory):
+    out = tmp_path_factory.mktemp("outputs")
+    run(mnist_root, out, "--method", "baseline", "--lr", "0.01", "--epochs", "3",
+        "--max_train_samples", "5000",
+        "--save_every", "2", "--experiment_name", "base")
+    return out
+
+
+def test_baseline_learns_the_biased_training_set(baseline_run):
+    rows = metrics(baseline_run, "base")
+    assert [r["epoch"] for r in rows] == [1, 2, 3]
+    assert rows[-1]["loss_cls"] < rows[0]["loss_cls"]
+    assert rows[-1]["train_acc"] > 0.6
+
+
+def test_checkpoints_args_and_tensorboard_scalars(baseline_run):
+    exp = os.path.join(baseline_run, "base")
+    assert sorted(os.listdir(os.path.join(exp, "checkpoints"))) == [
+        "epoch_0002.pth", "epoch_0003.pth", "last.pth"]
+    ckpt = torch.load(os.path.join(exp, "checkpoints", "last.pth"), weights_only=False)
+    assert ckpt["epoch"] == 3 and set(ckpt["nets"]) == {"f", "g", "h"}
+    assert {"optimizers", "schedulers", "rng", "args"} <= set(ckpt)
+    assert json.load(open(os.path.join(exp, "args.json")))["method"] == "baseline"
+    acc = EventAccumulator(os.path.join(exp, "logs"))
+    acc.Reload()
+    tags = acc.Tags()["scalars"]
+    assert {"train/loss_cls", "train/train_acc", "train/lr", "test/acc"} <= set(tags)
+    assert [e.step for e in acc.Scalars("test/acc")] == [1, 2, 3]
+    assert acc.Scalars("train/lr")[0].value == pytest.approx(0.01)
+
+
+def test_biased_baseline_predicts_the_colour_and_test_mode_writes_npy(baseline_run, mnist_root):
+    npy = os.path.join(baseline_run, "preds.npy")
+    acc = run(mnist_root, baseline_run, "--mode", "test", "--experiment_name", "base",
+              "--test_output_npy", npy)
+    out = np.load(npy, allow_pickle=True).item()
+    assert set(out) >= {"true_label", "pred_label", "probabilities", "bias_index", "accuracy"}
+    assert out["true_label"].shape == out["pred_label"].shape == out["bias_index"].shape == (1000,)
+    assert out["probabilities"].shape == (1000, 10)
+    assert np.allclose(out["probabilities"].sum(1), 1, atol=1e-5)
+    assert out["accuracy"] == pytest.approx(acc)
+    assert out["accuracy"] == pytest.approx((out["pred_label"] == out["true_label"]).mean())
+    # the tell-tale of a biased model: it reads the colour, not the digit
+    colour_agreement = (out["pred_label"] == out["bias_index"]).mean()
+    assert colour_agreement > 0.5 and colour_agreement > 2 * out["accuracy"]
+
+
+def test_lnl_stage_two_from_the_baseline(baseline_run, mnist_root):
+    init = os.path.join(baseline_run, "base", "checkpoints", "last.pth")
+    run(mnist_root, baseline_run, "--method", "lnl", "--epochs", "1", "--init_checkpoint", init,
+        "--experiment_name", "lnl")
+    row = metrics(baseline_run, "lnl")[0]
+    assert row["train_acc"] > 0.6  # started from trained weights, not from scratch
+    for k in ("loss_cls", "entropy_term", "loss_bias", "bias_acc", "test_acc"):
+        assert np.isfinite(row[k])
+    assert row["lr"] == pytest.approx(0.001)
+
+
+class Interrupt(Exception):
+    pass
+
+
+def test_resume_after_an_interrupted_run_matches_a_straight_run(mnist_root, tmp_path,
+                                                                monkeypatch):
+    common = ["--method", "lnl", "--lr", "0.01", "--epochs", "3", "--lr_decay_period", "2",
+              "--max_train_samples", "640", "--seed", "5"]
+    run(mnist_root, tmp_path, *common, "--experiment_name", "straight")
+
+    real_update = METHODS["lnl"].update
+    calls = {"n": 0}
+
+    def crashing_update(self, batch, optimizers):
+        calls["n"] += 1
+        if calls["n"] == 5 + 2:  # two steps into epoch 2 (5 steps per epoch)
+            raise Interrupt()
+        return real_update(self, batch, optimizers)
+
+    monkeypatch.setattr(METHODS["lnl"], "update", crashing_update)
+    with pytest.raises(Interrupt):
+        run(mnist_root, tmp_path, *common, "--experiment_name", "resumed")
+    monkeypatch.setattr(METHODS["lnl"], "update", real_update)
+    run(mnist_root, tmp_path, *common, "--experiment_name", "resumed", "--resume")
+
+    load = lambda name: torch.load(tmp_path / name / "checkpoints" / "last.pth",
+                                   weights_only=False)
+    a, b = load("straight"), load("resumed")
+    assert a["epoch"] == b["epoch"] == 3
+    for net in ("f", "g", "h"):
+        for k, v in a["nets"][net].items():
+            assert torch.equal(v, b["nets"][net][k]), (net, k)
+    assert [r["epoch"] for r in metrics(tmp_path, "resumed")] == [1, 2, 3]
+
+
+def test_existing_experiment_is_not_overwritten_silently(baseline_run, mnist_root, capsys):
+    with pytest.raises(SystemExit) as exc:
+        run(mnist_root, baseline_run, "--method", "baseline", "--epochs", "1",
+            "--experiment_name", "base")
+    assert exc.value.code == 2
+    assert "--resume" in capsys.readouterr().err
+    assert torch.load(os.path.join(baseline_run, "base", "checkpoints", "last.pth"),
+                      weights_only=False)["epoch"] == 3
+
+
+def test_missing_dataset_names_the_fetch_command(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["--data_root_base", str(tmp_path / "nothing"), "--output_dir",
+                  str(tmp_path / "out"), "--epochs", "1"])
+    assert exc.value.code == 1
+    assert "python fetch_data.py mnist" in capsys.readouterr().err
+    assert not os.path.exists(tmp_path / "out")
+
+
+def test_wrong_checkpoint_path_is_a_clear_error(mnist_root, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        run(mnist_root, tmp_path, "--mode", "test", "--experiment_name", "x",
+            "--load_checkpoint_path", str(tmp_path / "nope.pth"))
+    assert exc.value.code == 1
+    assert "nope.pth does not exist" in capsys.readouterr().err
+
+
+def test_unknown_network_name_is_a_clear_error(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["--f_network_name", "vgg_nope", "--output_dir", str(tmp_path)])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "vgg_nope" in err and "cmnist_f" in err
+
+
+def test_checkpoint_for_other_networks_names_the_mismatch(baseline_run, mnist_root, capsys):
+    with pytest.raises(SystemExit):
+        run(mnist_root, baseline_run, "--mode", "test", "--experiment_name", "base",
+            "--num_bias_classes", "4")
+    assert "num_bias_classes" in capsys.readouterr().err
+
+
+def test_config_file_sets_defaults_and_flags_win(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("lr: 0.05\nepochs: 7\nmethod: baseline\n")
+    _, args = cli.parse_args(["--config", str(cfg), "--epochs", "3"])
+    assert (args.lr, args.epochs, args.method) == (0.05, 3, "baseline")
+    cfg.write_text("lr: 0.05\nlearning_rate: 1\n")
+    with pytest.raises(SystemExit) as exc:
+        cli.parse_args(["--config", str(cfg)])
+    assert exc.value.code == 2
+
+
+@pytest.mark.parametrize("flag,value", [("--epochs", "0"), ("--batch_size", "-1"),
+                                        ("--lr", "0"), ("--color_var", "1.5")])
+def test_bad_numbers_are_refused(flag, value):
+    with pytest.raises(SystemExit) as exc:
+        cli.parse_args([flag, value])
+    assert exc.value.code == 2
