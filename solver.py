@@ -157,9 +157,8 @@ class Solver:
     # ------------------------------------------------------------------ train / test
     def train(self):
         args, out = self.args, experiment_dir(self.args)
-        if args.resume:
-            self.resume()
-        elif args.init_checkpoint:
+        resumed = args.resume and self.resume()
+        if not resumed and args.init_checkpoint:
             self.load_nets(args.init_checkpoint, modules=("f", "g"))
             print(f"initialised f, g from {args.init_checkpoint}")
         writer = SummaryWriter(os.path.join(out, "logs"), purge_step=self.epoch + 1)
