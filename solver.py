@@ -151,7 +151,7 @@ class Solver:
             self.epoch = ckpt["epoch"]
             print(f"resumed from {path} (epoch {self.epoch} of {self.args.epochs} done)")
             return True
-        print("no checkpoint to resume from: starting from scratch")
+        print(f"no checkpoint to resume from in {checkpoint_dir(self.args)}: starting a new run")
         return False
 
     # ------------------------------------------------------------------ train / test

@@ -1,0 +1,33 @@
+# learning-not-to-learn: `make run_cmnist` (set up + reference recipe), `make test` (set up + tests)
+VENV      ?= .venv
+PY        := $(VENV)/bin/python
+SIGMA2    ?= 0.020
+DATA_ROOT ?= ./data
+LOGDIR    ?= outputs
+
+.PHONY: setup fetch_data run_cmnist test tensorboard clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q -r requirements.txt
+	touch $@
+
+# MNIST_FROM=DIR imports the idx files from a folder instead of downloading them.
+fetch_data: setup
+	$(if $(MNIST_FROM),$(PY) fetch_data.py mnist --from $(MNIST_FROM) --data_root_base $(DATA_ROOT),$(PY) fetch_data.py mnist --data_root_base $(DATA_ROOT))
+
+# EPOCHS=N shortens both stages (default 100 each).
+run_cmnist: setup
+	PYTHON=$(PY) DATA_ROOT=$(DATA_ROOT) bash scripts/run_cmnist.sh $(SIGMA2)
+
+test: setup
+	$(PY) -m pytest -q tests
+
+tensorboard: setup
+	$(VENV)/bin/tensorboard --logdir $(LOGDIR)
+
+clean:
+	rm -rf $(VENV) .pytest_cache
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +
