@@ -5,7 +5,7 @@ SIGMA2    ?= 0.020
 DATA_ROOT ?= ./data
 LOGDIR    ?= outputs
 
-.PHONY: setup fetch_data run_cmnist test tensorboard clean
+.PHONY: setup fetch_data run_cmnist table_methods test test_fast tensorboard clean
 
 setup: $(VENV)/.installed
 
@@ -22,8 +22,16 @@ fetch_data: setup
 run_cmnist: setup
 	PYTHON=$(PY) DATA_ROOT=$(DATA_ROOT) bash scripts/run_cmnist.sh $(SIGMA2)
 
+# every method on its benchmark -> outputs/methods_table/results.md (see the script for sizes)
+table_methods: setup
+	PYTHON=$(PY) DATA_ROOT=$(DATA_ROOT) bash scripts/run_methods_table.sh
+
 test: setup
 	$(PY) -m pytest -q tests
+
+# the suite without the full-recipe runs (about a minute)
+test_fast: setup
+	$(PY) -m pytest -q -m "not slow" tests
 
 tensorboard: setup
 	$(VENV)/bin/tensorboard --logdir $(LOGDIR)

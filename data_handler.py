@@ -7,12 +7,13 @@ and the background stays black.
 """
 import gzip
 import os
+import pickle
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from utils import UserError, atomic_np_save
+from utils import UserError
 
 # Mean stroke colour per digit (RGB, 0..255). The authors never published their palette; the
 # colours observed in their released files (PAPERS.md §1) sit within jitter of these entries
@@ -45,9 +46,6 @@ MNIST_FILES = {
     "test_images": "t10k-images-idx3-ubyte",
     "test_labels": "t10k-labels-idx1-ubyte",
 }
-
-DATASETS = ("ColoredMNIST",)
-
 
 # --------------------------------------------------------------------------- MNIST files
 def read_idx(path):
@@ -205,27 +203,25 @@ def color_bin_target(images):
 
 
 # --------------------------------------------------------------------------- datasets
-class BiasedTensorDataset(Dataset):
-    """In-memory uint8 images with labels, bias targets and the bias attribute per image.
+class TripletDataset(Dataset):
+    """In-memory inputs, labels, bias targets b and a per-example bias attribute (for analysis).
     Batches are built with one tensor op (__getitems__), with no per-sample Python work."""
 
-    def __init__(self, images, labels, bias_targets, bias_index, mean, std, grayscale=False):
-        self.images = torch.from_numpy(np.ascontiguousarray(images))  # N,H,W,C uint8
+    def __init__(self, inputs, labels, bias_targets, bias_index):
+        self.inputs = torch.as_tensor(np.ascontiguousarray(inputs))
         self.labels = torch.from_numpy(np.asarray(labels, dtype=np.int64))
-        self.bias_targets = torch.from_numpy(np.asarray(bias_targets))
+        self.bias_targets = torch.as_tensor(np.ascontiguousarray(bias_targets))
         self.bias_index = np.asarray(bias_index, dtype=np.int64)
-        self.grayscale = grayscale
-        self.mean = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
-        self.std = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
 
     def __len__(self):
         return len(self.labels)
 
+    @property
+    def input_shape(self):
+        return tuple(self._inputs(torch.zeros(1, dtype=torch.long)).shape[1:])
+
     def _inputs(self, idx):
-        x = self.images[idx].permute(0, 3, 1, 2).float().div_(255.0)
-        if self.grayscale:
-            x = x.mean(1, keepdim=True).expand_as(x)
-        return (x - self.mean) / self.std
+        return self.inputs[idx]
 
     def __getitems__(self, indices):
         idx = torch.as_tensor(indices, dtype=torch.long)
@@ -234,6 +230,23 @@ class BiasedTensorDataset(Dataset):
     def __getitem__(self, i):
         x, y, b = self.__getitems__([i])
         return x[0], y[0], b[0]
+
+
+class ColorImageDataset(TripletDataset):
+    """uint8 NHWC colour images, normalised per batch; --grayscale averages the channels first
+    (the paper's 'Gray' oracle sees the same images without colour)."""
+
+    def __init__(self, images, labels, bias_targets, bias_index, mean, std, grayscale=False):
+        super().__init__(images, labels, bias_targets, bias_index)
+        self.grayscale = grayscale
+        self.mean = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
+        self.std = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
+
+    def _inputs(self, idx):
+        x = self.inputs[idx].permute(0, 3, 1, 2).float().div_(255.0)
+        if self.grayscale:
+            x = x.mean(1, keepdim=True).expand_as(x)
+        return (x - self.mean) / self.std
 
 
 def _batch_passthrough(batch):
@@ -263,38 +276,214 @@ def _first(n, *arrays):
 
 
 def colored_mnist_datasets(args):
-    """Train (biased) and test (unbiased) BiasedTensorDatasets for --dataset_name ColoredMNIST."""
+    """Train (biased) and test (unbiased) datasets for --dataset_name ColoredMNIST."""
     if not 0.0 < args.color_var < 1.0:
         raise UserError(f"--color_var must lie in (0, 1); got {args.color_var}.")
     if args.cmnist_source == "official":
         data = load_official_cmnist(args.data_root_base, args.color_var)
     else:
         data = load_or_build_cmnist(args.data_root_base, args.color_var, args.data_seed)
-    splits = []
+    sets = {}
     for split, limit in (("train", args.max_train_samples), ("test", args.max_test_samples)):
         images, labels, colour = _first(limit, data[f"{split}_image"], data[f"{split}_label"],
                                         data[f"{split}_color_index"])
-        splits.append(BiasedTensorDataset(images, labels, color_bin_target(images), colour,
-                                          CMNIST_MEAN, CMNIST_STD,
-                                          grayscale=getattr(args, "grayscale", False)))
-    return splits
+        # b: LNL's per-pixel colour bins, or the colour index as an environment label
+        b = colour if args.env_from_bias else color_bin_target(images)
+        sets[split] = ColorImageDataset(images, labels, b, colour, CMNIST_MEAN, CMNIST_STD,
+                                        grayscale=args.grayscale)
+    return sets
+
+
+# --------------------------------------------------------------------------- IRM Colored MNIST
+def irm_environment(images, digits, flip_colour_p, rng):
+    """One environment of IRM's Colored MNIST (Arjovsky et al. 2019, §5.2 and their script):
+    14x14 digits, y = (digit < 5) flipped with p = 0.25, colour = y flipped with p = e, and
+    the channel of the other colour zeroed. Returns x (N,2,14,14) in [0,1], y, colour."""
+    small = images[:, ::2, ::2].astype(np.float32) / 255.0
+    y = (digits < 5).astype(np.int64) ^ (rng.random(len(digits)) < 0.25)
+    colour = y ^ (rng.random(len(digits)) < flip_colour_p)
+    x = np.stack([small, small], axis=1)
+    x[np.arange(len(x)), 1 - colour] = 0.0
+    return x, y.astype(np.int64), colour.astype(np.int64)
+
+
+IRM_TRAIN_ENVS = (0.2, 0.1)
+IRM_TEST_ENV = 0.9
+
+
+def build_irm_cmnist(mnist, data_seed):
+    """Two training environments (e = 0.2, 0.1) from MNIST train images 0..49,999 shuffled and
+    split even/odd, and a test environment (e = 0.9) from images 50,000..59,999."""
+    rng = np.random.default_rng(data_seed)
+    perm = rng.permutation(50000)
+    images, digits = mnist["train_images"][:50000][perm], mnist["train_labels"][:50000][perm]
+    envs = [irm_environment(images[k::2], digits[k::2], e, rng)
+            for k, e in enumerate(IRM_TRAIN_ENVS)]
+    test = irm_environment(mnist["train_images"][50000:], mnist["train_labels"][50000:],
+                           IRM_TEST_ENV, rng)
+    return envs, test
+
+
+class IRMDataset(TripletDataset):
+    """b is the environment index; bias_index is the colour. --grayscale sums the two colour
+    channels into one (IRM's grayscale oracle)."""
+
+    def __init__(self, x, y, env, colour, grayscale=False):
+        if grayscale:
+            x = x.sum(axis=1, keepdims=True)
+        super().__init__(x, y, env, colour)
+
+
+def irm_cmnist_datasets(args):
+    envs, test = build_irm_cmnist(load_mnist(args.data_root_base), args.data_seed)
+    if args.max_train_samples:  # keep every environment: the first N / 2 of each
+        envs = [_first(args.max_train_samples // len(envs), *e) for e in envs]
+    x = np.concatenate([e[0] for e in envs])
+    y = np.concatenate([e[1] for e in envs])
+    colour = np.concatenate([e[2] for e in envs])
+    env = np.concatenate([np.full(len(e[1]), k) for k, e in enumerate(envs)])
+    tx, ty, tcol = _first(args.max_test_samples, *test)
+    return {"train": IRMDataset(x, y, env, colour, args.grayscale),
+            "test": IRMDataset(tx, ty, np.full(len(ty), len(envs)), tcol, args.grayscale)}
+
+
+# --------------------------------------------------------------------------- spiral signatures
+def spiral_environment(n, n_dims, revolutions, signature, rng):
+    """AND-mask's synthetic memorisation task (Parascandolo et al., ICLR 2021, §5.1): a 2-D
+    spiral whose arm is the binary label (the shared mechanism), next to n_dims 'signature'
+    inputs equal to signature * (2y - 1) (a per-environment shortcut), or pure noise when
+    signature is None (the test environment)."""
+    radii = rng.uniform(0.08, 1.0, n)
+    y = rng.integers(0, 2, n)
+    angles = 2 * revolutions * np.pi * radii + np.pi * y
+    radii = radii + rng.uniform(-0.02, 0.02, n)
+    spiral = np.stack([np.cos(angles) * radii, np.sin(angles) * radii], axis=1)
+    spiral /= spiral.std(axis=0)  # unit variance, like the signatures
+    if signature is None:
+        sig = rng.standard_normal((n, n_dims))
+    else:
+        sig = signature[None, :] * (2 * y[:, None] - 1)
+    return np.hstack([spiral, sig]).astype(np.float32), y.astype(np.int64)
+
+
+def spiral_datasets(args):
+    """--n_envs training environments of --examples_per_env each, one test environment."""
+    xs, ys, envs = [], [], []
+    for e in range(args.n_envs):
+        rng = np.random.default_rng([args.data_seed, e])
+        signature = rng.standard_normal(args.spiral_dims)
+        x, y = spiral_environment(args.examples_per_env, args.spiral_dims,
+                                  args.spiral_revolutions, signature, rng)
+        xs.append(x), ys.append(y), envs.append(np.full(len(y), e))
+    rng = np.random.default_rng([args.data_seed, 10**6])
+    tx, ty = spiral_environment(args.spiral_test_examples, args.spiral_dims,
+                                args.spiral_revolutions, None, rng)
+    x, y, env = np.concatenate(xs), np.concatenate(ys), np.concatenate(envs)
+    test_env = np.full(len(ty), args.n_envs)
+    return {"train": TripletDataset(x, y, env, env), "test": TripletDataset(tx, ty, test_env,
+                                                                            test_env)}
+
+
+# --------------------------------------------------------------------------- CIFAR-10, random labels
+CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR_STD = (0.2470, 0.2435, 0.2616)
+
+
+def load_cifar10(data_root_base):
+    """CIFAR-10's python batches (as torchvision downloads them) -> train/test arrays."""
+    folder = os.path.join(data_root_base, "cifar-10-batches-py")
+    names = {"train": [f"data_batch_{k}" for k in range(1, 6)], "test": ["test_batch"]}
+    out = {}
+    for split, files in names.items():
+        images, labels = [], []
+        for name in files:
+            path = os.path.join(folder, name)
+            if not os.path.exists(path):
+                raise UserError(f"CIFAR-10 not found: {path} is missing. Fetch it with "
+                                f"`python fetch_data.py cifar10 --data_root_base {data_root_base}`.")
+            with open(path, "rb") as fh:
+                batch = pickle.load(fh, encoding="bytes")
+            images.append(np.asarray(batch[b"data"], np.uint8).reshape(-1, 3, 32, 32))
+            labels.append(np.asarray(batch[b"labels"], np.int64))
+        out[f"{split}_image"] = np.concatenate(images).transpose(0, 2, 3, 1)
+        out[f"{split}_label"] = np.concatenate(labels)
+    return out
+
+
+def randomize_labels(labels, fraction, num_classes, rng):
+    """Give a random fraction of examples a label drawn uniformly from the *other* classes, so
+    every randomized example is mislabeled. Returns new labels and the mislabeled mask."""
+    mislabeled = np.zeros(len(labels), bool)
+    mislabeled[rng.permutation(len(labels))[:int(round(fraction * len(labels)))]] = True
+    shift = rng.integers(1, num_classes, size=len(labels))
+    noisy = np.where(mislabeled, (labels + shift) % num_classes, labels)
+    return noisy, mislabeled
+
+
+def cifar_random_labels_datasets(args):
+    """CIFAR-10 with --random_labels_fraction of training labels randomized (AND-mask paper,
+    §5.2). Each training example is its own environment (b = its index). Besides the test set,
+    'mislabeled' evaluates the randomized examples against their random labels: accuracy there
+    measures memorisation."""
+    data = load_cifar10(args.data_root_base)
+    rng = np.random.default_rng(args.data_seed)
+    images, labels = _first(args.max_train_samples, data["train_image"], data["train_label"])
+    noisy, mislabeled = randomize_labels(labels, args.random_labels_fraction, 10, rng)
+    timages, tlabels = _first(args.max_test_samples, data["test_image"], data["test_label"])
+    index = np.arange(len(noisy))
+    make = lambda x, y, b: ColorImageDataset(x, y, b, b, CIFAR_MEAN, CIFAR_STD)
+    sets = {"train": make(images, noisy, index),
+            "test": make(timages, tlabels, np.zeros(len(tlabels), np.int64))}
+    if mislabeled.any():
+        sets["mislabeled"] = make(images[mislabeled], noisy[mislabeled], index[mislabeled])
+    return sets
+
+
+DATASETS = {"ColoredMNIST": colored_mnist_datasets, "IRMColoredMNIST": irm_cmnist_datasets,
+            "SpiralSignatures": spiral_datasets, "CIFAR10RandomLabels": cifar_random_labels_datasets}
+BALANCED_ENV_DATASETS = ("SpiralSignatures",)
 
 
 def build_datasets(args):
-    if args.dataset_name == "ColoredMNIST":
-        return colored_mnist_datasets(args)
-    raise UserError(f"unknown dataset '{args.dataset_name}'; known: {', '.join(DATASETS)}.")
+    """{"train": ..., "test": ..., and any extra named evaluation sets} for --dataset_name."""
+    if args.dataset_name not in DATASETS:
+        raise UserError(f"unknown dataset '{args.dataset_name}'; known: {', '.join(DATASETS)}.")
+    return DATASETS[args.dataset_name](args)
 
 
-def make_loader(dataset, batch_size, train, seed, num_workers, device):
-    """DataLoader over whole-batch datasets; training order from EpochShuffleSampler."""
-    sampler = EpochShuffleSampler(len(dataset), seed) if train else None
+class EnvBalancedSampler(Sampler):
+    """Each consecutive block of n_envs * per_env indices holds per_env examples of every
+    environment (AND-mask's training batches); the order depends only on (seed, epoch)."""
+
+    def __init__(self, env, per_env, seed):
+        self.groups = [np.flatnonzero(env == e) for e in np.unique(env)]
+        self.per_env, self.seed, self.epoch = per_env, seed, 0
+        self.steps = min(len(g) for g in self.groups) // per_env
+
+    def set_epoch(self, epoch):
+        self.epoch = epoch
+
+    def __iter__(self):
+        rng = np.random.default_rng([self.seed, self.epoch])
+        shuffled = [rng.permutation(g) for g in self.groups]
+        for k in range(self.steps):
+            for g in shuffled:
+                yield from g[k * self.per_env:(k + 1) * self.per_env].tolist()
+
+    def __len__(self):
+        return self.steps * self.per_env * len(self.groups)
+
+
+def make_loader(dataset, batch_size, train, seed, num_workers, device, balanced_envs=False):
+    """DataLoader over whole-batch datasets. batch_size 0 = the whole set in one batch (IRM's
+    full-batch training); with balanced_envs, batch_size counts examples per environment."""
+    if balanced_envs and train:
+        sampler = EnvBalancedSampler(dataset.bias_targets.numpy(), batch_size, seed)
+        batch_size *= len(sampler.groups)
+    else:
+        sampler = EpochShuffleSampler(len(dataset), seed) if train else None
+        batch_size = batch_size or len(dataset)
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, shuffle=False,
                       num_workers=num_workers, collate_fn=_batch_passthrough,
                       pin_memory=device.type == "cuda", drop_last=False,
                       persistent_workers=num_workers > 0)
-
-
-def save_official_format(data, path):
-    """Write a dict in the authors' .npy format (used by tests and for exporting our data)."""
-    atomic_np_save(data, path)

@@ -70,6 +70,18 @@ def download_mnist(data_root_base):
     print(f"MNIST downloaded into {mnist_raw_dir(data_root_base)}")
 
 
+def download_cifar10(data_root_base):
+    """torchvision's CIFAR-10 downloader (python batches in <root>/cifar-10-batches-py)."""
+    from torchvision.datasets import CIFAR10
+    try:
+        CIFAR10(data_root_base, train=True, download=True)
+    except Exception as exc:
+        raise UserError(f"could not download CIFAR-10 ({exc}). If this machine is offline, "
+                        "download cifar-10-python.tar.gz from https://www.cs.toronto.edu/~kriz/"
+                        f"cifar.html and unpack it in {data_root_base}/.")
+    print(f"CIFAR-10 in {os.path.join(data_root_base, 'cifar-10-batches-py')}")
+
+
 def _extract_npys(archive, dest):
     """The Drive file may be an archive of the .npy files or one .npy; place .npy files in dest."""
     tmpdir = tempfile.mkdtemp(dir=dest)
@@ -118,7 +130,7 @@ def download_cmnist_official(data_root_base):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("dataset", choices=("mnist", "cmnist_official"))
+    p.add_argument("dataset", choices=("mnist", "cmnist_official", "cifar10"))
     p.add_argument("--data_root_base", default="./data")
     p.add_argument("--from", dest="src", default=None,
                    help="mnist: import the idx files from this folder instead of downloading")
@@ -129,6 +141,8 @@ def main(argv=None):
                 import_mnist(args.src, args.data_root_base)
             else:
                 download_mnist(args.data_root_base)
+        elif args.dataset == "cifar10":
+            download_cifar10(args.data_root_base)
         else:
             download_cmnist_official(args.data_root_base)
     except UserError as err:

@@ -9,10 +9,11 @@ import os
 import shutil
 import sys
 
+import numpy as np
 import yaml
 from torch import nn
 
-from data_handler import DATASETS, build_datasets, make_loader
+from data_handler import BALANCED_ENV_DATASETS, DATASETS, build_datasets, make_loader
 from methods import METHODS
 from network import NETWORKS, build_network
 from solver import Solver, checkpoint_dir, experiment_dir
@@ -42,6 +43,19 @@ def build_parser():
     d.add_argument("--max_test_samples", type=int, default=0, help="use the first N (0 = all)")
     d.add_argument("--num_workers", type=int, default=0,
                    help="DataLoader worker processes (in-memory datasets need none)")
+    d.add_argument("--grayscale", action="store_true",
+                   help="train and test on grayscale images (the 'Gray' oracle)")
+    d.add_argument("--env_from_bias", action="store_true",
+                   help="ColoredMNIST: b = the image's colour index, so environment methods "
+                        "(irm, andmask, genmask) group each batch by colour")
+    d.add_argument("--random_labels_fraction", type=float, default=0.0,
+                   help="CIFAR10RandomLabels: fraction of training labels randomized")
+    d.add_argument("--n_envs", type=int, default=16, help="SpiralSignatures: training envs")
+    d.add_argument("--examples_per_env", type=int, default=1024, help="SpiralSignatures")
+    d.add_argument("--spiral_dims", type=int, default=16,
+                   help="SpiralSignatures: dimensions of the per-env signature")
+    d.add_argument("--spiral_revolutions", type=int, default=3, help="SpiralSignatures")
+    d.add_argument("--spiral_test_examples", type=int, default=2000, help="SpiralSignatures")
 
     n = p.add_argument_group("networks")
     n.add_argument("--f_network_name", default="cmnist_f", help=f"one of {', '.join(NETWORKS)}")
@@ -50,10 +64,14 @@ def build_parser():
     n.add_argument("--num_main_classes", type=int, default=10)
     n.add_argument("--num_bias_classes", type=int, default=8,
                    help="bins per colour channel of h's target")
+    n.add_argument("--hidden_dim", type=int, default=390,
+                   help="width of the MLP networks (irm_mlp_*, spiral_mlp_*)")
 
     t = p.add_argument_group("training (reference recipe)")
     t.add_argument("--epochs", type=int, default=100)
-    t.add_argument("--batch_size", type=int, default=128)
+    t.add_argument("--batch_size", type=int, default=128,
+                   help="0 = full batch; per environment on SpiralSignatures")
+    t.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd")
     t.add_argument("--lr", type=float, default=0.001,
                    help="0.01 for the baseline stage, 0.001 for the LNL stage")
     t.add_argument("--momentum", type=float, default=0.9)
@@ -63,14 +81,33 @@ def build_parser():
     t.add_argument("--lambda_entropy", type=float, default=0.01,
                    help="weight of h's negative entropy in f, g's loss")
     t.add_argument("--mu_grl", type=float, default=0.1, help="gradient reversal scale")
+    t.add_argument("--blindeye_alpha", type=float, default=1.0,
+                   help="BlindEye: weight of the confusion loss in f, g's loss")
+    t.add_argument("--irm_penalty_weight", type=float, default=91257.18613115903,
+                   help="IRM: penalty weight after annealing (0 = the ERM run)")
+    t.add_argument("--irm_anneal_iters", type=int, default=190,
+                   help="IRM: steps with penalty weight 1 before --irm_penalty_weight")
+    t.add_argument("--irm_l2", type=float, default=0.00110794568,
+                   help="IRM: weight of sum ||w||^2 in the loss")
+    t.add_argument("--andmask_variant", choices=("and", "geom"), default="and",
+                   help="AND-mask: arithmetic mean ('and') or geometric mean ('geom')")
+    t.add_argument("--andmask_tau", type=float, default=1.0,
+                   help="AND-mask: sign-agreement threshold in [0, 1] (0 = plain averaging)")
+    t.add_argument("--andmask_rescale", type=int, choices=(0, 1), default=0,
+                   help="AND-mask: divide by the fraction of entries kept")
+    t.add_argument("--genmask_steps", type=int, default=10,
+                   help="GEN-mask: projected-ascent steps for the environment weights")
+    t.add_argument("--genmask_lr", type=float, default=0.1, help="GEN-mask: ascent step size")
     t.add_argument("--seed", type=int, default=0, help="training seed (init, shuffle)")
     t.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
 
     o = p.add_argument_group("outputs and checkpoints")
     o.add_argument("--experiment_name", default=None,
-                   help="folder under --output_dir (default: <method>_var<color_var>_seed<seed>)")
+                   help="folder under --output_dir (default: <method>_<var<color_var> or dataset>_seed<seed>)")
     o.add_argument("--output_dir", default="./outputs")
     o.add_argument("--save_every", type=int, default=10, help="keep a checkpoint every N epochs")
+    o.add_argument("--checkpoint_every", type=int, default=1,
+                   help="refresh checkpoints/last.pth every N epochs (resume point)")
     o.add_argument("--eval_every", type=int, default=1, help="test accuracy every N epochs")
     o.add_argument("--init_checkpoint", default=None,
                    help="start f, g from this checkpoint (stage 2 from the baseline)")
@@ -108,9 +145,16 @@ def apply_config(parser, argv):
 
 def validate(parser, args):
     """Bad values stop here with one line from argparse (exit 2), before anything is written."""
-    for name in ("epochs", "batch_size", "save_every", "eval_every", "lr_decay_period"):
+    for name in ("epochs", "save_every", "eval_every", "lr_decay_period", "checkpoint_every"):
         if getattr(args, name) <= 0:
             parser.error(f"--{name} must be positive; got {getattr(args, name)}")
+    if args.batch_size < 0:
+        parser.error(f"--batch_size must be positive (or 0 = full batch); got {args.batch_size}")
+    if not 0.0 <= args.random_labels_fraction <= 1.0:
+        parser.error(f"--random_labels_fraction must lie in [0, 1]; got "
+                     f"{args.random_labels_fraction}")
+    if not 0.0 <= args.andmask_tau <= 1.0:
+        parser.error(f"--andmask_tau must lie in [0, 1]; got {args.andmask_tau}")
     if args.lr <= 0:
         parser.error(f"--lr must be positive; got {args.lr}")
     if not 0.0 < args.color_var < 1.0:
@@ -122,8 +166,12 @@ def validate(parser, args):
         if name not in NETWORKS:
             parser.error(f"unknown --{role}_network_name '{name}'; known: "
                          f"{', '.join(sorted(NETWORKS))}")
+    if METHODS[args.method].needs_bias_head and args.h_network_name == "none":
+        parser.error(f"--method {args.method} trains a bias head: pass a real "
+                     "--h_network_name (e.g. cmnist_h), not 'none'")
     if args.experiment_name is None:
-        args.experiment_name = f"{args.method}_var{args.color_var:.3f}_seed{args.seed}"
+        bias = f"var{args.color_var:.3f}" if args.dataset_name == "ColoredMNIST" else args.dataset_name
+        args.experiment_name = f"{args.method}_{bias}_seed{args.seed}"
 
 
 def parse_args(argv=None):
@@ -134,8 +182,10 @@ def parse_args(argv=None):
     return parser, args
 
 
-def build_nets(args):
-    kw = {"num_main_classes": args.num_main_classes, "num_bias_classes": args.num_bias_classes}
+def build_nets(args, input_shape):
+    kw = {"num_main_classes": args.num_main_classes, "num_bias_classes": args.num_bias_classes,
+          "in_features": int(np.prod(input_shape)), "in_channels": input_shape[0],
+          "hidden_dim": args.hidden_dim}
     return nn.ModuleDict({role: build_network(getattr(args, f"{role}_network_name"), **kw)
                           for role in ("f", "g", "h")})
 
@@ -170,13 +220,16 @@ def main(argv=None):
     try:
         device = resolve_device(args.device)
         set_seed(args.seed)
-        train_set, test_set = build_datasets(args)
-        nets = build_nets(args)
+        sets = build_datasets(args)
+        nets = build_nets(args, sets["train"].input_shape)
         prepare_experiment(parser, args)
-        train_loader = make_loader(train_set, args.batch_size, True, args.seed,
-                                   args.num_workers, device)
-        test_loader = make_loader(test_set, 1000, False, args.seed, args.num_workers, device)
-        solver = Solver(args, nets, train_loader, test_loader, device)
+        train_loader = make_loader(sets.pop("train"), args.batch_size, True, args.seed,
+                                   args.num_workers, device,
+                                   balanced_envs=args.dataset_name in BALANCED_ENV_DATASETS)
+        eval_loaders = {name: make_loader(ds, 1000, False, args.seed, args.num_workers, device)
+                        for name, ds in sets.items()}
+        solver = Solver(args, nets, train_loader, eval_loaders.pop("test"), device,
+                        extra_loaders=eval_loaders)
         return solver.train() if args.mode == "train" else solver.test()
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)

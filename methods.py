@@ -4,7 +4,13 @@ Contract (what the Solver relies on, and all it relies on):
   Method(nets, args)              nets: nn.ModuleDict with f, g, h
   param_groups() -> {name: [params]}   the Solver builds one optimizer + schedule per name
   update(batch, optimizers) -> {metric: float}   one training step on batch = (x, y, b)
-  predict(x) -> class logits
+  predict(x) -> class logits (one logit column = a binary task)
+  state_dict() / load_state_dict(d)    the method's own counters, saved in checkpoints
+
+Environment methods (IRM, AND-mask) read the environment of each example from b, which is
+image-level for the datasets they run on: the environment index for IRMColoredMNIST and
+SpiralSignatures, the bias attribute with --env_from_bias. Full-batch training is
+--batch_size 0; optimizers are --optimizer {sgd,adam}. Neither needs a method-specific hook.
 
 To add a method: subclass Method, implement update(), decorate with @register("name").
 """
@@ -23,6 +29,24 @@ def register(name):
         cls.name = name
         return cls
     return deco
+
+
+def task_loss(logits, y):
+    """Cross-entropy for class logits; binary cross-entropy for a single logit column."""
+    if logits.shape[1] == 1:
+        return F.binary_cross_entropy_with_logits(logits[:, 0], y.float())
+    return F.cross_entropy(logits, y)
+
+
+def task_accuracy(logits, y):
+    pred = (logits[:, 0] > 0).long() if logits.shape[1] == 1 else logits.argmax(1)
+    return (pred == y).float().mean().item()
+
+
+def split_by_env(x, y, b):
+    """(x, y) per environment, environments in ascending order of their index in b."""
+    env = b.view(len(b), -1)[:, 0]
+    return [(x[env == e], y[env == e]) for e in torch.unique(env)]
 
 
 def bias_cross_entropy(logits, target):
@@ -62,6 +86,8 @@ def zero_all(optimizers):
 class Method:
     """Base: plain prediction through g(f(x)); f and g share the 'main' optimizer."""
 
+    needs_bias_head = False  # True: h must be a real network (--h_network_name not 'none')
+
     def __init__(self, nets, args):
         self.nets, self.args = nets, args
 
@@ -74,6 +100,12 @@ class Method:
     def update(self, batch, optimizers):
         raise NotImplementedError
 
+    def state_dict(self):
+        return {}
+
+    def load_state_dict(self, state):
+        pass
+
 
 @register("baseline")
 class Baseline(Method):
@@ -83,11 +115,10 @@ class Baseline(Method):
         x, y, _ = batch
         zero_all(optimizers)
         logits = self.predict(x)
-        loss = F.cross_entropy(logits, y)
+        loss = task_loss(logits, y)
         loss.backward()
         optimizers["main"].step()
-        return {"loss_cls": loss.item(),
-                "train_acc": (logits.argmax(1) == y).float().mean().item()}
+        return {"loss_cls": loss.item(), "train_acc": task_accuracy(logits, y)}
 
 
 @register("lnl")
@@ -96,6 +127,8 @@ class LearningNotToLearn(Method):
     (1) f, g step on CE(g(f(x)), y) + lambda * negative entropy of h(f(x));
     (2) h learns the bias from f(x) through a gradient reversal layer (scale mu), so f is
         pushed to remove what h can read; f, g and h all step."""
+
+    needs_bias_head = True
 
     def param_groups(self):
         return {**super().param_groups(), "bias": list(self.nets["h"].parameters())}
@@ -107,7 +140,7 @@ class LearningNotToLearn(Method):
         zero_all(optimizers)
         feat = f(x)
         logits = g(feat)
-        loss_cls = F.cross_entropy(logits, y)
+        loss_cls = task_loss(logits, y)
         neg_ent = negative_entropy(h(feat))
         (loss_cls + self.args.lambda_entropy * neg_ent).backward()
         optimizers["main"].step()
@@ -121,4 +154,203 @@ class LearningNotToLearn(Method):
 
         return {"loss_cls": loss_cls.item(), "entropy_term": neg_ent.item(),
                 "loss_bias": loss_bias.item(), "bias_acc": bias_accuracy(bias_logits, b),
-                "train_acc": (logits.argmax(1) == y).float().mean().item()}
+                "train_acc": task_accuracy(logits, y)}
+
+
+def confusion_loss(logits):
+    """Cross-entropy between h's prediction and the uniform distribution, averaged over heads
+    and positions (Alvi et al., 'Turning a Blind Eye', ECCV-W 2018)."""
+    return -F.log_softmax(logits, dim=2).mean(dim=2).mean()
+
+
+@register("blindeye")
+class BlindEye(Method):
+    """Turning a Blind Eye (Alvi et al. 2018): h learns the bias from f's (detached) features;
+    f, g learn the label while pushing h's prediction towards uniform with the confusion loss
+    (weight --blindeye_alpha)."""
+
+    needs_bias_head = True
+
+    def param_groups(self):
+        return {**super().param_groups(), "bias": list(self.nets["h"].parameters())}
+
+    def update(self, batch, optimizers):
+        x, y, b = batch
+        f, g, h = self.nets["f"], self.nets["g"], self.nets["h"]
+
+        zero_all(optimizers)
+        feat = f(x)
+        logits = g(feat)
+        loss_cls = task_loss(logits, y)
+        confusion = confusion_loss(h(feat))
+        (loss_cls + self.args.blindeye_alpha * confusion).backward()
+        optimizers["main"].step()
+
+        zero_all(optimizers)
+        bias_logits = h(feat.detach())
+        loss_bias = bias_cross_entropy(bias_logits, b)
+        loss_bias.backward()
+        optimizers["bias"].step()
+        return {"loss_cls": loss_cls.item(), "confusion": confusion.item(),
+                "loss_bias": loss_bias.item(), "bias_acc": bias_accuracy(bias_logits, b),
+                "train_acc": task_accuracy(logits, y)}
+
+
+def irm_penalty(logits, y):
+    """IRMv1 (Arjovsky et al. 2019, eq. 5): the squared gradient of the environment's risk with
+    respect to a dummy scale s multiplying the logits, at s = 1. That gradient has a closed
+    form, mean_i <softmax(z_i) - onehot(y_i), z_i> (sigmoid for one logit), which is computed
+    directly: the same value and gradient as double backpropagation, at a fraction of its cost."""
+    if logits.shape[1] == 1:
+        z = logits[:, 0]
+        grad = ((torch.sigmoid(z) - y.float()) * z).mean()
+    else:
+        residual = torch.softmax(logits, 1) - F.one_hot(y, logits.shape[1]).to(logits.dtype)
+        grad = (residual * logits).sum(1).mean()
+    return grad.pow(2)
+
+
+@register("irm")
+class IRM(Method):
+    """Invariant Risk Minimization, IRMv1 as in the authors' Colored-MNIST script: mean risk over
+    environments + l2 * sum ||w||^2 + w_p * mean penalty, with w_p = 1 until
+    --irm_anneal_iters steps and --irm_penalty_weight after, the loss divided by w_p when
+    w_p > 1. --irm_penalty_weight 0 is their ERM run."""
+
+    def __init__(self, nets, args):
+        super().__init__(nets, args)
+        self.step = 0
+
+    def update(self, batch, optimizers):
+        x, y, b = batch
+        zero_all(optimizers)
+        logits = self.predict(x)
+        env = b.view(len(b), -1)[:, 0]
+        risks, penalties = [], []
+        for e in torch.unique(env):
+            sel = env == e
+            risks.append(task_loss(logits[sel], y[sel]))
+            penalties.append(irm_penalty(logits[sel], y[sel]))
+        risk, penalty = torch.stack(risks).mean(), torch.stack(penalties).mean()
+        l2 = sum(p.pow(2).sum() for p in self.param_groups()["main"])
+        weight = (self.args.irm_penalty_weight if self.step >= self.args.irm_anneal_iters
+                  else 1.0)
+        loss = risk + self.args.irm_l2 * l2 + weight * penalty
+        if weight > 1.0:
+            loss = loss / weight  # keeps gradients in a range Adam's lr was tuned for
+        loss.backward()
+        optimizers["main"].step()
+        self.step += 1
+        return {"loss_cls": risk.item(), "irm_penalty": penalty.item(),
+                "penalty_weight": float(weight), "train_acc": task_accuracy(logits, y)}
+
+    def state_dict(self):
+        return {"step": self.step}
+
+    def load_state_dict(self, state):
+        self.step = state.get("step", 0)
+
+
+def and_mask_combine(env_grads, tau, variant="and", rescale=False):
+    """AND-mask (Parascandolo et al., ICLR 2021, §4): env_grads (E, *shape) of one parameter
+    tensor -> its update direction. Entries whose gradient signs agree across at least a
+    fraction tau of environments (|mean_e sign(g_e)| >= tau) keep mean_e g_e ('and') or
+    sign(mean) * geometric mean of |g_e| ('geom'); the rest are zeroed. rescale divides by
+    the fraction kept."""
+    mask = (torch.sign(env_grads).mean(0).abs() >= tau).to(env_grads.dtype)
+    mean = env_grads.mean(0)
+    if variant == "and":
+        direction = mean
+    elif variant == "geom":
+        direction = torch.sign(mean) * torch.exp(torch.log(env_grads.abs() + 1e-10).mean(0))
+    else:
+        raise ValueError(f"unknown AND-mask variant {variant!r}; use 'and' or 'geom'")
+    out = mask * direction
+    if rescale:
+        out = out / (mask.mean() + 1e-10)
+    return out
+
+
+def per_env_gradients(method, x, y, b):
+    """Per environment: a forward and backward pass on its own examples (so each backward
+    touches only its share of the batch). Returns the logits in batch order, the mean loss
+    over environments, the parameters and, per parameter, the stacked gradients (E, *shape)."""
+    env = b.view(len(b), -1)[:, 0]
+    params = [p for p in method.param_groups()["main"] if p.requires_grad]
+    logits, losses, grads = None, [], [[] for _ in params]
+    for e in torch.unique(env):
+        sel = env == e
+        out = method.predict(x[sel])
+        loss = task_loss(out, y[sel])
+        for slot, g in zip(grads, torch.autograd.grad(loss, params)):
+            slot.append(g)
+        losses.append(loss.detach())
+        if logits is None:
+            logits = out.new_empty((len(x),) + out.shape[1:])
+        logits[sel] = out.detach()
+    return logits, torch.stack(losses).mean(), params, [torch.stack(g) for g in grads]
+
+
+class _GradientMaskMethod(Method):
+    """Shared step of the masking methods: per-environment gradients, combined per parameter
+    tensor by combine(), written to .grad; the optimizer then adds weight decay and steps."""
+
+    def combine(self, env_grads):
+        raise NotImplementedError
+
+    def update(self, batch, optimizers):
+        zero_all(optimizers)
+        logits, loss, params, grads = per_env_gradients(self, *batch)
+        kept = []
+        for p, g in zip(params, grads):
+            p.grad = self.combine(g)
+            kept.append((p.grad != 0).float().mean())
+        optimizers["main"].step()
+        return {"loss_cls": loss.item(), "kept_fraction": torch.stack(kept).mean().item(),
+                "train_acc": task_accuracy(logits, batch[1])}
+
+
+@register("andmask")
+class ANDMask(_GradientMaskMethod):
+    """AND-mask and its geometric-mean variant (--andmask_variant, --andmask_tau,
+    --andmask_rescale); tau = 0 with 'and' is plain averaged-gradient descent."""
+
+    def combine(self, env_grads):
+        return and_mask_combine(env_grads, self.args.andmask_tau, self.args.andmask_variant,
+                                bool(self.args.andmask_rescale))
+
+
+def project_capped_simplex(v, low=-2.0, high=2.0, total=1.0, iters=60):
+    """Euclidean projection onto {p : low <= p_e <= high, sum p = total}, by bisection on the
+    shift t of clamp(v - t, low, high)."""
+    lo, hi = (v.min() - high).item(), (v.max() - low).item()
+    for _ in range(iters):
+        t = (lo + hi) / 2
+        if torch.clamp(v - t, low, high).sum().item() > total:
+            lo = t
+        else:
+            hi = t
+    return torch.clamp(v - (lo + hi) / 2, low, high)
+
+
+def gen_mask_weights(env_grads, steps, lr):
+    """GEN-mask's environment weights for one parameter tensor (Parascandolo et al., ICLR 2021,
+    appendix): p in [-2, 2]^E with sum 1 maximising <sum_e p_e g_e, sum_e g_e>, by projected
+    gradient ascent from the uniform weights."""
+    flat = env_grads.reshape(len(env_grads), -1)
+    score = flat @ flat.sum(0)  # d/dp of the objective, constant in p
+    score = score / (score.norm() + 1e-12)
+    p = torch.full((len(flat),), 1.0 / len(flat), dtype=flat.dtype, device=flat.device)
+    for _ in range(steps):
+        p = project_capped_simplex(p + lr * score)
+    return p
+
+
+@register("genmask")
+class GENMask(_GradientMaskMethod):
+    """GEN-mask: per parameter tensor, gradient = sum_e p_e g_e with the weights of
+    gen_mask_weights (--genmask_steps, --genmask_lr)."""
+
+    def combine(self, env_grads):
+        p = gen_mask_weights(env_grads, self.args.genmask_steps, self.args.genmask_lr)
+        return torch.tensordot(p, env_grads, dims=1)

@@ -118,3 +118,68 @@ class PixelBiasHeads(nn.Module):
 @register("cmnist_h")
 def cmnist_h(num_bias_classes=8, **_):
     return PixelBiasHeads(32, num_bias_classes, num_heads=3)
+
+
+@register("none")
+def no_network(**_):
+    """For methods that use no bias head (IRM, AND-mask): an empty module."""
+    return nn.Identity()
+
+
+def _mlp(sizes, activation, final_activation=True):
+    layers = [nn.Flatten()]
+    for k, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        layers.append(nn.Linear(a, b))
+        if final_activation or k < len(sizes) - 2:
+            layers.append(activation())
+    return nn.Sequential(*layers)
+
+
+def _init_linear(net, weight_init, bias_value):
+    for m in net.modules():
+        if isinstance(m, nn.Linear):
+            weight_init(m.weight)
+            nn.init.constant_(m.bias, bias_value)
+    return net
+
+
+@register("irm_mlp_f")
+def irm_mlp_f(in_features=2 * 14 * 14, hidden_dim=390, **_):
+    """IRM's Colored-MNIST MLP without its output layer (Arjovsky et al. 2019): two hidden
+    ReLU layers, Xavier-uniform weights, zero biases."""
+    return _init_linear(_mlp([in_features, hidden_dim, hidden_dim], nn.ReLU),
+                        nn.init.xavier_uniform_, 0.0)
+
+
+@register("irm_mlp_g")
+def irm_mlp_g(hidden_dim=390, num_main_classes=1, **_):
+    return _init_linear(nn.Linear(hidden_dim, num_main_classes), nn.init.xavier_uniform_, 0.0)
+
+
+@register("spiral_mlp_f")
+def spiral_mlp_f(in_features=18, hidden_dim=256, **_):
+    """AND-mask's synthetic-task MLP without its output layer (Parascandolo et al., ICLR 2021):
+    three hidden LeakyReLU layers, Kaiming-normal weights, biases 0.01."""
+    return _init_linear(_mlp([in_features] + [hidden_dim] * 3, nn.LeakyReLU),
+                        nn.init.kaiming_normal_, 0.01)
+
+
+@register("spiral_mlp_g")
+def spiral_mlp_g(hidden_dim=256, num_main_classes=1, **_):
+    return _init_linear(nn.Linear(hidden_dim, num_main_classes), nn.init.kaiming_normal_, 0.01)
+
+
+@register("cifar_cnn_f")
+def cifar_cnn_f(in_channels=3, **_):
+    """A small all-convolutional CIFAR network without normalisation layers, so that
+    per-example (per-environment) forward passes behave like batched ones."""
+    def block(a, b, stride):
+        return [nn.Conv2d(a, b, 3, stride=stride, padding=1), nn.ReLU(inplace=True)]
+    return reference_init(nn.Sequential(*block(in_channels, 64, 1), *block(64, 128, 2),
+                                        *block(128, 256, 2), *block(256, 256, 2),
+                                        nn.AdaptiveAvgPool2d(1), nn.Flatten()))
+
+
+@register("cifar_cnn_g")
+def cifar_cnn_g(num_main_classes=10, **_):
+    return nn.Linear(256, num_main_classes)

@@ -1,8 +1,9 @@
 """The Solver: epoch loop, evaluation, logging and checkpoints around a training method.
 
 Optimizers and schedule follow the LNL reference (Kim et al., CVPR 2019, authors' trainer):
-SGD with momentum and weight decay, one optimizer per parameter group the method names, and
-lr x lr_decay_rate every lr_decay_period epochs.
+SGD with momentum and weight decay (or Adam, --optimizer adam, for the IRM and AND-mask
+benchmarks), one optimizer per parameter group the method names, and lr x lr_decay_rate every
+lr_decay_period epochs.
 """
 import glob
 import json
@@ -61,21 +62,40 @@ def check_compatible(ckpt_args, args, path):
                         + "; ".join(diffs) + "); pass matching flags or another checkpoint.")
 
 
+def trim_metrics(path, epoch):
+    """Drop metric lines past the checkpoint a run resumes from (they will be redone);
+    return the last line kept, {} when there is none."""
+    if not os.path.exists(path):
+        return {}
+    with open(path) as fh:
+        rows = [json.loads(line) for line in fh if line.strip()]
+    rows = [r for r in rows if r["epoch"] <= epoch]
+    with open(path, "w") as fh:
+        fh.writelines(json.dumps(r) + "\n" for r in rows)
+    return rows[-1] if rows else {}
+
+
 class Solver:
     """Owns data, epoch loop, evaluation, TensorBoard logs and checkpoints for one experiment."""
 
-    def __init__(self, args, nets, train_loader, test_loader, device):
+    def __init__(self, args, nets, train_loader, test_loader, device, extra_loaders=None):
         self.args, self.device = args, device
         self.nets = nets.to(device)
         self.train_loader, self.test_loader = train_loader, test_loader
+        self.extra_loaders = extra_loaders or {}
         self.method = METHODS[args.method](self.nets, args)
-        self.optimizers = {name: optim.SGD(params, lr=args.lr, momentum=args.momentum,
-                                           weight_decay=args.weight_decay)
+        self.optimizers = {name: self._optimizer(params)
                            for name, params in self.method.param_groups().items()}
         decay = lambda epoch: args.lr_decay_rate ** (epoch // args.lr_decay_period)
         self.schedulers = {name: optim.lr_scheduler.LambdaLR(opt, decay)
                            for name, opt in self.optimizers.items()}
         self.epoch = 0  # epochs completed
+
+    def _optimizer(self, params):
+        a = self.args
+        if a.optimizer == "adam":
+            return optim.Adam(params, lr=a.lr, weight_decay=a.weight_decay)
+        return optim.SGD(params, lr=a.lr, momentum=a.momentum, weight_decay=a.weight_decay)
 
     # ------------------------------------------------------------------ batches and eval
     def _to_device(self, batch):
@@ -88,7 +108,12 @@ class Solver:
         probs, labels = [], []
         for batch in progress(loader, desc="eval"):
             x, y, _ = self._to_device(batch)
-            probs.append(torch.softmax(self.method.predict(x), dim=1).cpu())
+            logits = self.method.predict(x)
+            if logits.shape[1] == 1:  # binary task: one logit -> P(y=0), P(y=1)
+                p1 = torch.sigmoid(logits)
+                probs.append(torch.cat([1 - p1, p1], dim=1).cpu())
+            else:
+                probs.append(torch.softmax(logits, dim=1).cpu())
             labels.append(y.cpu())
         return torch.cat(probs).numpy(), torch.cat(labels).numpy()
 
@@ -118,12 +143,14 @@ class Solver:
                 "nets": {k: m.state_dict() for k, m in self.nets.items()},
                 "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
                 "schedulers": {k: s.state_dict() for k, s in self.schedulers.items()},
-                "rng": rng_state()}
+                "method": self.method.state_dict(), "rng": rng_state()}
 
     def save_checkpoint(self):
         folder = checkpoint_dir(self.args)
         state = self.state()
-        atomic_torch_save(state, os.path.join(folder, "last.pth"))
+        final = self.epoch == self.args.epochs
+        if self.epoch % self.args.checkpoint_every == 0 or final:
+            atomic_torch_save(state, os.path.join(folder, "last.pth"))
         if self.epoch % self.args.save_every == 0 or self.epoch == self.args.epochs:
             atomic_torch_save(state, os.path.join(folder, f"epoch_{self.epoch:04d}.pth"))
 
@@ -147,6 +174,7 @@ class Solver:
                 o.load_state_dict(ckpt["optimizers"][k])
             for k, s in self.schedulers.items():
                 s.load_state_dict(ckpt["schedulers"][k])
+            self.method.load_state_dict(ckpt.get("method", {}))
             set_rng_state(ckpt["rng"])
             self.epoch = ckpt["epoch"]
             print(f"resumed from {path} (epoch {self.epoch} of {self.args.epochs} done)")
@@ -156,43 +184,62 @@ class Solver:
 
     # ------------------------------------------------------------------ train / test
     def train(self):
+        """Train to --epochs (continuing or initialising as asked); write results.json."""
         args, out = self.args, experiment_dir(self.args)
         resumed = args.resume and self.resume()
         if not resumed and args.init_checkpoint:
             self.load_nets(args.init_checkpoint, modules=("f", "g"))
             print(f"initialised f, g from {args.init_checkpoint}")
-        writer = SummaryWriter(os.path.join(out, "logs"), purge_step=self.epoch + 1)
         metrics_path = os.path.join(out, "metrics.jsonl")
-        test_acc = None
+        last = trim_metrics(metrics_path, self.epoch) if resumed else {}
+        writer = SummaryWriter(os.path.join(out, "logs"), purge_step=self.epoch + 1)
         try:
             while self.epoch < args.epochs:
-                lr = self.optimizers["main"].param_groups[0]["lr"]
-                stats = self.train_epoch()
-                for s in self.schedulers.values():
-                    s.step()
-                self.epoch += 1
-                if self.epoch % args.eval_every == 0 or self.epoch == args.epochs:
-                    test_acc = self.evaluate(self.test_loader)
-                    stats["test_acc"] = test_acc
-                stats["lr"] = lr
-                for k, v in stats.items():
-                    writer.add_scalar(f"train/{k}" if k != "test_acc" else "test/acc", v,
-                                      self.epoch)
+                last = self.run_epoch()
+                for k, v in last.items():
+                    writer.add_scalar(self._tag(k), v, self.epoch)
                 writer.flush()
                 with open(metrics_path, "a") as fh:
-                    fh.write(json.dumps({"epoch": self.epoch, **stats}) + "\n")
-                print(f"epoch {self.epoch}/{args.epochs} "
-                      + " ".join(f"{k}={v:.4g}" for k, v in stats.items()), flush=True)
+                    fh.write(json.dumps({"epoch": self.epoch, **last}) + "\n")
+                if "test_acc" in last:
+                    print(f"epoch {self.epoch}/{args.epochs} "
+                          + " ".join(f"{k}={v:.4g}" for k, v in last.items()), flush=True)
                 self.save_checkpoint()
         finally:
             writer.close()
-        if test_acc is None:  # nothing left to train: report the finished run's accuracy
-            test_acc = self.evaluate(self.test_loader)
+        if "test_acc" not in last:  # nothing was left to train: evaluate the finished run
+            last.update(self.evaluate_all())
+        last.pop("epoch", None)
         atomic_json_dump({"experiment": args.experiment_name, "method": args.method,
-                          "epochs": self.epoch, "test_acc": test_acc},
+                          "dataset": args.dataset_name, "epochs": self.epoch, **last},
                          os.path.join(out, "results.json"))
-        print(f"final test_acc={test_acc:.4f} ({args.experiment_name}, epoch {self.epoch})")
-        return test_acc
+        print(f"final test_acc={last['test_acc']:.4f} ({args.experiment_name}, "
+              f"epoch {self.epoch})")
+        return last["test_acc"]
+
+    def run_epoch(self):
+        """One epoch of training, the schedule step, and evaluation when it is due."""
+        lr = self.optimizers["main"].param_groups[0]["lr"]
+        stats = self.train_epoch()
+        for s in self.schedulers.values():
+            s.step()
+        self.epoch += 1
+        stats["lr"] = lr
+        if self.epoch % self.args.eval_every == 0 or self.epoch == self.args.epochs:
+            stats.update(self.evaluate_all())
+        return stats
+
+    def evaluate_all(self):
+        out = {"test_acc": self.evaluate(self.test_loader)}
+        out.update({f"{n}_acc": self.evaluate(l) for n, l in self.extra_loaders.items()})
+        return out
+
+    def _tag(self, key):
+        if key == "test_acc":
+            return "test/acc"
+        if key.endswith("_acc") and key[:-4] in self.extra_loaders:
+            return f"test/{key}"
+        return f"train/{key}"
 
     def test(self):
         """Evaluate a checkpoint on the (unbiased) test set and save predictions as a dict .npy."""

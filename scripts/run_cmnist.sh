@@ -1,16 +1,20 @@
 #!/usr/bin/env bash
 # The reference two-stage Colored-MNIST recipe (Kim et al., CVPR 2019):
 #   stage 1: baseline, 100 epochs, lr 0.01;  stage 2: LNL, 100 epochs, lr 0.001, from stage 1.
+# Comparison methods (METHODS="baseline lnl blindeye gray"): BlindEye runs as stage 2 like LNL
+# (same start, lr and epochs); Gray is the baseline recipe on grayscale images.
 # Usage: bash scripts/run_cmnist.sh [SIGMA2]      (default 0.020)
-# Env:   EPOCHS (per stage, 100), SEED (0), DATA_SEED (0), DEVICE (auto), DATA_ROOT (./data),
-#        OUTPUT_DIR (./outputs), MNIST_FROM (import MNIST from this folder instead of
-#        downloading), PYTHON (.venv/bin/python if present, else python3), EXTRA (more flags).
+# Env:   EPOCHS (per stage, 100), METHODS ("baseline lnl"), SEED (0), DATA_SEED (0),
+#        DEVICE (auto), DATA_ROOT (./data), OUTPUT_DIR (./outputs), MNIST_FROM (import MNIST
+#        from this folder instead of downloading), PYTHON (.venv/bin/python if present, else
+#        python3), EXTRA (more flags for main.py).
 # Re-running continues unfinished stages and skips finished ones (--resume).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 VAR=${1:-0.020}
 EPOCHS=${EPOCHS:-100}
+METHODS=${METHODS:-"baseline lnl"}
 SEED=${SEED:-0}
 DATA_SEED=${DATA_SEED:-0}
 DEVICE=${DEVICE:-auto}
@@ -19,29 +23,34 @@ OUTPUT_DIR=${OUTPUT_DIR:-./outputs}
 if [ -z "${PYTHON:-}" ]; then
   if [ -x .venv/bin/python ]; then PYTHON=.venv/bin/python; else PYTHON=python3; fi
 fi
-
-if ! ls "$DATA_ROOT"/MNIST/raw/t10k-labels-idx1-ubyte* >/dev/null 2>&1; then
-  if [ -n "${MNIST_FROM:-}" ]; then
-    "$PYTHON" fetch_data.py mnist --from "$MNIST_FROM" --data_root_base "$DATA_ROOT"
-  else
-    "$PYTHON" fetch_data.py mnist --data_root_base "$DATA_ROOT"
-  fi
-fi
+source scripts/ensure_mnist.sh
 
 NAME="cmnist_var${VAR}_seed${SEED}"
 COMMON=(--dataset_name ColoredMNIST --color_var "$VAR" --seed "$SEED" --data_seed "$DATA_SEED"
         --epochs "$EPOCHS" --device "$DEVICE" --data_root_base "$DATA_ROOT"
         --output_dir "$OUTPUT_DIR" --resume ${EXTRA:-})
+BASELINE="$OUTPUT_DIR/${NAME}_baseline/checkpoints/last.pth"
 
-"$PYTHON" main.py "${COMMON[@]}" --method baseline --lr 0.01 --experiment_name "${NAME}_baseline"
-"$PYTHON" main.py "${COMMON[@]}" --method lnl --lr 0.001 --experiment_name "${NAME}_lnl" \
-  --init_checkpoint "$OUTPUT_DIR/${NAME}_baseline/checkpoints/last.pth"
+run() {  # run METHOD_LABEL main.py-flags...
+  local label=$1; shift
+  "$PYTHON" main.py "${COMMON[@]}" --experiment_name "${NAME}_$label" "$@"
+}
+needs_baseline=0
+for m in $METHODS; do case $m in baseline|lnl|blindeye) needs_baseline=1;; esac; done
+[ $needs_baseline = 1 ] && run baseline --method baseline --lr 0.01
+for m in $METHODS; do
+  case $m in
+    baseline) ;;
+    lnl|blindeye) run "$m" --method "$m" --lr 0.001 --init_checkpoint "$BASELINE" ;;
+    gray) run gray --method baseline --lr 0.01 --grayscale ;;
+    *) echo "unknown method '$m' in METHODS (baseline, lnl, blindeye, gray)" >&2; exit 2 ;;
+  esac
+done
 
-for stage in baseline lnl; do
-  "$PYTHON" - "$OUTPUT_DIR/${NAME}_${stage}/results.json" "$stage" <<'PY'
+for m in $METHODS; do
+  "$PYTHON" - "$OUTPUT_DIR/${NAME}_$m/results.json" "$m" "$VAR" <<'PY'
 import json, sys
 r = json.load(open(sys.argv[1]))
-print(f"sigma2={r['experiment'].split('_var')[1].split('_')[0]} {sys.argv[2]:8s} "
-      f"test_acc={r['test_acc']:.4f} (epochs={r['epochs']})")
+print(f"sigma2={sys.argv[3]} {sys.argv[2]:8s} test_acc={r['test_acc']:.4f} (epochs={r['epochs']})")
 PY
 done

@@ -87,6 +87,8 @@ class Args:
     data_seed = 0
     max_train_samples = 0
     max_test_samples = 0
+    grayscale = False
+    env_from_bias = False
 
     def __init__(self, **kw):
         self.__dict__.update(kw)
@@ -98,7 +100,8 @@ def test_official_file_format_loads(tmp_path, fake_mnist):
                 "test_image": ours["test_image"], "test_label": ours["test_label"],
                 "test_gray": fake_mnist["test_images"]}
     np.save(dh.official_cmnist_path(str(tmp_path), 0.02), official)
-    train, test = dh.build_datasets(Args(cmnist_source="official", data_root_base=str(tmp_path)))
+    sets = dh.build_datasets(Args(cmnist_source="official", data_root_base=str(tmp_path)))
+    train, test = sets["train"], sets["test"]
     assert len(train) == 200 and len(test) == 100
     x, y, b = train.__getitems__(list(range(8)))
     assert x.shape == (8, 3, 28, 28) and b.shape == (8, 3, 14, 14)
@@ -119,7 +122,7 @@ def test_missing_mnist_names_the_fetch_command(tmp_path):
 
 def test_batches_are_x_y_b_and_shuffle_depends_on_epoch(tmp_path, fake_mnist):
     data = dh.build_colored_mnist(fake_mnist, 0.02, 0)
-    ds = dh.BiasedTensorDataset(data["train_image"], data["train_label"],
+    ds = dh.ColorImageDataset(data["train_image"], data["train_label"],
                                 dh.color_bin_target(data["train_image"]),
                                 data["train_color_index"], dh.CMNIST_MEAN, dh.CMNIST_STD)
     loader = dh.make_loader(ds, 64, True, seed=1, num_workers=0, device=torch.device("cpu"))
@@ -133,7 +136,7 @@ def test_batches_are_x_y_b_and_shuffle_depends_on_epoch(tmp_path, fake_mnist):
 
 def test_grayscale_inputs_have_equal_channels_before_normalising(fake_mnist):
     data = dh.build_colored_mnist(fake_mnist, 0.02, 0)
-    ds = dh.BiasedTensorDataset(data["train_image"], data["train_label"],
+    ds = dh.ColorImageDataset(data["train_image"], data["train_label"],
                                 dh.color_bin_target(data["train_image"]), data["train_label"],
                                 (0, 0, 0), (1, 1, 1), grayscale=True)
     x, _, _ = ds.__getitems__([0, 1])
@@ -161,3 +164,107 @@ def test_fetch_from_folder_rejects_a_corrupt_file(tmp_path, mnist_root):
     with pytest.raises(SystemExit) as exc:
         fetch_data.main(["mnist", "--from", str(src), "--data_root_base", str(tmp_path / "d")])
     assert exc.value.code == 1
+
+
+# ----------------------------------------------------------------------------- IRM Colored MNIST
+def test_irm_environments_have_the_published_agreement_rates(mnist_root):
+    envs, test = dh.build_irm_cmnist(dh.load_mnist(mnist_root), data_seed=0)
+    digits = dh.load_mnist(mnist_root)["train_labels"]
+    for (x, y, colour), e in zip(envs + [test], dh.IRM_TRAIN_ENVS + (dh.IRM_TEST_ENV,)):
+        n = len(y)
+        tol = 4 * np.sqrt(0.25 / n)  # four standard errors
+        assert x.shape == (n, 2, 14, 14) and x.dtype == np.float32
+        assert abs((colour == y).mean() - (1 - e)) < tol          # colour vs noisy label
+        # the other channel is zeroed: colour 1 keeps channel 1 only
+        assert (x[colour == 1, 0] == 0).all() and (x[colour == 0, 1] == 0).all()
+    assert [len(e[1]) for e in envs] == [25000, 25000] and len(test[1]) == 10000
+    # label noise: y agrees with (digit < 5) 75% of the time in the test environment
+    clean = (digits[50000:] < 5).astype(np.int64)
+    assert abs((test[1] == clean).mean() - 0.75) < 4 * np.sqrt(0.25 / 10000)
+
+
+def test_irm_grayscale_sums_the_two_channels(mnist_root):
+    sets = dh.build_datasets(Args(dataset_name="IRMColoredMNIST", data_root_base=mnist_root,
+                                  grayscale=True, max_train_samples=100, max_test_samples=50))
+    assert sets["train"].input_shape == (1, 14, 14)
+    x, y, b = sets["train"].__getitems__(list(range(100)))
+    assert b.tolist().count(0) == b.tolist().count(1) == 50  # N / 2 from each environment
+    assert set(sets["test"].bias_targets.tolist()) == {2}
+
+
+# ----------------------------------------------------------------------------- spiral signatures
+def spiral_args(**kw):
+    base = dict(dataset_name="SpiralSignatures", n_envs=4, examples_per_env=256,
+                spiral_dims=16, spiral_revolutions=3, spiral_test_examples=1000)
+    base.update(kw)
+    return Args(**base)
+
+
+def test_spiral_signature_is_predictive_in_training_envs_and_not_at_test():
+    sets = dh.build_datasets(spiral_args())
+    train, test = sets["train"], sets["test"]
+    x, y, env = train.inputs.numpy(), train.labels.numpy(), train.bias_targets.numpy()
+    for e in range(4):
+        sig = x[env == e, 2:]
+        direction = sig[y[env == e] == 1].mean(0)  # the env's signature
+        pred = (sig @ direction > 0).astype(int)
+        assert (pred == y[env == e]).all()
+    # at test the signature is noise: no direction reads the label
+    tx, ty = test.inputs.numpy(), test.labels.numpy()
+    for e in range(4):
+        direction = x[(env == e) & (y == 1), 2:].mean(0)
+        acc = ((tx[:, 2:] @ direction > 0).astype(int) == ty).mean()
+        assert abs(acc - 0.5) < 0.07
+    # the spiral part is shared: same distribution of radii in train and test
+    r = lambda a: np.sqrt((a[:, :2] ** 2).sum(1))
+    assert abs(np.median(r(x)) - np.median(r(tx))) < 0.1
+
+
+def test_env_balanced_sampler_gives_every_env_equal_share_per_batch():
+    train = dh.build_datasets(spiral_args())["train"]
+    loader = dh.make_loader(train, 32, True, seed=0, num_workers=0,
+                            device=torch.device("cpu"), balanced_envs=True)
+    batches = list(loader)
+    assert len(batches) == 256 // 32
+    for _, _, b in batches:
+        assert torch.bincount(b, minlength=4).tolist() == [32] * 4
+
+
+def test_env_from_bias_makes_b_the_colour_index(fake_mnist, monkeypatch, tmp_path):
+    monkeypatch.setattr(dh, "load_mnist", lambda root: fake_mnist)
+    sets = dh.build_datasets(Args(data_root_base=str(tmp_path), env_from_bias=True))
+    _, y, b = sets["train"].__getitems__(list(range(20)))
+    assert b.shape == (20,) and torch.equal(b, y)  # training colour = the digit's colour
+
+
+# ----------------------------------------------------------------------------- CIFAR-10 random labels
+def write_fake_cifar(root, n_train=50, n_test=20):
+    import pickle
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for name, n in [(f"data_batch_{k}", n_train // 5) for k in range(1, 6)] + [("test_batch", n_test)]:
+        batch = {b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
+                 b"labels": (np.arange(n) % 10).tolist()}
+        with open(folder / name, "wb") as fh:
+            pickle.dump(batch, fh)
+
+
+def test_cifar_random_labels_mislabel_exactly_the_fraction(tmp_path):
+    write_fake_cifar(tmp_path, n_train=200)
+    sets = dh.build_datasets(Args(dataset_name="CIFAR10RandomLabels", data_root_base=str(tmp_path),
+                                  random_labels_fraction=0.25))
+    train, mis = sets["train"], sets["mislabeled"]
+    clean = np.arange(40) % 10  # each fake batch restarts its labels at 0
+    clean = np.concatenate([clean] * 5)
+    noisy = train.labels.numpy()
+    assert (noisy != clean).sum() == 50 == len(mis)
+    assert torch.equal(mis.labels, train.labels[mis.bias_targets])
+    assert torch.equal(train.bias_targets, torch.arange(200))  # one environment per example
+    assert sets["test"].input_shape == (3, 32, 32)
+
+
+def test_cifar_missing_names_the_fetch_command(tmp_path):
+    with pytest.raises(UserError, match="fetch_data.py cifar10"):
+        dh.build_datasets(Args(dataset_name="CIFAR10RandomLabels", data_root_base=str(tmp_path),
+                               random_labels_fraction=0.1))

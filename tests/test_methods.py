@@ -1,27 +1,34 @@
 import math
-from types import SimpleNamespace
-
 import pytest
 import torch
 from torch import nn, optim
 
+import main as cli
 from data_handler import IGNORE_INDEX
 from methods import METHODS, bias_cross_entropy, negative_entropy
 from network import build_network
 
+ENV_METHODS = ("irm", "andmask", "genmask")
 
-def make(method):
+
+def make(method, **overrides):
+    """Reference nets, the method with the CLI's default arguments, SGD, and a tiny batch whose
+    b is LNL's per-pixel target, or two environments for the environment methods."""
     torch.manual_seed(0)
     nets = nn.ModuleDict({"f": build_network("cmnist_f"), "g": build_network("cmnist_g"),
                           "h": build_network("cmnist_h")})
-    args = SimpleNamespace(lambda_entropy=0.01, mu_grl=0.1)
+    _, args = cli.parse_args([])
+    vars(args).update(overrides)
     m = METHODS[method](nets, args)
     opts = {k: optim.SGD(v, lr=0.01, momentum=0.9, weight_decay=5e-4)
             for k, v in m.param_groups().items()}
     x = torch.randn(8, 3, 28, 28)
     y = torch.arange(8) % 10
-    b = torch.randint(0, 8, (8, 3, 14, 14))
-    b[:, :, :4] = IGNORE_INDEX
+    if method in ENV_METHODS:
+        b = torch.arange(8) % 2
+    else:
+        b = torch.randint(0, 8, (8, 3, 14, 14))
+        b[:, :, :4] = IGNORE_INDEX
     return nets, m, opts, (x, y, b)
 
 
@@ -35,7 +42,8 @@ def changed(module, before):
 
 @pytest.mark.parametrize("method", sorted(METHODS))
 def test_one_update_changes_parameters_and_returns_finite_floats(method):
-    nets, m, opts, batch = make(method)
+    # tau = 0.5 so that AND-mask keeps some entries with only two environments
+    nets, m, opts, batch = make(method, andmask_tau=0.5)
     before = {k: snapshot(v) for k, v in nets.items()}
     stats = m.update(batch, opts)
     assert stats and all(isinstance(v, float) and math.isfinite(v) for v in stats.values())
@@ -96,3 +104,105 @@ def test_bias_cross_entropy_ignores_background_and_sums_heads():
                                                  torch.full((1, 2, 2), 5)).item()
     assert abs(bias_cross_entropy(torch.zeros(1, 3, 8, 2, 2), target).item()
                - 3 * one_head) < 1e-5
+
+
+# ----------------------------------------------------------------------------- IRM
+from methods import and_mask_combine, gen_mask_weights, irm_penalty, project_capped_simplex
+
+
+def test_irm_penalty_is_zero_for_a_per_environment_optimal_model_and_positive_otherwise():
+    torch.manual_seed(0)
+    y = (torch.rand(400) < 0.3).long()
+    rate = y.float().mean()
+    optimal = torch.full((400, 1), torch.logit(rate).item())
+    assert irm_penalty(optimal, y).item() < 1e-10
+    # the same constant model is not optimal in an environment with another label rate
+    y2 = (torch.rand(400) < 0.7).long()
+    assert irm_penalty(optimal, y2).item() > 1e-3
+    # nor is an over-confident model in the first environment
+    assert irm_penalty(optimal * 3, y).item() > 1e-3
+
+
+@pytest.mark.parametrize("classes", [1, 4])
+def test_irm_penalty_closed_form_matches_double_backpropagation(classes):
+    from methods import task_loss
+    torch.manual_seed(1)
+    w = torch.randn(5, classes, requires_grad=True)
+    x = torch.randn(64, 5)
+    y = torch.randint(0, max(classes, 2), (64,))
+    scale = torch.ones((), requires_grad=True)
+    grad, = torch.autograd.grad(task_loss((x @ w) * scale, y), [scale], create_graph=True)
+    reference = grad.pow(2)
+    ours = irm_penalty(x @ w, y)
+    assert torch.allclose(ours, reference, atol=1e-7)
+    # and its gradient with respect to the model, which is what training uses
+    g_ref, = torch.autograd.grad(reference, [w])
+    g_ours, = torch.autograd.grad(ours, [w])
+    assert torch.allclose(g_ours, g_ref, atol=1e-6)
+
+
+def test_irm_anneals_the_penalty_weight_and_counts_steps():
+    nets, m, opts, batch = make("irm", irm_anneal_iters=2, irm_penalty_weight=1000.0)
+    weights = [m.update(batch, opts)["penalty_weight"] for _ in range(3)]
+    assert weights == [1.0, 1.0, 1000.0]
+    assert m.state_dict() == {"step": 3}
+    m.load_state_dict({"step": 0})
+    assert m.update(batch, opts)["penalty_weight"] == 1.0
+
+
+# ----------------------------------------------------------------------------- AND-mask
+def test_and_mask_with_tau_one_zeroes_exactly_the_disagreeing_coordinates():
+    g = torch.tensor([[1.0, -2.0, 3.0, 0.5, -1.0],
+                      [2.0, -1.0, -3.0, 0.5, 1.0],
+                      [3.0, -4.0, 1.0, 0.5, -1.0]])
+    out = and_mask_combine(g, tau=1.0, variant="and")
+    expected = torch.tensor([2.0, -7.0 / 3, 0.0, 0.5, 0.0])
+    assert torch.allclose(out, expected)
+    # tau = 0 keeps everything: plain averaged gradient
+    assert torch.allclose(and_mask_combine(g, tau=0.0), g.mean(0))
+    # tau = 1/3: coordinates where 2 of 3 agree (|mean sign| = 1/3) are kept too
+    assert torch.allclose(and_mask_combine(g, tau=1 / 3), g.mean(0))
+    # rescale divides by the kept fraction (3 of 5)
+    assert torch.allclose(and_mask_combine(g, 1.0, "and", rescale=True), expected / 0.6)
+
+
+def test_geometric_mean_variant_matches_a_hand_computation():
+    g = torch.tensor([[1.0, -2.0, 4.0],
+                      [4.0, -8.0, -1.0]])
+    out = and_mask_combine(g, tau=1.0, variant="geom")
+    assert torch.allclose(out, torch.tensor([2.0, -4.0, 0.0]), atol=1e-6)  # sqrt(1*4), sqrt(2*8)
+
+
+def test_and_mask_update_leaves_disagreeing_parameters_alone():
+    """Two environments pulling one weight in opposite directions: AND-mask does not move it."""
+    f = nn.Linear(2, 1, bias=False)
+    nn.init.ones_(f.weight)
+    _, args = cli.parse_args([])
+    m = METHODS["andmask"](nn.ModuleDict({"f": f, "g": nn.Identity()}), args)
+    x = torch.tensor([[1.0, 1.0], [1.0, -1.0]])  # env 0 and env 1 disagree on w[1]
+    m.update((x, torch.tensor([1, 1]), torch.tensor([0, 1])),
+             {"main": optim.SGD(f.parameters(), lr=0.1)})
+    assert f.weight[0, 1].item() == 1.0 and f.weight[0, 0].item() > 1.0
+
+
+def test_gen_mask_weights_satisfy_their_constraints():
+    torch.manual_seed(0)
+    g = torch.randn(6, 4, 3)
+    p = gen_mask_weights(g, steps=50, lr=0.5)
+    assert abs(p.sum().item() - 1) < 1e-4
+    assert p.min().item() >= -2 - 1e-6 and p.max().item() <= 2 + 1e-6
+    # the ascent improved the objective over uniform weights
+    total = g.sum(0).flatten()
+    obj = lambda w: torch.dot(torch.tensordot(w, g, dims=1).flatten(), total).item()
+    assert obj(p) > obj(torch.full((6,), 1 / 6))
+    q = project_capped_simplex(torch.tensor([10.0, -10.0, 0.3]))
+    assert torch.allclose(q, torch.tensor([2.0, -2.0, 1.0]), atol=1e-4)
+
+
+# ----------------------------------------------------------------------------- BlindEye
+def test_blindeye_trains_h_on_detached_features():
+    nets, m, opts, batch = make("blindeye")
+    before_h = snapshot(nets["h"])
+    stats = m.update(batch, opts)
+    assert changed(nets["h"], before_h)
+    assert stats["confusion"] >= math.log(8) - 1e-5  # CE to uniform is at least log K
