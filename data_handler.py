@@ -255,20 +255,32 @@ def _batch_passthrough(batch):
 
 
 class EpochShuffleSampler(Sampler):
-    """A shuffle that depends only on (seed, epoch), so a resumed run sees the same order."""
+    """A shuffle that depends only on (seed, epoch), so a resumed run sees the same order.
+    Under DistributedDataParallel each of `world` ranks takes every world-th index of the same
+    permutation (padded to equal shares, like DistributedSampler); set_start skips the first
+    indices of this rank's share, to continue an epoch from the middle."""
 
-    def __init__(self, n, seed):
-        self.n, self.seed, self.epoch = n, seed, 0
+    def __init__(self, n, seed, rank=0, world=1):
+        self.n, self.seed, self.rank, self.world = n, seed, rank, world
+        self.epoch, self.start = 0, 0
+        self.share = -(-n // world)  # ceil
 
     def set_epoch(self, epoch):
         self.epoch = epoch
 
+    def set_start(self, start):
+        self.start = start
+
     def __iter__(self):
         gen = torch.Generator().manual_seed(self.seed * 100003 + self.epoch)
-        return iter(torch.randperm(self.n, generator=gen).tolist())
+        order = torch.randperm(self.n, generator=gen)
+        if self.world > 1:
+            order = torch.cat([order, order[:self.share * self.world - self.n]])
+            order = order[self.rank::self.world]
+        return iter(order[self.start:].tolist())
 
     def __len__(self):
-        return self.n
+        return max(self.share - self.start, 0) if self.world > 1 else max(self.n - self.start, 0)
 
 
 def _first(n, *arrays):
@@ -457,32 +469,39 @@ class EnvBalancedSampler(Sampler):
 
     def __init__(self, env, per_env, seed):
         self.groups = [np.flatnonzero(env == e) for e in np.unique(env)]
-        self.per_env, self.seed, self.epoch = per_env, seed, 0
+        self.per_env, self.seed, self.epoch, self.start = per_env, seed, 0, 0
         self.steps = min(len(g) for g in self.groups) // per_env
 
     def set_epoch(self, epoch):
         self.epoch = epoch
 
+    def set_start(self, start):
+        self.start = start
+
     def __iter__(self):
         rng = np.random.default_rng([self.seed, self.epoch])
         shuffled = [rng.permutation(g) for g in self.groups]
-        for k in range(self.steps):
-            for g in shuffled:
-                yield from g[k * self.per_env:(k + 1) * self.per_env].tolist()
+        order = [i for k in range(self.steps) for g in shuffled
+                 for i in g[k * self.per_env:(k + 1) * self.per_env].tolist()]
+        return iter(order[self.start:])
 
     def __len__(self):
-        return self.steps * self.per_env * len(self.groups)
+        return max(self.steps * self.per_env * len(self.groups) - self.start, 0)
 
 
-def make_loader(dataset, batch_size, train, seed, num_workers, device, balanced_envs=False):
+def make_loader(dataset, batch_size, train, seed, num_workers, device, balanced_envs=False,
+                rank=0, world=1):
     """DataLoader over whole-batch datasets. batch_size 0 = the whole set in one batch (IRM's
-    full-batch training); with balanced_envs, batch_size counts examples per environment."""
+    full-batch training); with balanced_envs, batch_size counts examples per environment.
+    Under DistributedDataParallel batch_size is the global batch, split evenly over ranks."""
     if balanced_envs and train:
         sampler = EnvBalancedSampler(dataset.bias_targets.numpy(), batch_size, seed)
         batch_size *= len(sampler.groups)
+    elif train:
+        sampler = EpochShuffleSampler(len(dataset), seed, rank, world)
+        batch_size = (batch_size or len(dataset)) // world
     else:
-        sampler = EpochShuffleSampler(len(dataset), seed) if train else None
-        batch_size = batch_size or len(dataset)
+        sampler, batch_size = None, batch_size or len(dataset)
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, shuffle=False,
                       num_workers=num_workers, collate_fn=_batch_passthrough,
                       pin_memory=device.type == "cuda", drop_last=False,

@@ -10,6 +10,7 @@ import shutil
 import sys
 
 import numpy as np
+import torch
 import yaml
 from torch import nn
 
@@ -17,7 +18,8 @@ from data_handler import BALANCED_ENV_DATASETS, DATASETS, build_datasets, make_l
 from methods import METHODS
 from network import NETWORKS, build_network
 from solver import Solver, checkpoint_dir, experiment_dir
-from utils import UserError, atomic_json_dump, resolve_device, set_seed
+from utils import (RunStopped, UserError, atomic_json_dump, dist_rank, dist_world,
+                   init_distributed, resolve_device, set_deterministic, set_seed)
 
 
 def build_parser():
@@ -99,7 +101,14 @@ def build_parser():
                    help="GEN-mask: projected-ascent steps for the environment weights")
     t.add_argument("--genmask_lr", type=float, default=0.1, help="GEN-mask: ascent step size")
     t.add_argument("--seed", type=int, default=0, help="training seed (init, shuffle)")
-    t.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
+    t.add_argument("--device", default="auto",
+                   help="auto, cpu or cuda[:N] (under torchrun: each process its local GPU)")
+    t.add_argument("--deterministic", action="store_true",
+                   help="deterministic kernels only: bit-identical runs for the same seed")
+    t.add_argument("--skip_nonfinite", action="store_true",
+                   help="skip (and count) steps with a non-finite loss instead of stopping")
+    t.add_argument("--sync_bn", action="store_true",
+                   help="torchrun on GPUs: synchronise BatchNorm statistics across processes")
 
     o = p.add_argument_group("outputs and checkpoints")
     o.add_argument("--experiment_name", default=None,
@@ -190,22 +199,27 @@ def build_nets(args, input_shape):
                           for role in ("f", "g", "h")})
 
 
-def prepare_experiment(parser, args):
-    """Refuse to overwrite a run silently; write args.json next to the results."""
-    out = experiment_dir(args)
-    ckpts = checkpoint_dir(args)
-    training = args.mode == "train"
-    if (training and os.path.isdir(ckpts) and os.listdir(ckpts)
+def check_experiment(parser, args):
+    """Before anything is written: never overwrite a run silently, and the output folder must
+    be writable."""
+    out, ckpts = experiment_dir(args), checkpoint_dir(args)
+    if (args.mode == "train" and os.path.isdir(ckpts) and os.listdir(ckpts)
             and not (args.resume or args.overwrite)):
         parser.error(f"experiment '{args.experiment_name}' already has checkpoints in {ckpts}; "
                      "pass --resume to continue it, --overwrite to start again, or another "
                      "--experiment_name")
-    try:
-        os.makedirs(out, exist_ok=True)
-    except OSError as exc:
-        parser.error(f"cannot create {out} ({exc.strerror}); pick a writable --output_dir")
-    if not os.access(out, os.W_OK):
-        parser.error(f"{out} is not writable; pick a writable --output_dir")
+    existing = out
+    while not os.path.exists(existing):
+        existing = os.path.dirname(os.path.abspath(existing))
+    if not os.path.isdir(existing) or not os.access(existing, os.W_OK | os.X_OK):
+        parser.error(f"cannot write under {existing} (for {out}); pick a writable --output_dir")
+
+
+def write_experiment(args):
+    """--overwrite clears the old run; args.json (or test_args.json) goes next to the results."""
+    out = experiment_dir(args)
+    training = args.mode == "train"
+    os.makedirs(out, exist_ok=True)
     if training and args.overwrite:
         for sub in ("checkpoints", "logs"):
             shutil.rmtree(os.path.join(out, sub), ignore_errors=True)
@@ -215,17 +229,44 @@ def prepare_experiment(parser, args):
     atomic_json_dump(vars(args), os.path.join(out, "args.json" if training else "test_args.json"))
 
 
+def check_distributed(parser, args, world):
+    """What torchrun can run: methods whose steps are plain backward passes."""
+    if world == 1:
+        if args.sync_bn:
+            parser.error("--sync_bn only applies under torchrun with several processes")
+        return
+    if not METHODS[args.method].supports_ddp:
+        parser.error(f"--method {args.method} combines per-environment gradients or penalties "
+                     "that a data-parallel shard cannot compute; run it in one process "
+                     "(python main.py ...)")
+    if args.batch_size % world:
+        parser.error(f"--batch_size {args.batch_size} (the global batch) must divide evenly "
+                     f"over {world} processes")
+    if args.sync_bn and args.device == "cpu":
+        parser.error("--sync_bn needs GPUs (SyncBatchNorm has no CPU kernel); drop it on CPU")
+
+
 def main(argv=None):
     parser, args = parse_args(argv)
     try:
-        device = resolve_device(args.device)
+        local_rank = init_distributed(args.device)
+        world, rank = dist_world(), dist_rank()
+        check_distributed(parser, args, world)
+        device = resolve_device(args.device, local_rank)
+        if args.deterministic:
+            set_deterministic()
         set_seed(args.seed)
+        check_experiment(parser, args)
         sets = build_datasets(args)
         nets = build_nets(args, sets["train"].input_shape)
-        prepare_experiment(parser, args)
+        if args.sync_bn:
+            nets = nn.SyncBatchNorm.convert_sync_batchnorm(nets)
+        if rank == 0:
+            write_experiment(args)
         train_loader = make_loader(sets.pop("train"), args.batch_size, True, args.seed,
                                    args.num_workers, device,
-                                   balanced_envs=args.dataset_name in BALANCED_ENV_DATASETS)
+                                   balanced_envs=args.dataset_name in BALANCED_ENV_DATASETS,
+                                   rank=rank, world=world)
         eval_loaders = {name: make_loader(ds, 1000, False, args.seed, args.num_workers, device)
                         for name, ds in sets.items()}
         solver = Solver(args, nets, train_loader, eval_loaders.pop("test"), device,
@@ -234,6 +275,12 @@ def main(argv=None):
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(1)
+    except RunStopped as stop:
+        print(f"stopped: {stop}", file=sys.stderr)
+        sys.exit(stop.code)
+    finally:
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":

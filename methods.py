@@ -87,6 +87,7 @@ class Method:
     """Base: plain prediction through g(f(x)); f and g share the 'main' optimizer."""
 
     needs_bias_head = False  # True: h must be a real network (--h_network_name not 'none')
+    supports_ddp = True      # False: the update needs the whole batch's environments at once
 
     def __init__(self, nets, args):
         self.nets, self.args = nets, args
@@ -217,6 +218,8 @@ class IRM(Method):
     --irm_anneal_iters steps and --irm_penalty_weight after, the loss divided by w_p when
     w_p > 1. --irm_penalty_weight 0 is their ERM run."""
 
+    supports_ddp = False
+
     def __init__(self, nets, args):
         super().__init__(nets, args)
         self.step = 0
@@ -294,6 +297,8 @@ def per_env_gradients(method, x, y, b):
 class _GradientMaskMethod(Method):
     """Shared step of the masking methods: per-environment gradients, combined per parameter
     tensor by combine(), written to .grad; the optimizer then adds weight decay and steps."""
+
+    supports_ddp = False
 
     def combine(self, env_grads):
         raise NotImplementedError

@@ -4,26 +4,37 @@ Optimizers and schedule follow the LNL reference (Kim et al., CVPR 2019, authors
 SGD with momentum and weight decay (or Adam, --optimizer adam, for the IRM and AND-mask
 benchmarks), one optimizer per parameter group the method names, and lr x lr_decay_rate every
 lr_decay_period epochs.
+
+Under torchrun the networks are wrapped in DistributedDataParallel (one wrapper per network, so
+each of LNL's two backward passes reduces exactly the networks it used), training metrics are
+averaged over ranks, and only rank 0 writes files.
 """
 import glob
 import json
 import os
+import signal
 import sys
 from collections import defaultdict
 
 import numpy as np
 import torch
-from torch import optim
+import torch.distributed as dist
+from torch import nn, optim
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.tensorboard import SummaryWriter
 
 from methods import METHODS
-from utils import (UserError, atomic_json_dump, atomic_np_save, atomic_torch_save, progress,
-                   rng_state, set_rng_state)
+from utils import (RunStopped, UserError, atomic_json_dump, atomic_np_save, atomic_torch_save,
+                   dist_rank, dist_world, progress, rng_state, set_rng_state)
 
 # Arguments that fix the shape of the saved networks: a checkpoint loaded under other values
 # cannot fit, so they are compared before load_state_dict.
 ARCH_FIELDS = ("dataset_name", "f_network_name", "g_network_name", "h_network_name",
-               "num_main_classes", "num_bias_classes")
+               "num_main_classes", "num_bias_classes", "hidden_dim")
+
+
+class CheckpointMismatch(UserError):
+    """A readable checkpoint that belongs to other networks or data."""
 
 
 def experiment_dir(args):
@@ -47,10 +58,13 @@ def read_checkpoint(path):
         raise UserError(f"checkpoint {path} does not exist; pass the path of a .pth file written "
                         "by a training run (outputs/<experiment>/checkpoints/).")
     try:
-        return torch.load(path, map_location="cpu", weights_only=False)
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:  # truncated zips and bad pickles raise many types
         raise UserError(f"checkpoint {path} is unreadable (truncated or corrupt: {exc}); "
                         "use another checkpoint from the same folder.")
+    if not isinstance(ckpt, dict) or "nets" not in ckpt:
+        raise UserError(f"checkpoint {path} was not written by this tool (no 'nets' entry).")
+    return ckpt
 
 
 def check_compatible(ckpt_args, args, path):
@@ -58,8 +72,9 @@ def check_compatible(ckpt_args, args, path):
     diffs = [f"{k}: checkpoint={ckpt_args.get(k)!r} vs now={getattr(args, k)!r}"
              for k in ARCH_FIELDS if k in ckpt_args and ckpt_args[k] != getattr(args, k)]
     if diffs:
-        raise UserError(f"checkpoint {path} does not match the current arguments ("
-                        + "; ".join(diffs) + "); pass matching flags or another checkpoint.")
+        raise CheckpointMismatch(f"checkpoint {path} does not match the current arguments ("
+                                 + "; ".join(diffs) + "); pass matching flags or another "
+                                 "checkpoint.")
 
 
 def trim_metrics(path, epoch):
@@ -75,21 +90,67 @@ def trim_metrics(path, epoch):
     return rows[-1] if rows else {}
 
 
+class GuardedOptimizer:
+    """An optimizer whose step() refuses non-finite gradients (and records that it did), so a
+    diverging step never reaches the weights."""
+
+    def __init__(self, optimizer):
+        self.optimizer, self.skipped = optimizer, False
+
+    @property
+    def param_groups(self):
+        return self.optimizer.param_groups
+
+    def zero_grad(self, set_to_none=False):
+        self.optimizer.zero_grad(set_to_none=set_to_none)
+
+    def step(self):
+        grads = [p.grad for group in self.param_groups for p in group["params"]
+                 if p.grad is not None]
+        if grads and not bool(torch.stack([torch.isfinite(g).all() for g in grads]).all()):
+            self.skipped = True
+            return
+        self.optimizer.step()
+
+    def state_dict(self):
+        return self.optimizer.state_dict()
+
+    def load_state_dict(self, state):
+        self.optimizer.load_state_dict(state)
+
+
+def wrap_for_ddp(nets, device):
+    """One DistributedDataParallel per network that has parameters (LNL's second update uses
+    f and h but not g; separate wrappers keep every reduction complete)."""
+    ids = [device.index] if device.type == "cuda" else None
+    return nn.ModuleDict({k: DistributedDataParallel(m, device_ids=ids)
+                          if any(p.requires_grad for p in m.parameters()) else m
+                          for k, m in nets.items()})
+
+
 class Solver:
     """Owns data, epoch loop, evaluation, TensorBoard logs and checkpoints for one experiment."""
 
     def __init__(self, args, nets, train_loader, test_loader, device, extra_loaders=None):
         self.args, self.device = args, device
+        self.rank, self.world = dist_rank(), dist_world()
+        self.is_main = self.rank == 0
         self.nets = nets.to(device)
+        train_nets = wrap_for_ddp(self.nets, device) if self.world > 1 else self.nets
         self.train_loader, self.test_loader = train_loader, test_loader
         self.extra_loaders = extra_loaders or {}
-        self.method = METHODS[args.method](self.nets, args)
-        self.optimizers = {name: self._optimizer(params)
+        self.method = METHODS[args.method](train_nets, args)
+        # evaluation reads the plain networks: no collective calls outside training steps
+        self.eval_method = METHODS[args.method](self.nets, args)
+        self.optimizers = {name: GuardedOptimizer(self._optimizer(params))
                            for name, params in self.method.param_groups().items()}
         decay = lambda epoch: args.lr_decay_rate ** (epoch // args.lr_decay_period)
-        self.schedulers = {name: optim.lr_scheduler.LambdaLR(opt, decay)
+        self.schedulers = {name: optim.lr_scheduler.LambdaLR(opt.optimizer, decay)
                            for name, opt in self.optimizers.items()}
-        self.epoch = 0  # epochs completed
+        self.epoch = 0           # epochs completed
+        self.step_in_epoch = 0   # steps completed in the current epoch
+        self.partial = None      # metric sums of the current epoch so far
+        self.stop_signal = 0
 
     def _optimizer(self, params):
         a = self.args
@@ -108,7 +169,7 @@ class Solver:
         probs, labels = [], []
         for batch in progress(loader, desc="eval"):
             x, y, _ = self._to_device(batch)
-            logits = self.method.predict(x)
+            logits = self.eval_method.predict(x)
             if logits.shape[1] == 1:  # binary task: one logit -> P(y=0), P(y=1)
                 p1 = torch.sigmoid(logits)
                 probs.append(torch.cat([1 - p1, p1], dim=1).cpu())
@@ -121,37 +182,96 @@ class Solver:
         probs, labels = self.predict_all(loader)
         return float((probs.argmax(1) == labels).mean())
 
+    def evaluate_all(self):
+        out = {"test_acc": self.evaluate(self.test_loader)}
+        out.update({f"{n}_acc": self.evaluate(l) for n, l in self.extra_loaders.items()})
+        return out
+
+    # ------------------------------------------------------------------ training steps
+    def _stop_requested(self):
+        """A signal on any rank stops every rank after the same step."""
+        flag = self.stop_signal
+        if self.world > 1:
+            t = torch.tensor([flag], device=self.device)
+            dist.all_reduce(t, op=dist.ReduceOp.MAX)
+            flag = int(t.item())
+        self.stop_signal = flag
+        return flag != 0
+
+    def _nonfinite(self, stats):
+        skipped = any(o.skipped for o in self.optimizers.values())
+        for o in self.optimizers.values():
+            o.skipped = False
+        return skipped or not all(np.isfinite(v) for v in stats.values())
+
+    def _diverged(self, stats):
+        last = os.path.join(checkpoint_dir(self.args), "last.pth")
+        good = last if os.path.exists(last) else "none written yet"
+        values = ", ".join(f"{k}={v:.4g}" for k, v in stats.items())
+        return RunStopped(
+            f"non-finite loss at epoch {self.epoch + 1}, step {self.step_in_epoch + 1} "
+            f"({values}); the weights were not updated by that step. Last good checkpoint: "
+            f"{good}. Lower --lr and --resume, or pass --skip_nonfinite to skip such steps.", 1)
+
     def train_epoch(self):
+        """Train from the current position in the epoch to its end (or to a stop signal)."""
         self.nets.train()
-        self.train_loader.sampler.set_epoch(self.epoch)
-        sums, count = defaultdict(float), 0
+        sampler = self.train_loader.sampler
+        sampler.set_epoch(self.epoch)
+        sampler.set_start(self.step_in_epoch * self.train_loader.batch_size)
+        sums, count = self.partial or (defaultdict(float), 0)
         bar = progress(self.train_loader, desc=f"epoch {self.epoch + 1}/{self.args.epochs}")
         for batch in bar:
             batch = self._to_device(batch)
             stats = self.method.update(batch, self.optimizers)
-            n = batch[0].shape[0]
-            for k, v in stats.items():
-                sums[k] += v * n
-            count += n
-            if hasattr(bar, "set_postfix") and not bar.disable:
+            if self._nonfinite(stats):
+                if not self.args.skip_nonfinite:
+                    raise self._diverged(stats)
+                sums["nonfinite_skipped"] += 1
+            else:
+                n = batch[0].shape[0]
+                for k, v in stats.items():
+                    sums[k] += v * n
+                count += n
+            self.step_in_epoch += 1
+            if not bar.disable:
                 bar.set_postfix(loss=f"{stats.get('loss_cls', 0.0):.3f}")
-        return {k: v / max(count, 1) for k, v in sums.items()}
+            self.partial = (sums, count)
+            if self._stop_requested():
+                return None
+        self.step_in_epoch, self.partial = 0, None
+        skipped = sums.pop("nonfinite_skipped", 0)
+        keys = sorted(sums)
+        totals = torch.tensor([sums[k] for k in keys] + [count, skipped], dtype=torch.float64)
+        if self.world > 1:  # average over every rank's examples
+            dist.all_reduce(totals)
+        count, skipped = totals[-2].item(), totals[-1].item()
+        out = {k: totals[i].item() / max(count, 1) for i, k in enumerate(keys)}
+        if self.args.skip_nonfinite:
+            out["nonfinite_skipped"] = skipped
+        return out
 
     # ------------------------------------------------------------------ checkpoints
     def state(self):
-        return {"epoch": self.epoch, "args": vars(self.args),
+        return {"epoch": self.epoch, "step_in_epoch": self.step_in_epoch,
+                "partial": (dict(self.partial[0]), self.partial[1]) if self.partial else None,
+                "args": vars(self.args),
                 "nets": {k: m.state_dict() for k, m in self.nets.items()},
                 "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
                 "schedulers": {k: s.state_dict() for k, s in self.schedulers.items()},
                 "method": self.method.state_dict(), "rng": rng_state()}
 
-    def save_checkpoint(self):
+    def save_checkpoint(self, force=False):
+        """last.pth every --checkpoint_every epochs (and when forced), epoch_XXXX.pth every
+        --save_every epochs and at the end; rank 0 only."""
+        if not self.is_main:
+            return
         folder = checkpoint_dir(self.args)
         state = self.state()
-        final = self.epoch == self.args.epochs
-        if self.epoch % self.args.checkpoint_every == 0 or final:
+        final = self.epoch == self.args.epochs and not self.step_in_epoch
+        if force or final or self.epoch % self.args.checkpoint_every == 0:
             atomic_torch_save(state, os.path.join(folder, "last.pth"))
-        if self.epoch % self.args.save_every == 0 or self.epoch == self.args.epochs:
+        if not self.step_in_epoch and (self.epoch % self.args.save_every == 0 or final):
             atomic_torch_save(state, os.path.join(folder, f"epoch_{self.epoch:04d}.pth"))
 
     def load_nets(self, path, modules=("f", "g", "h")):
@@ -163,12 +283,15 @@ class Solver:
         return ckpt
 
     def resume(self):
-        """Continue from the newest readable checkpoint of this experiment (if any)."""
+        """Continue from the newest readable checkpoint of this experiment (if any); an
+        unreadable one is reported by name and the next older one is tried."""
         for path in list_checkpoints(checkpoint_dir(self.args)):
             try:
                 ckpt = self.load_nets(path)
+            except CheckpointMismatch:
+                raise
             except UserError as err:
-                print(f"warning: {err}", file=sys.stderr)
+                print(f"warning: {err} Trying an older checkpoint.", file=sys.stderr)
                 continue
             for k, o in self.optimizers.items():
                 o.load_state_dict(ckpt["optimizers"][k])
@@ -177,50 +300,87 @@ class Solver:
             self.method.load_state_dict(ckpt.get("method", {}))
             set_rng_state(ckpt["rng"])
             self.epoch = ckpt["epoch"]
-            print(f"resumed from {path} (epoch {self.epoch} of {self.args.epochs} done)")
+            self.step_in_epoch = ckpt.get("step_in_epoch", 0)
+            partial = ckpt.get("partial")
+            self.partial = (defaultdict(float, partial[0]), partial[1]) if partial else None
+            where = f", {self.step_in_epoch} steps into the next" if self.step_in_epoch else ""
+            print(f"resumed from {path} (epoch {self.epoch} of {self.args.epochs} done{where})")
             return True
         print(f"no checkpoint to resume from in {checkpoint_dir(self.args)}: starting a new run")
         return False
 
     # ------------------------------------------------------------------ train / test
+    def _on_signal(self, signum, frame):
+        self.stop_signal = signum
+
     def train(self):
-        """Train to --epochs (continuing or initialising as asked); write results.json."""
+        """Train to --epochs (continuing or initialising as asked); write results.json.
+        SIGINT/SIGTERM finish the current step, save a checkpoint and raise RunStopped."""
+        handlers = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            return self._train()
+        finally:
+            for s, h in handlers.items():
+                signal.signal(s, h)
+
+    def _train(self):
         args, out = self.args, experiment_dir(self.args)
         resumed = args.resume and self.resume()
         if not resumed and args.init_checkpoint:
             self.load_nets(args.init_checkpoint, modules=("f", "g"))
             print(f"initialised f, g from {args.init_checkpoint}")
         metrics_path = os.path.join(out, "metrics.jsonl")
-        last = trim_metrics(metrics_path, self.epoch) if resumed else {}
-        writer = SummaryWriter(os.path.join(out, "logs"), purge_step=self.epoch + 1)
+        last = trim_metrics(metrics_path, self.epoch) if resumed and self.is_main else {}
+        writer = (SummaryWriter(os.path.join(out, "logs"), purge_step=self.epoch + 1)
+                  if self.is_main else None)
         try:
             while self.epoch < args.epochs:
-                last = self.run_epoch()
-                for k, v in last.items():
-                    writer.add_scalar(self._tag(k), v, self.epoch)
-                writer.flush()
-                with open(metrics_path, "a") as fh:
-                    fh.write(json.dumps({"epoch": self.epoch, **last}) + "\n")
-                if "test_acc" in last:
-                    print(f"epoch {self.epoch}/{args.epochs} "
-                          + " ".join(f"{k}={v:.4g}" for k, v in last.items()), flush=True)
+                stats = self.run_epoch()
+                if stats is None:
+                    raise self._interrupted()
+                last = stats
+                if self.is_main:
+                    self._log(writer, metrics_path, last)
                 self.save_checkpoint()
         finally:
-            writer.close()
+            if writer is not None:
+                writer.close()
         if "test_acc" not in last:  # nothing was left to train: evaluate the finished run
             last.update(self.evaluate_all())
         last.pop("epoch", None)
-        atomic_json_dump({"experiment": args.experiment_name, "method": args.method,
-                          "dataset": args.dataset_name, "epochs": self.epoch, **last},
-                         os.path.join(out, "results.json"))
-        print(f"final test_acc={last['test_acc']:.4f} ({args.experiment_name}, "
-              f"epoch {self.epoch})")
+        if self.is_main:
+            atomic_json_dump({"experiment": args.experiment_name, "method": args.method,
+                              "dataset": args.dataset_name, "epochs": self.epoch, **last},
+                             os.path.join(out, "results.json"))
+            print(f"final test_acc={last['test_acc']:.4f} ({args.experiment_name}, "
+                  f"epoch {self.epoch})")
         return last["test_acc"]
 
+    def _interrupted(self):
+        self.save_checkpoint(force=True)
+        name = signal.Signals(self.stop_signal).name
+        return RunStopped(
+            f"stopped by {name} at epoch {self.epoch + 1}, step {self.step_in_epoch}; "
+            f"checkpoint saved in {checkpoint_dir(self.args)}. Continue with the same command "
+            "plus --resume.", 128 + self.stop_signal)
+
+    def _log(self, writer, metrics_path, stats):
+        for k, v in stats.items():
+            writer.add_scalar(self._tag(k), v, self.epoch)
+        writer.flush()
+        with open(metrics_path, "a") as fh:
+            fh.write(json.dumps({"epoch": self.epoch, **stats}) + "\n")
+        if "test_acc" in stats:
+            print(f"epoch {self.epoch}/{self.args.epochs} "
+                  + " ".join(f"{k}={v:.4g}" for k, v in stats.items()), flush=True)
+
     def run_epoch(self):
-        """One epoch of training, the schedule step, and evaluation when it is due."""
+        """One epoch of training, the schedule step, and evaluation when it is due; None when
+        a stop signal ended the epoch early."""
         lr = self.optimizers["main"].param_groups[0]["lr"]
         stats = self.train_epoch()
+        if stats is None:
+            return None
         for s in self.schedulers.values():
             s.step()
         self.epoch += 1
@@ -228,11 +388,6 @@ class Solver:
         if self.epoch % self.args.eval_every == 0 or self.epoch == self.args.epochs:
             stats.update(self.evaluate_all())
         return stats
-
-    def evaluate_all(self):
-        out = {"test_acc": self.evaluate(self.test_loader)}
-        out.update({f"{n}_acc": self.evaluate(l) for n, l in self.extra_loaders.items()})
-        return out
 
     def _tag(self, key):
         if key == "test_acc":
@@ -250,8 +405,9 @@ class Solver:
         preds = probs.argmax(1)
         acc = float((preds == labels).mean())
         out = args.test_output_npy or os.path.join(experiment_dir(args), "test_predictions.npy")
-        atomic_np_save({"true_label": labels, "pred_label": preds, "probabilities": probs,
-                        "bias_index": self.test_loader.dataset.bias_index[:len(labels)],
-                        "accuracy": acc, "checkpoint": path}, out)
-        print(f"test_acc={acc:.4f} ({len(labels)} images, checkpoint {path}) -> {out}")
+        if self.is_main:
+            atomic_np_save({"true_label": labels, "pred_label": preds, "probabilities": probs,
+                            "bias_index": self.test_loader.dataset.bias_index[:len(labels)],
+                            "accuracy": acc, "checkpoint": path}, out)
+            print(f"test_acc={acc:.4f} ({len(labels)} images, checkpoint {path}) -> {out}")
         return acc

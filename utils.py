@@ -18,6 +18,14 @@ class UserError(Exception):
     """An error the user can fix; main.py prints its message (which says what to do) and exits 1."""
 
 
+class RunStopped(Exception):
+    """Training stopped on purpose (a signal, a diverged loss): message and exit code."""
+
+    def __init__(self, message, code):
+        super().__init__(message)
+        self.code = code
+
+
 def set_seed(seed):
     """Seed python, numpy and torch: the one place a training seed is applied."""
     random.seed(seed)
@@ -25,14 +33,46 @@ def set_seed(seed):
     torch.manual_seed(seed)
 
 
-def resolve_device(name):
-    """Turn --device {auto,cpu,cuda} into a torch.device once; everything else receives it."""
+def resolve_device(name, local_rank=0):
+    """Turn --device {auto,cpu,cuda} into a torch.device once; everything else receives it.
+    Under torchrun each process takes the GPU of its local rank."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise UserError("--device cuda was asked for but no CUDA GPU is visible; "
                         "use --device cpu (or auto).")
+    if name == "cuda":
+        name = f"cuda:{local_rank}"
     return torch.device(name)
+
+
+def dist_world():
+    return torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
+
+
+def dist_rank():
+    return torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
+
+
+def init_distributed(device_name):
+    """Join the process group torchrun set up (WORLD_SIZE > 1): NCCL on GPUs, gloo on CPUs.
+    Returns the local rank (0 without torchrun)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return 0
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    use_cuda = device_name != "cpu" and torch.cuda.is_available()
+    if use_cuda:
+        torch.cuda.set_device(local_rank)
+    if not torch.distributed.is_initialized():
+        torch.distributed.init_process_group("nccl" if use_cuda else "gloo")
+    return local_rank
+
+
+def set_deterministic():
+    """Bit-identical results for the same seed: deterministic kernels only."""
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.benchmark = False
 
 
 def rng_state():
