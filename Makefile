@@ -5,7 +5,7 @@ SIGMA2    ?= 0.020
 DATA_ROOT ?= ./data
 LOGDIR    ?= outputs
 
-.PHONY: setup fetch_data run_cmnist table_methods test test_fast tensorboard clean
+.PHONY: setup fetch_data run_cmnist table_cmnist table_methods test test_fast tensorboard clean
 
 setup: $(VENV)/.installed
 
@@ -21,6 +21,10 @@ fetch_data: setup
 # EPOCHS=N shortens both stages (default 100 each).
 run_cmnist: setup
 	PYTHON=$(PY) DATA_ROOT=$(DATA_ROOT) bash scripts/run_cmnist.sh $(SIGMA2)
+
+# the Colored-MNIST sweep -> outputs/cmnist_table/{results.csv,results.md,accuracy_vs_var.png}
+table_cmnist: setup
+	PYTHON=$(PY) DATA_ROOT=$(DATA_ROOT) bash scripts/run_cmnist_table.sh
 
 # every method on its benchmark -> outputs/methods_table/results.md (see the script for sizes)
 table_methods: setup

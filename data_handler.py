@@ -396,7 +396,7 @@ def spiral_datasets(args):
                                                                             test_env)}
 
 
-# --------------------------------------------------------------------------- CIFAR-10, random labels
+# --------------------------------------------------------------------------- CIFAR-10 random labels
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2470, 0.2435, 0.2616)
 
@@ -412,7 +412,8 @@ def load_cifar10(data_root_base):
             path = os.path.join(folder, name)
             if not os.path.exists(path):
                 raise UserError(f"CIFAR-10 not found: {path} is missing. Fetch it with "
-                                f"`python fetch_data.py cifar10 --data_root_base {data_root_base}`.")
+                                "`python fetch_data.py cifar10 --data_root_base "
+                                f"{data_root_base}`.")
             with open(path, "rb") as fh:
                 batch = pickle.load(fh, encoding="bytes")
             images.append(np.asarray(batch[b"data"], np.uint8).reshape(-1, 3, 32, 32))
@@ -452,7 +453,8 @@ def cifar_random_labels_datasets(args):
 
 
 DATASETS = {"ColoredMNIST": colored_mnist_datasets, "IRMColoredMNIST": irm_cmnist_datasets,
-            "SpiralSignatures": spiral_datasets, "CIFAR10RandomLabels": cifar_random_labels_datasets}
+            "SpiralSignatures": spiral_datasets,
+            "CIFAR10RandomLabels": cifar_random_labels_datasets}
 BALANCED_ENV_DATASETS = ("SpiralSignatures",)
 
 

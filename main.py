@@ -112,7 +112,8 @@ def build_parser():
 
     o = p.add_argument_group("outputs and checkpoints")
     o.add_argument("--experiment_name", default=None,
-                   help="folder under --output_dir (default: <method>_<var<color_var> or dataset>_seed<seed>)")
+                   help="folder under --output_dir (default: "
+                        "<method>_<var<color_var> or dataset>_seed<seed>)")
     o.add_argument("--output_dir", default="./outputs")
     o.add_argument("--save_every", type=int, default=10, help="keep a checkpoint every N epochs")
     o.add_argument("--checkpoint_every", type=int, default=1,
@@ -179,7 +180,8 @@ def validate(parser, args):
         parser.error(f"--method {args.method} trains a bias head: pass a real "
                      "--h_network_name (e.g. cmnist_h), not 'none'")
     if args.experiment_name is None:
-        bias = f"var{args.color_var:.3f}" if args.dataset_name == "ColoredMNIST" else args.dataset_name
+        bias = (f"var{args.color_var:.3f}" if args.dataset_name == "ColoredMNIST"
+                else args.dataset_name)
         args.experiment_name = f"{args.method}_{bias}_seed{args.seed}"
 
 

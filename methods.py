@@ -122,37 +122,43 @@ class Baseline(Method):
         return {"loss_cls": loss.item(), "train_acc": task_accuracy(logits, y)}
 
 
-@register("lnl")
-class LearningNotToLearn(Method):
-    """Learning Not to Learn (Kim et al., CVPR 2019, §3.3 and the authors' trainer): per batch,
-    (1) f, g step on CE(g(f(x)), y) + lambda * negative entropy of h(f(x));
-    (2) h learns the bias from f(x) through a gradient reversal layer (scale mu), so f is
-        pushed to remove what h can read; f, g and h all step."""
+class _BiasHeadMethod(Method):
+    """Methods with a bias head h on its own optimizer, whose first update is
+    f, g <- CE(g(f(x)), y) + weight * term(h(f(x)))."""
 
     needs_bias_head = True
 
     def param_groups(self):
         return {**super().param_groups(), "bias": list(self.nets["h"].parameters())}
 
+    def label_step(self, x, y, optimizers, term_fn, weight):
+        zero_all(optimizers)
+        feat = self.nets["f"](x)
+        logits = self.nets["g"](feat)
+        loss_cls = task_loss(logits, y)
+        term = term_fn(self.nets["h"](feat))
+        (loss_cls + weight * term).backward()
+        optimizers["main"].step()
+        return feat, logits, loss_cls, term
+
+
+@register("lnl")
+class LearningNotToLearn(_BiasHeadMethod):
+    """Learning Not to Learn (Kim et al., CVPR 2019, §3.3 and the authors' trainer): per batch,
+    (1) f, g step on CE(g(f(x)), y) + lambda * negative entropy of h(f(x));
+    (2) h learns the bias from a fresh f(x) through a gradient reversal layer (scale mu), so f
+        is pushed to remove what h can read; f, g and h all step."""
+
     def update(self, batch, optimizers):
         x, y, b = batch
-        f, g, h = self.nets["f"], self.nets["g"], self.nets["h"]
-
+        _, logits, loss_cls, neg_ent = self.label_step(x, y, optimizers, negative_entropy,
+                                                       self.args.lambda_entropy)
         zero_all(optimizers)
-        feat = f(x)
-        logits = g(feat)
-        loss_cls = task_loss(logits, y)
-        neg_ent = negative_entropy(h(feat))
-        (loss_cls + self.args.lambda_entropy * neg_ent).backward()
-        optimizers["main"].step()
-
-        zero_all(optimizers)
-        bias_logits = h(grad_reverse(f(x), self.args.mu_grl))
+        bias_logits = self.nets["h"](grad_reverse(self.nets["f"](x), self.args.mu_grl))
         loss_bias = bias_cross_entropy(bias_logits, b)
         loss_bias.backward()
         optimizers["main"].step()
         optimizers["bias"].step()
-
         return {"loss_cls": loss_cls.item(), "entropy_term": neg_ent.item(),
                 "loss_bias": loss_bias.item(), "bias_acc": bias_accuracy(bias_logits, b),
                 "train_acc": task_accuracy(logits, y)}
@@ -165,30 +171,17 @@ def confusion_loss(logits):
 
 
 @register("blindeye")
-class BlindEye(Method):
-    """Turning a Blind Eye (Alvi et al. 2018): h learns the bias from f's (detached) features;
-    f, g learn the label while pushing h's prediction towards uniform with the confusion loss
-    (weight --blindeye_alpha)."""
-
-    needs_bias_head = True
-
-    def param_groups(self):
-        return {**super().param_groups(), "bias": list(self.nets["h"].parameters())}
+class BlindEye(_BiasHeadMethod):
+    """Turning a Blind Eye (Alvi et al. 2018): f, g learn the label while pushing h's
+    prediction towards uniform with the confusion loss (weight --blindeye_alpha); then h
+    learns the bias from f's features, detached so that f is not trained to reveal it."""
 
     def update(self, batch, optimizers):
         x, y, b = batch
-        f, g, h = self.nets["f"], self.nets["g"], self.nets["h"]
-
+        feat, logits, loss_cls, confusion = self.label_step(x, y, optimizers, confusion_loss,
+                                                            self.args.blindeye_alpha)
         zero_all(optimizers)
-        feat = f(x)
-        logits = g(feat)
-        loss_cls = task_loss(logits, y)
-        confusion = confusion_loss(h(feat))
-        (loss_cls + self.args.blindeye_alpha * confusion).backward()
-        optimizers["main"].step()
-
-        zero_all(optimizers)
-        bias_logits = h(feat.detach())
+        bias_logits = self.nets["h"](feat.detach())
         loss_bias = bias_cross_entropy(bias_logits, b)
         loss_bias.backward()
         optimizers["bias"].step()

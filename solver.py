@@ -25,7 +25,8 @@ from torch.utils.tensorboard import SummaryWriter
 
 from methods import METHODS
 from utils import (RunStopped, UserError, atomic_json_dump, atomic_np_save, atomic_torch_save,
-                   dist_rank, dist_world, progress, rng_state, set_rng_state)
+                   confusion_matrix, dist_rank, dist_world, progress, rng_state,
+                   save_matrix_png, set_rng_state)
 
 # Arguments that fix the shape of the saved networks: a checkpoint loaded under other values
 # cannot fit, so they are compared before load_state_dict.
@@ -405,9 +406,22 @@ class Solver:
         preds = probs.argmax(1)
         acc = float((preds == labels).mean())
         out = args.test_output_npy or os.path.join(experiment_dir(args), "test_predictions.npy")
+        bias = self.test_loader.dataset.bias_index[:len(labels)]
+        n = probs.shape[1]
+        by_label = confusion_matrix(labels, preds, n, n)
+        by_bias = confusion_matrix(bias, preds, int(bias.max()) + 1, n)
         if self.is_main:
             atomic_np_save({"true_label": labels, "pred_label": preds, "probabilities": probs,
-                            "bias_index": self.test_loader.dataset.bias_index[:len(labels)],
-                            "accuracy": acc, "checkpoint": path}, out)
-            print(f"test_acc={acc:.4f} ({len(labels)} images, checkpoint {path}) -> {out}")
+                            "bias_index": bias, "accuracy": acc, "checkpoint": path,
+                            "confusion_label": by_label, "confusion_bias": by_bias}, out)
+            stem = os.path.splitext(out)[0]
+            save_matrix_png(by_label, f"{stem}_confusion_label.png",
+                            f"{args.experiment_name}: accuracy {acc:.3f}", "true label",
+                            "predicted label")
+            # a biased model predicts the colour: its mass sits on this matrix's diagonal
+            save_matrix_png(by_bias, f"{stem}_confusion_bias.png",
+                            f"{args.experiment_name}: prediction vs bias attribute",
+                            "bias attribute (e.g. colour index)", "predicted label")
+            print(f"test_acc={acc:.4f} ({len(labels)} images, checkpoint {path}) -> {out}, "
+                  f"{stem}_confusion_{{label,bias}}.png")
         return acc

@@ -128,3 +128,30 @@ def progress(iterable, **kwargs):
     """tqdm that stays quiet when stderr is not a terminal (CI logs, pipes)."""
     return tqdm(iterable, disable=not sys.stderr.isatty(), leave=False, dynamic_ncols=True,
                 **kwargs)
+
+
+def confusion_matrix(rows, cols, n_rows, n_cols):
+    """Counts of (rows[i], cols[i]) pairs, as an n_rows x n_cols integer matrix."""
+    m = np.zeros((n_rows, n_cols), dtype=np.int64)
+    np.add.at(m, (np.asarray(rows), np.asarray(cols)), 1)
+    return m
+
+
+def save_matrix_png(matrix, path, title, ylabel, xlabel):
+    """A row-normalised heat map with the counts written in, for a confusion matrix."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    share = matrix / np.maximum(matrix.sum(1, keepdims=True), 1)
+    fig, ax = plt.subplots(figsize=(0.55 * matrix.shape[1] + 2, 0.5 * matrix.shape[0] + 1.5))
+    ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
+    for (i, j), v in np.ndenumerate(matrix):
+        ax.text(j, i, str(v), ha="center", va="center", fontsize=7,
+                color="white" if share[i, j] > 0.6 else "black")
+    ax.set(title=title, xlabel=xlabel, ylabel=ylabel,
+           xticks=range(matrix.shape[1]), yticks=range(matrix.shape[0]))
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

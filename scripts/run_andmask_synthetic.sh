@@ -7,11 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SEEDS=${SEEDS:-3}
-DEVICE=${DEVICE:-auto}
-OUTPUT_DIR=${OUTPUT_DIR:-./outputs}
-if [ -z "${PYTHON:-}" ]; then
-  if [ -x .venv/bin/python ]; then PYTHON=.venv/bin/python; else PYTHON=python3; fi
-fi
+source scripts/common.sh
 OUT="$OUTPUT_DIR/andmask_synthetic"
 declare -A FLAGS=(
   [baseline]="--method andmask --andmask_tau 0"

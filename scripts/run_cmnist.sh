@@ -17,13 +17,8 @@ EPOCHS=${EPOCHS:-100}
 METHODS=${METHODS:-"baseline lnl"}
 SEED=${SEED:-0}
 DATA_SEED=${DATA_SEED:-0}
-DEVICE=${DEVICE:-auto}
-DATA_ROOT=${DATA_ROOT:-./data}
-OUTPUT_DIR=${OUTPUT_DIR:-./outputs}
-if [ -z "${PYTHON:-}" ]; then
-  if [ -x .venv/bin/python ]; then PYTHON=.venv/bin/python; else PYTHON=python3; fi
-fi
-source scripts/ensure_mnist.sh
+source scripts/common.sh
+ensure_mnist
 
 NAME="cmnist_var${VAR}_seed${SEED}"
 COMMON=(--dataset_name ColoredMNIST --color_var "$VAR" --seed "$SEED" --data_seed "$DATA_SEED"

@@ -9,13 +9,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 RESTARTS=${RESTARTS:-10}
 METHODS=${METHODS:-"erm irm gray andmask"}
-DEVICE=${DEVICE:-auto}
-DATA_ROOT=${DATA_ROOT:-./data}
-OUTPUT_DIR=${OUTPUT_DIR:-./outputs}
-if [ -z "${PYTHON:-}" ]; then
-  if [ -x .venv/bin/python ]; then PYTHON=.venv/bin/python; else PYTHON=python3; fi
-fi
-source scripts/ensure_mnist.sh
+source scripts/common.sh
+ensure_mnist
 
 OUT="$OUTPUT_DIR/irm_cmnist"
 for ((r = 0; r < RESTARTS; r++)); do

@@ -11,11 +11,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 SEEDS=${SEEDS:-3}
 SIGMAS=${SIGMAS:-"0.020 0.025 0.030 0.035 0.040 0.045 0.050"}
-OUTPUT_DIR=${OUTPUT_DIR:-./outputs}
-if [ -z "${PYTHON:-}" ]; then
-  if [ -x .venv/bin/python ]; then PYTHON=.venv/bin/python; else PYTHON=python3; fi
-fi
-export PYTHON OUTPUT_DIR
+source scripts/common.sh
+export PYTHON OUTPUT_DIR DATA_ROOT DEVICE
 
 bash scripts/run_irm_cmnist.sh
 SEEDS=$SEEDS bash scripts/run_andmask_synthetic.sh

@@ -79,7 +79,8 @@ def markdown(summary, metrics, paper=None):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--row", action="append", required=True, help="LABEL=GLOB of experiment dirs (split at the last =)")
+    p.add_argument("--row", action="append", required=True,
+                   help="LABEL=GLOB of experiment dirs (split at the last =)")
     p.add_argument("--metrics", nargs="+", default=["train_acc", "test_acc"])
     p.add_argument("--benchmark", default=None, help=f"paper numbers: {', '.join(PAPER)}")
     p.add_argument("--final", default=None, help="print 'LABEL test_acc=<mean>' last")
