@@ -278,7 +278,7 @@ def main(argv=None):
         print(f"error: {err}", file=sys.stderr)
         sys.exit(1)
     except RunStopped as stop:
-        print(f"stopped: {stop}", file=sys.stderr)
+        print(stop, file=sys.stderr)
         sys.exit(stop.code)
     finally:
         if torch.distributed.is_initialized():

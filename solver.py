@@ -210,8 +210,9 @@ class Solver:
         good = last if os.path.exists(last) else "none written yet"
         values = ", ".join(f"{k}={v:.4g}" for k, v in stats.items())
         return RunStopped(
-            f"non-finite loss at epoch {self.epoch + 1}, step {self.step_in_epoch + 1} "
-            f"({values}); the weights were not updated by that step. Last good checkpoint: "
+            f"stopped: non-finite loss at epoch {self.epoch + 1}, "
+            f"step {self.step_in_epoch + 1} "
+            f"({values}); no non-finite gradient reached the weights. Last good checkpoint: "
             f"{good}. Lower --lr and --resume, or pass --skip_nonfinite to skip such steps.", 1)
 
     def train_epoch(self):
