@@ -38,7 +38,6 @@ PALETTE_VERSION = "p1"  # bump when PALETTE or the painting rule changes: invali
 CMNIST_MEAN = (0.4914, 0.4822, 0.4465)
 CMNIST_STD = (0.2023, 0.1994, 0.2010)
 IGNORE_INDEX = 255
-NUM_COLOR_BINS = 8
 
 MNIST_FILES = {
     "train_images": "train-images-idx3-ubyte",
