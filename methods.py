@@ -43,10 +43,9 @@ def task_accuracy(logits, y):
     return (pred == y).float().mean().item()
 
 
-def split_by_env(x, y, b):
-    """(x, y) per environment, environments in ascending order of their index in b."""
-    env = b.view(len(b), -1)[:, 0]
-    return [(x[env == e], y[env == e]) for e in torch.unique(env)]
+def env_index(b):
+    """The environment of each example: b itself for image-level b (one value per example)."""
+    return b.view(len(b), -1)[:, 0]
 
 
 def bias_cross_entropy(logits, target):
@@ -221,7 +220,7 @@ class IRM(Method):
         x, y, b = batch
         zero_all(optimizers)
         logits = self.predict(x)
-        env = b.view(len(b), -1)[:, 0]
+        env = env_index(b)
         risks, penalties = [], []
         for e in torch.unique(env):
             sel = env == e
@@ -271,7 +270,7 @@ def per_env_gradients(method, x, y, b):
     """Per environment: a forward and backward pass on its own examples (so each backward
     touches only its share of the batch). Returns the logits in batch order, the mean loss
     over environments, the parameters and, per parameter, the stacked gradients (E, *shape)."""
-    env = b.view(len(b), -1)[:, 0]
+    env = env_index(b)
     params = [p for p in method.param_groups()["main"] if p.requires_grad]
     logits, losses, grads = None, [], [[] for _ in params]
     for e in torch.unique(env):
