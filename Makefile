@@ -5,7 +5,9 @@ SIGMA2    ?= 0.020
 DATA_ROOT ?= ./data
 LOGDIR    ?= outputs
 
-.PHONY: setup fetch_data run_cmnist table_cmnist table_methods test test_fast tensorboard clean
+.PHONY: setup fetch_data run_cmnist table_cmnist table_methods test test_fast tensorboard clean \
+        run_dogs_cats_tb1 run_dogs_cats_tb2 run_imdb_eb1_gen run_imdb_eb2_gen run_imdb_eb1_age \
+        run_imdb_eb2_age
 
 setup: $(VENV)/.installed
 
@@ -29,6 +31,17 @@ table_cmnist: setup
 # every method on its benchmark -> outputs/methods_table/results.md (see the script for sizes)
 table_methods: setup
 	PYTHON=$(PY) DATA_ROOT=$(DATA_ROOT) bash scripts/run_methods_table.sh
+
+# Real-image benchmarks (baseline, then LNL): data from `python fetch_data.py dogs_cats` /
+# `imdb_face` (see README). EPOCHS, IMAGE_SIZE, BATCH, PRETRAINED=1 pass through.
+run_dogs_cats_tb1 run_dogs_cats_tb2: run_dogs_cats_%: setup
+	PYTHON=$(PY) DATA_ROOT=$(DATA_ROOT) bash scripts/run_dogs_cats_$*.sh
+
+run_imdb_eb1_gen run_imdb_eb2_gen: run_imdb_%_gen: setup
+	PYTHON=$(PY) DATA_ROOT=$(DATA_ROOT) bash scripts/run_imdb_$*_gender.sh
+
+run_imdb_eb1_age run_imdb_eb2_age: run_imdb_%_age: setup
+	PYTHON=$(PY) DATA_ROOT=$(DATA_ROOT) bash scripts/run_imdb_$*_age.sh
 
 test: setup
 	$(PY) -m pytest -q tests

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from image_datasets import dogs_cats_datasets, imdb_face_datasets
 from utils import UserError
 
 # Mean stroke colour per digit (RGB, 0..255). The authors never published their palette; the
@@ -453,8 +454,16 @@ def cifar_random_labels_datasets(args):
 
 DATASETS = {"ColoredMNIST": colored_mnist_datasets, "IRMColoredMNIST": irm_cmnist_datasets,
             "SpiralSignatures": spiral_datasets,
-            "CIFAR10RandomLabels": cifar_random_labels_datasets}
+            "CIFAR10RandomLabels": cifar_random_labels_datasets,
+            "DogsCats": dogs_cats_datasets, "IMDBFace": imdb_face_datasets}
 BALANCED_ENV_DATASETS = ("SpiralSignatures",)
+IMAGE_FILE_DATASETS = ("DogsCats", "IMDBFace")  # decoded per batch: worth worker processes
+BIAS_SPLITS = {"DogsCats": ("TB1", "TB2"), "IMDBFace": ("EB1", "EB2")}  # first = default
+
+
+def default_workers(dataset_name):
+    """--num_workers -1: in-memory datasets need no workers; image files get up to 8."""
+    return min(8, os.cpu_count() or 1) if dataset_name in IMAGE_FILE_DATASETS else 0
 
 
 def build_datasets(args):
@@ -491,10 +500,12 @@ class EnvBalancedSampler(Sampler):
 
 
 def make_loader(dataset, batch_size, train, seed, num_workers, device, balanced_envs=False,
-                rank=0, world=1):
+                rank=0, world=1, drop_last=False):
     """DataLoader over whole-batch datasets. batch_size 0 = the whole set in one batch (IRM's
     full-batch training); with balanced_envs, batch_size counts examples per environment.
-    Under DistributedDataParallel batch_size is the global batch, split evenly over ranks."""
+    Under DistributedDataParallel batch_size is the global batch, split evenly over ranks.
+    drop_last (training only) drops a final partial batch, as ImageNet-style training does:
+    a batch of one cannot train BatchNorm on small feature maps."""
     if balanced_envs and train:
         sampler = EnvBalancedSampler(dataset.bias_targets.numpy(), batch_size, seed)
         batch_size *= len(sampler.groups)
@@ -505,5 +516,5 @@ def make_loader(dataset, batch_size, train, seed, num_workers, device, balanced_
         sampler, batch_size = None, batch_size or len(dataset)
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, shuffle=False,
                       num_workers=num_workers, collate_fn=_batch_passthrough,
-                      pin_memory=device.type == "cuda", drop_last=False,
+                      pin_memory=device.type == "cuda", drop_last=drop_last and train,
                       persistent_workers=num_workers > 0)

@@ -14,7 +14,8 @@ import torch
 import yaml
 from torch import nn
 
-from data_handler import BALANCED_ENV_DATASETS, DATASETS, build_datasets, make_loader
+from data_handler import (BALANCED_ENV_DATASETS, BIAS_SPLITS, DATASETS,
+                          IMAGE_FILE_DATASETS, build_datasets, default_workers, make_loader)
 from methods import METHODS
 from network import NETWORKS, build_network
 from solver import Solver, checkpoint_dir, experiment_dir
@@ -43,8 +44,9 @@ def build_parser():
                    help="seed of the dataset construction (same data for every --seed)")
     d.add_argument("--max_train_samples", type=int, default=0, help="use the first N (0 = all)")
     d.add_argument("--max_test_samples", type=int, default=0, help="use the first N (0 = all)")
-    d.add_argument("--num_workers", type=int, default=0,
-                   help="DataLoader worker processes (in-memory datasets need none)")
+    d.add_argument("--num_workers", type=int, default=-1,
+                   help="DataLoader worker processes; -1 = none for in-memory datasets, "
+                        "min(8, CPUs) for image files (decoding off the main process)")
     d.add_argument("--grayscale", action="store_true",
                    help="train and test on grayscale images (the 'Gray' oracle)")
     d.add_argument("--env_from_bias", action="store_true",
@@ -52,6 +54,22 @@ def build_parser():
                         "(irm, andmask, genmask) group each batch by colour")
     d.add_argument("--random_labels_fraction", type=float, default=0.0,
                    help="CIFAR10RandomLabels: fraction of training labels randomized")
+    d.add_argument("--bias_split", default=None,
+                   help="DogsCats: TB1 (dark cats + bright dogs, the default) or TB2; IMDBFace: "
+                        "EB1 (women 0-29 + men 40+, the default) or EB2 (women 40+ + men 0-29)")
+    d.add_argument("--imdb_task", choices=("gender", "age"), default="gender",
+                   help="IMDBFace: predict gender (bias: age class) or the age class "
+                        "(bias: gender)")
+    d.add_argument("--holdout_fraction", type=float, default=0.1,
+                   help="DogsCats: share of each training cell held out for the unbiased "
+                        "'mixed' evaluation set")
+    d.add_argument("--dogs_cats_lists", default=None,
+                   help="DogsCats: folder with list_bright.txt and list_dark.txt (default: "
+                        "<data_root_base>/dogs_vs_cats/lists)")
+    d.add_argument("--image_size", type=int, default=224, help="real-image benchmarks: side")
+    d.add_argument("--skip_bad_images", action="store_true",
+                   help="decode every image first; skip (and log) unreadable ones instead of "
+                        "stopping")
     d.add_argument("--n_envs", type=int, default=16, help="SpiralSignatures: training envs")
     d.add_argument("--examples_per_env", type=int, default=1024, help="SpiralSignatures")
     d.add_argument("--spiral_dims", type=int, default=16,
@@ -68,6 +86,10 @@ def build_parser():
                    help="bins per colour channel of h's target")
     n.add_argument("--hidden_dim", type=int, default=390,
                    help="width of the MLP networks (irm_mlp_*, spiral_mlp_*)")
+    n.add_argument("--resnet_split", type=int, choices=(1, 2, 3, 4), default=3,
+                   help="resnet18_*: the last ResNet-18 stage in f (g runs the rest)")
+    n.add_argument("--pretrained", action="store_true",
+                   help="resnet18_*: start from torchvision's ImageNet weights")
 
     t = p.add_argument_group("training (reference recipe)")
     t.add_argument("--epochs", type=int, default=100)
@@ -163,6 +185,10 @@ def validate(parser, args):
     if not 0.0 <= args.random_labels_fraction <= 1.0:
         parser.error(f"--random_labels_fraction must lie in [0, 1]; got "
                      f"{args.random_labels_fraction}")
+    if not 0.0 <= args.holdout_fraction < 1.0:
+        parser.error(f"--holdout_fraction must lie in [0, 1); got {args.holdout_fraction}")
+    if args.image_size < 32:
+        parser.error(f"--image_size must be at least 32; got {args.image_size}")
     if not 0.0 <= args.andmask_tau <= 1.0:
         parser.error(f"--andmask_tau must lie in [0, 1]; got {args.andmask_tau}")
     if args.lr <= 0:
@@ -179,9 +205,19 @@ def validate(parser, args):
     if METHODS[args.method].needs_bias_head and args.h_network_name == "none":
         parser.error(f"--method {args.method} trains a bias head: pass a real "
                      "--h_network_name (e.g. cmnist_h), not 'none'")
+    splits = BIAS_SPLITS.get(args.dataset_name)
+    if splits:
+        args.bias_split = args.bias_split or splits[0]
+        if args.bias_split not in splits:
+            parser.error(f"--bias_split {args.bias_split} does not apply to {args.dataset_name}; "
+                         f"use one of {', '.join(splits)}")
+    elif args.bias_split:
+        parser.error(f"--bias_split applies to {', '.join(BIAS_SPLITS)} only")
     if args.experiment_name is None:
-        bias = (f"var{args.color_var:.3f}" if args.dataset_name == "ColoredMNIST"
-                else args.dataset_name)
+        bias = {"ColoredMNIST": f"var{args.color_var:.3f}",
+                "DogsCats": f"DogsCats_{args.bias_split}",
+                "IMDBFace": f"IMDBFace_{args.bias_split}_{args.imdb_task}"
+                }.get(args.dataset_name, args.dataset_name)
         args.experiment_name = f"{args.method}_{bias}_seed{args.seed}"
 
 
@@ -193,10 +229,20 @@ def parse_args(argv=None):
     return parser, args
 
 
+def check_classes(args, train_set):
+    """g's output must cover the dataset's labels (one logit = a binary task)."""
+    top = int(train_set.labels.max()) if len(train_set) else 0
+    if args.num_main_classes > 1 and top >= args.num_main_classes:
+        raise UserError(f"{args.dataset_name} has labels up to {top} but --num_main_classes is "
+                        f"{args.num_main_classes}; pass --num_main_classes {top + 1} (the "
+                        "configs/ presets set it).")
+
+
 def build_nets(args, input_shape):
     kw = {"num_main_classes": args.num_main_classes, "num_bias_classes": args.num_bias_classes,
           "in_features": int(np.prod(input_shape)), "in_channels": input_shape[0],
-          "hidden_dim": args.hidden_dim}
+          "hidden_dim": args.hidden_dim, "resnet_split": args.resnet_split,
+          "pretrained": args.pretrained}
     return nn.ModuleDict({role: build_network(getattr(args, f"{role}_network_name"), **kw)
                           for role in ("f", "g", "h")})
 
@@ -259,7 +305,10 @@ def main(argv=None):
             set_deterministic()
         set_seed(args.seed)
         check_experiment(parser, args)
+        if args.num_workers < 0:
+            args.num_workers = default_workers(args.dataset_name)
         sets = build_datasets(args)
+        check_classes(args, sets["train"])
         nets = build_nets(args, sets["train"].input_shape)
         if args.sync_bn:
             nets = nn.SyncBatchNorm.convert_sync_batchnorm(nets)
@@ -268,8 +317,11 @@ def main(argv=None):
         train_loader = make_loader(sets.pop("train"), args.batch_size, True, args.seed,
                                    args.num_workers, device,
                                    balanced_envs=args.dataset_name in BALANCED_ENV_DATASETS,
-                                   rank=rank, world=world)
-        eval_loaders = {name: make_loader(ds, 1000, False, args.seed, args.num_workers, device)
+                                   rank=rank, world=world,
+                                   drop_last=args.dataset_name in IMAGE_FILE_DATASETS)
+        eval_batch = 256 if args.dataset_name in IMAGE_FILE_DATASETS else 1000
+        eval_loaders = {name: make_loader(ds, eval_batch, False, args.seed, args.num_workers,
+                                          device)
                         for name, ds in sets.items()}
         solver = Solver(args, nets, train_loader, eval_loaders.pop("test"), device,
                         extra_loaders=eval_loaders)

@@ -48,9 +48,15 @@ def env_index(b):
     return b.view(len(b), -1)[:, 0]
 
 
+def as_heads(target):
+    """An image-level bias label b of shape (N,) is one head with no positions: (N, 1)."""
+    return target.view(len(target), 1) if target.dim() == 1 else target
+
+
 def bias_cross_entropy(logits, target):
     """Cross-entropy of h's logits (N, heads, K, *pos) against b (N, heads, *pos), a mean over
     the non-ignored positions of each head, summed over heads (LNL reference: R + G + B)."""
+    target = as_heads(target)
     total = logits.new_zeros(())
     for k in range(logits.shape[1]):
         t = target[:, k]
@@ -69,6 +75,7 @@ def negative_entropy(logits):
 
 def bias_accuracy(logits, target):
     """Fraction of non-ignored bias positions that h predicts right."""
+    target = as_heads(target)
     valid = target != IGNORE_INDEX
     hits = (logits.argmax(dim=2) == target) & valid
     return hits.sum().item() / max(valid.sum().item(), 1)

@@ -5,12 +5,17 @@ f and g and attaches h to f's features. Networks are found by name in NETWORKS s
 --f_network_name/--g_network_name/--h_network_name can pick them.
 
 Bias-head contract: h returns logits of shape (N, heads, classes, *positions) and the bias
-target b has shape (N, heads, *positions); 255 marks positions to ignore.
+target b has shape (N, heads, *positions); 255 marks positions to ignore. An image-level bias
+is one head with no positions: logits (N, 1, classes), b of shape (N,) or (N, 1).
 """
+import functools
 import math
+import os
 
 import torch
 from torch import nn
+
+from utils import UserError
 
 NETWORKS = {}
 
@@ -183,3 +188,77 @@ def cifar_cnn_f(in_channels=3, **_):
 @register("cifar_cnn_g")
 def cifar_cnn_g(num_main_classes=10, **_):
     return nn.Linear(256, num_main_classes)
+
+
+# --------------------------------------------------------------------------- ResNet-18
+# The real-image benchmarks (Dogs and Cats, IMDB-Face; LNL §4.2-4.3) use a ResNet-18 for g∘f.
+# f runs from the stem through stage --resnet_split (1-4), g runs the remaining stages, the
+# pooling and the classifier; h reads f's pooled features.
+RESNET18_WIDTHS = (64, 64, 128, 256, 512)  # stem, stage 1..4
+RESNET18_FILE = "resnet18-f37072fd.pth"     # torchvision's ImageNet weights
+
+
+@functools.lru_cache(maxsize=1)
+def _imagenet_resnet18_state():
+    from torchvision.models import ResNet18_Weights
+    try:
+        return ResNet18_Weights.IMAGENET1K_V1.get_state_dict(progress=False)
+    except Exception as exc:  # offline, proxy, or a broken cache file
+        cache = os.path.join(torch.hub.get_dir(), "checkpoints", RESNET18_FILE)
+        raise UserError(f"--pretrained could not get the ImageNet ResNet-18 weights ({exc}). "
+                        f"torchvision caches them at {cache}: copy {RESNET18_FILE} there from "
+                        "a machine that has it (or set TORCH_HOME), or drop --pretrained.") \
+            from None
+
+
+def _resnet18(pretrained):
+    from torchvision.models import resnet18
+    net = resnet18()
+    if pretrained:
+        net.load_state_dict(_imagenet_resnet18_state())
+    return net
+
+
+def _check_split(split):
+    if split not in (1, 2, 3, 4):
+        raise ValueError(f"--resnet_split must be 1, 2, 3 or 4 (the last stage in f); got {split}")
+
+
+@register("resnet18_f")
+def resnet18_f(resnet_split=3, pretrained=False, **_):
+    """ResNet-18 from the stem through stage resnet_split."""
+    _check_split(resnet_split)
+    net = _resnet18(pretrained)
+    stages = [net.layer1, net.layer2, net.layer3, net.layer4][:resnet_split]
+    return nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool, *stages)
+
+
+@register("resnet18_g")
+def resnet18_g(resnet_split=3, pretrained=False, num_main_classes=2, **_):
+    """The rest of ResNet-18 after stage resnet_split, its pooling and a new classifier."""
+    _check_split(resnet_split)
+    net = _resnet18(pretrained)
+    stages = [net.layer1, net.layer2, net.layer3, net.layer4][resnet_split:]
+    return nn.Sequential(*stages, net.avgpool, nn.Flatten(),
+                         nn.Linear(RESNET18_WIDTHS[-1], num_main_classes))
+
+
+class ImageBiasHead(nn.Module):
+    """h for an image-level bias (colour, age, gender): global average pooling of f's features,
+    then a two-layer MLP. Logits have the bias-head shape with one head and no positions,
+    (N, 1, classes), so the LNL losses serve pixel-level and image-level targets alike."""
+
+    def __init__(self, in_channels, num_bias_classes, hidden=256):
+        super().__init__()
+        self.net = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                                 nn.Linear(in_channels, hidden), nn.ReLU(inplace=True),
+                                 nn.Linear(hidden, num_bias_classes))
+
+    def forward(self, feat):
+        return self.net(feat).unsqueeze(1)
+
+
+@register("resnet18_h")
+def resnet18_h(resnet_split=3, num_bias_classes=2, **_):
+    _check_split(resnet_split)
+    return ImageBiasHead(RESNET18_WIDTHS[resnet_split], num_bias_classes)

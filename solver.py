@@ -24,14 +24,14 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.tensorboard import SummaryWriter
 
 from methods import METHODS
-from utils import (RunStopped, UserError, atomic_json_dump, atomic_np_save, atomic_torch_save,
-                   confusion_matrix, dist_rank, dist_world, progress, rng_state,
-                   save_matrix_png, set_rng_state)
+from utils import (BadInput, RunStopped, UserError, atomic_json_dump, atomic_np_save,
+                   atomic_torch_save, confusion_matrix, dist_rank, dist_world, progress,
+                   rng_state, save_matrix_png, set_rng_state)
 
 # Arguments that fix the shape of the saved networks: a checkpoint loaded under other values
 # cannot fit, so they are compared before load_state_dict.
 ARCH_FIELDS = ("dataset_name", "f_network_name", "g_network_name", "h_network_name",
-               "num_main_classes", "num_bias_classes", "hidden_dim")
+               "num_main_classes", "num_bias_classes", "hidden_dim", "resnet_split")
 
 
 class CheckpointMismatch(UserError):
@@ -344,6 +344,12 @@ class Solver:
                 if self.is_main:
                     self._log(writer, metrics_path, last)
                 self.save_checkpoint()
+        except BadInput as err:  # keep every step done so far
+            self.save_checkpoint(force=True)
+            raise BadInput(f"{err} Progress up to epoch {self.epoch + 1}, step "
+                           f"{self.step_in_epoch} is saved in {checkpoint_dir(args)}; after "
+                           "fixing the input, continue with the same command plus --resume.") \
+                from None
         finally:
             if writer is not None:
                 writer.close()

@@ -18,6 +18,17 @@ class UserError(Exception):
     """An error the user can fix; main.py prints its message (which says what to do) and exits 1."""
 
 
+class BadInput(UserError):
+    """A data file that cannot be used (e.g. an unreadable image), met while training: the
+    Solver saves its progress before stopping. A DataLoader worker's copy of this error
+    arrives with the worker's traceback in its message; only the message itself is kept."""
+
+    def __init__(self, message):
+        if "Original Traceback" in message:
+            message = message.strip().splitlines()[-1].split("BadInput: ", 1)[-1]
+        super().__init__(message)
+
+
 class RunStopped(Exception):
     """Training stopped on purpose (a signal, a diverged loss): message and exit code."""
 

@@ -1,0 +1,4 @@
+#!/usr/bin/env bash
+# IMDB-Face age task (bias: gender), trained on EB1: baseline, then LNL from the baseline.
+# Env as in scripts/run_real_images.sh (EPOCHS, IMAGE_SIZE, BATCH, PRETRAINED, DEVICE, ...).
+exec bash "$(dirname "$0")/run_real_images.sh" imdb_age EB1
