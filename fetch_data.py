@@ -352,10 +352,12 @@ def fetch_imdb_face(args):
     write_imdb_manifests(meta, os.path.join(root, "manifests"))
     images = os.path.join(root, "images")
     if args.images_from:
-        if os.path.lexists(images):
-            os.remove(images) if os.path.islink(images) else None
-        if not os.path.exists(images):
-            os.symlink(os.path.abspath(args.images_from), images)
+        if os.path.islink(images):
+            os.remove(images)
+        if os.path.exists(images):
+            raise UserError(f"{images} already holds images; move it away to link "
+                            f"{args.images_from} instead, or drop --images_from.")
+        os.symlink(os.path.abspath(args.images_from), images)
         print(f"{images} -> {os.path.abspath(args.images_from)}")
     if not os.path.isdir(images):
         print(f"Now the face crops: download imdb_crop.tar ('faces only') from {IMDB_CROPS_URL}, "

@@ -42,8 +42,10 @@ def build_parser():
                    help="sigma^2 of the colour jitter; smaller = stronger bias")
     d.add_argument("--data_seed", type=int, default=0,
                    help="seed of the dataset construction (same data for every --seed)")
-    d.add_argument("--max_train_samples", type=int, default=0, help="use the first N (0 = all)")
-    d.add_argument("--max_test_samples", type=int, default=0, help="use the first N (0 = all)")
+    d.add_argument("--max_train_samples", type=int, default=0,
+                   help="use the first N (0 = all; a seeded random N of image files)")
+    d.add_argument("--max_test_samples", type=int, default=0,
+                   help="use the first N of each evaluation set (0 = all; as above)")
     d.add_argument("--num_workers", type=int, default=-1,
                    help="DataLoader worker processes; -1 = none for in-memory datasets, "
                         "min(8, CPUs) for image files (decoding off the main process)")

@@ -373,3 +373,23 @@ def test_too_few_classes_for_the_labels_is_a_clear_error(image_root, tmp_path, c
                   "--output_dir", str(tmp_path)])
     assert exc.value.code == 1
     assert "labels up to 10 but --num_main_classes is 2" in capsys.readouterr().err
+
+
+def test_fetch_imdb_face_offline_says_what_to_do_and_links_local_crops(tmp_path, monkeypatch):
+    import gdown
+
+    def offline(*a, **k):
+        raise OSError("Failed to establish a new connection")
+    monkeypatch.setattr(gdown, "download", offline)
+    args = fetch_data_args(str(tmp_path), metadata_from=None, images_from=None)
+    with pytest.raises(UserError, match=r"(?s)1ZFZ2tUjq3BBRw3rcXB0LkBvaqKD4_8WK.*--metadata_from"):
+        fetch_data.fetch_imdb_face(args)
+    meta, crops = tmp_path / "meta", tmp_path / "crops"
+    meta.mkdir(), crops.mkdir()
+    np.save(meta / "imdb_age_gender.npy", {b"01/a.jpg": {"age": 30, "gender": 1}})
+    np.save(meta / "imdb_split.npy", {"train_list": ["01/a.jpg"], "test_list": []})
+    fetch_data.fetch_imdb_face(fetch_data_args(str(tmp_path), metadata_from=str(meta),
+                                               images_from=str(crops)))
+    base = imd.imdb_dir(str(tmp_path))
+    assert os.path.realpath(os.path.join(base, "images")) == str(crops)
+    assert open(os.path.join(base, "manifests", "train.csv")).read().endswith("01/a.jpg,1,30\n")
