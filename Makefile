@@ -43,16 +43,8 @@ run_imdb_eb1_gen run_imdb_eb2_gen: run_imdb_%_gen: setup
 run_imdb_eb1_age run_imdb_eb2_age: run_imdb_%_age: setup
 	PYTHON=$(PY) DATA_ROOT=$(DATA_ROOT) bash scripts/run_imdb_$*_age.sh
 
-# The full-recipe IRM restart (-m slow, about 13 min of arithmetic on 2 cores) runs beside the
-# rest of the suite, whose process start-ups leave a core idle much of the time; its report
-# follows the suite's.
 test: setup
-	@slow_log=$$(mktemp); tmp=$$(mktemp -d); \
-	$(PY) -m pytest -q -p no:cacheprovider --basetemp=$$tmp/slow -m slow tests >$$slow_log 2>&1 & \
-	slow=$$!; \
-	$(PY) -m pytest -q --basetemp=$$tmp/fast -m "not slow" tests; fast=$$?; \
-	echo "--- slow tests (full-recipe runs):"; wait $$slow; rc=$$?; cat $$slow_log; \
-	rm -rf $$slow_log $$tmp; [ $$fast -eq 0 ] && [ $$rc -eq 0 ]
+	$(PY) -m pytest -q tests
 
 # the suite without the full-recipe runs (about 7 minutes on 2 cores)
 test_fast: setup

@@ -14,7 +14,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from image_datasets import dogs_cats_datasets, imdb_face_datasets
-from utils import UserError
+from utils import UserError, atomic_npz_save
 
 # Mean stroke colour per digit (RGB, 0..255). The authors never published their palette; the
 # colours observed in their released files (PAPERS.md §1) sit within jitter of these entries
@@ -136,12 +136,11 @@ def load_or_build_cmnist(data_root_base, color_var, data_seed):
             with np.load(path) as z:
                 return {k: z[k] for k in z.files}
         except (OSError, ValueError, EOFError):
-            os.remove(path)  # a damaged cache is rebuilt, never trusted
+            pass  # a damaged cache is rebuilt, never trusted
     data = build_colored_mnist(load_mnist(data_root_base), color_var, data_seed)
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = path + ".tmp.npz"
-    np.savez(tmp, **data)
-    os.replace(tmp, path)
+    # a private temp file + rename: runs started together may all build it, none half-reads it
+    atomic_npz_save(data, path)
     return data
 
 

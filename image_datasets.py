@@ -139,8 +139,11 @@ def balanced_cells(rows, cell_of, rng):
     for r in rows:
         cells.setdefault(cell_of(r), []).append(r)
     m = min(len(c) for c in cells.values()) if cells else 0
-    return [c[i] for key in sorted(cells) for c in [cells[key]]
-            for i in sorted(rng.permutation(len(c))[:m])]
+    out = []
+    for key in sorted(cells):
+        group = cells[key]
+        out += [group[i] for i in sorted(rng.permutation(len(group))[:m])]
+    return out
 
 
 # --------------------------------------------------------------------------- Dogs and Cats
@@ -189,7 +192,7 @@ def dogs_cats_datasets(args):
     'test' = every listed image outside the training pattern (the paper's protocol: train TB1,
     test on TB2's composition) and 'mixed' = an unbiased set, the same number of images from
     each (animal, colour) cell, in-pattern cells taken from the held-out part only."""
-    split = _check_split(args, ("TB1", "TB2"))
+    split = args.bias_split  # TB1 or TB2, checked by main.validate
     root = dogs_cats_dir(args.data_root_base)
     rows = dogs_cats_rows(os.path.join(root, "images"), args.dogs_cats_lists
                           or os.path.join(root, "lists"))
@@ -283,7 +286,7 @@ def imdb_face_datasets(args):
     --bias_split (EB1/EB2) part of manifests/train.csv. Evaluated on 'test' = an unbiased set
     from manifests/test.csv (in every age class, as many women as men) and 'opposite' = the
     test images in the other split's pattern."""
-    split = _check_split(args, ("EB1", "EB2"))
+    split = args.bias_split  # EB1 or EB2, checked by main.validate
     if args.imdb_task not in IMDB_TASKS:
         raise UserError(f"--imdb_task must be one of {', '.join(IMDB_TASKS)}")
     root = imdb_dir(args.data_root_base)
@@ -308,13 +311,6 @@ def _imdb_pattern(rows, split):
 
 
 # --------------------------------------------------------------------------- shared
-def _check_split(args, allowed):
-    if args.bias_split not in allowed:
-        raise UserError(f"--bias_split {args.bias_split} does not apply to {args.dataset_name}; "
-                        f"use one of {', '.join(allowed)}.")
-    return args.bias_split
-
-
 def _usable(rows, args, what):
     """Missing files stop the run; unreadable ones too, unless --skip_bad_images."""
     check_exists(rows, what)

@@ -135,6 +135,10 @@ def atomic_np_save(obj, path):
     _atomic_write(path, lambda fh: np.save(fh, obj, allow_pickle=True))
 
 
+def atomic_npz_save(arrays, path):
+    _atomic_write(path, lambda fh: np.savez(fh, **arrays))
+
+
 def progress(iterable, **kwargs):
     """tqdm that stays quiet when stderr is not a terminal (CI logs, pipes)."""
     return tqdm(iterable, disable=not sys.stderr.isatty(), leave=False, dynamic_ncols=True,

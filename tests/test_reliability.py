@@ -133,11 +133,11 @@ def test_divergence_stops_with_the_step_the_losses_and_the_last_good_checkpoint(
 def test_resume_with_other_networks_lists_the_mismatch(mnist_root, tmp_path, capsys):
     cli.main(argv(mnist_root, tmp_path, "run", n_train="160", epochs="1"))
     with pytest.raises(SystemExit) as exc:
-        cli.main(argv(mnist_root, tmp_path, "run", "--resume", "--num_main_classes", "5",
+        cli.main(argv(mnist_root, tmp_path, "run", "--resume", "--num_bias_classes", "4",
                       "--hidden_dim", "7", n_train="160", epochs="2"))
     assert exc.value.code == 1
     err = capsys.readouterr().err
-    assert "num_main_classes: checkpoint=10 vs now=5" in err and "hidden_dim" in err
+    assert "num_bias_classes: checkpoint=8 vs now=4" in err and "hidden_dim" in err
     assert "Traceback" not in err
 
 
