@@ -224,6 +224,8 @@ class TripletDataset(Dataset):
 
     def __getitems__(self, indices):
         idx = torch.as_tensor(indices, dtype=torch.long)
+        if len(idx) == len(self) and torch.equal(idx, torch.arange(len(self))):
+            idx = slice(None)  # the whole set in order (full batch): views, not a copy per step
         return self._inputs(idx), self.labels[idx], self.bias_targets[idx].long()
 
     def __getitem__(self, i):
@@ -259,8 +261,8 @@ class EpochShuffleSampler(Sampler):
     permutation (padded to equal shares, like DistributedSampler); set_start skips the first
     indices of this rank's share, to continue an epoch from the middle."""
 
-    def __init__(self, n, seed, rank=0, world=1):
-        self.n, self.seed, self.rank, self.world = n, seed, rank, world
+    def __init__(self, n, seed, rank=0, world=1, shuffle=True):
+        self.n, self.seed, self.rank, self.world, self.shuffle = n, seed, rank, world, shuffle
         self.epoch, self.start = 0, 0
         self.share = -(-n // world)  # ceil
 
@@ -272,7 +274,7 @@ class EpochShuffleSampler(Sampler):
 
     def __iter__(self):
         gen = torch.Generator().manual_seed(self.seed * 100003 + self.epoch)
-        order = torch.randperm(self.n, generator=gen)
+        order = torch.randperm(self.n, generator=gen) if self.shuffle else torch.arange(self.n)
         if self.world > 1:
             order = torch.cat([order, order[:self.share * self.world - self.n]])
             order = order[self.rank::self.world]
@@ -509,7 +511,8 @@ def make_loader(dataset, batch_size, train, seed, num_workers, device, balanced_
         sampler = EnvBalancedSampler(dataset.bias_targets.numpy(), batch_size, seed)
         batch_size *= len(sampler.groups)
     elif train:
-        sampler = EpochShuffleSampler(len(dataset), seed, rank, world)
+        # a full batch is the same mean in any order: keep the stored order
+        sampler = EpochShuffleSampler(len(dataset), seed, rank, world, shuffle=bool(batch_size))
         batch_size = (batch_size or len(dataset)) // world
     else:
         sampler, batch_size = None, batch_size or len(dataset)

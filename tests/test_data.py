@@ -134,6 +134,17 @@ def test_batches_are_x_y_b_and_shuffle_depends_on_epoch(tmp_path, fake_mnist):
     assert sorted(order(1)) == list(range(200))
 
 
+def test_full_batch_is_the_whole_set_in_stored_order_without_a_copy():
+    x = torch.randn(50, 4)
+    ds = dh.TripletDataset(x, np.arange(50) % 2, np.arange(50) % 3, np.zeros(50))
+    loader = dh.make_loader(ds, 0, True, seed=1, num_workers=0, device=torch.device("cpu"))
+    (bx, by, bb), = list(loader)
+    assert torch.equal(bx, ds.inputs) and bx.data_ptr() == ds.inputs.data_ptr()
+    assert by.tolist() == (np.arange(50) % 2).tolist()
+    part = ds.__getitems__([3, 1])  # any other selection is gathered as before
+    assert torch.equal(part[0], x[[3, 1]]) and part[0].data_ptr() != ds.inputs.data_ptr()
+
+
 def test_grayscale_inputs_have_equal_channels_before_normalising(fake_mnist):
     data = dh.build_colored_mnist(fake_mnist, 0.02, 0)
     ds = dh.ColorImageDataset(data["train_image"], data["train_label"],
