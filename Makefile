@@ -46,7 +46,7 @@ run_imdb_eb1_age run_imdb_eb2_age: run_imdb_%_age: setup
 test: setup
 	$(PY) -m pytest -q tests
 
-# the suite without the full-recipe runs (about 7 minutes on 2 cores)
+# the suite without the full-recipe runs (about 6 minutes on 2 cores)
 test_fast: setup
 	$(PY) -m pytest -q -m "not slow" tests
 
