@@ -247,9 +247,11 @@ def make_lists(images_dir, out_dir, workers):
     bright_names, dark_names = [names[i] for i in bright], [names[i] for i in dark]
     write_list(os.path.join(out_dir, "list_bright.txt"), bright_names)
     write_list(os.path.join(out_dir, "list_dark.txt"), dark_names)
-    print(f"derived lists in {out_dir}: {len(bright_names)} bright, {len(dark_names)} dark of "
-          f"{len(names)} images (mean luma; thresholds {values[bright[0]] if len(bright) else 0:.1f}"
-          f" / {values[dark[-1]] if len(dark) else 0:.1f} at the authors' proportions)")
+    values = np.asarray(values)
+    print(f"derived lists in {out_dir}: {len(bright_names)} bright (mean luma >= "
+          f"{values[bright].min(initial=255):.1f}), {len(dark_names)} dark (<= "
+          f"{values[dark].max(initial=0):.1f}) of {len(names)} images, in the authors' "
+          "proportions")
     return bright_names, dark_names
 
 
