@@ -238,10 +238,7 @@ def make_lists(images_dir, out_dir, workers):
         raise UserError(f"no images in {images_dir}; fetch them first (python fetch_data.py "
                         "dogs_cats).")
     paths = [os.path.join(images_dir, n) for n in names]
-    from concurrent.futures import ThreadPoolExecutor
-    with ThreadPoolExecutor(max(workers, 1)) as pool:
-        values = list(progress(pool.map(imd.brightness, paths), total=len(paths),
-                               desc="brightness"))
+    values = imd.map_images(imd.brightness, paths, workers, "brightness")
     dark, bright = imd.split_by_brightness(values)
     os.makedirs(out_dir, exist_ok=True)
     bright_names, dark_names = [names[i] for i in bright], [names[i] for i in dark]

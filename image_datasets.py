@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from utils import BadInput, UserError
+from utils import BadInput, UserError, progress
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -102,10 +102,15 @@ def readable(path):
         return str(exc)
 
 
+def map_images(fn, paths, workers, desc):
+    """fn over image files on `workers` threads (PIL decodes outside the GIL), with progress."""
+    with ThreadPoolExecutor(max(workers, 1)) as pool:
+        return list(progress(pool.map(fn, paths), total=len(paths), desc=desc))
+
+
 def drop_unreadable(rows, workers):
     """--skip_bad_images: decode every image once; log each unreadable one and the count."""
-    with ThreadPoolExecutor(max(workers, 1)) as pool:
-        reasons = list(pool.map(readable, [r["path"] for r in rows]))
+    reasons = map_images(readable, [r["path"] for r in rows], workers, "check images")
     bad = [(r, why) for r, why in zip(rows, reasons) if why]
     for r, why in bad:
         print(f"skipping unreadable image {r['path']} (listed at {r['source']}): {why}")
