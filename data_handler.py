@@ -223,14 +223,24 @@ class TripletDataset(Dataset):
         return self.inputs[idx]
 
     def __getitems__(self, indices):
-        idx = torch.as_tensor(indices, dtype=torch.long)
-        if len(idx) == len(self) and torch.equal(idx, torch.arange(len(self))):
+        """A batch (x, y, b) for a list or tensor of indices, or a slice (views, no copy)."""
+        idx = indices if isinstance(indices, slice) else torch.as_tensor(indices,
+                                                                          dtype=torch.long)
+        if (not isinstance(idx, slice) and len(idx) == len(self)
+                and torch.equal(idx, torch.arange(len(self), device=idx.device))):
             idx = slice(None)  # the whole set in order (full batch): views, not a copy per step
         return self._inputs(idx), self.labels[idx], self.bias_targets[idx].long()
 
     def __getitem__(self, i):
         x, y, b = self.__getitems__([i])
         return x[0], y[0], b[0]
+
+    def to(self, device):
+        """Move every tensor the dataset holds (inputs, labels, b, normalisation) to device."""
+        for name, value in vars(self).items():
+            if torch.is_tensor(value):
+                setattr(self, name, value.to(device))
+        return self
 
 
 class ColorImageDataset(TripletDataset):
@@ -500,13 +510,39 @@ class EnvBalancedSampler(Sampler):
         return max(self.steps * self.per_env * len(self.groups) - self.start, 0)
 
 
+class ResidentLoader:
+    """The fast path's loader (--fast auto) for in-memory datasets: the whole dataset is moved
+    to the device once, and each batch is one indexing op there, with no DataLoader, worker or
+    host-to-device copy per step. It yields the batches a DataLoader with the same sampler
+    would, in the same order, and offers the same attributes the Solver reads."""
+
+    def __init__(self, dataset, batch_size, sampler, device, drop_last=False):
+        self.dataset = dataset.to(device)
+        self.batch_size, self.sampler, self.device = batch_size, sampler, device
+        self.drop_last = drop_last
+
+    def __len__(self):
+        n = len(self.sampler) if self.sampler is not None else len(self.dataset)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def __iter__(self):
+        if self.sampler is None:  # evaluation: the stored order
+            for start in range(0, len(self.dataset), self.batch_size):
+                yield self.dataset.__getitems__(slice(start, start + self.batch_size))
+            return
+        order = torch.tensor(list(self.sampler), dtype=torch.long, device=self.device)
+        for k in range(len(self)):
+            yield self.dataset.__getitems__(order[k * self.batch_size:(k + 1) * self.batch_size])
+
+
 def make_loader(dataset, batch_size, train, seed, num_workers, device, balanced_envs=False,
-                rank=0, world=1, drop_last=False):
+                rank=0, world=1, drop_last=False, resident=False):
     """DataLoader over whole-batch datasets. batch_size 0 = the whole set in one batch (IRM's
     full-batch training); with balanced_envs, batch_size counts examples per environment.
     Under DistributedDataParallel batch_size is the global batch, split evenly over ranks.
     drop_last (training only) drops a final partial batch, as ImageNet-style training does:
-    a batch of one cannot train BatchNorm on small feature maps."""
+    a batch of one cannot train BatchNorm on small feature maps. resident: an in-memory
+    dataset is served from the device by a ResidentLoader instead (the fast path)."""
     if balanced_envs and train:
         sampler = EnvBalancedSampler(dataset.bias_targets.numpy(), batch_size, seed)
         batch_size *= len(sampler.groups)
@@ -516,6 +552,8 @@ def make_loader(dataset, batch_size, train, seed, num_workers, device, balanced_
         batch_size = (batch_size or len(dataset)) // world
     else:
         sampler, batch_size = None, batch_size or len(dataset)
+    if resident and isinstance(dataset, TripletDataset):
+        return ResidentLoader(dataset, batch_size, sampler, device, drop_last and train)
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, shuffle=False,
                       num_workers=num_workers, collate_fn=_batch_passthrough,
                       pin_memory=device.type == "cuda", drop_last=drop_last and train,

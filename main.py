@@ -129,6 +129,11 @@ def build_parser():
                    help="auto, cpu or cuda[:N] (under torchrun: each process its local GPU)")
     t.add_argument("--deterministic", action="store_true",
                    help="deterministic kernels only: bit-identical runs for the same seed")
+    t.add_argument("--fast", choices=("auto", "off"), default="auto",
+                   help="auto: in-memory datasets live on the device and are batched there, "
+                        "and on CUDA a graph-safe method's training step (baseline, lnl, "
+                        "blindeye; SGD; one process) is recorded once as a CUDA graph and "
+                        "replayed; off: DataLoader batches and eager steps (the plain path)")
     t.add_argument("--skip_nonfinite", action="store_true",
                    help="skip (and count) steps with a non-finite loss instead of stopping")
     t.add_argument("--sync_bn", action="store_true",
@@ -320,10 +325,11 @@ def main(argv=None):
                                    args.num_workers, device,
                                    balanced_envs=args.dataset_name in BALANCED_ENV_DATASETS,
                                    rank=rank, world=world,
-                                   drop_last=args.dataset_name in IMAGE_FILE_DATASETS)
+                                   drop_last=args.dataset_name in IMAGE_FILE_DATASETS,
+                                   resident=args.fast == "auto")
         eval_batch = 256 if args.dataset_name in IMAGE_FILE_DATASETS else 1000
         eval_loaders = {name: make_loader(ds, eval_batch, False, args.seed, args.num_workers,
-                                          device)
+                                          device, resident=args.fast == "auto")
                         for name, ds in sets.items()}
         solver = Solver(args, nets, train_loader, eval_loaders.pop("test"), device,
                         extra_loaders=eval_loaders)

@@ -3,7 +3,8 @@
 Contract (what the Solver relies on, and all it relies on):
   Method(nets, args)              nets: nn.ModuleDict with f, g, h
   param_groups() -> {name: [params]}   the Solver builds one optimizer + schedule per name
-  update(batch, optimizers) -> {metric: float}   one training step on batch = (x, y, b)
+  update(batch, optimizers) -> {metric: 0-dim tensor}   one training step on batch = (x, y, b);
+                                  metrics stay on the device (no host sync inside a step)
   predict(x) -> class logits (one logit column = a binary task)
   state_dict() / load_state_dict(d)    the method's own counters, saved in checkpoints
 
@@ -13,6 +14,8 @@ SpiralSignatures, the bias attribute with --env_from_bias. Full-batch training i
 --batch_size 0; optimizers are --optimizer {sgd,adam}. Neither needs a method-specific hook.
 
 To add a method: subclass Method, implement update(), decorate with @register("name").
+A method whose update has fixed shapes and no host synchronisation sets graph_safe = True: on
+CUDA the Solver then records its step once as a CUDA graph and replays it (--fast auto).
 """
 import torch
 import torch.nn.functional as F
@@ -40,7 +43,7 @@ def task_loss(logits, y):
 
 def task_accuracy(logits, y):
     pred = (logits[:, 0] > 0).long() if logits.shape[1] == 1 else logits.argmax(1)
-    return (pred == y).float().mean().item()
+    return (pred == y).float().mean()
 
 
 def env_index(b):
@@ -78,7 +81,7 @@ def bias_accuracy(logits, target):
     target = as_heads(target)
     valid = target != IGNORE_INDEX
     hits = (logits.argmax(dim=2) == target) & valid
-    return hits.sum().item() / max(valid.sum().item(), 1)
+    return hits.sum() / valid.sum().clamp(min=1)
 
 
 def zero_all(optimizers):
@@ -93,6 +96,7 @@ class Method:
     """Base: plain prediction through g(f(x)); f and g share the 'main' optimizer."""
 
     needs_bias_head = False  # True: h must be a real network (--h_network_name not 'none')
+    graph_safe = False       # True: update() can be recorded as one CUDA graph
     supports_ddp = True      # False: the update needs the whole batch's environments at once
 
     def __init__(self, nets, args):
@@ -118,6 +122,8 @@ class Method:
 class Baseline(Method):
     """Plain cross-entropy on the biased data (the paper's 'Baseline' row)."""
 
+    graph_safe = True
+
     def update(self, batch, optimizers):
         x, y, _ = batch
         zero_all(optimizers)
@@ -125,7 +131,7 @@ class Baseline(Method):
         loss = task_loss(logits, y)
         loss.backward()
         optimizers["main"].step()
-        return {"loss_cls": loss.item(), "train_acc": task_accuracy(logits, y)}
+        return {"loss_cls": loss.detach(), "train_acc": task_accuracy(logits, y)}
 
 
 class _BiasHeadMethod(Method):
@@ -133,6 +139,7 @@ class _BiasHeadMethod(Method):
     f, g <- CE(g(f(x)), y) + weight * term(h(f(x)))."""
 
     needs_bias_head = True
+    graph_safe = True
 
     def param_groups(self):
         return {**super().param_groups(), "bias": list(self.nets["h"].parameters())}
@@ -165,8 +172,8 @@ class LearningNotToLearn(_BiasHeadMethod):
         loss_bias.backward()
         optimizers["main"].step()
         optimizers["bias"].step()
-        return {"loss_cls": loss_cls.item(), "entropy_term": neg_ent.item(),
-                "loss_bias": loss_bias.item(), "bias_acc": bias_accuracy(bias_logits, b),
+        return {"loss_cls": loss_cls.detach(), "entropy_term": neg_ent.detach(),
+                "loss_bias": loss_bias.detach(), "bias_acc": bias_accuracy(bias_logits, b),
                 "train_acc": task_accuracy(logits, y)}
 
 
@@ -191,8 +198,8 @@ class BlindEye(_BiasHeadMethod):
         loss_bias = bias_cross_entropy(bias_logits, b)
         loss_bias.backward()
         optimizers["bias"].step()
-        return {"loss_cls": loss_cls.item(), "confusion": confusion.item(),
-                "loss_bias": loss_bias.item(), "bias_acc": bias_accuracy(bias_logits, b),
+        return {"loss_cls": loss_cls.detach(), "confusion": confusion.detach(),
+                "loss_bias": loss_bias.detach(), "bias_acc": bias_accuracy(bias_logits, b),
                 "train_acc": task_accuracy(logits, y)}
 
 
@@ -243,8 +250,9 @@ class IRM(Method):
         loss.backward()
         optimizers["main"].step()
         self.step += 1
-        return {"loss_cls": risk.item(), "irm_penalty": penalty.item(),
-                "penalty_weight": float(weight), "train_acc": task_accuracy(logits, y)}
+        return {"loss_cls": risk.detach(), "irm_penalty": penalty.detach(),
+                "penalty_weight": risk.new_tensor(float(weight)),
+                "train_acc": task_accuracy(logits, y)}
 
     def state_dict(self):
         return {"step": self.step}
@@ -310,7 +318,7 @@ class _GradientMaskMethod(Method):
             p.grad = self.combine(g)
             kept.append((p.grad != 0).float().mean())
         optimizers["main"].step()
-        return {"loss_cls": loss.item(), "kept_fraction": torch.stack(kept).mean().item(),
+        return {"loss_cls": loss.detach(), "kept_fraction": torch.stack(kept).mean(),
                 "train_acc": task_accuracy(logits, batch[1])}
 
 

@@ -14,7 +14,6 @@ import json
 import os
 import signal
 import sys
-from collections import defaultdict
 
 import numpy as np
 import torch
@@ -120,13 +119,108 @@ class GuardedOptimizer:
         self.optimizer.load_state_dict(state)
 
 
-def wrap_for_ddp(nets, device):
-    """One DistributedDataParallel per network that has parameters (LNL's second update uses
-    f and h but not g; separate wrappers keep every reduction complete)."""
-    ids = [device.index] if device.type == "cuda" else None
-    return nn.ModuleDict({k: DistributedDataParallel(m, device_ids=ids)
-                          if any(p.requires_grad for p in m.parameters()) else m
-                          for k, m in nets.items()})
+class EpochMeter:
+    """Example-weighted sums of the step metrics over an epoch. They stay on the device (one
+    in-place add per step, read once per epoch) and are checkpointed as plain floats, so an
+    epoch can resume from its middle."""
+
+    def __init__(self, state=None):
+        state = state or {}
+        if isinstance(state, (tuple, list)):  # checkpoints before 2026-11-23: (sums, count)
+            sums = dict(state[0])
+            state = {"sums": sums, "count": state[1], "skipped": sums.pop("nonfinite_skipped", 0)}
+        self.saved = dict(state.get("sums", {}))
+        self.count, self.skipped = state.get("count", 0), state.get("skipped", 0)
+        self.keys, self.acc = None, None
+
+    def add(self, keys, values, n):
+        if self.acc is None or keys != self.keys:
+            self.saved, self.keys, self.acc = self.sums(), keys, torch.zeros_like(values)
+        self.acc.add_(values, alpha=n)
+        self.count += n
+
+    def sums(self):
+        out = dict(self.saved)
+        if self.acc is not None:
+            for k, v in zip(self.keys, self.acc.tolist()):
+                out[k] = out.get(k, 0.0) + v
+        return out
+
+    def state(self):
+        return {"sums": self.sums(), "count": self.count, "skipped": self.skipped}
+
+
+class CapturedStep:
+    """The fast path's training step on a GPU (--fast auto): the method's whole update (forward,
+    backward, optimizer steps) recorded once as a CUDA graph and replayed for every batch of the
+    same shape. A small network at batch 128 is bound by kernel launches, and a replay is one
+    launch. The recorded optimizer steps keep the learning rates of recording time, so a
+    schedule change records again; batches of another shape (an epoch's last) run eagerly, as
+    do the first `warmup` steps, on a side stream, so that optimizer state and cuDNN's choices
+    exist before recording (PyTorch's CUDA-graph whole-network recipe). Non-finite gradients
+    are not screened inside the graph: the Solver checks the step's metrics after each replay."""
+
+    def __init__(self, method, optimizers, warmup=3):
+        self.method, self.optimizers, self.warmup = method, optimizers, warmup
+        self.raw = {k: o.optimizer for k, o in optimizers.items()}
+        self.replay = self._graph = self.key = self.inputs = self.outputs = self.shape = None
+        self.eager_steps = self.replays = self.captures = 0
+
+    def _key(self, batch):
+        lrs = tuple(g["lr"] for o in self.raw.values() for g in o.param_groups)
+        return tuple((t.shape, t.dtype) for t in batch), lrs
+
+    def __call__(self, batch):
+        key = self._key(batch)
+        self.shape = self.shape or key[0]
+        if key == self.key:
+            for static, t in zip(self.inputs, batch):
+                static.copy_(t)
+            self.replay()
+            self.replays += 1
+            return self.outputs
+        if self.eager_steps < self.warmup or key[0] != self.shape:
+            return self._eager(batch)
+        return self._capture(batch, key)
+
+    def _eager(self, batch):
+        stream = torch.cuda.Stream() if batch[0].is_cuda else None
+        if stream is None:
+            out = self.method.update(batch, self.optimizers)
+        else:
+            stream.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(stream):
+                out = self.method.update(batch, self.optimizers)
+            torch.cuda.current_stream().wait_stream(stream)
+        self.eager_steps += 1
+        return out
+
+    def _record(self):
+        """Record one update on the static inputs; returns (replay, static outputs). Nothing
+        runs while recording."""
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            outputs = self.method.update(self.inputs, self.raw)
+        self._graph = graph  # keeps the recording (and its memory pool) alive
+        return graph.replay, outputs
+
+    def _capture(self, batch, key):
+        self.replay = self._graph = None  # frees the previous recording (a new learning rate)
+        self.inputs = [t.clone() for t in batch]
+        self.replay, self.outputs = self._record()
+        self.key = key
+        self.captures += 1
+        self.replay()
+        self.replays += 1
+        return self.outputs
+
+
+def use_cuda_graph(args, device, method, world):
+    """Whether training steps are recorded as CUDA graphs: --fast auto, a CUDA device, one
+    process, a graph-safe method (fixed shapes, no host sync), SGD (its update has no host-side
+    state), and no --skip_nonfinite (skipping a step needs a host decision inside it)."""
+    return (getattr(args, "fast", "off") == "auto" and device.type == "cuda" and world == 1
+            and method.graph_safe and args.optimizer == "sgd" and not args.skip_nonfinite)
 
 
 class Solver:
@@ -150,8 +244,10 @@ class Solver:
                            for name, opt in self.optimizers.items()}
         self.epoch = 0           # epochs completed
         self.step_in_epoch = 0   # steps completed in the current epoch
-        self.partial = None      # metric sums of the current epoch so far
+        self.partial = None      # EpochMeter of the current epoch so far
         self.stop_signal = 0
+        self.captured = (CapturedStep(self.method, self.optimizers)
+                         if use_cuda_graph(args, device, self.method, self.world) else None)
 
     def _optimizer(self, params):
         a = self.args
@@ -199,21 +295,29 @@ class Solver:
         self.stop_signal = flag
         return flag != 0
 
-    def _nonfinite(self, stats):
+    def _nonfinite(self, values):
         skipped = any(o.skipped for o in self.optimizers.values())
         for o in self.optimizers.values():
             o.skipped = False
-        return skipped or not all(np.isfinite(v) for v in stats.values())
+        return skipped or not bool(torch.isfinite(values).all())
 
     def _diverged(self, stats):
         last = os.path.join(checkpoint_dir(self.args), "last.pth")
         good = last if os.path.exists(last) else "none written yet"
-        values = ", ".join(f"{k}={v:.4g}" for k, v in stats.items())
+        values = ", ".join(f"{k}={float(v):.4g}" for k, v in stats.items())
+        weights = ("no non-finite gradient reached the weights" if self.captured is None else
+                   "the recorded step had already updated the weights")
         return RunStopped(
             f"stopped: non-finite loss at epoch {self.epoch + 1}, "
             f"step {self.step_in_epoch + 1} "
-            f"({values}); no non-finite gradient reached the weights. Last good checkpoint: "
+            f"({values}); {weights}. Last good checkpoint: "
             f"{good}. Lower --lr and --resume, or pass --skip_nonfinite to skip such steps.", 1)
+
+    def step(self, batch):
+        """One training step through the method (replayed from a CUDA graph when captured)."""
+        if self.captured is not None:
+            return self.captured(batch)
+        return self.method.update(batch, self.optimizers)
 
     def train_epoch(self):
         """Train from the current position in the epoch to its end (or to a stop signal)."""
@@ -221,34 +325,35 @@ class Solver:
         sampler = self.train_loader.sampler
         sampler.set_epoch(self.epoch)
         sampler.set_start(self.step_in_epoch * self.train_loader.batch_size)
-        sums, count = self.partial or (defaultdict(float), 0)
+        meter = self.partial or EpochMeter()
         bar = progress(self.train_loader, desc=f"epoch {self.epoch + 1}/{self.args.epochs}")
         for batch in bar:
             batch = self._to_device(batch)
-            stats = self.method.update(batch, self.optimizers)
-            if self._nonfinite(stats):
+            stats = self.step(batch)
+            keys = tuple(stats)
+            values = torch.stack([stats[k].float() for k in keys])
+            if self._nonfinite(values):
                 if not self.args.skip_nonfinite:
                     raise self._diverged(stats)
-                sums["nonfinite_skipped"] += 1
+                meter.skipped += 1
             else:
-                n = batch[0].shape[0]
-                for k, v in stats.items():
-                    sums[k] += v * n
-                count += n
+                meter.add(keys, values, batch[0].shape[0])
             self.step_in_epoch += 1
-            if not bar.disable:
-                bar.set_postfix(loss=f"{stats.get('loss_cls', 0.0):.3f}")
-            self.partial = (sums, count)
+            if not bar.disable and self.step_in_epoch % 20 == 0:  # a read syncs the device
+                bar.set_postfix(loss=f"{float(stats.get('loss_cls', 0.0)):.3f}")
+            self.partial = meter
             if self._stop_requested():
                 return None
         self.step_in_epoch, self.partial = 0, None
-        skipped = sums.pop("nonfinite_skipped", 0)
+        sums = meter.sums()
         keys = sorted(sums)
-        totals = torch.tensor([sums[k] for k in keys] + [count, skipped], dtype=torch.float64)
+        totals = torch.tensor([sums[k] for k in keys] + [meter.count, meter.skipped],
+                              dtype=torch.float64, device=self.device)
         if self.world > 1:  # average over every rank's examples
             dist.all_reduce(totals)
-        count, skipped = totals[-2].item(), totals[-1].item()
-        out = {k: totals[i].item() / max(count, 1) for i, k in enumerate(keys)}
+        totals = totals.tolist()
+        count, skipped = totals[-2], totals[-1]
+        out = {k: totals[i] / max(count, 1) for i, k in enumerate(keys)}
         if self.args.skip_nonfinite:
             out["nonfinite_skipped"] = skipped
         return out
@@ -256,7 +361,7 @@ class Solver:
     # ------------------------------------------------------------------ checkpoints
     def state(self):
         return {"epoch": self.epoch, "step_in_epoch": self.step_in_epoch,
-                "partial": (dict(self.partial[0]), self.partial[1]) if self.partial else None,
+                "partial": self.partial.state() if self.partial else None,
                 "args": vars(self.args),
                 "nets": {k: m.state_dict() for k, m in self.nets.items()},
                 "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
@@ -304,7 +409,7 @@ class Solver:
             self.epoch = ckpt["epoch"]
             self.step_in_epoch = ckpt.get("step_in_epoch", 0)
             partial = ckpt.get("partial")
-            self.partial = (defaultdict(float, partial[0]), partial[1]) if partial else None
+            self.partial = EpochMeter(partial) if partial else None
             where = f", {self.step_in_epoch} steps into the next" if self.step_in_epoch else ""
             print(f"resumed from {path} (epoch {self.epoch} of {self.args.epochs} done{where})")
             return True

@@ -1,0 +1,117 @@
+"""Time training epochs of the plain (eager) and fast paths; print one JSON line.
+
+For each method (baseline, lnl by default) and each path, a Solver is built exactly as
+main.py builds it (the reference Colored-MNIST networks, batch 128, SGD) and trains
+--epochs timed epochs after one untimed warm-up epoch:
+  eager: DataLoader batches, the method's update run op by op  (--fast off)
+  fast:  the dataset on the device, the step recorded as a CUDA graph on a GPU (--fast auto)
+The data are synthetic coloured 28x28 images of Colored-MNIST's shape (the timing does not
+depend on pixel values), so no download is needed. Defaults give the issue's setting: 60,000
+images, batch 128 (469 steps per epoch). On the CPU pass a small --train_samples.
+
+    python scripts/benchmark.py                        # GPU: the full-size measurement
+    python scripts/benchmark.py --device cpu --train_samples 512 --epochs 1   # smoke run
+"""
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+
+import numpy as np
+import torch
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from data_handler import CMNIST_MEAN, CMNIST_STD, ColorImageDataset, color_bin_target, make_loader  # noqa: E402
+from main import build_nets, build_parser  # noqa: E402
+from solver import Solver  # noqa: E402
+from utils import resolve_device, set_seed  # noqa: E402
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
+    p.add_argument("--methods", nargs="+", default=["baseline", "lnl"])
+    p.add_argument("--paths", nargs="+", default=["eager", "fast"], choices=("eager", "fast"))
+    p.add_argument("--train_samples", type=int, default=60000)
+    p.add_argument("--batch_size", type=int, default=128)
+    p.add_argument("--epochs", type=int, default=3, help="timed epochs (after one warm-up)")
+    p.add_argument("--seed", type=int, default=0)
+    return p.parse_args(argv)
+
+
+def synthetic_cmnist(n, seed):
+    """Random digit-like coloured images with Colored MNIST's shapes, labels and per-pixel b."""
+    rng = np.random.default_rng(seed)
+    images = (rng.random((n, 28, 28, 3)) < 0.2) * rng.integers(0, 256, (n, 28, 28, 3))
+    images = images.astype(np.uint8)
+    labels = rng.integers(0, 10, n)
+    return ColorImageDataset(images, labels, color_bin_target(images), labels, CMNIST_MEAN,
+                             CMNIST_STD)
+
+
+def build_solver(method, path, opts, device, out_dir):
+    """A Solver as main.py would build it for --method method --fast {off,auto}."""
+    args = build_parser().parse_args([
+        "--method", method, "--batch_size", str(opts.batch_size), "--seed", str(opts.seed),
+        "--fast", "off" if path == "eager" else "auto", "--output_dir", out_dir,
+        "--experiment_name", f"{method}_{path}", "--num_workers", "0"])
+    set_seed(opts.seed)
+    data = synthetic_cmnist(opts.train_samples, opts.seed)
+    nets = build_nets(args, data.input_shape)
+    loader = make_loader(data, args.batch_size, True, args.seed, 0, device,
+                         resident=args.fast == "auto")
+    return Solver(args, nets, loader, None, device)
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_epochs(solver, epochs, device):
+    """Seconds per epoch, after one untimed epoch (allocations, graph recording, autotuning)."""
+    solver.train_epoch()
+    times = []
+    for _ in range(epochs):
+        solver.epoch += 1
+        sync(device)
+        start = time.perf_counter()
+        solver.train_epoch()
+        sync(device)
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def main(argv=None):
+    opts = parse_args(argv)
+    device = resolve_device(opts.device)
+    results = {}
+    with tempfile.TemporaryDirectory() as out_dir:
+        for method in opts.methods:
+            row = {}
+            for path in opts.paths:
+                solver = build_solver(method, path, opts, device, out_dir)
+                steps = len(solver.train_loader)
+                sec = time_epochs(solver, opts.epochs, device)
+                row[path] = {"ms_per_step": round(1000 * sec / steps, 3),
+                             "s_per_epoch": round(sec, 4),
+                             "images_per_s": round(steps * opts.batch_size / sec, 1),
+                             "cuda_graph": solver.captured is not None}
+            if {"eager", "fast"} <= set(row):
+                row["speedup"] = round(row["eager"]["s_per_epoch"] / row["fast"]["s_per_epoch"], 2)
+            results[method] = row
+    name = (torch.cuda.get_device_name(device) if device.type == "cuda"
+            else f"cpu ({platform.processor() or platform.machine()}, "
+                 f"{torch.get_num_threads()} threads)")
+    print(json.dumps({"device": name, "torch": torch.__version__,
+                      "train_samples": opts.train_samples, "batch_size": opts.batch_size,
+                      "steps_per_epoch": -(-opts.train_samples // opts.batch_size),
+                      "timed_epochs": opts.epochs, "results": results}))
+
+
+if __name__ == "__main__":
+    main()

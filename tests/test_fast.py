@@ -1,0 +1,160 @@
+"""The fast path (--fast auto) computes what the plain path computes: the device-resident loader
+yields the DataLoader's batches, a recorded-and-replayed step equals the eager step, and whole
+runs give the same numbers. The CUDA-graph test itself needs a GPU; its bookkeeping is checked
+on the CPU with a stand-in recording."""
+import copy
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from torch import optim
+
+import main as cli
+from data_handler import CMNIST_MEAN, CMNIST_STD, ColorImageDataset, ResidentLoader, make_loader
+from solver import CapturedStep, GuardedOptimizer
+from test_methods import make
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def tiny_colour_set(n=37):
+    rng = np.random.default_rng(1)
+    images = rng.integers(0, 256, (n, 28, 28, 3), dtype=np.uint8)
+    labels = rng.integers(0, 10, n)
+    return ColorImageDataset(images, labels, rng.integers(0, 8, (n, 3, 14, 14)), labels,
+                             CMNIST_MEAN, CMNIST_STD)
+
+
+def batches(loader, epoch=0):
+    if hasattr(loader.sampler, "set_epoch"):  # training samplers; evaluation keeps the order
+        loader.sampler.set_epoch(epoch)
+    return [[t.clone() for t in b] for b in loader]
+
+
+@pytest.mark.parametrize("train,drop_last,batch", [(True, False, 8), (True, True, 8),
+                                                   (False, False, 10), (True, False, 0)])
+def test_resident_loader_yields_the_dataloaders_batches(train, drop_last, batch):
+    cpu = torch.device("cpu")
+    plain = make_loader(tiny_colour_set(), batch, train, 3, 0, cpu, drop_last=drop_last)
+    fast = make_loader(tiny_colour_set(), batch, train, 3, 0, cpu, drop_last=drop_last,
+                       resident=True)
+    assert isinstance(fast, ResidentLoader) and len(fast) == len(plain)
+    for epoch in (0, 1):  # a new shuffle each epoch, the same in both
+        want, got = batches(plain, epoch), batches(fast, epoch)
+        assert len(got) == len(want) == len(plain)
+        for a, b in zip(want, got):
+            assert all(torch.equal(s, t) for s, t in zip(a, b))
+    if train and batch:
+        assert not torch.equal(batches(fast, 0)[0][1], batches(fast, 1)[0][1])
+
+
+class StandInRecording(CapturedStep):
+    """CapturedStep whose 'graph' re-runs the recorded call on the static inputs bound at
+    recording time, as a CUDA graph reads fixed addresses: the test fails if a batch is not
+    copied into them, if a new learning rate is not re-recorded, or if warm-up and odd-shaped
+    batches are not run eagerly."""
+
+    def _record(self):
+        inputs, raw, outputs = self.inputs, dict(self.raw), {}
+
+        def replay():
+            for k, v in self.method.update(inputs, raw).items():
+                outputs.setdefault(k, torch.empty_like(v)).copy_(v)
+        return replay, outputs
+
+
+def lnl_pair():
+    """The same LNL method, nets and SGD optimizers twice (eager and recorded)."""
+    nets, method, _, batch = make("lnl")
+    twins = []
+    for _ in range(2):
+        m = type(method)(copy.deepcopy(nets), method.args)
+        opts = {k: GuardedOptimizer(optim.SGD(v, lr=0.01, momentum=0.9, weight_decay=5e-4))
+                for k, v in m.param_groups().items()}
+        twins.append((m, opts))
+    return twins, batch
+
+
+def batch_stream(batch, device):
+    """Ten batches of new examples (like the first, b with ignored positions), with a smaller
+    one (an epoch's last) after the sixth."""
+    gen = torch.Generator().manual_seed(0)
+    x, y, b = batch
+    out = []
+    for _ in range(10):
+        bb = torch.randint(0, 8, b.shape, generator=gen)
+        bb[b == 255] = 255
+        out.append((torch.randn(x.shape, generator=gen), torch.randint(0, 10, y.shape,
+                                                                        generator=gen), bb))
+    out.insert(6, tuple(t[:5] for t in out[0]))
+    return [tuple(t.to(device) for t in bt) for bt in out]
+
+
+def run_both(step_cls, device, tol):
+    (eager, eager_opts), (fast, fast_opts), batch = *lnl_pair()[0], lnl_pair()[1]
+    for m in (eager, fast):
+        m.nets.to(device)
+    step = step_cls(fast, fast_opts, warmup=3)
+    for i, bt in enumerate(batch_stream(batch, device)):
+        if i == 8:  # the schedule lowers the learning rate: the recording must follow
+            for opts in (eager_opts, fast_opts):
+                for o in opts.values():
+                    for g in o.param_groups:
+                        g["lr"] *= 0.1
+        want = eager.update(bt, eager_opts)
+        got = step(bt)
+        for k in want:
+            assert torch.allclose(got[k], want[k], atol=tol), (i, k)
+    for p, q in zip(eager.nets.parameters(), fast.nets.parameters()):
+        assert torch.allclose(p, q, atol=tol)
+    for p, q in zip(eager.nets.buffers(), fast.nets.buffers()):  # BatchNorm statistics
+        assert torch.allclose(p.float(), q.float(), atol=tol)
+    return step
+
+
+def test_recorded_step_bookkeeping_matches_eager_steps_on_cpu():
+    step = run_both(StandInRecording, torch.device("cpu"), 1e-6)
+    # 3 warm-up steps + the odd-shaped batch ran eagerly; recorded at the first full batch
+    # after warm-up and again after the learning rate changed
+    assert (step.eager_steps, step.captures, step.replays) == (4, 2, 7)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA GPU")
+def test_cuda_graph_step_matches_eager_steps_on_gpu():
+    step = run_both(CapturedStep, torch.device("cuda"), 1e-5)
+    assert (step.eager_steps, step.captures, step.replays) == (4, 2, 7)
+
+
+def test_fast_and_plain_runs_give_identical_results(mnist_root, tmp_path):
+    results = {}
+    for fast in ("auto", "off"):
+        cli.main(["--data_root_base", mnist_root, "--output_dir", str(tmp_path), "--device",
+                  "cpu", "--max_train_samples", "600", "--max_test_samples", "500",
+                  "--method", "lnl", "--epochs", "1", "--fast", fast,
+                  "--experiment_name", fast])
+        with open(os.path.join(tmp_path, fast, "metrics.jsonl")) as fh:
+            results[fast] = [json.loads(line) for line in fh]
+    assert results["auto"] == results["off"]
+    assert results["auto"][0]["loss_cls"] > 0 and "test_acc" in results["auto"][0]
+
+
+def test_benchmark_prints_one_json_line_on_the_cpu():
+    out = subprocess.run([sys.executable, "scripts/benchmark.py", "--device", "cpu",
+                          "--train_samples", "96", "--batch_size", "32", "--epochs", "1"],
+                         cwd=ROOT, capture_output=True, text=True, check=True)
+    lines = out.stdout.strip().splitlines()
+    assert len(lines) == 1
+    report = json.loads(lines[0])
+    assert report["steps_per_epoch"] == 3 and set(report["results"]) == {"baseline", "lnl"}
+    for row in report["results"].values():
+        for path in ("eager", "fast"):
+            r = row[path]
+            assert r["ms_per_step"] > 0 and r["images_per_s"] > 0
+            assert r["s_per_epoch"] == pytest.approx(3 * r["ms_per_step"] / 1000, rel=1e-2)
+            assert r["cuda_graph"] is False  # no GPU here
+        assert row["speedup"] == pytest.approx(
+            row["eager"]["s_per_epoch"] / row["fast"]["s_per_epoch"], rel=1e-2)
