@@ -134,6 +134,9 @@ def build_parser():
                         "and on CUDA a graph-safe method's training step (baseline, lnl, "
                         "blindeye; SGD; one process) is recorded once as a CUDA graph and "
                         "replayed; off: DataLoader batches and eager steps (the plain path)")
+    t.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                   help="bf16: bfloat16 autocast for training and evaluation, and "
+                        "channels_last weights (a GPU speed option; fp32 is the reference)")
     t.add_argument("--skip_nonfinite", action="store_true",
                    help="skip (and count) steps with a non-finite loss instead of stopping")
     t.add_argument("--sync_bn", action="store_true",

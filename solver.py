@@ -15,7 +15,6 @@ import os
 import signal
 import sys
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn, optim
@@ -215,6 +214,15 @@ class CapturedStep:
         return self.outputs
 
 
+def wrap_for_ddp(nets, device):
+    """One DistributedDataParallel per network that has parameters (LNL's second update uses
+    f and h but not g; separate wrappers keep every reduction complete)."""
+    ids = [device.index] if device.type == "cuda" else None
+    return nn.ModuleDict({k: DistributedDataParallel(m, device_ids=ids)
+                          if any(p.requires_grad for p in m.parameters()) else m
+                          for k, m in nets.items()})
+
+
 def use_cuda_graph(args, device, method, world):
     """Whether training steps are recorded as CUDA graphs: --fast auto, a CUDA device, one
     process, a graph-safe method (fixed shapes, no host sync), SGD (its update has no host-side
@@ -231,6 +239,8 @@ class Solver:
         self.rank, self.world = dist_rank(), dist_world()
         self.is_main = self.rank == 0
         self.nets = nets.to(device)
+        if getattr(args, "precision", "fp32") == "bf16":
+            self.nets.to(memory_format=torch.channels_last)  # conv weights NHWC: tensor cores
         train_nets = wrap_for_ddp(self.nets, device) if self.world > 1 else self.nets
         self.train_loader, self.test_loader = train_loader, test_loader
         self.extra_loaders = extra_loaders or {}
@@ -266,7 +276,8 @@ class Solver:
         probs, labels = [], []
         for batch in progress(loader, desc="eval"):
             x, y, _ = self._to_device(batch)
-            logits = self.eval_method.predict(x)
+            with self.autocast():
+                logits = self.eval_method.predict(x).float()
             if logits.shape[1] == 1:  # binary task: one logit -> P(y=0), P(y=1)
                 p1 = torch.sigmoid(logits)
                 probs.append(torch.cat([1 - p1, p1], dim=1).cpu())
@@ -313,11 +324,19 @@ class Solver:
             f"({values}); {weights}. Last good checkpoint: "
             f"{good}. Lower --lr and --resume, or pass --skip_nonfinite to skip such steps.", 1)
 
+    def autocast(self):
+        """--precision bf16: matmuls and convolutions in bfloat16, losses and weights in
+        float32 (torch.autocast). Off (fp32, the reference) by default. The cache of cast
+        weights is off: it would outlive a recorded CUDA graph's step."""
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, cache_enabled=False,
+                              enabled=getattr(self.args, "precision", "fp32") == "bf16")
+
     def step(self, batch):
         """One training step through the method (replayed from a CUDA graph when captured)."""
-        if self.captured is not None:
-            return self.captured(batch)
-        return self.method.update(batch, self.optimizers)
+        with self.autocast():
+            if self.captured is not None:
+                return self.captured(batch)
+            return self.method.update(batch, self.optimizers)
 
     def train_epoch(self):
         """Train from the current position in the epoch to its end (or to a stop signal)."""

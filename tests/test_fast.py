@@ -158,3 +158,18 @@ def test_benchmark_prints_one_json_line_on_the_cpu():
             assert r["cuda_graph"] is False  # no GPU here
         assert row["speedup"] == pytest.approx(
             row["eager"]["s_per_epoch"] / row["fast"]["s_per_epoch"], rel=1e-2)
+
+
+def test_bf16_autocast_run_is_close_to_fp32_but_not_the_same(mnist_root, tmp_path):
+    rows = {}
+    for precision in ("fp32", "bf16"):
+        cli.main(["--data_root_base", mnist_root, "--output_dir", str(tmp_path), "--device",
+                  "cpu", "--max_train_samples", "600", "--max_test_samples", "500",
+                  "--method", "baseline", "--epochs", "1", "--precision", precision,
+                  "--experiment_name", precision])
+        with open(os.path.join(tmp_path, precision, "metrics.jsonl")) as fh:
+            rows[precision] = json.loads(fh.readline())
+    fp32, bf16 = rows["fp32"], rows["bf16"]
+    assert np.isfinite(bf16["loss_cls"])
+    assert bf16["loss_cls"] == pytest.approx(fp32["loss_cls"], rel=0.05)  # the same, rounded
+    assert bf16["loss_cls"] != fp32["loss_cls"]  # ... and bfloat16 really was used
