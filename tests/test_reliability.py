@@ -54,48 +54,71 @@ def assert_same_weights(a, b):
             assert torch.equal(v, b["nets"][net][k]), (net, k)
 
 
+PAUSES = {"SIGTERM": 0.4, "SIGINT": 0.4, "SIGKILL": 1.2}  # after epoch 1's checkpoint
+
+
 @pytest.fixture(scope="module")
-def straight(mnist_root, tmp_path_factory):
-    out = tmp_path_factory.mktemp("straight")
-    code, _, err = finish(argv(mnist_root, out, "run"))
-    assert code == 0, err
-    return out
+def interrupted(mnist_root, tmp_path_factory):
+    """A straight run and three runs stopped inside epoch 2 (SIGTERM, SIGINT, kill -9), then
+    resumed. The runs are single-threaded processes, so they all go at once on two cores
+    (75 steps of 20-40 ms per epoch: the pauses land well inside epoch 2)."""
+    root = tmp_path_factory.mktemp("interrupted")
+    extra = {"straight": [], "SIGTERM": [], "SIGINT": [], "SIGKILL": ["--save_every", "1"]}
+    procs = {name: launch(argv(mnist_root, root / name, "run", *flags))
+             for name, flags in extra.items()}
+    seen, stopped = {}, {}
+    while len(stopped) < len(PAUSES):
+        for name, pause in PAUSES.items():
+            if name in stopped:
+                continue
+            assert procs[name].poll() is None, procs[name].communicate()
+            if name not in seen and (root / name / "run" / "checkpoints" / "last.pth").exists():
+                seen[name] = time.time()
+            if name in seen and time.time() - seen[name] >= pause:
+                procs[name].send_signal(getattr(signal, name))
+                stopped[name] = {}
+        time.sleep(0.02)
+    for name, result in stopped.items():
+        _, result["err"] = procs[name].communicate(timeout=120)
+        result["code"] = procs[name].returncode
+        result["files"] = sorted(glob.glob(str(root / name / "run" / "checkpoints" / "*.pth")))
+        result["epochs"] = [weights(root / name, "run", os.path.basename(f))["epoch"]
+                            for f in result["files"]]
+        result["last"] = weights(root / name, "run")
+    resumed = {name: launch(argv(mnist_root, root / name, "run", "--resume"))
+               for name in stopped}
+    for name, proc in resumed.items():
+        out, err = proc.communicate(timeout=300)
+        stopped[name].update(resume_code=proc.returncode, resume_out=out, resume_err=err,
+                             final=weights(root / name, "run"), metrics=[
+                                 json.loads(l) for l in open(root / name / "run" /
+                                                             "metrics.jsonl")])
+    _, err = procs["straight"].communicate(timeout=300)
+    assert procs["straight"].returncode == 0, err
+    return weights(root / "straight", "run"), stopped
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
-def test_signal_mid_epoch_checkpoints_and_resume_matches_straight_run(mnist_root, tmp_path,
-                                                                       straight, sig):
-    proc = launch(argv(mnist_root, tmp_path, "run"))
-    wait_for(tmp_path / "run" / "checkpoints" / "last.pth", proc)
-    time.sleep(0.4)  # well inside epoch 2 (75 steps of about 20 ms)
-    proc.send_signal(sig)
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 128 + sig, err
-    assert "--resume" in err and signal.Signals(sig).name in err
-    ckpt = weights(tmp_path, "run")
-    assert ckpt["epoch"] == 1 and 0 < ckpt["step_in_epoch"] < 75
-    code, out, err = finish(argv(mnist_root, tmp_path, "run", "--resume"))
-    assert code == 0, err
-    assert "steps into the next" in out
-    assert_same_weights(weights(straight, "run"), weights(tmp_path, "run"))
-    rows = [json.loads(l) for l in open(tmp_path / "run" / "metrics.jsonl")]
-    assert [r["epoch"] for r in rows] == [1, 2, 3]
+def test_signal_mid_epoch_checkpoints_and_resume_matches_straight_run(interrupted, sig):
+    straight, runs = interrupted
+    run = runs[signal.Signals(sig).name]
+    assert run["code"] == 128 + sig, run["err"]
+    assert "--resume" in run["err"] and signal.Signals(sig).name in run["err"]
+    assert run["last"]["epoch"] == 1 and 0 < run["last"]["step_in_epoch"] < 75
+    assert run["resume_code"] == 0, run["resume_err"]
+    assert "steps into the next" in run["resume_out"]
+    assert_same_weights(straight, run["final"])
+    assert [r["epoch"] for r in run["metrics"]] == [1, 2, 3]
 
 
-def test_kill_9_leaves_a_readable_checkpoint_and_resume_finishes(mnist_root, tmp_path, straight):
-    proc = launch(argv(mnist_root, tmp_path, "run", "--save_every", "1"))
-    wait_for(tmp_path / "run" / "checkpoints" / "last.pth", proc)
-    time.sleep(1.2)
-    proc.kill()
-    proc.communicate()
-    assert proc.returncode == -signal.SIGKILL
-    files = glob.glob(str(tmp_path / "run" / "checkpoints" / "*.pth"))
-    assert files
-    for path in files:  # temp files start with '.', so glob skips them; every final name loads
-        assert weights(tmp_path, "run", os.path.basename(path))["epoch"] >= 1
-    code, _, err = finish(argv(mnist_root, tmp_path, "run", "--resume"))
-    assert code == 0, err
-    assert_same_weights(weights(straight, "run"), weights(tmp_path, "run"))
+def test_kill_9_leaves_a_readable_checkpoint_and_resume_finishes(interrupted):
+    straight, runs = interrupted
+    run = runs["SIGKILL"]
+    assert run["code"] == -signal.SIGKILL
+    # temp files start with '.', so the glob skips them; every final name loads
+    assert run["files"] and all(e >= 1 for e in run["epochs"])
+    assert run["resume_code"] == 0, run["resume_err"]
+    assert_same_weights(straight, run["final"])
 
 
 def test_corrupt_checkpoint_is_named_and_resume_falls_back(mnist_root, tmp_path, capsys):
