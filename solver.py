@@ -151,18 +151,23 @@ class EpochMeter:
 
 class CapturedStep:
     """The fast path's training step on a GPU (--fast auto): the method's whole update (forward,
-    backward, optimizer steps) recorded once as a CUDA graph and replayed for every batch of the
-    same shape. A small network at batch 128 is bound by kernel launches, and a replay is one
-    launch. The recorded optimizer steps keep the learning rates of recording time, so a
-    schedule change records again; batches of another shape (an epoch's last) run eagerly, as
-    do the first `warmup` steps, on a side stream, so that optimizer state and cuDNN's choices
-    exist before recording (PyTorch's CUDA-graph whole-network recipe). Non-finite gradients
-    are not screened inside the graph: the Solver checks the step's metrics after each replay."""
+    backward, optimizer steps) recorded once as a CUDA graph and replayed for every full batch.
+    A small network at batch 128 is bound by kernel launches, and a replay is one launch.
+    - The first `warmup` steps run eagerly on a side stream, so optimizer state (momentum
+      buffers) and cuDNN's choices exist before recording (PyTorch's whole-network recipe).
+    - Batches of another size (an epoch's last) run eagerly.
+    - The recorded optimizer steps keep the learning rates of recording time, so a schedule
+      change records again.
+    - Non-finite gradients are not screened inside the graph: the Solver checks the step's
+      metrics after each replay.
+    - If recording fails, a warning says why and every later step runs eagerly."""
 
-    def __init__(self, method, optimizers, warmup=3):
+    def __init__(self, method, optimizers, batch_size, warmup=3):
         self.method, self.optimizers, self.warmup = method, optimizers, warmup
+        self.batch_size = batch_size
         self.raw = {k: o.optimizer for k, o in optimizers.items()}
-        self.replay = self._graph = self.key = self.inputs = self.outputs = self.shape = None
+        self.replay = self._graph = self.key = self.inputs = self.outputs = None
+        self.stream, self.failed = None, False
         self.eager_steps = self.replays = self.captures = 0
 
     def _key(self, batch):
@@ -171,34 +176,35 @@ class CapturedStep:
 
     def __call__(self, batch):
         key = self._key(batch)
-        self.shape = self.shape or key[0]
         if key == self.key:
             for static, t in zip(self.inputs, batch):
                 static.copy_(t)
             self.replay()
             self.replays += 1
             return self.outputs
-        if self.eager_steps < self.warmup or key[0] != self.shape:
+        if (self.failed or self.eager_steps < self.warmup
+                or batch[0].shape[0] != self.batch_size):
             return self._eager(batch)
         return self._capture(batch, key)
 
     def _eager(self, batch):
-        stream = torch.cuda.Stream() if batch[0].is_cuda else None
-        if stream is None:
+        if not batch[0].is_cuda:
             out = self.method.update(batch, self.optimizers)
         else:
-            stream.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(stream):
+            self.stream = self.stream or torch.cuda.Stream(batch[0].device)
+            self.stream.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(self.stream):
                 out = self.method.update(batch, self.optimizers)
-            torch.cuda.current_stream().wait_stream(stream)
+            torch.cuda.current_stream().wait_stream(self.stream)
         self.eager_steps += 1
         return out
 
     def _record(self):
         """Record one update on the static inputs; returns (replay, static outputs). Nothing
-        runs while recording."""
+        runs while recording. thread_local: a DataLoader's pin-memory thread may allocate
+        meanwhile."""
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
+        with torch.cuda.graph(graph, capture_error_mode="thread_local"):
             outputs = self.method.update(self.inputs, self.raw)
         self._graph = graph  # keeps the recording (and its memory pool) alive
         return graph.replay, outputs
@@ -206,7 +212,14 @@ class CapturedStep:
     def _capture(self, batch, key):
         self.replay = self._graph = None  # frees the previous recording (a new learning rate)
         self.inputs = [t.clone() for t in batch]
-        self.replay, self.outputs = self._record()
+        try:
+            self.replay, self.outputs = self._record()
+        except Exception as exc:  # a method that is not graph-safe after all, a driver limit
+            self.failed, self.key = True, None
+            print(f"warning: recording the training step as a CUDA graph failed ({exc}); "
+                  "continuing with eager steps (pass --fast off to skip the attempt).",
+                  file=sys.stderr)
+            return self._eager(batch)
         self.key = key
         self.captures += 1
         self.replay()
@@ -256,7 +269,7 @@ class Solver:
         self.step_in_epoch = 0   # steps completed in the current epoch
         self.partial = None      # EpochMeter of the current epoch so far
         self.stop_signal = 0
-        self.captured = (CapturedStep(self.method, self.optimizers)
+        self.captured = (CapturedStep(self.method, self.optimizers, train_loader.batch_size)
                          if use_cuda_graph(args, device, self.method, self.world) else None)
 
     def _optimizer(self, params):

@@ -98,7 +98,7 @@ def run_both(step_cls, device, tol):
     (eager, eager_opts), (fast, fast_opts), batch = *lnl_pair()[0], lnl_pair()[1]
     for m in (eager, fast):
         m.nets.to(device)
-    step = step_cls(fast, fast_opts, warmup=3)
+    step = step_cls(fast, fast_opts, batch_size=8, warmup=3)
     for i, bt in enumerate(batch_stream(batch, device)):
         if i == 8:  # the schedule lowers the learning rate: the recording must follow
             for opts in (eager_opts, fast_opts):
@@ -121,6 +121,18 @@ def test_recorded_step_bookkeeping_matches_eager_steps_on_cpu():
     # 3 warm-up steps + the odd-shaped batch ran eagerly; recorded at the first full batch
     # after warm-up and again after the learning rate changed
     assert (step.eager_steps, step.captures, step.replays) == (4, 2, 7)
+
+
+class FailingRecording(CapturedStep):
+    def _record(self):
+        raise RuntimeError("operation not permitted when stream is capturing")
+
+
+def test_failed_recording_warns_once_and_every_step_runs_eagerly(capsys):
+    step = run_both(FailingRecording, torch.device("cpu"), 1e-6)
+    assert step.failed and (step.eager_steps, step.captures, step.replays) == (11, 0, 0)
+    err = capsys.readouterr().err
+    assert err.count("continuing with eager steps") == 1 and "--fast off" in err
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA GPU")
