@@ -201,10 +201,11 @@ class CapturedStep:
 
     def _record(self):
         """Record one update on the static inputs; returns (replay, static outputs). Nothing
-        runs while recording. thread_local: a DataLoader's pin-memory thread may allocate
+        runs while recording. It records on the warm-up stream, whose library handles and
+        workspaces already exist; thread_local: a DataLoader's pin-memory thread may allocate
         meanwhile."""
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, capture_error_mode="thread_local"):
+        with torch.cuda.graph(graph, stream=self.stream, capture_error_mode="thread_local"):
             outputs = self.method.update(self.inputs, self.raw)
         self._graph = graph  # keeps the recording (and its memory pool) alive
         return graph.replay, outputs
