@@ -134,7 +134,9 @@ class EpochMeter:
 
     def add(self, keys, values, n):
         if self.acc is None or keys != self.keys:
-            self.saved, self.keys, self.acc = self.sums(), keys, torch.zeros_like(values)
+            # float64, as the Python floats of a resumed epoch's saved sums
+            self.saved, self.keys = self.sums(), keys
+            self.acc = torch.zeros_like(values, dtype=torch.float64)
         self.acc.add_(values, alpha=n)
         self.count += n
 
