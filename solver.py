@@ -243,7 +243,7 @@ def use_cuda_graph(args, device, method, world):
     """Whether training steps are recorded as CUDA graphs: --fast auto, a CUDA device, one
     process, a graph-safe method (fixed shapes, no host sync), SGD (its update has no host-side
     state), and no --skip_nonfinite (skipping a step needs a host decision inside it)."""
-    return (getattr(args, "fast", "off") == "auto" and device.type == "cuda" and world == 1
+    return (args.fast == "auto" and device.type == "cuda" and world == 1
             and method.graph_safe and args.optimizer == "sgd" and not args.skip_nonfinite)
 
 
@@ -255,7 +255,7 @@ class Solver:
         self.rank, self.world = dist_rank(), dist_world()
         self.is_main = self.rank == 0
         self.nets = nets.to(device)
-        if getattr(args, "precision", "fp32") == "bf16":
+        if args.precision == "bf16":
             self.nets.to(memory_format=torch.channels_last)  # conv weights NHWC: tensor cores
         train_nets = wrap_for_ddp(self.nets, device) if self.world > 1 else self.nets
         self.train_loader, self.test_loader = train_loader, test_loader
@@ -345,7 +345,7 @@ class Solver:
         float32 (torch.autocast). Off (fp32, the reference) by default. The cache of cast
         weights is off: it would outlive a recorded CUDA graph's step."""
         return torch.autocast(self.device.type, dtype=torch.bfloat16, cache_enabled=False,
-                              enabled=getattr(self.args, "precision", "fp32") == "bf16")
+                              enabled=self.args.precision == "bf16")
 
     def step(self, batch):
         """One training step through the method (replayed from a CUDA graph when captured)."""
