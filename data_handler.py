@@ -8,13 +8,15 @@ and the background stays black.
 import gzip
 import os
 import pickle
+import zipfile
+import zlib
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from image_datasets import dogs_cats_datasets, imdb_face_datasets
-from utils import UserError, atomic_npz_save
+from utils import UserError, atomic_npz_save, log
 
 # Mean stroke colour per digit (RGB, 0..255). The authors never published their palette; the
 # colours observed in their released files (PAPERS.md §1) sit within jitter of these entries
@@ -48,11 +50,20 @@ MNIST_FILES = {
 }
 
 # --------------------------------------------------------------------------- MNIST files
+def read_bytes(path):
+    """A file's bytes, gunzipped when it ends in .gz; a damaged gzip is a UserError."""
+    opener = gzip.open if path.endswith(".gz") else open
+    try:
+        with opener(path, "rb") as fh:
+            return fh.read()
+    except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+        raise UserError(f"{path} is damaged ({exc or 'truncated'}): not a complete gzip file; "
+                        "fetch a fresh copy (`python fetch_data.py mnist`).")
+
+
 def read_idx(path):
     """Read an idx file (gzip or raw) into a numpy array."""
-    opener = gzip.open if path.endswith(".gz") else open
-    with opener(path, "rb") as fh:
-        data = fh.read()
+    data = read_bytes(path)
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
         raise UserError(f"{path} is not a uint8 idx file; re-fetch it with "
                         "`python fetch_data.py mnist`.")
@@ -128,19 +139,61 @@ def cmnist_cache_path(data_root_base, color_var, data_seed):
                         f"cmnist_{PALETTE_VERSION}_var{color_var:.3f}_seed{data_seed}.npz")
 
 
-def load_or_build_cmnist(data_root_base, color_var, data_seed):
-    """Our Colored MNIST, built once per (color_var, data_seed) and cached as .npz."""
-    path = cmnist_cache_path(data_root_base, color_var, data_seed)
-    if os.path.exists(path):
-        try:
-            with np.load(path) as z:
-                return {k: z[k] for k in z.files}
-        except (OSError, ValueError, EOFError):
-            pass  # a damaged cache is rebuilt, never trusted
+CMNIST_KEYS = ("train_image", "train_label", "train_color_index", "test_image", "test_label",
+               "test_color_index")
+
+
+def read_cmnist_cache(path):
+    """A cached Colored MNIST, or None when it is missing or damaged (a damaged cache is
+    rebuilt, never trusted: every array is read in full and the lengths must agree)."""
+    if not os.path.exists(path):
+        return None
+    try:
+        with np.load(path) as z:
+            data = {k: z[k] for k in CMNIST_KEYS}
+        ok = all(len(data[f"{s}_image"]) == len(data[f"{s}_label"]) ==
+                 len(data[f"{s}_color_index"]) for s in ("train", "test"))
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error):
+        ok = False
+    if not ok:
+        log(f"note: the Colored-MNIST cache {path} is damaged; building it again")
+        return None
+    return data
+
+
+def cmnist_cache_dirs(data_root_base, output_dir):
+    """Where the cache may live: the data folder, else (a read-only dataset mount) the output
+    folder's .cache, which the runs there share."""
+    return [os.path.join(data_root_base, "colored_mnist"),
+            os.path.join(output_dir, ".cache", "colored_mnist")]
+
+
+def writable(folder):
+    """Whether folder exists and can be written, or could be created."""
+    while not os.path.exists(folder):
+        folder = os.path.dirname(os.path.abspath(folder))
+    return os.access(folder, os.W_OK | os.X_OK)
+
+
+def load_or_build_cmnist(data_root_base, color_var, data_seed, output_dir="./outputs"):
+    """Our Colored MNIST, built once per (color_var, data_seed) and cached as .npz (in memory
+    only when neither cache folder can be written)."""
+    name = os.path.basename(cmnist_cache_path(data_root_base, color_var, data_seed))
+    folders = cmnist_cache_dirs(data_root_base, output_dir)
+    for folder in folders:
+        data = read_cmnist_cache(os.path.join(folder, name))
+        if data is not None:
+            return data
+    target = next((f for f in folders if writable(f)), None)
+    log(f"building Colored MNIST (sigma^2 {color_var:.3f}, data seed {data_seed}): 70,000 "
+        "images, about a minute on a CPU; "
+        + (f"cached as {os.path.join(target, name)}" if target else
+           "kept in memory (no writable cache folder)"))
     data = build_colored_mnist(load_mnist(data_root_base), color_var, data_seed)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    # a private temp file + rename: runs started together may all build it, none half-reads it
-    atomic_npz_save(data, path)
+    if target:
+        # a private temp file + rename: runs started together may all build it, none
+        # half-reads it
+        atomic_npz_save(data, os.path.join(target, name))
     return data
 
 
@@ -305,7 +358,8 @@ def colored_mnist_datasets(args):
     if args.cmnist_source == "official":
         data = load_official_cmnist(args.data_root_base, args.color_var)
     else:
-        data = load_or_build_cmnist(args.data_root_base, args.color_var, args.data_seed)
+        data = load_or_build_cmnist(args.data_root_base, args.color_var, args.data_seed,
+                                    args.output_dir)
     sets = {}
     for split, limit in (("train", args.max_train_samples), ("test", args.max_test_samples)):
         images, labels, colour = _first(limit, data[f"{split}_image"], data[f"{split}_label"],
@@ -467,9 +521,20 @@ DATASETS = {"ColoredMNIST": colored_mnist_datasets, "IRMColoredMNIST": irm_cmnis
             "SpiralSignatures": spiral_datasets,
             "CIFAR10RandomLabels": cifar_random_labels_datasets,
             "DogsCats": dogs_cats_datasets, "IMDBFace": imdb_face_datasets}
+# What b holds in each dataset: "bias" (h's target: colour bins per pixel on Colored MNIST, an
+# image-level attribute on the real-image sets) or "environment" (one index per example).
+B_KINDS = {"ColoredMNIST": lambda args: "environment" if args.env_from_bias else "bias",
+           "IRMColoredMNIST": "environment", "SpiralSignatures": "environment",
+           "CIFAR10RandomLabels": "environment", "DogsCats": "bias", "IMDBFace": "bias"}
 BALANCED_ENV_DATASETS = ("SpiralSignatures",)
 IMAGE_FILE_DATASETS = ("DogsCats", "IMDBFace")  # decoded per batch: worth worker processes
 BIAS_SPLITS = {"DogsCats": ("TB1", "TB2"), "IMDBFace": ("EB1", "EB2")}  # first = default
+
+
+def b_kind(args):
+    """What b means for --dataset_name (and --env_from_bias): "bias" or "environment"."""
+    kind = B_KINDS[args.dataset_name]
+    return kind(args) if callable(kind) else kind
 
 
 def default_workers(dataset_name):

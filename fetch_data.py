@@ -7,7 +7,6 @@ and exits 1.
 """
 import argparse
 import glob
-import gzip
 import hashlib
 import os
 import shutil
@@ -21,7 +20,7 @@ import zipfile
 import numpy as np
 
 import image_datasets as imd
-from data_handler import MNIST_FILES, find_idx, mnist_raw_dir, read_idx
+from data_handler import MNIST_FILES, find_idx, mnist_raw_dir, read_bytes, read_idx
 from utils import UserError, progress
 
 # md5 of the *decompressed* idx files, so any re-compression of the .gz files still verifies.
@@ -35,26 +34,24 @@ CMNIST_DRIVE_ID = "1NSv4RCSHjcHois3dXjYw_PaLIoVlLgXu"  # PAPERS.md §1, all vari
 CMNIST_VARS = ("0.020", "0.025", "0.030", "0.035", "0.040", "0.045", "0.050")
 
 
-def _read_bytes(path):
-    opener = gzip.open if path.endswith(".gz") else open
-    with opener(path, "rb") as fh:
-        return fh.read()
-
-
 def import_mnist(src, data_root_base):
-    """Copy the four MNIST idx files (gzip or raw) from src after checking their md5."""
+    """Copy the four MNIST idx files (gzip or raw) from src after checking their md5 (all four
+    are checked before anything is written)."""
     dest = mnist_raw_dir(data_root_base)
-    os.makedirs(dest, exist_ok=True)
+    files = {}
     for stem in MNIST_FILES.values():
         path = find_idx(src, stem)
         if path is None:
             raise UserError(f"{os.path.join(src, stem)}[.gz] is missing; --from needs a folder "
                             f"holding all four MNIST idx files ({', '.join(MNIST_FILES.values())}).")
-        data = _read_bytes(path)
+        data = read_bytes(path)
         digest = hashlib.md5(data).hexdigest()
         if digest != MNIST_MD5[stem]:
             raise UserError(f"{path} has md5 {digest} (decompressed), expected {MNIST_MD5[stem]}: "
                             "the file is corrupt or not MNIST; fetch a fresh copy.")
+        files[stem] = data
+    os.makedirs(dest, exist_ok=True)
+    for stem, data in files.items():
         tmp = os.path.join(dest, f".{stem}.tmp")
         with open(tmp, "wb") as fh:
             fh.write(data)
@@ -404,6 +401,14 @@ def main(argv=None):
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(1)
+    except OSError as exc:  # a read-only or full data folder
+        print(f"error: cannot write {exc.filename or args.data_root_base}: {exc.strerror}; pass "
+              "a writable --data_root_base", file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        print("error: interrupted (Ctrl-C); files already in place are complete, run the same "
+              "command again", file=sys.stderr)
+        sys.exit(130)
 
 
 if __name__ == "__main__":

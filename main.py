@@ -5,8 +5,8 @@
     python main.py --mode test --experiment_name cmnist_lnl
 """
 import argparse
+import math
 import os
-import shutil
 import sys
 
 import numpy as np
@@ -14,17 +14,33 @@ import torch
 import yaml
 from torch import nn
 
+import run_folder
+from checkpoints import (adopt_resumed_args, check_compatible, check_init_unchanged,
+                         init_source, list_checkpoints, newest_readable, read_checkpoint)
 from data_handler import (BALANCED_ENV_DATASETS, BIAS_SPLITS, DATASETS,
-                          IMAGE_FILE_DATASETS, build_datasets, default_workers, make_loader)
+                          IMAGE_FILE_DATASETS, b_kind, build_datasets, default_workers,
+                          make_loader)
 from methods import METHODS
 from network import NETWORKS, build_network
-from solver import Solver, checkpoint_dir, experiment_dir
-from utils import (RunStopped, UserError, atomic_json_dump, dist_rank, dist_world,
-                   init_distributed, resolve_device, set_deterministic, set_seed)
+from run_folder import checkpoint_dir, experiment_dir
+from solver import Solver
+from utils import (DEVICE_PATTERN, ArgError, DiskFull, RunStopped, UserError, atomic_json_dump,
+                   dist_rank, dist_world, init_distributed, log, resolve_device,
+                   set_deterministic, set_seed)
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a bad argument is one line (not the 40-line usage), printed by one
+    process under torchrun, and exit code 2."""
+
+    def error(self, message):
+        if int(os.environ.get("RANK", "0")) == 0:
+            print(f"{self.prog}: error: {message} (see --help)", file=sys.stderr)
+        sys.exit(2)
 
 
 def build_parser():
-    p = argparse.ArgumentParser(description="Train and test networks on biased data "
+    p = OneLineParser(prog="main.py", description="Train and test networks on biased data "
                                 "(Learning Not to Learn, Kim et al., CVPR 2019).",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--config", default=None,
@@ -154,15 +170,42 @@ def build_parser():
     o.add_argument("--init_checkpoint", default=None,
                    help="start f, g from this checkpoint (stage 2 from the baseline)")
     o.add_argument("--resume", action="store_true",
-                   help="continue this experiment from its newest checkpoint")
+                   help="continue this experiment from its newest checkpoint (an error if it "
+                        "has none)")
+    o.add_argument("--resume_if_any", action="store_true",
+                   help="continue from the newest checkpoint if there is one, else start the "
+                        "run (what the run scripts use, so a re-run picks up where it stopped)")
     o.add_argument("--overwrite", action="store_true",
-                   help="delete an existing experiment's checkpoints and logs first")
+                   help="start an existing experiment again: delete the files its earlier "
+                        "run wrote (checkpoints, logs, metrics, results), nothing else")
     o.add_argument("--load_checkpoint_path", default=None,
                    help="test mode: checkpoint to evaluate (default: the experiment's last.pth)")
     o.add_argument("--test_output_npy", default=None,
-                   help="test mode: where to write predictions (default: "
+                   help="test mode: where to write predictions, a .npy path inside "
+                        "--output_dir; a bare name lands in outputs/<experiment>/ (default: "
                         "outputs/<experiment>/test_predictions.npy)")
     return p
+
+
+def config_value(parser, action, key, value, path):
+    """A config value through the flag's own type and choices, as if typed on the command
+    line (YAML would otherwise let a list, a null or an unknown choice through)."""
+    where = f"--config {path}: {key}"
+    if value is None or isinstance(value, (list, dict)):
+        parser.error(f"{where} must be a single value, not {value!r}")
+    if isinstance(action, argparse._StoreTrueAction):
+        if not isinstance(value, bool):
+            parser.error(f"{where} is a switch: write true or false, not {value!r}")
+        return value
+    if isinstance(value, bool):
+        parser.error(f"{where} takes a value, not {value}")
+    try:
+        value = action.type(str(value)) if action.type else str(value)
+    except (TypeError, ValueError):
+        parser.error(f"{where}: {value!r} is not a valid {action.type.__name__}")
+    if action.choices is not None and value not in action.choices:
+        parser.error(f"{where}: {value!r} is not one of {', '.join(map(str, action.choices))}")
+    return value
 
 
 def apply_config(parser, argv):
@@ -174,22 +217,77 @@ def apply_config(parser, argv):
         with open(pre.config) as fh:
             cfg = yaml.safe_load(fh) or {}
     except (OSError, yaml.YAMLError) as exc:
-        parser.error(f"--config {pre.config}: {exc}")
+        parser.error(f"--config {pre.config}: {exc}".splitlines()[0])
     if not isinstance(cfg, dict):
         parser.error(f"--config {pre.config}: expected a mapping of flag names to values")
-    known = {a.dest for a in parser._actions}
-    unknown = sorted(set(cfg) - known)
+    actions = {a.dest: a for a in parser._actions if a.dest not in ("help", "config")}
+    unknown = sorted(set(cfg) - set(actions))
     if unknown:
         parser.error(f"--config {pre.config}: unknown keys {unknown}; keys are flag names "
                      "without dashes (see --help)")
-    parser.set_defaults(**cfg)
+    parser.set_defaults(**{k: config_value(parser, actions[k], k, v, pre.config)
+                           for k, v in cfg.items()})
+
+
+POSITIVE = ("epochs", "save_every", "eval_every", "lr_decay_period", "checkpoint_every",
+            "num_main_classes", "num_bias_classes", "hidden_dim", "n_envs", "examples_per_env",
+            "spiral_dims", "spiral_test_examples", "lr", "lr_decay_rate",
+            "spiral_revolutions")
+NON_NEGATIVE = ("seed", "data_seed", "max_train_samples", "max_test_samples", "momentum",
+                "weight_decay", "lambda_entropy", "mu_grl", "blindeye_alpha",
+                "irm_penalty_weight", "irm_anneal_iters", "irm_l2", "genmask_steps",
+                "genmask_lr")
+TRAIN_ONLY = ("init_checkpoint", "resume", "resume_if_any", "overwrite")
+TEST_ONLY = ("load_checkpoint_path", "test_output_npy")
+
+
+def validate_numbers(parser, args):
+    """Every number finite and in its range (a NaN passes `<= 0` checks, so test it first)."""
+    for key, value in vars(args).items():
+        if isinstance(value, float) and not math.isfinite(value):
+            parser.error(f"--{key} must be a finite number; got {value}")
+    for name in POSITIVE:
+        if hasattr(args, name) and getattr(args, name) <= 0:
+            parser.error(f"--{name} must be positive; got {getattr(args, name)}")
+    for name in NON_NEGATIVE:
+        if hasattr(args, name) and getattr(args, name) < 0:
+            parser.error(f"--{name} must not be negative; got {getattr(args, name)}")
+    if args.momentum >= 1:
+        parser.error(f"--momentum must lie in [0, 1); got {args.momentum}")
+    if args.num_workers < -1:
+        parser.error(f"--num_workers must be -1 (auto) or at least 0; got {args.num_workers}")
+
+
+def validate_run(parser, args):
+    """Flags that only make sense together, a run name that stays inside --output_dir, and a
+    method that can use what the dataset's b holds."""
+    wrong = TEST_ONLY if args.mode == "train" else TRAIN_ONLY
+    misplaced = [f"--{k}" for k in wrong if getattr(args, k)]
+    if misplaced:
+        hint = (" (to start training from a checkpoint use --init_checkpoint)"
+                if "--load_checkpoint_path" in misplaced else "")
+        parser.error(f"{', '.join(misplaced)} applies to --mode "
+                     f"{'test' if args.mode == 'train' else 'train'} only{hint}")
+    if args.resume and args.overwrite:
+        parser.error("--resume continues a run and --overwrite starts it again: pass one")
+    if not DEVICE_PATTERN.match(args.device):
+        parser.error(f"--device {args.device} is not a device; use auto, cpu, cuda or cuda:N")
+    problem = run_folder.check_experiment_name(args.experiment_name)
+    if problem:
+        parser.error(f"--experiment_name {args.experiment_name!r} {problem}; give a name (or "
+                     "a/b path) that stays inside --output_dir")
+    kind, needs = b_kind(args), METHODS[args.method].needs_b
+    if needs and needs != kind:
+        hint = (" (on ColoredMNIST pass --env_from_bias, or use a preset: configs/)"
+                if args.dataset_name == "ColoredMNIST" and needs == "environment" else
+                "; see configs/ for each benchmark's preset")
+        parser.error(f"--method {args.method} needs b to be {'an' if needs[0] == 'e' else 'a'} "
+                     f"{needs} label, but {args.dataset_name}'s b is its {kind}{hint}")
 
 
 def validate(parser, args):
     """Bad values stop here with one line from argparse (exit 2), before anything is written."""
-    for name in ("epochs", "save_every", "eval_every", "lr_decay_period", "checkpoint_every"):
-        if getattr(args, name) <= 0:
-            parser.error(f"--{name} must be positive; got {getattr(args, name)}")
+    validate_numbers(parser, args)
     if args.batch_size < 0:
         parser.error(f"--batch_size must be positive (or 0 = full batch); got {args.batch_size}")
     if not 0.0 <= args.random_labels_fraction <= 1.0:
@@ -201,8 +299,6 @@ def validate(parser, args):
         parser.error(f"--image_size must be at least 32; got {args.image_size}")
     if not 0.0 <= args.andmask_tau <= 1.0:
         parser.error(f"--andmask_tau must lie in [0, 1]; got {args.andmask_tau}")
-    if args.lr <= 0:
-        parser.error(f"--lr must be positive; got {args.lr}")
     if not 0.0 < args.color_var < 1.0:
         parser.error(f"--color_var (sigma^2) must lie in (0, 1); got {args.color_var}")
     if args.dataset_name not in DATASETS:
@@ -229,6 +325,7 @@ def validate(parser, args):
                 "IMDBFace": f"IMDBFace_{args.bias_split}_{args.imdb_task}"
                 }.get(args.dataset_name, args.dataset_name)
         args.experiment_name = f"{args.method}_{bias}_seed{args.seed}"
+    validate_run(parser, args)
 
 
 def parse_args(argv=None):
@@ -258,14 +355,21 @@ def build_nets(args, input_shape):
 
 
 def check_experiment(parser, args):
-    """Before anything is written: never overwrite a run silently, and the output folder must
-    be writable."""
+    """Before anything is written: never overwrite a run silently, never resume one that is
+    not there, and the output folder must be writable."""
     out, ckpts = experiment_dir(args), checkpoint_dir(args)
-    if (args.mode == "train" and os.path.isdir(ckpts) and os.listdir(ckpts)
-            and not (args.resume or args.overwrite)):
-        parser.error(f"experiment '{args.experiment_name}' already has checkpoints in {ckpts}; "
-                     "pass --resume to continue it, --overwrite to start again, or another "
-                     "--experiment_name")
+    has_run = bool(list_checkpoints(ckpts))
+    if args.mode == "train":
+        if has_run and not (args.resume or args.resume_if_any or args.overwrite):
+            parser.error(f"experiment '{args.experiment_name}' already has checkpoints in "
+                         f"{ckpts}; pass --resume to continue it, --overwrite to start again, "
+                         "or another --experiment_name")
+        if args.resume and not has_run:
+            parser.error(f"--resume: experiment '{args.experiment_name}' has no checkpoint in "
+                         f"{ckpts}; check the name (and --output_dir), or pass --resume_if_any "
+                         "to start it when it is new")
+        # --overwrite wins over --resume_if_any (a script passes the latter to every run)
+        args.resume = has_run and (args.resume or args.resume_if_any) and not args.overwrite
     existing = out
     while not os.path.exists(existing):
         existing = os.path.dirname(os.path.abspath(existing))
@@ -273,18 +377,92 @@ def check_experiment(parser, args):
         parser.error(f"cannot write under {existing} (for {out}); pick a writable --output_dir")
 
 
+def prediction_target(parser, args, checkpoint):
+    """Test mode: where predictions go. A relative name lands in the run folder; the target
+    must stay inside --output_dir, end in .npy, and may replace only an earlier prediction
+    file (never a checkpoint, a folder or another file)."""
+    name = args.test_output_npy or "test_predictions.npy"
+    path = name if os.path.isabs(name) else os.path.join(experiment_dir(args), name)
+    if not run_folder.inside(path, args.output_dir):
+        parser.error(f"--test_output_npy {name} lies outside --output_dir {args.output_dir}; "
+                     "this tool writes only there: pass a file name (it lands in "
+                     f"{experiment_dir(args)}/)")
+    if not path.endswith(".npy") or os.path.isdir(path):
+        parser.error(f"--test_output_npy {name} must be a .npy file name, not a folder or "
+                     "another kind of file")
+    if os.path.exists(path) and (os.path.realpath(path) == os.path.realpath(checkpoint)
+                                 or not is_prediction_file(path)):
+        parser.error(f"--test_output_npy {path} exists and is not a prediction file written "
+                     "by this tool; pass another name")
+    return path
+
+
+def is_prediction_file(path):
+    try:
+        return "pred_label" in np.load(path, allow_pickle=True).item()
+    except Exception:  # not an .npy dict: pickles and headers fail in many ways
+        return False
+
+
+def load_start(parser, args):
+    """Read (and check) the checkpoint this run starts from, before anything is written:
+    the newest one of a resumed run, --init_checkpoint, or test mode's checkpoint."""
+    if args.mode == "test":
+        path = args.load_checkpoint_path or os.path.join(checkpoint_dir(args), "last.pth")
+        check_compatible(read_checkpoint(path).get("args", {}), args, path)
+        args.test_output_npy = prediction_target(parser, args, path)
+        return None
+    if args.resume:
+        path, ckpt = newest_readable(checkpoint_dir(args), lambda m: log(m, err=True))
+        if ckpt is None:
+            raise UserError(f"no checkpoint in {checkpoint_dir(args)} can be read; start "
+                            "again with --overwrite.")
+        check_compatible(ckpt.get("args", {}), args, path)
+        adopt_resumed_args(ckpt.get("args", {}), args, path, lambda m: log(m, err=True))
+        check_init_unchanged(ckpt.get("init"), lambda m: log(m, err=True))
+        return ckpt.get("init")
+    if args.init_checkpoint:
+        if args.overwrite and run_folder.inside(args.init_checkpoint, experiment_dir(args)):
+            parser.error(f"--init_checkpoint {args.init_checkpoint} lies in the run that "
+                         "--overwrite would delete; copy it elsewhere first")
+        ckpt = read_checkpoint(args.init_checkpoint)
+        check_compatible(ckpt.get("args", {}), args, args.init_checkpoint)
+        return init_source(args.init_checkpoint, ckpt)
+    return None
+
+
+def check_networks(args, nets, dataset):
+    """One forward pass on two training examples: a network that cannot read the dataset's
+    inputs fails here with one line, not in a convolution mid-run."""
+    x, _, _ = dataset.__getitems__(list(range(min(2, len(dataset)))))
+    try:
+        with torch.no_grad():
+            nets.eval()
+            feat = nets["f"](x)
+            nets["g"](feat)
+            if METHODS[args.method].needs_bias_head:
+                nets["h"](feat)
+    except RuntimeError as exc:
+        raise ArgError(f"the networks (--f_network_name {args.f_network_name}, "
+                       f"--g_network_name {args.g_network_name}) cannot read "
+                       f"{args.dataset_name}'s inputs of shape {tuple(x.shape[1:])} "
+                       f"({str(exc).splitlines()[0]}); use the dataset's preset in configs/.")
+    finally:
+        nets.train()
+
+
 def write_experiment(args):
-    """--overwrite clears the old run; args.json (or test_args.json) goes next to the results."""
+    """Take the run folder (training), clear an --overwrite'n run's files, write args.json (or
+    test_args.json) and open the log. Called once every check has passed."""
     out = experiment_dir(args)
     training = args.mode == "train"
     os.makedirs(out, exist_ok=True)
-    if training and args.overwrite:
-        for sub in ("checkpoints", "logs"):
-            shutil.rmtree(os.path.join(out, sub), ignore_errors=True)
-        for name in ("metrics.jsonl", "results.json"):
-            if os.path.exists(os.path.join(out, name)):
-                os.remove(os.path.join(out, name))
+    if training:
+        run_folder.lock(out)
+        if args.overwrite:
+            run_folder.clear_run_files(out)
     atomic_json_dump(vars(args), os.path.join(out, "args.json" if training else "test_args.json"))
+    log.open(os.path.join(out, "run.log"))
 
 
 def check_distributed(parser, args, world):
@@ -307,45 +485,73 @@ def check_distributed(parser, args, world):
 def main(argv=None):
     parser, args = parse_args(argv)
     try:
-        local_rank = init_distributed(args.device)
-        world, rank = dist_world(), dist_rank()
-        check_distributed(parser, args, world)
-        device = resolve_device(args.device, local_rank)
-        if args.deterministic:
-            set_deterministic()
-        set_seed(args.seed)
-        check_experiment(parser, args)
-        if args.num_workers < 0:
-            args.num_workers = default_workers(args.dataset_name)
-        sets = build_datasets(args)
-        check_classes(args, sets["train"])
-        nets = build_nets(args, sets["train"].input_shape)
-        if args.sync_bn:
-            nets = nn.SyncBatchNorm.convert_sync_batchnorm(nets)
-        if rank == 0:
-            write_experiment(args)
-        train_loader = make_loader(sets.pop("train"), args.batch_size, True, args.seed,
-                                   args.num_workers, device,
-                                   balanced_envs=args.dataset_name in BALANCED_ENV_DATASETS,
-                                   rank=rank, world=world,
-                                   drop_last=args.dataset_name in IMAGE_FILE_DATASETS,
-                                   resident=args.fast == "auto")
-        eval_batch = 256 if args.dataset_name in IMAGE_FILE_DATASETS else 1000
-        eval_loaders = {name: make_loader(ds, eval_batch, False, args.seed, args.num_workers,
-                                          device, resident=args.fast == "auto")
-                        for name, ds in sets.items()}
-        solver = Solver(args, nets, train_loader, eval_loaders.pop("test"), device,
-                        extra_loaders=eval_loaders)
-        return solver.train() if args.mode == "train" else solver.test()
+        return run(parser, args)
     except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(1)
+        fail(err, args)
     except RunStopped as stop:
         print(stop, file=sys.stderr)
         sys.exit(stop.code)
+    except KeyboardInterrupt:
+        fail("interrupted (Ctrl-C); every file written so far is complete, nothing was lost. "
+             "Run the same command again.", args, code=130)
+    except OSError as exc:  # a read-only or vanished folder met while writing
+        fail(f"cannot write {exc.filename or 'a file'}: {exc.strerror}; check the folder's "
+             "permissions and space, then run the same command again"
+             f"{' plus --resume' if args.mode == 'train' else ''}.", args)
     finally:
+        log.close()
+        run_folder.unlock(experiment_dir(args))
         if torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
+
+
+def fail(err, args, code=None):
+    """One line on stderr (from one process under torchrun), then exit."""
+    message = str(err)
+    if isinstance(err, DiskFull):
+        message += (" Free some space, then continue with the same command plus --resume."
+                    if args.mode == "train" else " Free some space, then run it again.")
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"error: {message}", file=sys.stderr)
+    sys.exit(code or (2 if isinstance(err, ArgError) else 1))
+
+
+def run(parser, args):
+    """Check everything that can be checked, then build data, networks and loaders, write the
+    run folder and hand over to the Solver."""
+    local_rank = init_distributed(args.device)
+    world, rank = dist_world(), dist_rank()
+    check_distributed(parser, args, world)
+    device = resolve_device(args.device, local_rank)
+    if args.deterministic:
+        set_deterministic()
+    set_seed(args.seed)
+    check_experiment(parser, args)
+    start = load_start(parser, args)
+    if args.num_workers < 0:
+        args.num_workers = default_workers(args.dataset_name)
+    sets = build_datasets(args)
+    check_classes(args, sets["train"])
+    nets = build_nets(args, sets["train"].input_shape)
+    check_networks(args, nets, sets["train"])
+    if args.sync_bn:
+        nets = nn.SyncBatchNorm.convert_sync_batchnorm(nets)
+    if rank == 0:
+        write_experiment(args)
+    train_loader = make_loader(sets.pop("train"), args.batch_size, True, args.seed,
+                               args.num_workers, device,
+                               balanced_envs=args.dataset_name in BALANCED_ENV_DATASETS,
+                               rank=rank, world=world,
+                               drop_last=args.dataset_name in IMAGE_FILE_DATASETS,
+                               resident=args.fast == "auto")
+    eval_batch = 256 if args.dataset_name in IMAGE_FILE_DATASETS else 1000
+    eval_loaders = {name: make_loader(ds, eval_batch, False, args.seed, args.num_workers,
+                                      device, resident=args.fast == "auto")
+                    for name, ds in sets.items()}
+    solver = Solver(args, nets, train_loader, eval_loaders.pop("test"), device,
+                    extra_loaders=eval_loaders)
+    solver.init_source = start
+    return solver.train() if args.mode == "train" else solver.test()
 
 
 if __name__ == "__main__":

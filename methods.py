@@ -98,6 +98,9 @@ class Method:
     needs_bias_head = False  # True: h must be a real network (--h_network_name not 'none')
     graph_safe = False       # True: update() can be recorded as one CUDA graph
     supports_ddp = True      # False: the update needs the whole batch's environments at once
+    needs_b = None           # what b must be: None (unused), "bias" (h's target) or
+                             # "environment" (one index per example); checked against the
+                             # dataset's declared kind before anything runs
 
     def __init__(self, nets, args):
         self.nets, self.args = nets, args
@@ -140,6 +143,7 @@ class _BiasHeadMethod(Method):
 
     needs_bias_head = True
     graph_safe = True
+    needs_b = "bias"
 
     def param_groups(self):
         return {**super().param_groups(), "bias": list(self.nets["h"].parameters())}
@@ -225,6 +229,7 @@ class IRM(Method):
     w_p > 1. --irm_penalty_weight 0 is their ERM run."""
 
     supports_ddp = False
+    needs_b = "environment"
 
     def __init__(self, nets, args):
         super().__init__(nets, args)
@@ -306,6 +311,7 @@ class _GradientMaskMethod(Method):
     tensor by combine(), written to .grad; the optimizer then adds weight decay and steps."""
 
     supports_ddp = False
+    needs_b = "environment"
 
     def combine(self, env_grads):
         raise NotImplementedError

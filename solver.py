@@ -9,11 +9,12 @@ Under torchrun the networks are wrapped in DistributedDataParallel (one wrapper 
 each of LNL's two backward passes reduces exactly the networks it used), training metrics are
 averaged over ranks, and only rank 0 writes files.
 """
-import glob
 import json
+import math
 import os
 import signal
 import sys
+import time
 
 import torch
 import torch.distributed as dist
@@ -21,60 +22,12 @@ from torch import nn, optim
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.tensorboard import SummaryWriter
 
+from checkpoints import check_compatible, newest_readable, read_checkpoint
 from methods import METHODS
-from utils import (BadInput, RunStopped, UserError, atomic_json_dump, atomic_np_save,
-                   atomic_torch_save, confusion_matrix, dist_rank, dist_world, progress,
+from run_folder import checkpoint_dir, experiment_dir
+from utils import (BadInput, RunStopped, atomic_json_dump, atomic_np_save, atomic_torch_save,
+                   confusion_matrix, dist_rank, dist_world, format_duration, log, progress,
                    rng_state, save_matrix_png, set_rng_state)
-
-# Arguments that fix the shape of the saved networks: a checkpoint loaded under other values
-# cannot fit, so they are compared before load_state_dict.
-ARCH_FIELDS = ("dataset_name", "f_network_name", "g_network_name", "h_network_name",
-               "num_main_classes", "num_bias_classes", "hidden_dim", "resnet_split")
-
-
-class CheckpointMismatch(UserError):
-    """A readable checkpoint that belongs to other networks or data."""
-
-
-def experiment_dir(args):
-    return os.path.join(args.output_dir, args.experiment_name)
-
-
-def checkpoint_dir(args):
-    return os.path.join(experiment_dir(args), "checkpoints")
-
-
-def list_checkpoints(folder):
-    """Checkpoints in a folder, newest first (last.pth, then epoch_XXXX.pth descending)."""
-    epochs = sorted(glob.glob(os.path.join(folder, "epoch_*.pth")), reverse=True)
-    last = os.path.join(folder, "last.pth")
-    return ([last] if os.path.exists(last) else []) + epochs
-
-
-def read_checkpoint(path):
-    """torch.load with errors a user can act on."""
-    if not os.path.isfile(path):
-        raise UserError(f"checkpoint {path} does not exist; pass the path of a .pth file written "
-                        "by a training run (outputs/<experiment>/checkpoints/).")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # truncated zips and bad pickles raise many types
-        raise UserError(f"checkpoint {path} is unreadable (truncated or corrupt: {exc}); "
-                        "use another checkpoint from the same folder.")
-    if not isinstance(ckpt, dict) or "nets" not in ckpt:
-        raise UserError(f"checkpoint {path} was not written by this tool (no 'nets' entry).")
-    return ckpt
-
-
-def check_compatible(ckpt_args, args, path):
-    """Refuse, with the fields named, a checkpoint built for other networks or data."""
-    diffs = [f"{k}: checkpoint={ckpt_args.get(k)!r} vs now={getattr(args, k)!r}"
-             for k in ARCH_FIELDS if k in ckpt_args and ckpt_args[k] != getattr(args, k)]
-    if diffs:
-        raise CheckpointMismatch(f"checkpoint {path} does not match the current arguments ("
-                                 + "; ".join(diffs) + "); pass matching flags or another "
-                                 "checkpoint.")
-
 
 def trim_metrics(path, epoch):
     """Drop metric lines past the checkpoint a run resumes from (they will be redone);
@@ -272,6 +225,7 @@ class Solver:
         self.step_in_epoch = 0   # steps completed in the current epoch
         self.partial = None      # EpochMeter of the current epoch so far
         self.stop_signal = 0
+        self.init_source = None  # the checkpoint a stage-2 run started from (path, epoch, hash)
         self.captured = (CapturedStep(self.method, self.optimizers, train_loader.batch_size)
                          if use_cuda_graph(args, device, self.method, self.world) else None)
 
@@ -334,11 +288,14 @@ class Solver:
         values = ", ".join(f"{k}={float(v):.4g}" for k, v in stats.items())
         weights = ("no non-finite gradient reached the weights" if self.captured is None else
                    "the recorded step had already updated the weights")
+        lrs = [g["lr"] for o in self.optimizers.values() for g in o.param_groups]
+        advice = ("the learning rate itself is not finite: start again with a finite --lr "
+                  "(and --overwrite)" if not all(map(math.isfinite, lrs)) else
+                  "Lower --lr and --resume, or pass --skip_nonfinite to skip such steps")
         return RunStopped(
             f"stopped: non-finite loss at epoch {self.epoch + 1}, "
             f"step {self.step_in_epoch + 1} "
-            f"({values}); {weights}. Last good checkpoint: "
-            f"{good}. Lower --lr and --resume, or pass --skip_nonfinite to skip such steps.", 1)
+            f"({values}); {weights}. Last good checkpoint: {good}. {advice}.", 1)
 
     def autocast(self):
         """--precision bf16: matmuls and convolutions in bfloat16, losses and weights in
@@ -401,7 +358,8 @@ class Solver:
                 "nets": {k: m.state_dict() for k, m in self.nets.items()},
                 "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
                 "schedulers": {k: s.state_dict() for k, s in self.schedulers.items()},
-                "method": self.method.state_dict(), "rng": rng_state()}
+                "method": self.method.state_dict(), "rng": rng_state(),
+                "init": self.init_source}
 
     def save_checkpoint(self, force=False):
         """last.pth every --checkpoint_every epochs (and when forced), epoch_XXXX.pth every
@@ -416,8 +374,8 @@ class Solver:
         if not self.step_in_epoch and (self.epoch % self.args.save_every == 0 or final):
             atomic_torch_save(state, os.path.join(folder, f"epoch_{self.epoch:04d}.pth"))
 
-    def load_nets(self, path, modules=("f", "g", "h")):
-        ckpt = read_checkpoint(path)
+    def load_nets(self, path, modules=("f", "g", "h"), ckpt=None):
+        ckpt = ckpt or read_checkpoint(path)
         check_compatible(ckpt.get("args", {}), self.args, path)
         for k in modules:
             if k in ckpt["nets"]:
@@ -425,31 +383,28 @@ class Solver:
         return ckpt
 
     def resume(self):
-        """Continue from the newest readable checkpoint of this experiment (if any); an
-        unreadable one is reported by name and the next older one is tried."""
-        for path in list_checkpoints(checkpoint_dir(self.args)):
-            try:
-                ckpt = self.load_nets(path)
-            except CheckpointMismatch:
-                raise
-            except UserError as err:
-                print(f"warning: {err} Trying an older checkpoint.", file=sys.stderr)
-                continue
-            for k, o in self.optimizers.items():
-                o.load_state_dict(ckpt["optimizers"][k])
-            for k, s in self.schedulers.items():
-                s.load_state_dict(ckpt["schedulers"][k])
-            self.method.load_state_dict(ckpt.get("method", {}))
-            set_rng_state(ckpt["rng"])
-            self.epoch = ckpt["epoch"]
-            self.step_in_epoch = ckpt.get("step_in_epoch", 0)
-            partial = ckpt.get("partial")
-            self.partial = EpochMeter(partial) if partial else None
-            where = f", {self.step_in_epoch} steps into the next" if self.step_in_epoch else ""
-            print(f"resumed from {path} (epoch {self.epoch} of {self.args.epochs} done{where})")
-            return True
-        print(f"no checkpoint to resume from in {checkpoint_dir(self.args)}: starting a new run")
-        return False
+        """Continue from the newest readable checkpoint of this experiment (main.py has checked
+        that one exists and belongs to this run); an unreadable one is reported by name and
+        the next older one is tried."""
+        path, ckpt = newest_readable(checkpoint_dir(self.args), lambda m: log(m, err=True))
+        if ckpt is None:
+            log(f"no checkpoint to resume from in {checkpoint_dir(self.args)}: starting a new run")
+            return False
+        self.load_nets(path, ckpt=ckpt)
+        for k, o in self.optimizers.items():
+            o.load_state_dict(ckpt["optimizers"][k])
+        for k, s in self.schedulers.items():
+            s.load_state_dict(ckpt["schedulers"][k])
+        self.method.load_state_dict(ckpt.get("method", {}))
+        set_rng_state(ckpt["rng"])
+        self.epoch = ckpt["epoch"]
+        self.step_in_epoch = ckpt.get("step_in_epoch", 0)
+        partial = ckpt.get("partial")
+        self.partial = EpochMeter(partial) if partial else None
+        self.init_source = ckpt.get("init")
+        where = f", {self.step_in_epoch} steps into the next" if self.step_in_epoch else ""
+        log(f"resumed from {path} (epoch {self.epoch} of {self.args.epochs} done{where})")
+        return True
 
     # ------------------------------------------------------------------ train / test
     def _on_signal(self, signum, frame):
@@ -470,11 +425,12 @@ class Solver:
         resumed = args.resume and self.resume()
         if not resumed and args.init_checkpoint:
             self.load_nets(args.init_checkpoint, modules=("f", "g"))
-            print(f"initialised f, g from {args.init_checkpoint}")
+            log(f"initialised f, g from {args.init_checkpoint}")
         metrics_path = os.path.join(out, "metrics.jsonl")
         last = trim_metrics(metrics_path, self.epoch) if resumed and self.is_main else {}
         writer = (SummaryWriter(os.path.join(out, "logs"), purge_step=self.epoch + 1)
                   if self.is_main else None)
+        self.clock = (time.time(), self.epoch)  # for the ETA: this process's pace
         try:
             while self.epoch < args.epochs:
                 stats = self.run_epoch()
@@ -500,8 +456,8 @@ class Solver:
             atomic_json_dump({"experiment": args.experiment_name, "method": args.method,
                               "dataset": args.dataset_name, "epochs": self.epoch, **last},
                              os.path.join(out, "results.json"))
-            print(f"final test_acc={last['test_acc']:.4f} ({args.experiment_name}, "
-                  f"epoch {self.epoch})")
+            log(f"final test_acc={last['test_acc']:.4f} ({args.experiment_name}, "
+                f"epoch {self.epoch}) -> {out}")
         return last["test_acc"]
 
     def _interrupted(self):
@@ -518,9 +474,11 @@ class Solver:
         writer.flush()
         with open(metrics_path, "a") as fh:
             fh.write(json.dumps({"epoch": self.epoch, **stats}) + "\n")
-        if "test_acc" in stats:
-            print(f"epoch {self.epoch}/{self.args.epochs} "
-                  + " ".join(f"{k}={v:.4g}" for k, v in stats.items()), flush=True)
+        start, first = self.clock
+        pace = (time.time() - start) / max(self.epoch - first, 1)
+        log(f"epoch {self.epoch}/{self.args.epochs} "
+            + " ".join(f"{k}={v:.4g}" for k, v in stats.items())
+            + f" ({pace:.1f} s/epoch, ETA {format_duration(pace * (self.args.epochs - self.epoch))})")
 
     def run_epoch(self):
         """One epoch of training, the schedule step, and evaluation when it is due; None when
@@ -552,6 +510,7 @@ class Solver:
         probs, labels = self.predict_all(self.test_loader)
         preds = probs.argmax(1)
         acc = float((preds == labels).mean())
+        # main.py resolved the target: inside --output_dir, never a checkpoint or a folder
         out = args.test_output_npy or os.path.join(experiment_dir(args), "test_predictions.npy")
         bias = self.test_loader.dataset.bias_index[:len(labels)]
         n = probs.shape[1]
@@ -569,6 +528,6 @@ class Solver:
             save_matrix_png(by_bias, f"{stem}_confusion_bias.png",
                             f"{args.experiment_name}: prediction vs bias attribute",
                             "bias attribute (e.g. colour index)", "predicted label")
-            print(f"test_acc={acc:.4f} ({len(labels)} images, checkpoint {path}) -> {out}, "
-                  f"{stem}_confusion_{{label,bias}}.png")
+            log(f"test_acc={acc:.4f} ({len(labels)} images, checkpoint {path}) -> {out}, "
+                f"{stem}_confusion_{{label,bias}}.png")
         return acc

@@ -1,9 +1,13 @@
-"""Small shared helpers: seeding, device choice, atomic writes, progress bars, errors."""
+"""Small shared helpers: seeding, device choice, atomic writes, progress bars, errors, the log."""
+import errno
 import json
 import os
 import random
+import re
+import shutil
 import sys
 import tempfile
+import time
 
 import numpy as np
 import torch
@@ -16,6 +20,15 @@ os.umask(_UMASK)
 
 class UserError(Exception):
     """An error the user can fix; main.py prints its message (which says what to do) and exits 1."""
+
+
+class ArgError(UserError):
+    """A bad argument found after parsing (a resumed run's settings, a method that cannot use
+    the dataset's b): one line, exit code 2, like argparse's own errors."""
+
+
+class DiskFull(UserError):
+    """No space left while writing a file: the message names the file and the free space."""
 
 
 class BadInput(UserError):
@@ -44,9 +57,14 @@ def set_seed(seed):
     torch.manual_seed(seed)
 
 
+DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?$")
+
+
 def resolve_device(name, local_rank=0):
-    """Turn --device {auto,cpu,cuda} into a torch.device once; everything else receives it.
+    """Turn --device {auto,cpu,cuda[:N]} into a torch.device once; everything else receives it.
     Under torchrun each process takes the GPU of its local rank."""
+    if not DEVICE_PATTERN.match(name):
+        raise ArgError(f"--device {name} is not a device; use auto, cpu, cuda or cuda:N.")
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name.startswith("cuda") and not torch.cuda.is_available():
@@ -54,7 +72,11 @@ def resolve_device(name, local_rank=0):
                         "use --device cpu (or auto).")
     if name == "cuda":
         name = f"cuda:{local_rank}"
-    return torch.device(name)
+    device = torch.device(name)
+    if device.type == "cuda" and device.index >= torch.cuda.device_count():
+        raise ArgError(f"--device {name}: only {torch.cuda.device_count()} CUDA GPU(s) are "
+                       "visible (cuda:0 ...); pick one of them.")
+    return device
 
 
 def dist_world():
@@ -116,10 +138,19 @@ def _atomic_write(path, write_fn):
             os.fsync(fh.fileno())
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; honour the user's umask
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         if os.path.exists(tmp):
-            os.remove(tmp)
+            os.remove(tmp)  # the old file under the final name is untouched
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise disk_full(path) from None
         raise
+
+
+def disk_full(path):
+    """The one-line report of a full disk: which file, how much space is left."""
+    free = shutil.disk_usage(os.path.dirname(os.path.abspath(path)) or ".").free
+    return DiskFull(f"no space left on the disk while writing {path} ({free / 2**20:.0f} MiB "
+                    "free); the file under that name is unchanged.")
 
 
 def atomic_torch_save(obj, path):
@@ -170,3 +201,43 @@ def save_matrix_png(matrix, path, title, ylabel, xlabel):
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+class Log:
+    """Progress lines for the terminal and the run's log file. Lines printed before the run
+    folder exists (e.g. while a dataset is built) are kept and written first when it opens."""
+
+    def __init__(self):
+        self.path, self.pending = None, []
+
+    def __call__(self, message, err=False):
+        print(message, file=sys.stderr if err else sys.stdout, flush=True)
+        line = f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}\n"
+        if self.path is None:
+            self.pending.append(line)
+            return
+        with open(self.path, "a") as fh:
+            fh.write(line)
+
+    def open(self, path):
+        """From now on append to path (after the lines kept so far)."""
+        self.path = path
+        with open(path, "a") as fh:
+            fh.writelines(self.pending)
+        self.pending = []
+
+    def close(self):
+        self.path, self.pending = None, []
+
+
+log = Log()
+
+
+def format_duration(seconds):
+    """12 s, 3 min 20 s, 2 h 05 min: for ETAs."""
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"

@@ -19,7 +19,7 @@ for ((s = 0; s < SEEDS; s++)); do
   for m in baseline andmask geom genmask; do
     "$PYTHON" main.py --config configs/spiral.yaml ${FLAGS[$m]} --seed "$s" --data_seed "$s" \
       ${EPOCHS:+--epochs "$EPOCHS"} --device "$DEVICE" --output_dir "$OUT" \
-      --experiment_name "${m}_s$s" --resume ${EXTRA:-} | tail -n 1
+      --experiment_name "${m}_s$s" --resume_if_any ${EXTRA:-} | tail -n 1
   done
 done
 "$PYTHON" scripts/summarize.py --row "baseline (tau=0)=$OUT/baseline_s*" \

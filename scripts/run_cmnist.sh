@@ -7,8 +7,10 @@
 # Env:   EPOCHS (per stage, 100), METHODS ("baseline lnl"), SEED (0), DATA_SEED (0),
 #        DEVICE (auto), DATA_ROOT (./data), OUTPUT_DIR (./outputs), MNIST_FROM (import MNIST
 #        from this folder instead of downloading), PYTHON (.venv/bin/python if present, else
-#        python3), EXTRA (more flags for main.py).
-# Re-running continues unfinished stages and skips finished ones (--resume).
+#        python3), EXTRA (more flags for main.py), RESTART_STAGE2 (1: start the stage-2 runs
+#        again with --overwrite, e.g. after re-running stage 1 with more EPOCHS).
+# Re-running continues unfinished stages and skips finished ones (--resume_if_any). A stage-2
+# run whose stage-1 checkpoint has changed since it started is refused, not resumed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,7 +25,7 @@ ensure_mnist
 NAME="cmnist_var${VAR}_seed${SEED}"
 COMMON=(--dataset_name ColoredMNIST --color_var "$VAR" --seed "$SEED" --data_seed "$DATA_SEED"
         --epochs "$EPOCHS" --device "$DEVICE" --data_root_base "$DATA_ROOT"
-        --output_dir "$OUTPUT_DIR" --resume ${EXTRA:-})
+        --output_dir "$OUTPUT_DIR" --resume_if_any ${EXTRA:-})
 BASELINE="$OUTPUT_DIR/${NAME}_baseline/checkpoints/last.pth"
 
 run() {  # run METHOD_LABEL main.py-flags...
@@ -36,7 +38,8 @@ for m in $METHODS; do case $m in baseline|lnl|blindeye) needs_baseline=1;; esac;
 for m in $METHODS; do
   case $m in
     baseline) ;;
-    lnl|blindeye) run "$m" --method "$m" --lr 0.001 --init_checkpoint "$BASELINE" ;;
+    lnl|blindeye) run "$m" --method "$m" --lr 0.001 --init_checkpoint "$BASELINE" \
+                    ${RESTART_STAGE2:+--overwrite} ;;
     gray) run gray --method baseline --lr 0.01 --grayscale ;;
     *) echo "unknown method '$m' in METHODS (baseline, lnl, blindeye, gray)" >&2; exit 2 ;;
   esac
@@ -46,6 +49,8 @@ for m in $METHODS; do
   "$PYTHON" - "$OUTPUT_DIR/${NAME}_$m/results.json" "$m" "$VAR" <<'PY'
 import json, sys
 r = json.load(open(sys.argv[1]))
-print(f"sigma2={sys.argv[3]} {sys.argv[2]:8s} test_acc={r['test_acc']:.4f} (epochs={r['epochs']})")
+import os
+print(f"sigma2={sys.argv[3]} {sys.argv[2]:8s} test_acc={r['test_acc']:.4f} (epochs={r['epochs']}) "
+      f"-> {os.path.dirname(sys.argv[1])}")
 PY
 done

@@ -17,7 +17,7 @@ for ((r = 0; r < RESTARTS; r++)); do
   for m in $METHODS; do
     "$PYTHON" main.py --config "configs/irm_cmnist_$m.yaml" --seed "$r" --data_seed "$r" \
       ${EPOCHS:+--epochs "$EPOCHS"} --device "$DEVICE" --data_root_base "$DATA_ROOT" \
-      --output_dir "$OUT" --experiment_name "${m}_r$r" --resume ${EXTRA:-} | tail -n 1
+      --output_dir "$OUT" --experiment_name "${m}_r$r" --resume_if_any ${EXTRA:-} | tail -n 1
   done
 done
 

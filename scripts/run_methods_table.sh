@@ -28,7 +28,7 @@ if [ "${CIFAR:-0}" = 1 ]; then
       name=$([ "$tau" = 0 ] && echo baseline || echo andmask)
       "$PYTHON" main.py --config configs/cifar_random_labels.yaml --andmask_tau "$tau" \
         --seed "$s" --data_seed "$s" --output_dir "$OUTPUT_DIR/cifar_random_labels" \
-        --experiment_name "${name}_s$s" --resume ${EXTRA:-} | tail -n 1
+        --experiment_name "${name}_s$s" --resume_if_any ${EXTRA:-} | tail -n 1
     done
   done
 fi

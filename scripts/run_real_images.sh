@@ -7,7 +7,7 @@
 # Env:   EPOCHS (per stage; the config's 30), IMAGE_SIZE (224), BATCH (64), SEED (0),
 #        PRETRAINED (0; 1 = start from ImageNet weights), DEVICE (auto), DATA_ROOT (./data),
 #        OUTPUT_DIR (./outputs), PYTHON, EXTRA (more flags for main.py).
-# Re-running continues unfinished stages and skips finished ones (--resume).
+# Re-running continues unfinished stages and skips finished ones (--resume_if_any).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BENCH=$1
@@ -17,7 +17,7 @@ source scripts/common.sh
 
 NAME="${BENCH}_${SPLIT}_seed${SEED}"
 COMMON=(--config "configs/$BENCH.yaml" --bias_split "$SPLIT" --seed "$SEED"
-        --device "$DEVICE" --data_root_base "$DATA_ROOT" --output_dir "$OUTPUT_DIR" --resume
+        --device "$DEVICE" --data_root_base "$DATA_ROOT" --output_dir "$OUTPUT_DIR" --resume_if_any
         ${EPOCHS:+--epochs "$EPOCHS"} ${IMAGE_SIZE:+--image_size "$IMAGE_SIZE"}
         ${BATCH:+--batch_size "$BATCH"} $([ "${PRETRAINED:-0}" = 1 ] && echo --pretrained || true)
         ${EXTRA:-})

@@ -89,6 +89,7 @@ class Args:
     max_test_samples = 0
     grayscale = False
     env_from_bias = False
+    output_dir = "./outputs"  # the cache goes there only when the data folder is read-only
 
     def __init__(self, **kw):
         self.__dict__.update(kw)

@@ -78,9 +78,9 @@ def test_biased_baseline_predicts_the_colour_and_test_mode_writes_npy(baseline_r
 
 def test_lnl_stage_two_from_the_baseline(baseline_run, mnist_root):
     init = os.path.join(baseline_run, "base", "checkpoints", "last.pth")
-    # --resume on a new experiment (as scripts/run_cmnist.sh passes it) still starts from init
+    # --resume_if_any on a new experiment (as scripts/run_cmnist.sh passes it) starts from init
     run(mnist_root, baseline_run, "--method", "lnl", "--epochs", "1", "--init_checkpoint", init,
-        "--experiment_name", "lnl", "--resume")
+        "--experiment_name", "lnl", "--resume_if_any")
     row = metrics(baseline_run, "lnl")[0]
     assert row["train_acc"] > 0.6  # started from trained weights, not from scratch
     for k in ("loss_cls", "entropy_term", "loss_bias", "bias_acc", "test_acc"):

@@ -158,7 +158,7 @@ def test_resume_with_other_networks_lists_the_mismatch(mnist_root, tmp_path, cap
     with pytest.raises(SystemExit) as exc:
         cli.main(argv(mnist_root, tmp_path, "run", "--resume", "--num_bias_classes", "4",
                       "--hidden_dim", "7", n_train="160", epochs="2"))
-    assert exc.value.code == 1
+    assert exc.value.code == 2
     err = capsys.readouterr().err
     assert "num_bias_classes: checkpoint=8 vs now=4" in err and "hidden_dim" in err
     assert "Traceback" not in err

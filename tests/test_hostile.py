@@ -1,0 +1,331 @@
+"""Bad and hostile input, table-driven: each case ends in one clear line (no traceback), with the
+documented exit code, and changes no file that existed before (a snapshot of the whole test
+folder, outputs and a sibling folder outside them, is compared before and after)."""
+import errno
+import fcntl
+import gzip
+import hashlib
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+import data_handler
+import fetch_data
+import main as cli
+import run_folder
+import utils
+from solver import Solver
+
+
+def snapshot(root):
+    """{relative path: sha256} of every file under root (folders as None)."""
+    out = {}
+    for folder, dirs, files in os.walk(root):
+        for d in dirs:
+            out[os.path.relpath(os.path.join(folder, d), root)] = None
+        for f in files:
+            path = os.path.join(folder, f)
+            out[os.path.relpath(path, root)] = hashlib.sha256(open(path, "rb").read()).hexdigest()
+    return out
+
+
+def common(mnist_root, out, name="base", epochs="1"):
+    return ["--data_root_base", mnist_root, "--output_dir", str(out), "--device", "cpu",
+            "--max_train_samples", "200", "--max_test_samples", "100", "--epochs", epochs,
+            "--experiment_name", name]
+
+
+@pytest.fixture(scope="module")
+def world(mnist_root, tmp_path_factory):
+    """tmp/outputs/base: a finished 1-epoch baseline; tmp/outside: a folder beside the outputs
+    holding checkpoints/ and logs/ that no run may touch."""
+    root = tmp_path_factory.mktemp("hostile")
+    out = root / "outputs"
+    cli.main(common(mnist_root, out) + ["--method", "baseline", "--lr", "0.01"])
+    for sub in ("checkpoints", "logs"):
+        (root / "outside" / sub).mkdir(parents=True)
+        (root / "outside" / sub / "keep.txt").write_text("user data")
+    (out / "base" / "notes.npy").write_bytes(b"a user's own file")
+    return root
+
+
+def expect_refusal(root, argv, code, words, capsys, call=None):
+    """Run main (or call) on argv: exit code, one stderr line naming `words`, no traceback, and
+    no file under root changed, added or removed."""
+    before = snapshot(root)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exc:
+        (call or cli.main)(argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exc.value.code == code, err
+    assert len(err) >= 1 and "Traceback" not in "\n".join(err)
+    problem = [line for line in err if "error" in line]
+    assert len(problem) == 1, err
+    for w in words:
+        assert w in problem[0], (w, problem[0])
+    assert snapshot(root) == before
+    return problem[0]
+
+
+def with_out(world, mnist_root, *extra, name="base", epochs="1"):
+    return common(mnist_root, world / "outputs", name, epochs) + list(extra)
+
+
+def ckpt_path(world):
+    return str(world / "outputs" / "base" / "checkpoints" / "last.pth")
+
+
+# (id, extra flags, exit code, words in the message); flags go after a valid base command line
+CASES = [
+    ("name_dotdot_path", ["--experiment_name", "../../x", "--overwrite"], 2,
+     ["stays inside --output_dir"]),
+    ("name_absolute", ["--experiment_name", "/tmp/abs_run"], 2, ["absolute"]),
+    ("name_dotdot", ["--experiment_name", ".."], 2, ["'..'"]),
+    ("name_empty", ["--experiment_name", ""], 2, ["empty"]),
+    ("name_into_outside", ["--experiment_name", "../outside", "--overwrite"], 2, ["'..'"]),
+    ("resume_and_overwrite", ["--resume", "--overwrite"], 2, ["pass one"]),
+    ("overwrite_bad_init", ["--overwrite", "--init_checkpoint", "/nope/base.pth"], 1,
+     ["does not exist"]),
+    ("load_path_in_train", ["--load_checkpoint_path", "x.pth", "--experiment_name", "new"], 2,
+     ["--mode test only", "--init_checkpoint"]),
+    ("test_npy_in_train", ["--test_output_npy", "p.npy", "--experiment_name", "new"], 2,
+     ["--mode test only"]),
+    ("init_in_test", ["--mode", "test", "--init_checkpoint", "x.pth"], 2, ["--mode train only"]),
+    ("resume_missing", ["--resume", "--experiment_name", "typo"], 2,
+     ["has no checkpoint", "--resume_if_any"]),
+    ("existing_run", ["--method", "baseline"], 2, ["--resume", "--overwrite"]),
+    ("seed_negative", ["--seed", "-1"], 2, ["--seed", "negative"]),
+    ("momentum_negative", ["--momentum", "-1"], 2, ["--momentum"]),
+    ("momentum_one", ["--momentum", "1.5"], 2, ["--momentum"]),
+    ("lr_nan", ["--lr", "nan"], 2, ["--lr", "finite"]),
+    ("wd_inf", ["--weight_decay", "inf"], 2, ["--weight_decay", "finite"]),
+    ("max_train_negative", ["--max_train_samples", "-5"], 2, ["--max_train_samples"]),
+    ("device_gpu", ["--device", "gpu"], 2, ["--device gpu"]),
+    ("epochs_text", ["--epochs", "ten"], 2, ["--epochs"]),
+    ("irm_on_cmnist", ["--method", "irm", "--experiment_name", "new"], 2,
+     ["environment", "--env_from_bias"]),
+    ("lnl_with_env_b", ["--method", "lnl", "--env_from_bias", "--experiment_name", "new"], 2,
+     ["bias label"]),
+    ("workers", ["--num_workers", "-3"], 2, ["--num_workers"]),
+]
+
+
+@pytest.mark.parametrize("case,extra,code,words", CASES, ids=[c[0] for c in CASES])
+def test_bad_input_is_one_line_and_changes_nothing(world, mnist_root, capsys, case, extra, code,
+                                                   words):
+    expect_refusal(world, with_out(world, mnist_root, *extra), code, words, capsys)
+
+
+def test_overwrite_with_init_inside_the_run_is_refused(world, mnist_root, capsys):
+    expect_refusal(world, with_out(world, mnist_root, "--overwrite", "--init_checkpoint",
+                                   ckpt_path(world)), 2, ["copy it elsewhere"], capsys)
+
+
+TEST_TARGETS = [  # (--test_output_npy, words): targets test mode must refuse
+    (lambda w: ckpt_path(w), [".npy file name"]),                         # its own checkpoint
+    (lambda w: str(w / "outputs" / "base" / "checkpoints"), [".npy file name"]),  # a folder
+    (lambda w: str(w / "outside" / "p.npy"), ["outside --output_dir"]),
+    (lambda w: "../../outside/p.npy", ["outside --output_dir"]),
+    (lambda w: "notes.npy", ["not a prediction file"]),                   # a user's file
+]
+
+
+@pytest.mark.parametrize("target,words", TEST_TARGETS, ids=["checkpoint", "folder", "absolute",
+                                                             "relative_escape", "user_file"])
+def test_test_mode_never_writes_over_what_it_did_not_write(world, mnist_root, capsys, target,
+                                                           words):
+    expect_refusal(world, with_out(world, mnist_root, "--mode", "test", "--test_output_npy",
+                                   target(world)), 2, words, capsys)
+
+
+def test_checkpoint_that_is_a_folder(world, mnist_root, capsys):
+    folder = str(world / "outputs" / "base" / "checkpoints")
+    expect_refusal(world, with_out(world, mnist_root, "--mode", "test",
+                                   "--load_checkpoint_path", folder), 1, ["is a folder"], capsys)
+
+
+def test_relative_prediction_name_lands_in_the_run_folder(world, mnist_root, tmp_path,
+                                                          monkeypatch):
+    monkeypatch.chdir(tmp_path)  # not the run folder: nothing may land here
+    cli.main(with_out(world, mnist_root, "--mode", "test", "--test_output_npy", "mine.npy"))
+    assert os.listdir(tmp_path) == []
+    out = np.load(world / "outputs" / "base" / "mine.npy", allow_pickle=True).item()
+    assert out["pred_label"].shape == (100,)
+    # an earlier prediction file may be replaced by the next evaluation
+    cli.main(with_out(world, mnist_root, "--mode", "test", "--test_output_npy", "mine.npy"))
+
+
+def test_a_second_run_on_a_held_folder_is_refused(world, mnist_root, capsys):
+    folder = world / "outputs" / "base"
+    with open(folder / ".lock", "a") as fh:  # another process's run, as the kernel sees it
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        expect_refusal(world, with_out(world, mnist_root, "--overwrite", "--method", "baseline"),
+                       2, ["another run is using"], capsys)
+        fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+CONFIGS = [("mode: bogus\n", ["mode", "bogus"]), ("lr: [0.1, 0.2]\n", ["lr", "single value"]),
+           ("epochs: null\n", ["epochs", "single value"]), ("method: magic\n", ["magic"]),
+           ("grayscale: 3\n", ["switch"]), ("epochs: 2.5\n", ["epochs", "int"]),
+           ("lr: nan\n", ["--lr", "finite"]), ("- 1\n- 2\n", ["mapping"]),
+           ("lr: [\n", ["--config"])]
+
+
+@pytest.mark.parametrize("text,words", CONFIGS, ids=[c[0].split(":")[0].strip("- \n")
+                                                    + str(i) for i, c in enumerate(CONFIGS)])
+def test_config_values_get_the_flags_checks(world, mnist_root, capsys, text, words):
+    cfg = world / "outside" / "c.yaml"
+    cfg.write_text(text)
+    try:
+        expect_refusal(world, with_out(world, mnist_root, "--config", str(cfg),
+                                       "--experiment_name", "new"), 2, words, capsys)
+    finally:
+        cfg.unlink()
+
+
+def test_resume_keeps_the_recipe_and_refuses_another_run(world, mnist_root, capsys):
+    def argv(method="baseline", *extra):
+        return with_out(world, mnist_root, "--method", method, "--lr", "0.01", *extra,
+                        name="rec")
+    cli.main(argv())
+    for args, words in ((argv("baseline", "--color_var", "0.03"),
+                         ["belongs to another run", "color_var"]),
+                        (argv("lnl"), ["method: checkpoint='baseline' vs now='lnl'"]),
+                        (argv("baseline", "--seed", "3"), ["seed"])):
+        expect_refusal(world, args + ["--resume"], 2, words, capsys)
+    # another lr: a warning that names the value used, and args.json records that value
+    cli.main(argv("baseline", "--lr", "0.5", "--epochs", "2", "--resume"))
+    err = capsys.readouterr().err
+    assert "--lr 0.5 differs from the resumed run's 0.01; the run continues with 0.01" in err
+    recorded = json.load(open(world / "outputs" / "rec" / "args.json"))
+    assert recorded["lr"] == 0.01 and recorded["epochs"] == 2
+
+
+def test_stage_two_is_not_resumed_from_an_older_stage_one(world, mnist_root, capsys):
+    init = str(world / "outputs" / "s1" / "checkpoints" / "last.pth")
+    def stage(n, epochs):
+        extra = (["--method", "baseline", "--lr", "0.01"] if n == 1 else
+                 ["--method", "lnl", "--init_checkpoint", init])
+        return with_out(world, mnist_root, *extra, "--resume_if_any", name=f"s{n}",
+                        epochs=epochs)
+    cli.main(stage(1, "1"))
+    cli.main(stage(2, "1"))
+    cli.main(stage(1, "2"))  # the recipe re-run with more epochs: stage 1 goes on to 2
+    expect_refusal(world, stage(2, "2"), 2,
+                   ["has changed since", "epoch 1", "epoch 2", "--overwrite"], capsys)
+
+
+def test_networks_that_cannot_read_the_dataset(world, mnist_root, capsys):
+    expect_refusal(world, with_out(world, mnist_root, "--dataset_name", "IRMColoredMNIST",
+                                   "--method", "baseline", "--experiment_name", "new"),
+                   2, ["cannot read IRMColoredMNIST", "configs/"], capsys)
+
+
+def test_damaged_mnist_files(world, tmp_path, capsys):
+    data = tmp_path / "data" / "MNIST" / "raw"
+    data.mkdir(parents=True)
+    for stem in data_handler.MNIST_FILES.values():
+        (data / f"{stem}.gz").write_bytes(gzip.compress(b"\0\0\x08\x01\0\0\0\x01x"))
+    (data / "t10k-labels-idx1-ubyte.gz").write_bytes(b"plain text, not gzip")
+    (data / "train-labels-idx1-ubyte.gz").write_bytes(gzip.compress(b"\0" * 4000)[:30])
+    for stem, words in (("t10k-labels-idx1-ubyte", ["damaged", "fetch"]),
+                        ("train-labels-idx1-ubyte", ["damaged", "fetch"])):
+        with pytest.raises(utils.UserError) as err:
+            data_handler.read_idx(str(data / f"{stem}.gz"))
+        for w in words:
+            assert w in str(err.value)
+    # fetch_data --from refuses the damaged folder before writing anything
+    dest = tmp_path / "dest"
+    expect_refusal(tmp_path, ["mnist", "--from", str(data), "--data_root_base", str(dest)], 1,
+                   ["damaged"], capsys, call=fetch_data.main)
+    assert not dest.exists()
+
+
+def test_truncated_colored_mnist_cache_is_rebuilt(mnist_root, tmp_path, capsys):
+    data = tmp_path / "data"
+    shutil.copytree(os.path.join(mnist_root, "MNIST"), data / "MNIST")
+    path = data_handler.cmnist_cache_path(str(data), 0.02, 0)
+    good = data_handler.load_or_build_cmnist(str(data), 0.02, 0, str(tmp_path / "out"))
+    whole = open(path, "rb").read()
+    for damage in (whole[:len(whole) // 2], whole[:-200], b"garbage"):
+        open(path, "wb").write(damage)
+        again = data_handler.load_or_build_cmnist(str(data), 0.02, 0, str(tmp_path / "out"))
+        assert all(np.array_equal(good[k], again[k]) for k in good)
+        assert "damaged" in capsys.readouterr().out
+    assert open(path, "rb").read() == whole
+
+
+def test_read_only_data_folder_caches_in_the_output_folder(mnist_root, tmp_path, monkeypatch,
+                                                           capsys):
+    """A shared read-only dataset mount (simulated: root ignores file modes)."""
+    data, out = tmp_path / "ro", tmp_path / "out"
+    shutil.copytree(os.path.join(mnist_root, "MNIST"), data / "MNIST")
+    real = data_handler.writable
+    monkeypatch.setattr(data_handler, "writable",
+                        lambda f: not str(f).startswith(str(data)) and real(f))
+    first = data_handler.load_or_build_cmnist(str(data), 0.045, 0, str(out))
+    assert not (data / "colored_mnist").exists()
+    cached = out / ".cache" / "colored_mnist"
+    assert len(os.listdir(cached)) == 1
+    assert "cached as" in capsys.readouterr().out
+    again = data_handler.load_or_build_cmnist(str(data), 0.045, 0, str(out))  # read, not built
+    assert "building" not in capsys.readouterr().out
+    assert np.array_equal(first["train_image"], again["train_image"])
+    monkeypatch.setattr(data_handler, "writable", lambda f: False)
+    shutil.rmtree(cached)
+    data_handler.load_or_build_cmnist(str(data), 0.045, 0, str(out))
+    assert "kept in memory" in capsys.readouterr().out and not cached.exists()
+
+
+def test_full_disk_names_the_file_and_keeps_the_last_checkpoint(world, mnist_root, monkeypatch,
+                                                                capsys):
+    base = with_out(world, mnist_root, "--method", "baseline", name="disk")
+    cli.main(base)
+    before = (world / "outputs" / "disk" / "checkpoints" / "last.pth").read_bytes()
+
+    def no_space(obj, fh, *a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(torch, "save", no_space)
+    longer = with_out(world, mnist_root, "--method", "baseline", "--resume", name="disk",
+                      epochs="2")
+    line = expect_refusal(world / "outputs" / "disk" / "checkpoints", longer, 1,
+                          ["no space left", "last.pth", "MiB free", "--resume"], capsys)
+    assert line.startswith("error: no space left")
+    assert (world / "outputs" / "disk" / "checkpoints" / "last.pth").read_bytes() == before
+
+
+def test_ctrl_c_in_test_mode_is_one_line(world, mnist_root, monkeypatch, capsys):
+    def interrupted(self, loader):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(Solver, "predict_all", interrupted)
+    expect_refusal(world / "outputs" / "base" / "checkpoints",
+                   with_out(world, mnist_root, "--mode", "test"), 130, ["interrupted"], capsys)
+
+
+def test_torchrun_refusal_is_printed_by_one_process(monkeypatch, capsys):
+    _, args = cli.parse_args(["--method", "irm", "--env_from_bias"])
+    for rank, lines in (("1", 0), ("0", 1)):
+        monkeypatch.setenv("RANK", rank)
+        with pytest.raises(SystemExit) as exc:
+            cli.check_distributed(cli.build_parser(), args, 2)
+        assert exc.value.code == 2
+        assert len(capsys.readouterr().err.strip().splitlines()) == lines
+
+
+def test_overwrite_removes_only_what_the_tool_wrote(world, mnist_root):
+    base = with_out(world, mnist_root, "--method", "baseline", name="ow")
+    cli.main(base)
+    folder = world / "outputs" / "ow"
+    (folder / "my_notes.txt").write_text("mine")
+    (folder / "checkpoints" / "my_model.pt").write_bytes(b"mine too")
+    cli.main(base + ["--overwrite", "--resume_if_any"])  # what a script passes: overwrite wins
+    assert (folder / "my_notes.txt").read_text() == "mine"
+    assert (folder / "checkpoints" / "my_model.pt").read_bytes() == b"mine too"
+    assert len([l for l in open(folder / "metrics.jsonl")]) == 1  # the new run's only
+    log = (folder / "run.log").read_text()
+    assert "kept files this tool did not write" in log and "epoch 1/1" in log and "ETA" in log
+    assert run_folder.check_experiment_name("a/b") is None
