@@ -358,6 +358,9 @@ def check_experiment(parser, args):
     """Before anything is written: never overwrite a run silently, never resume one that is
     not there, and the output folder must be writable."""
     out, ckpts = experiment_dir(args), checkpoint_dir(args)
+    if not run_folder.inside(out, args.output_dir):  # a symbolic link out of --output_dir
+        parser.error(f"--experiment_name {args.experiment_name} leads outside --output_dir "
+                     f"(through a link, to {os.path.realpath(out)}); pick another name")
     has_run = bool(list_checkpoints(ckpts))
     if args.mode == "train":
         if has_run and not (args.resume or args.resume_if_any or args.overwrite):

@@ -120,6 +120,16 @@ def test_bad_input_is_one_line_and_changes_nothing(world, mnist_root, capsys, ca
     expect_refusal(world, with_out(world, mnist_root, *extra), code, words, capsys)
 
 
+def test_a_link_out_of_the_output_folder_is_refused(world, mnist_root, capsys):
+    link = world / "outputs" / "link"
+    link.symlink_to(world / "outside", target_is_directory=True)
+    try:
+        expect_refusal(world, with_out(world, mnist_root, "--experiment_name", "link",
+                                       "--overwrite"), 2, ["leads outside"], capsys)
+    finally:
+        link.unlink()
+
+
 def test_overwrite_with_init_inside_the_run_is_refused(world, mnist_root, capsys):
     expect_refusal(world, with_out(world, mnist_root, "--overwrite", "--init_checkpoint",
                                    ckpt_path(world)), 2, ["copy it elsewhere"], capsys)
