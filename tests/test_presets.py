@@ -1,0 +1,19 @@
+"""The configs/ presets carry the reference settings named in docs/references.md."""
+import os
+
+import main as cli
+
+CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
+
+
+def preset(name, *flags):
+    _, args = cli.parse_args(["--config", os.path.join(CONFIGS, name), *flags])
+    return args
+
+
+def test_irm_gray_oracle_has_its_own_settings_not_erms():
+    """IRM authors' reproduce script: the grayscale oracle's hidden size, l2, lr and steps."""
+    a = preset("irm_cmnist_gray.yaml")
+    assert a.grayscale and a.irm_penalty_weight == 0
+    assert (a.hidden_dim, a.irm_l2, a.lr, a.epochs) == (
+        83, 0.0008602868865288383, 0.0028171488133821726, 101)
