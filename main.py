@@ -121,9 +121,8 @@ def build_parser():
                    help="AND-mask: sign-agreement threshold in [0, 1] (0 = plain averaging)")
     t.add_argument("--andmask_rescale", type=int, choices=(0, 1), default=0,
                    help="AND-mask: divide by the fraction of entries kept")
-    t.add_argument("--genmask_steps", type=int, default=10,
-                   help="GEN-mask: projected-ascent steps for the environment weights")
-    t.add_argument("--genmask_lr", type=float, default=0.1, help="GEN-mask: ascent step size")
+    t.add_argument("--genmask_bound", type=float, default=2.0,
+                   help="GEN-mask: environment weights lie in [-bound, bound] (ILC fork: 2)")
     t.add_argument("--seed", type=int, default=0, help="training seed (init, shuffle)")
     t.add_argument("--device", default="auto",
                    help="auto, cpu or cuda[:N] (under torchrun: each process its local GPU)")

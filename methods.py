@@ -332,37 +332,34 @@ class ANDMask(_GradientMaskMethod):
                                 bool(self.args.andmask_rescale))
 
 
-def project_capped_simplex(v, low=-2.0, high=2.0, total=1.0, iters=60):
-    """Euclidean projection onto {p : low <= p_e <= high, sum p = total}, by bisection on the
-    shift t of clamp(v - t, low, high)."""
-    lo, hi = (v.min() - high).item(), (v.max() - low).item()
-    for _ in range(iters):
-        t = (lo + hi) / 2
-        if torch.clamp(v - t, low, high).sum().item() > total:
-            lo = t
-        else:
-            hi = t
-    return torch.clamp(v - (lo + hi) / 2, low, high)
-
-
-def gen_mask_weights(env_grads, steps, lr):
-    """GEN-mask's environment weights for one parameter tensor (Parascandolo et al., ICLR 2021,
-    appendix): p in [-2, 2]^E with sum 1 maximising <sum_e p_e g_e, sum_e g_e>, by projected
-    gradient ascent from the uniform weights."""
-    flat = env_grads.reshape(len(env_grads), -1)
-    score = flat @ flat.sum(0)  # d/dp of the objective, constant in p
-    score = score / (score.norm() + 1e-12)
-    p = torch.full((len(flat),), 1.0 / len(flat), dtype=flat.dtype, device=flat.device)
-    for _ in range(steps):
-        p = project_capped_simplex(p + lr * score)
-    return p
+def gen_mask_weights(env_grads, bound=2.0):
+    """GEN-mask's environment weights for one parameter tensor (ILC fork of the AND-mask code,
+    jc-audet/ILC_Exploration; docs/references.md, GEN-mask): the p in [-bound, bound]^E with
+    sum p = 1 maximising <sum_e p_e g_e, sum_e g_e>. The objective is linear in p, with
+    coefficients s_e = <g_e, sum_e' g_e'>, so the exact optimum is a corner, found by sorting:
+    from p = -bound everywhere, the environments with the largest s_e are raised to +bound in
+    turn until the sum is 1, the last one only part way. Environments with equal scores share
+    their total equally (still optimal, and symmetric): all-zero scores give uniform weights."""
+    n = len(env_grads)
+    if bound * n < 1:
+        raise ValueError(f"GEN-mask: no weights in [-{bound}, {bound}]^{n} sum to 1")
+    flat = env_grads.reshape(n, -1)
+    score = flat @ flat.sum(0)
+    order = torch.argsort(score, descending=True)
+    room = 1.0 + bound * n - 2 * bound * torch.arange(n, dtype=flat.dtype, device=flat.device)
+    fill = room.clamp(0, 2 * bound) - bound  # sorted-order weights: +bound, ..., part, -bound
+    _, group = torch.unique(score[order], return_inverse=True)
+    shared = torch.zeros(n, dtype=flat.dtype, device=flat.device).index_add_(0, group, fill)
+    shared = shared / torch.bincount(group, minlength=n).clamp(min=1).to(flat.dtype)
+    return torch.empty_like(fill).index_copy_(0, order, shared[group])
 
 
 @register("genmask")
 class GENMask(_GradientMaskMethod):
-    """GEN-mask: per parameter tensor, gradient = sum_e p_e g_e with the weights of
-    gen_mask_weights (--genmask_steps, --genmask_lr)."""
+    """GEN-mask (ILC fork of the AND-mask code; docs/references.md): per parameter tensor,
+    gradient = sum_e p_e g_e with the exact optimal weights of gen_mask_weights
+    (--genmask_bound)."""
 
     def combine(self, env_grads):
-        p = gen_mask_weights(env_grads, self.args.genmask_steps, self.args.genmask_lr)
+        p = gen_mask_weights(env_grads, self.args.genmask_bound)
         return torch.tensordot(p, env_grads, dims=1)
