@@ -56,17 +56,20 @@ def as_heads(target):
     return target.view(len(target), 1) if target.dim() == 1 else target
 
 
+def head_means(values, target):
+    """values (N, heads, *pos) per position -> (heads,): per head, the mean over the positions
+    the bias target keeps (target != IGNORE_INDEX; LNL reference: background pixels ignored)."""
+    valid = (as_heads(target) != IGNORE_INDEX).to(values.dtype)
+    dims = [0] + list(range(2, values.dim()))
+    return (values * valid).sum(dims) / valid.sum(dims).clamp(min=1)
+
+
 def bias_cross_entropy(logits, target):
     """Cross-entropy of h's logits (N, heads, K, *pos) against b (N, heads, *pos), a mean over
     the non-ignored positions of each head, summed over heads (LNL reference: R + G + B)."""
-    target = as_heads(target)
-    total = logits.new_zeros(())
-    for k in range(logits.shape[1]):
-        t = target[:, k]
-        valid = (t != IGNORE_INDEX).sum().clamp(min=1)
-        total = total + F.cross_entropy(logits[:, k], t, ignore_index=IGNORE_INDEX,
-                                        reduction="sum") / valid
-    return total
+    per_position = F.cross_entropy(logits.transpose(1, 2), as_heads(target),
+                                   ignore_index=IGNORE_INDEX, reduction="none")
+    return head_means(per_position, target).sum()
 
 
 def negative_entropy(logits):
@@ -177,10 +180,11 @@ class LearningNotToLearn(_BiasHeadMethod):
                 "train_acc": task_accuracy(logits, y)}
 
 
-def confusion_loss(logits):
-    """Cross-entropy between h's prediction and the uniform distribution, averaged over heads
-    and positions (Alvi et al., 'Turning a Blind Eye', ECCV-W 2018)."""
-    return -F.log_softmax(logits, dim=2).mean(dim=2).mean()
+def confusion_loss(logits, target):
+    """Cross-entropy between h's prediction and the uniform distribution (Alvi et al., 'Turning a
+    Blind Eye', ECCV-W 2018), averaged over the positions the bias target keeps, as the bias
+    loss is (background positions would dilute --blindeye_alpha), then over heads."""
+    return head_means(-F.log_softmax(logits, dim=2).mean(dim=2), target).mean()
 
 
 @register("blindeye")
@@ -191,8 +195,8 @@ class BlindEye(_BiasHeadMethod):
 
     def update(self, batch, optimizers):
         x, y, b = batch
-        feat, logits, loss_cls, confusion = self.label_step(x, y, optimizers, confusion_loss,
-                                                            self.args.blindeye_alpha)
+        feat, logits, loss_cls, confusion = self.label_step(
+            x, y, optimizers, lambda out: confusion_loss(out, b), self.args.blindeye_alpha)
         zero_all(optimizers)
         bias_logits = self.nets["h"](feat.detach())
         loss_bias = bias_cross_entropy(bias_logits, b)

@@ -7,7 +7,7 @@ from torch import nn, optim
 
 import main as cli
 from data_handler import IGNORE_INDEX
-from methods import METHODS, bias_cross_entropy, negative_entropy
+from methods import METHODS, bias_cross_entropy, confusion_loss, negative_entropy
 from network import build_network
 
 ENV_METHODS = ("irm", "andmask", "genmask")
@@ -234,6 +234,21 @@ def test_gen_mask_weights_share_equally_among_ties_and_are_uniform_for_zero_scor
 
 
 # ----------------------------------------------------------------------------- BlindEye
+def test_confusion_loss_averages_over_the_positions_the_bias_target_keeps():
+    """Alvi et al.'s confusion loss, over the same positions as the bias loss: background
+    positions (IGNORE_INDEX) must not dilute it."""
+    logits = torch.zeros(2, 3, 8, 2, 2)            # uniform: CE to uniform = log 8
+    logits[:, :, 0, 0, 0] = 50.0                   # confident, but only at one position...
+    target = torch.full((2, 3, 2, 2), 3)
+    target[:, :, 0, 0] = IGNORE_INDEX              # ...which the target ignores
+    assert abs(confusion_loss(logits, target).item() - math.log(8)) < 1e-5
+    target[:, 0] = IGNORE_INDEX                    # a head with nothing kept adds 0
+    assert abs(confusion_loss(logits, target).item() - 2 / 3 * math.log(8)) < 1e-5
+    # image-level targets (N,) with logits (N, 1, K): every example counts
+    assert abs(confusion_loss(torch.zeros(4, 1, 2), torch.tensor([0, 1, 1, 0])).item()
+               - math.log(2)) < 1e-6
+
+
 def test_blindeye_trains_h_on_detached_features():
     nets, m, opts, batch = make("blindeye")
     before_h = snapshot(nets["h"])
