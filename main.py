@@ -151,7 +151,12 @@ def build_parser():
                    help="refresh checkpoints/last.pth every N epochs (resume point)")
     o.add_argument("--eval_every", type=int, default=1, help="test accuracy every N epochs")
     o.add_argument("--init_checkpoint", default=None,
-                   help="start f, g from this checkpoint (stage 2 from the baseline)")
+                   help="start f, g from this checkpoint (stage 2 from the baseline): their "
+                        "weights and, as in the LNL authors' trainer, their optimizer state "
+                        "(momentum; the saved lr for the first epoch, then the schedule)")
+    o.add_argument("--init_fresh_optimizer", action="store_true",
+                   help="with --init_checkpoint: take the weights only and start f, g's "
+                        "optimizer fresh at --lr")
     o.add_argument("--resume", action="store_true",
                    help="continue this experiment from its newest checkpoint")
     o.add_argument("--overwrite", action="store_true",
