@@ -17,3 +17,14 @@ def test_irm_gray_oracle_has_its_own_settings_not_erms():
     assert a.grayscale and a.irm_penalty_weight == 0
     assert (a.hidden_dim, a.irm_l2, a.lr, a.epochs) == (
         83, 0.0008602868865288383, 0.0028171488133821726, 101)
+
+
+def test_cifar_random_labels_preset_follows_the_andmask_authors():
+    """A small ResNet with BatchNorm, and lr x0.1 at three quarters of training."""
+    from torch import nn
+    from network import build_network
+    a = preset("cifar_random_labels.yaml")
+    f = build_network(a.f_network_name)
+    assert any(isinstance(m, nn.BatchNorm2d) for m in f.modules())
+    assert a.lr_decay_rate == 0.1 and a.lr_decay_period == a.epochs * 3 // 4
+    assert a.andmask_rescale == 1
