@@ -28,3 +28,8 @@ def test_cifar_random_labels_preset_follows_the_andmask_authors():
     assert any(isinstance(m, nn.BatchNorm2d) for m in f.modules())
     assert a.lr_decay_rate == 0.1 and a.lr_decay_period == a.epochs * 3 // 4
     assert a.andmask_rescale == 1
+
+
+def test_andmask_presets_rescale_by_the_kept_fraction_as_the_authors_default():
+    for name in ("irm_cmnist_andmask.yaml", "spiral.yaml", "cifar_random_labels.yaml"):
+        assert preset(name).andmask_rescale == 1, name
