@@ -17,8 +17,8 @@ from image_datasets import dogs_cats_datasets, imdb_face_datasets
 from utils import UserError, atomic_npz_save
 
 # Mean stroke colour per digit (RGB, 0..255). The authors never published their palette; the
-# colours observed in their released files (PAPERS.md §1) sit within jitter of these entries
-# of a well-known list of 20 distinct colours (red, blue, lime, teal, orange, purple, maroon
+# colours observed in their released files (docs/references.md §1) sit within jitter of these
+# entries of a well-known list of 20 distinct colours (red, blue, lime, teal, orange, purple, maroon
 # for digits 0-5 and 9). Digits 6-8 are unknown: cyan, navy and white were picked from the
 # same list as the trio that keeps the ten colours most separable.
 PALETTE = np.array([
@@ -162,8 +162,8 @@ def nearest_colour_index(colours, means):
 
 def load_official_cmnist(data_root_base, color_var):
     """The authors' released file: a pickled dict with train_image/train_label/test_image/
-    test_label (PAPERS.md §1). Their palette is unknown, so the test image's colour index is
-    estimated as the nearest per-class mean stroke colour of the training set."""
+    test_label (docs/references.md §1). Their palette is unknown, so the test image's colour
+    index is estimated as the nearest per-class mean stroke colour of the training set."""
     path = official_cmnist_path(data_root_base, color_var)
     if not os.path.exists(path):
         raise UserError(
