@@ -37,6 +37,7 @@ DRIVING_FIELDS = (
     "config", "mode", "resume", "resume_if_any", "overwrite", "load_checkpoint_path",
     "test_output_npy", "output_dir", "experiment_name", "data_root_base", "dogs_cats_lists",
     "num_workers", "device", "fast", "precision", "deterministic", "skip_nonfinite", "sync_bn",
+    "init_fresh_optimizer",
     "save_every", "checkpoint_every", "eval_every", "epochs", "skip_bad_images")
 # Every other argument is part of the recipe (lr, momentum, weight decay, schedule, method
 # weights): the optimizer state and the method in the checkpoint already carry it.
@@ -120,6 +121,16 @@ def adopt_resumed_args(ckpt_args, args, path, warn):
     if ckpt_args.get("epochs") not in (None, args.epochs):
         warn(f"note: the resumed run was set to {ckpt_args['epochs']} epochs; it now runs to "
              f"{args.epochs} (the schedule depends on the epoch only).")
+
+
+def check_init_optimizer(ckpt, args, path):
+    """Stage 2 takes f, g's optimizer state from its --init_checkpoint (the LNL authors'
+    trainer): the checkpoint must hold one of the same kind."""
+    saved = ckpt.get("args", {}).get("optimizer", args.optimizer)
+    if "main" not in ckpt.get("optimizers", {}) or saved != args.optimizer:
+        raise ArgError(f"checkpoint {path} has no --optimizer {args.optimizer} state for f, g "
+                       f"(it was trained with {saved}); pass --init_fresh_optimizer to start "
+                       "from its weights only.")
 
 
 def file_digest(path):

@@ -30,7 +30,7 @@ MNIST_MD5 = {
     "t10k-images-idx3-ubyte": "2646ac647ad5339dbf082846283269ea",
     "t10k-labels-idx1-ubyte": "27ae3e4e09519cfbb04c329615203637",
 }
-CMNIST_DRIVE_ID = "1NSv4RCSHjcHois3dXjYw_PaLIoVlLgXu"  # PAPERS.md §1, all variances
+CMNIST_DRIVE_ID = "1NSv4RCSHjcHois3dXjYw_PaLIoVlLgXu"  # docs/references.md §1: all variances
 CMNIST_VARS = ("0.020", "0.025", "0.030", "0.035", "0.040", "0.045", "0.050")
 
 
@@ -287,7 +287,7 @@ def fetch_dogs_cats(args):
 
 
 # --------------------------------------------------------------------------- IMDB-Face
-IMDB_DRIVE_ID = "1ZFZ2tUjq3BBRw3rcXB0LkBvaqKD4_8WK"  # PAPERS.md §1
+IMDB_DRIVE_ID = "1ZFZ2tUjq3BBRw3rcXB0LkBvaqKD4_8WK"  # docs/references.md §1
 IMDB_CROPS_URL = "https://data.vision.ee.ethz.ch/cvl/rrothe/imdb-wiki/"
 
 

@@ -23,7 +23,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 CAT, DOG = 0, 1
 DARK, BRIGHT = 0, 1
 FEMALE, MALE = 0, 1  # IMDB-WIKI's gender code
-# Age classes of the IMDB-Face age task (PAPERS.md §1): 12 bins.
+# Age classes of the IMDB-Face age task (docs/references.md §1): 12 bins.
 AGE_EDGES = (0, 20, 25, 30, 35, 40, 45, 50, 55, 60, 65, 70, 120)
 # The authors' Dogs-and-Cats lists: 8,385 bright and 8,400 dark images of Kaggle's 25,000.
 AUTHORS_BRIGHT, AUTHORS_DARK, KAGGLE_TRAIN = 8385, 8400, 25000
@@ -277,7 +277,8 @@ def read_manifest(path, images_dir):
 
 
 def in_age_gender_pattern(gender, age, split):
-    """EB1 = women aged 0-29 + men aged 40+; EB2 = women 40+ + men 0-29 (PAPERS.md §1)."""
+    """EB1 = women aged 0-29 + men aged 40+; EB2 = women 40+ + men 0-29
+    (docs/references.md §1)."""
     young, old = age < 30, age >= 40
     first, second = (FEMALE, MALE) if split == "EB1" else (MALE, FEMALE)
     return ((gender == first) & young) | ((gender == second) & old)

@@ -15,8 +15,9 @@ import yaml
 from torch import nn
 
 import run_folder
-from checkpoints import (adopt_resumed_args, check_compatible, check_init_unchanged,
-                         init_source, list_checkpoints, newest_readable, read_checkpoint)
+from checkpoints import (adopt_resumed_args, check_compatible, check_init_optimizer,
+                         check_init_unchanged, init_source, list_checkpoints, newest_readable,
+                         read_checkpoint)
 from data_handler import (BALANCED_ENV_DATASETS, BIAS_SPLITS, DATASETS,
                           IMAGE_FILE_DATASETS, b_kind, build_datasets, default_workers,
                           make_loader)
@@ -137,9 +138,8 @@ def build_parser():
                    help="AND-mask: sign-agreement threshold in [0, 1] (0 = plain averaging)")
     t.add_argument("--andmask_rescale", type=int, choices=(0, 1), default=0,
                    help="AND-mask: divide by the fraction of entries kept")
-    t.add_argument("--genmask_steps", type=int, default=10,
-                   help="GEN-mask: projected-ascent steps for the environment weights")
-    t.add_argument("--genmask_lr", type=float, default=0.1, help="GEN-mask: ascent step size")
+    t.add_argument("--genmask_bound", type=float, default=2.0,
+                   help="GEN-mask: environment weights lie in [-bound, bound] (ILC fork: 2)")
     t.add_argument("--seed", type=int, default=0, help="training seed (init, shuffle)")
     t.add_argument("--device", default="auto",
                    help="auto, cpu or cuda[:N] (under torchrun: each process its local GPU)")
@@ -168,7 +168,12 @@ def build_parser():
                    help="refresh checkpoints/last.pth every N epochs (resume point)")
     o.add_argument("--eval_every", type=int, default=1, help="test accuracy every N epochs")
     o.add_argument("--init_checkpoint", default=None,
-                   help="start f, g from this checkpoint (stage 2 from the baseline)")
+                   help="start f, g from this checkpoint (stage 2 from the baseline): their "
+                        "weights and, as in the LNL authors' trainer, their optimizer state "
+                        "(momentum; the saved lr for the first epoch, then the schedule)")
+    o.add_argument("--init_fresh_optimizer", action="store_true",
+                   help="with --init_checkpoint: take the weights only and start f, g's "
+                        "optimizer fresh at --lr")
     o.add_argument("--resume", action="store_true",
                    help="continue this experiment from its newest checkpoint (an error if it "
                         "has none)")
@@ -235,8 +240,7 @@ POSITIVE = ("epochs", "save_every", "eval_every", "lr_decay_period", "checkpoint
             "spiral_revolutions")
 NON_NEGATIVE = ("seed", "data_seed", "max_train_samples", "max_test_samples", "momentum",
                 "weight_decay", "lambda_entropy", "mu_grl", "blindeye_alpha",
-                "irm_penalty_weight", "irm_anneal_iters", "irm_l2", "genmask_steps",
-                "genmask_lr")
+                "irm_penalty_weight", "irm_anneal_iters", "irm_l2")
 TRAIN_ONLY = ("init_checkpoint", "resume", "resume_if_any", "overwrite")
 TEST_ONLY = ("load_checkpoint_path", "test_output_npy")
 
@@ -254,6 +258,8 @@ def validate_numbers(parser, args):
             parser.error(f"--{name} must not be negative; got {getattr(args, name)}")
     if args.momentum >= 1:
         parser.error(f"--momentum must lie in [0, 1); got {args.momentum}")
+    if args.genmask_bound < 1:  # p in [-bound, bound]^E summing to 1 must exist for any E
+        parser.error(f"--genmask_bound must be at least 1; got {args.genmask_bound}")
     if args.num_workers < -1:
         parser.error(f"--num_workers must be -1 (auto) or at least 0; got {args.num_workers}")
 
@@ -430,6 +436,8 @@ def load_start(parser, args):
                          "--overwrite would delete; copy it elsewhere first")
         ckpt = read_checkpoint(args.init_checkpoint)
         check_compatible(ckpt.get("args", {}), args, args.init_checkpoint)
+        if not args.init_fresh_optimizer:
+            check_init_optimizer(ckpt, args, args.init_checkpoint)
         return init_source(args.init_checkpoint, ckpt)
     return None
 

@@ -56,17 +56,20 @@ def as_heads(target):
     return target.view(len(target), 1) if target.dim() == 1 else target
 
 
+def head_means(values, target):
+    """values (N, heads, *pos) per position -> (heads,): per head, the mean over the positions
+    the bias target keeps (target != IGNORE_INDEX; LNL reference: background pixels ignored)."""
+    valid = (as_heads(target) != IGNORE_INDEX).to(values.dtype)
+    dims = [0] + list(range(2, values.dim()))
+    return (values * valid).sum(dims) / valid.sum(dims).clamp(min=1)
+
+
 def bias_cross_entropy(logits, target):
     """Cross-entropy of h's logits (N, heads, K, *pos) against b (N, heads, *pos), a mean over
     the non-ignored positions of each head, summed over heads (LNL reference: R + G + B)."""
-    target = as_heads(target)
-    total = logits.new_zeros(())
-    for k in range(logits.shape[1]):
-        t = target[:, k]
-        valid = (t != IGNORE_INDEX).sum().clamp(min=1)
-        total = total + F.cross_entropy(logits[:, k], t, ignore_index=IGNORE_INDEX,
-                                        reduction="sum") / valid
-    return total
+    per_position = F.cross_entropy(logits.transpose(1, 2), as_heads(target),
+                                   ignore_index=IGNORE_INDEX, reduction="none")
+    return head_means(per_position, target).sum()
 
 
 def negative_entropy(logits):
@@ -181,10 +184,11 @@ class LearningNotToLearn(_BiasHeadMethod):
                 "train_acc": task_accuracy(logits, y)}
 
 
-def confusion_loss(logits):
-    """Cross-entropy between h's prediction and the uniform distribution, averaged over heads
-    and positions (Alvi et al., 'Turning a Blind Eye', ECCV-W 2018)."""
-    return -F.log_softmax(logits, dim=2).mean(dim=2).mean()
+def confusion_loss(logits, target):
+    """Cross-entropy between h's prediction and the uniform distribution (Alvi et al., 'Turning a
+    Blind Eye', ECCV-W 2018), averaged over the positions the bias target keeps, as the bias
+    loss is (background positions would dilute --blindeye_alpha), then over heads."""
+    return head_means(-F.log_softmax(logits, dim=2).mean(dim=2), target).mean()
 
 
 @register("blindeye")
@@ -195,8 +199,8 @@ class BlindEye(_BiasHeadMethod):
 
     def update(self, batch, optimizers):
         x, y, b = batch
-        feat, logits, loss_cls, confusion = self.label_step(x, y, optimizers, confusion_loss,
-                                                            self.args.blindeye_alpha)
+        feat, logits, loss_cls, confusion = self.label_step(
+            x, y, optimizers, lambda out: confusion_loss(out, b), self.args.blindeye_alpha)
         zero_all(optimizers)
         bias_logits = self.nets["h"](feat.detach())
         loss_bias = bias_cross_entropy(bias_logits, b)
@@ -338,37 +342,34 @@ class ANDMask(_GradientMaskMethod):
                                 bool(self.args.andmask_rescale))
 
 
-def project_capped_simplex(v, low=-2.0, high=2.0, total=1.0, iters=60):
-    """Euclidean projection onto {p : low <= p_e <= high, sum p = total}, by bisection on the
-    shift t of clamp(v - t, low, high)."""
-    lo, hi = (v.min() - high).item(), (v.max() - low).item()
-    for _ in range(iters):
-        t = (lo + hi) / 2
-        if torch.clamp(v - t, low, high).sum().item() > total:
-            lo = t
-        else:
-            hi = t
-    return torch.clamp(v - (lo + hi) / 2, low, high)
-
-
-def gen_mask_weights(env_grads, steps, lr):
-    """GEN-mask's environment weights for one parameter tensor (Parascandolo et al., ICLR 2021,
-    appendix): p in [-2, 2]^E with sum 1 maximising <sum_e p_e g_e, sum_e g_e>, by projected
-    gradient ascent from the uniform weights."""
-    flat = env_grads.reshape(len(env_grads), -1)
-    score = flat @ flat.sum(0)  # d/dp of the objective, constant in p
-    score = score / (score.norm() + 1e-12)
-    p = torch.full((len(flat),), 1.0 / len(flat), dtype=flat.dtype, device=flat.device)
-    for _ in range(steps):
-        p = project_capped_simplex(p + lr * score)
-    return p
+def gen_mask_weights(env_grads, bound=2.0):
+    """GEN-mask's environment weights for one parameter tensor (ILC fork of the AND-mask code,
+    jc-audet/ILC_Exploration; docs/references.md, GEN-mask): the p in [-bound, bound]^E with
+    sum p = 1 maximising <sum_e p_e g_e, sum_e g_e>. The objective is linear in p, with
+    coefficients s_e = <g_e, sum_e' g_e'>, so the exact optimum is a corner, found by sorting:
+    from p = -bound everywhere, the environments with the largest s_e are raised to +bound in
+    turn until the sum is 1, the last one only part way. Environments with equal scores share
+    their total equally (still optimal, and symmetric): all-zero scores give uniform weights."""
+    n = len(env_grads)
+    if bound * n < 1:
+        raise ValueError(f"GEN-mask: no weights in [-{bound}, {bound}]^{n} sum to 1")
+    flat = env_grads.reshape(n, -1)
+    score = flat @ flat.sum(0)
+    order = torch.argsort(score, descending=True)
+    room = 1.0 + bound * n - 2 * bound * torch.arange(n, dtype=flat.dtype, device=flat.device)
+    fill = room.clamp(0, 2 * bound) - bound  # sorted-order weights: +bound, ..., part, -bound
+    _, group = torch.unique(score[order], return_inverse=True)
+    shared = torch.zeros(n, dtype=flat.dtype, device=flat.device).index_add_(0, group, fill)
+    shared = shared / torch.bincount(group, minlength=n).clamp(min=1).to(flat.dtype)
+    return torch.empty_like(fill).index_copy_(0, order, shared[group])
 
 
 @register("genmask")
 class GENMask(_GradientMaskMethod):
-    """GEN-mask: per parameter tensor, gradient = sum_e p_e g_e with the weights of
-    gen_mask_weights (--genmask_steps, --genmask_lr)."""
+    """GEN-mask (ILC fork of the AND-mask code; docs/references.md): per parameter tensor,
+    gradient = sum_e p_e g_e with the exact optimal weights of gen_mask_weights
+    (--genmask_bound)."""
 
     def combine(self, env_grads):
-        p = gen_mask_weights(env_grads, self.args.genmask_steps, self.args.genmask_lr)
+        p = gen_mask_weights(env_grads, self.args.genmask_bound)
         return torch.tensordot(p, env_grads, dims=1)

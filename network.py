@@ -174,20 +174,40 @@ def spiral_mlp_g(hidden_dim=256, num_main_classes=1, **_):
     return _init_linear(nn.Linear(hidden_dim, num_main_classes), nn.init.kaiming_normal_, 0.01)
 
 
-@register("cifar_cnn_f")
-def cifar_cnn_f(in_channels=3, **_):
-    """A small all-convolutional CIFAR network without normalisation layers, so that
-    per-example (per-environment) forward passes behave like batched ones."""
-    def block(a, b, stride):
-        return [nn.Conv2d(a, b, 3, stride=stride, padding=1), nn.ReLU(inplace=True)]
-    return reference_init(nn.Sequential(*block(in_channels, 64, 1), *block(64, 128, 2),
-                                        *block(128, 256, 2), *block(256, 256, 2),
-                                        nn.AdaptiveAvgPool2d(1), nn.Flatten()))
+class BasicBlock(nn.Module):
+    """Two 3x3 conv + BatchNorm layers with an identity (or 1x1 conv + BN) shortcut
+    (He et al. 2016)."""
+
+    def __init__(self, a, b, stride):
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(a, b, 3, stride=stride, padding=1, bias=False), nn.BatchNorm2d(b),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(b, b, 3, padding=1, bias=False), nn.BatchNorm2d(b))
+        self.shortcut = (nn.Identity() if stride == 1 and a == b else nn.Sequential(
+            nn.Conv2d(a, b, 1, stride=stride, bias=False), nn.BatchNorm2d(b)))
+
+    def forward(self, x):
+        return torch.relu(self.body(x) + self.shortcut(x))
 
 
-@register("cifar_cnn_g")
-def cifar_cnn_g(num_main_classes=10, **_):
-    return nn.Linear(256, num_main_classes)
+@register("cifar_resnet_f")
+def cifar_resnet_f(in_channels=3, blocks=3, **_):
+    """The AND-mask authors' CIFAR-10 network is a small ResNet with BatchNorm
+    (docs/references.md): here He et al.'s CIFAR ResNet (stages of widths 16, 32, 64, `blocks`
+    basic blocks each: ResNet-20), up to the pooled 64 features."""
+    layers, width = [nn.Conv2d(in_channels, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16),
+                     nn.ReLU(inplace=True)], 16
+    for k, out in enumerate((16, 32, 64)):
+        for j in range(blocks):
+            layers.append(BasicBlock(width, out, 2 if k and not j else 1))
+            width = out
+    return reference_init(nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten()))
+
+
+@register("cifar_resnet_g")
+def cifar_resnet_g(num_main_classes=10, **_):
+    return nn.Linear(64, num_main_classes)
 
 
 # --------------------------------------------------------------------------- ResNet-18

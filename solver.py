@@ -22,7 +22,8 @@ from torch import nn, optim
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.tensorboard import SummaryWriter
 
-from checkpoints import check_compatible, newest_readable, read_checkpoint
+from checkpoints import (check_compatible, check_init_optimizer, newest_readable,
+                         read_checkpoint)
 from methods import METHODS
 from run_folder import checkpoint_dir, experiment_dir
 from utils import (BadInput, RunStopped, atomic_json_dump, atomic_np_save, atomic_torch_save,
@@ -382,6 +383,26 @@ class Solver:
                 self.nets[k].load_state_dict(ckpt["nets"][k])
         return ckpt
 
+    def init_from(self, path):
+        """Stage 2's start, as in the LNL authors' trainer (docs/references.md): f, g's weights
+        from a stage-1 checkpoint and, unless --init_fresh_optimizer, their optimizer's state
+        too: momentum buffers, and the saved learning rate, which holds for the first epoch
+        until the schedule (base --lr) sets it from epoch 1 on. The other hyperparameters are
+        the current flags'; h and its optimizer start fresh."""
+        ckpt = self.load_nets(path, modules=("f", "g"))
+        if self.args.init_fresh_optimizer:
+            log(f"initialised f, g from {path} (fresh optimizer)")
+            return
+        check_init_optimizer(ckpt, self.args, path)  # main.py checked it before any write
+        opt = self.optimizers["main"]
+        current = [{k: v for k, v in g.items() if k not in ("params", "lr")}
+                   for g in opt.param_groups]
+        opt.load_state_dict(ckpt["optimizers"]["main"])
+        for group, hyper in zip(opt.param_groups, current):
+            group.update(hyper)  # keeps the checkpoint's lr; initial_lr stays this run's --lr
+        log(f"initialised f, g and their optimizer state from {path} "
+            f"(lr {opt.param_groups[0]['lr']:.3g} for the first epoch)")
+
     def resume(self):
         """Continue from the newest readable checkpoint of this experiment (main.py has checked
         that one exists and belongs to this run); an unreadable one is reported by name and
@@ -424,8 +445,7 @@ class Solver:
         args, out = self.args, experiment_dir(self.args)
         resumed = args.resume and self.resume()
         if not resumed and args.init_checkpoint:
-            self.load_nets(args.init_checkpoint, modules=("f", "g"))
-            log(f"initialised f, g from {args.init_checkpoint}")
+            self.init_from(args.init_checkpoint)
         metrics_path = os.path.join(out, "metrics.jsonl")
         last = trim_metrics(metrics_path, self.epoch) if resumed and self.is_main else {}
         writer = (SummaryWriter(os.path.join(out, "logs"), purge_step=self.epoch + 1)

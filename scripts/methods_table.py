@@ -47,7 +47,7 @@ def section(title, rows, metrics, benchmark=None):
 
 def build(out):
     parts = ["# Methods x benchmarks\n\nMean ± std over seeds (restarts) of final-epoch "
-             "accuracy; the paper's numbers beside ours (PAPERS.md)."]
+             "accuracy; the paper's numbers beside ours (docs/references.md)."]
     cm = cmnist_section(out)
     if cm:
         parts.append("## Colored MNIST (test accuracy)\n\n" + cm)

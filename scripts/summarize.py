@@ -14,7 +14,8 @@ import sys
 
 import numpy as np
 
-# Published numbers (PAPERS.md). IRM: mean over 10 restarts; AND-mask synthetic: qualitative.
+# Published numbers (docs/references.md). IRM: mean over 10 restarts; AND-mask synthetic:
+# qualitative.
 PAPER = {
     "irm_cmnist": {"ERM": {"train_acc": 0.874, "test_acc": 0.171},
                    "IRM": {"train_acc": 0.708, "test_acc": 0.669},

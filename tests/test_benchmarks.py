@@ -80,7 +80,8 @@ def test_summarize_means_and_stds(tmp_path):
 
 @pytest.mark.slow
 def test_irm_one_restart_with_the_paper_hyperparameters(mnist_root, tmp_path):
-    """PAPERS.md §2: IRM ~0.67 test accuracy, ERM ~0.17 (mean of 10 restarts); one restart here."""
+    """docs/references.md §2: IRM ~0.67 test accuracy, ERM ~0.17 (mean of 10 restarts); one
+    restart here."""
     common = ["--data_root_base", mnist_root, "--output_dir", str(tmp_path), "--device", "cpu",
               "--seed", "0", "--data_seed", "0", "--eval_every", "501"]
     irm = cli.main(["--config", os.path.join(ROOT, "configs/irm_cmnist_irm.yaml"), *common,

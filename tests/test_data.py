@@ -270,10 +270,25 @@ def test_cifar_random_labels_mislabel_exactly_the_fraction(tmp_path):
     clean = np.arange(40) % 10  # each fake batch restarts its labels at 0
     clean = np.concatenate([clean] * 5)
     noisy = train.labels.numpy()
-    assert (noisy != clean).sum() == 50 == len(mis)
+    assert (noisy != clean).sum() == len(mis) <= 50  # of 50 drawn, a few keep their label
     assert torch.equal(mis.labels, train.labels[mis.bias_targets])
     assert torch.equal(train.bias_targets, torch.arange(200))  # one environment per example
     assert sets["test"].input_shape == (3, 32, 32)
+
+
+def test_random_labels_are_uniform_over_all_classes_including_the_true_one():
+    """AND-mask authors' CIFAR-10 setup: a randomized label is uniform over all 10 classes, so
+    it says nothing about the image (excluding the true class would leak it)."""
+    labels = np.arange(50000) % 10
+    noisy, randomized = dh.randomize_labels(labels, 0.5, 10, np.random.default_rng(0))
+    assert randomized.sum() == 25000 and (noisy[~randomized] == labels[~randomized]).all()
+    drawn, true = noisy[randomized], labels[randomized]
+    assert abs((drawn == true).mean() - 0.1) < 0.01  # 1/10 keep their label by chance
+    counts = np.bincount(drawn, minlength=10)
+    assert np.abs(counts / len(drawn) - 0.1).max() < 0.01
+    for c in range(10):  # whatever the true class, every class is drawn about equally often
+        assert np.abs(np.bincount(drawn[true == c], minlength=10) / (true == c).sum()
+                      - 0.1).max() < 0.03
 
 
 def test_cifar_missing_names_the_fetch_command(tmp_path):

@@ -1,11 +1,13 @@
+import itertools
 import math
+
 import pytest
 import torch
 from torch import nn, optim
 
 import main as cli
 from data_handler import IGNORE_INDEX
-from methods import METHODS, bias_cross_entropy, negative_entropy
+from methods import METHODS, bias_cross_entropy, confusion_loss, negative_entropy
 from network import build_network
 
 ENV_METHODS = ("irm", "andmask", "genmask")
@@ -109,7 +111,7 @@ def test_bias_cross_entropy_ignores_background_and_sums_heads():
 
 
 # ----------------------------------------------------------------------------- IRM
-from methods import and_mask_combine, gen_mask_weights, irm_penalty, project_capped_simplex
+from methods import and_mask_combine, gen_mask_weights, irm_penalty
 
 
 def test_irm_penalty_is_zero_for_a_per_environment_optimal_model_and_positive_otherwise():
@@ -187,21 +189,66 @@ def test_and_mask_update_leaves_disagreeing_parameters_alone():
     assert f.weight[0, 1].item() == 1.0 and f.weight[0, 0].item() > 1.0
 
 
-def test_gen_mask_weights_satisfy_their_constraints():
-    torch.manual_seed(0)
-    g = torch.randn(6, 4, 3)
-    p = gen_mask_weights(g, steps=50, lr=0.5)
-    assert abs(p.sum().item() - 1) < 1e-4
-    assert p.min().item() >= -2 - 1e-6 and p.max().item() <= 2 + 1e-6
-    # the ascent improved the objective over uniform weights
-    total = g.sum(0).flatten()
-    obj = lambda w: torch.dot(torch.tensordot(w, g, dims=1).flatten(), total).item()
-    assert obj(p) > obj(torch.full((6,), 1 / 6))
-    q = project_capped_simplex(torch.tensor([10.0, -10.0, 0.3]))
-    assert torch.allclose(q, torch.tensor([2.0, -2.0, 1.0]), atol=1e-4)
+def brute_force_lp(score, bound):
+    """max <p, score> over p in [-bound, bound]^E, sum p = 1, by trying every vertex: all but
+    one coordinate at a bound, that one set by the sum."""
+    n, best = len(score), None
+    for free in range(n):
+        for corner in itertools.product((-bound, bound), repeat=n - 1):
+            p = list(corner[:free]) + [0.0] + list(corner[free:])
+            p[free] = 1.0 - sum(corner)
+            if abs(p[free]) <= bound + 1e-9:
+                value = sum(a * b for a, b in zip(p, score))
+                best = value if best is None else max(best, value)
+    return best
+
+
+@pytest.mark.parametrize("n_envs,bound", [(1, 2.0), (2, 2.0), (3, 2.0), (5, 2.0), (6, 0.5)])
+def test_gen_mask_weights_reach_the_lp_optimum(n_envs, bound):
+    """ILC fork's GEN-mask problem, solved exactly (a projected ascent from uniform does not
+    reach the corner: its weights stayed within about [-0.45, 0.56])."""
+    torch.manual_seed(n_envs)
+    for _ in range(5):
+        g = torch.randn(n_envs, 4, 3, dtype=torch.float64)
+        p = gen_mask_weights(g, bound)
+        assert abs(p.sum().item() - 1) < 1e-9 and p.abs().max().item() <= bound + 1e-12
+        score = (g.reshape(n_envs, -1) @ g.reshape(n_envs, -1).sum(0)).tolist()
+        assert abs(torch.dot(p, torch.tensor(score, dtype=p.dtype)).item()
+                   - brute_force_lp(score, bound)) < 1e-9
+
+
+def test_gen_mask_weights_are_a_corner_in_the_order_of_alignment():
+    g = torch.tensor([[1.0, 0.0], [3.0, 0.0], [-1.0, 0.0], [2.0, 0.0]])  # scores 5, 15, -5, 10
+    assert gen_mask_weights(g).tolist() == [-1.0, 2.0, -2.0, 2.0]
+
+
+def test_gen_mask_weights_share_equally_among_ties_and_are_uniform_for_zero_scores():
+    ones = torch.ones(4, 3)
+    assert torch.allclose(gen_mask_weights(ones), torch.full((4,), 0.25))
+    assert torch.allclose(gen_mask_weights(torch.zeros(3, 2)), torch.full((3,), 1 / 3))
+    # two tied leaders share 2 + (-1): a tie-break would be as good, but arbitrary
+    g = torch.tensor([[2.0], [2.0], [-1.0]])  # scores 6, 6, -3
+    assert torch.allclose(gen_mask_weights(g), torch.tensor([1.5, 1.5, -2.0]))
+    with pytest.raises(ValueError):
+        gen_mask_weights(torch.ones(2, 1), bound=0.4)
 
 
 # ----------------------------------------------------------------------------- BlindEye
+def test_confusion_loss_averages_over_the_positions_the_bias_target_keeps():
+    """Alvi et al.'s confusion loss, over the same positions as the bias loss: background
+    positions (IGNORE_INDEX) must not dilute it."""
+    logits = torch.zeros(2, 3, 8, 2, 2)            # uniform: CE to uniform = log 8
+    logits[:, :, 0, 0, 0] = 50.0                   # confident, but only at one position...
+    target = torch.full((2, 3, 2, 2), 3)
+    target[:, :, 0, 0] = IGNORE_INDEX              # ...which the target ignores
+    assert abs(confusion_loss(logits, target).item() - math.log(8)) < 1e-5
+    target[:, 0] = IGNORE_INDEX                    # a head with nothing kept adds 0
+    assert abs(confusion_loss(logits, target).item() - 2 / 3 * math.log(8)) < 1e-5
+    # image-level targets (N,) with logits (N, 1, K): every example counts
+    assert abs(confusion_loss(torch.zeros(4, 1, 2), torch.tensor([0, 1, 1, 0])).item()
+               - math.log(2)) < 1e-6
+
+
 def test_blindeye_trains_h_on_detached_features():
     nets, m, opts, batch = make("blindeye")
     before_h = snapshot(nets["h"])
