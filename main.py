@@ -273,8 +273,9 @@ def check_experiment(parser, args):
         parser.error(f"cannot write under {existing} (for {out}); pick a writable --output_dir")
 
 
-def write_experiment(args):
-    """--overwrite clears the old run; args.json (or test_args.json) goes next to the results."""
+def write_experiment(args, device):
+    """--overwrite clears the old run; args.json (or test_args.json) goes next to the results,
+    with device_used beside the requested --device (which may say 'auto')."""
     out = experiment_dir(args)
     training = args.mode == "train"
     os.makedirs(out, exist_ok=True)
@@ -284,7 +285,8 @@ def write_experiment(args):
         for name in ("metrics.jsonl", "results.json"):
             if os.path.exists(os.path.join(out, name)):
                 os.remove(os.path.join(out, name))
-    atomic_json_dump(vars(args), os.path.join(out, "args.json" if training else "test_args.json"))
+    atomic_json_dump({**vars(args), "device_used": str(device)},
+                     os.path.join(out, "args.json" if training else "test_args.json"))
 
 
 def check_distributed(parser, args, world):
@@ -323,7 +325,7 @@ def main(argv=None):
         if args.sync_bn:
             nets = nn.SyncBatchNorm.convert_sync_batchnorm(nets)
         if rank == 0:
-            write_experiment(args)
+            write_experiment(args, device)
         train_loader = make_loader(sets.pop("train"), args.batch_size, True, args.seed,
                                    args.num_workers, device,
                                    balanced_envs=args.dataset_name in BALANCED_ENV_DATASETS,
