@@ -181,8 +181,8 @@ def test_fetch_dogs_cats_copies_lists_and_says_what_to_do_without_kaggle(tmp_pat
     monkeypatch.setenv("KAGGLE_CONFIG_DIR", str(tmp_path / "no_kaggle"))
     for var in ("KAGGLE_USERNAME", "KAGGLE_KEY", "KAGGLE_API_TOKEN"):
         monkeypatch.delenv(var, raising=False)
-    monkeypatch.setattr(fetch_data.shutil, "which", lambda *a, **k: "/usr/bin/kaggle")
-    with pytest.raises(UserError, match="kaggle.json"):
+    monkeypatch.setenv("HOME", str(tmp_path))  # no cached `kaggle auth login` either
+    with pytest.raises(UserError, match="no Kaggle API token found .*kaggle.json"):
         fetch_data.fetch_dogs_cats(fetch_data_args(root, lists_from=SHARED_LISTS))
     # with the images present, only the lists are placed
     jpeg(os.path.join(imd.dogs_cats_dir(root), "images", "cat.0.jpg"), 100, False,
