@@ -12,12 +12,11 @@ import os
 import shutil
 import sys
 import tarfile
-import subprocess
 import tempfile
-import urllib.request
 import zipfile
 
 import numpy as np
+import requests
 
 import image_datasets as imd
 from data_handler import MNIST_FILES, find_idx, mnist_raw_dir, read_bytes, read_idx
@@ -143,35 +142,44 @@ LISTS_URL = ("https://raw.githubusercontent.com/feidfoe/learning-not-to-learn/ma
 LIST_FILES = ("list_bright.txt", "list_dark.txt")
 
 
-def kaggle_credentials():
-    """Where the Kaggle API would find a token, or None."""
-    if os.environ.get("KAGGLE_USERNAME") and os.environ.get("KAGGLE_KEY"):
-        return "KAGGLE_USERNAME/KAGGLE_KEY"
-    if os.environ.get("KAGGLE_API_TOKEN"):
-        return "KAGGLE_API_TOKEN"
-    folder = os.environ.get("KAGGLE_CONFIG_DIR", os.path.expanduser("~/.kaggle"))
-    for name in ("kaggle.json", "access_token"):
-        if os.path.isfile(os.path.join(folder, name)):
-            return os.path.join(folder, name)
-    return None
+def kaggle_api():
+    """The Kaggle API, authenticated by its own credential lookup (KAGGLE_API_TOKEN,
+    ~/.kaggle/access_token, KAGGLE_USERNAME/KAGGLE_KEY, kaggle.json under KAGGLE_CONFIG_DIR or
+    ~/.kaggle, or a cached `kaggle auth login`). Its authenticate() prints its own help and
+    exits when it finds nothing: that becomes a UserError with our steps."""
+    try:
+        from kaggle.api.kaggle_api_extended import KaggleApi
+    except ImportError as exc:
+        raise UserError(f"the Kaggle API is not installed ({exc}). {KAGGLE_HOW}")
+    api = KaggleApi()
+    try:
+        api.authenticate()
+    except SystemExit:
+        raise UserError(f"no Kaggle API token found (~/.kaggle/kaggle.json). {KAGGLE_HOW}") \
+            from None
+    return api
+
+
+KAGGLE_HOW = (f"1) `make setup` installs the Kaggle API (requirements.txt); 2) on "
+              "https://www.kaggle.com/settings choose 'Create New Token' and save kaggle.json as "
+              "~/.kaggle/kaggle.json (chmod 600), or export KAGGLE_API_TOKEN; 3) accept the rules "
+              f"at https://www.kaggle.com/c/{KAGGLE_COMPETITION}/rules; then rerun. Or download "
+              "train.zip from that page by hand and pass --zip_from PATH.")
 
 
 def kaggle_download(dest):
-    """The competition's files through the Kaggle command line -> path of the downloaded zip."""
-    how = (f"1) pip install kaggle; 2) on https://www.kaggle.com/settings choose 'Create New "
-           "Token' and save kaggle.json as ~/.kaggle/kaggle.json (chmod 600); 3) accept the "
-           f"rules at https://www.kaggle.com/c/{KAGGLE_COMPETITION}/rules; then rerun. Or "
-           "download train.zip from that page by hand and pass --zip_from PATH.")
-    exe = shutil.which("kaggle") or shutil.which("kaggle", path=os.path.dirname(sys.executable))
-    if exe is None:
-        raise UserError(f"the Kaggle API is not installed. {how}")
-    if kaggle_credentials() is None:
-        raise UserError(f"no Kaggle API token found (~/.kaggle/kaggle.json). {how}")
+    """The competition's files through the Kaggle API -> path of the downloaded zip."""
+    api = kaggle_api()
     os.makedirs(dest, exist_ok=True)
-    done = subprocess.run([exe, "competitions", "download", "-c", KAGGLE_COMPETITION, "-p", dest])
+    try:
+        api.competition_download_files(KAGGLE_COMPETITION, path=dest, quiet=False)
+    except Exception as exc:  # the API raises its HTTP client's errors, not one type
+        raise UserError(f"the Kaggle download failed ({exc}; offline, or the rules not "
+                        f"accepted?). {KAGGLE_HOW}") from None
     zips = glob.glob(os.path.join(dest, f"{KAGGLE_COMPETITION}*.zip"))
-    if done.returncode != 0 or not zips:
-        raise UserError(f"the Kaggle download failed (offline, or the rules not accepted?). {how}")
+    if not zips:
+        raise UserError(f"the Kaggle download left no {KAGGLE_COMPETITION}*.zip in {dest}. "
+                        f"{KAGGLE_HOW}")
     return zips[0]
 
 
@@ -210,9 +218,12 @@ def fetch_lists(lists_dir, lists_from):
                                 f"{' and '.join(LIST_FILES)}.")
             shutil.copy(src, dest + ".tmp")
         else:
-            try:
-                urllib.request.urlretrieve(LISTS_URL.format(name), dest + ".tmp")
-            except OSError as exc:
+            try:  # requests: a timeout (urlretrieve can hang offline) and HTTP errors raised
+                reply = requests.get(LISTS_URL.format(name), timeout=30)
+                reply.raise_for_status()
+                with open(dest + ".tmp", "wb") as fh:
+                    fh.write(reply.content)
+            except requests.RequestException as exc:
                 raise UserError(f"could not download {LISTS_URL.format(name)} ({exc}). Offline: "
                                 "pass --lists_from DIR (a copy of the authors' lists), or "
                                 "--make_lists to derive lists from the images.")

@@ -462,9 +462,10 @@ def check_networks(args, nets, dataset):
         nets.train()
 
 
-def write_experiment(args):
+def write_experiment(args, device):
     """Take the run folder (training), clear an --overwrite'n run's files, write args.json (or
-    test_args.json) and open the log. Called once every check has passed."""
+    test_args.json, with device_used beside the requested --device, which may say 'auto') and
+    open the log. Called once every check has passed."""
     out = experiment_dir(args)
     training = args.mode == "train"
     os.makedirs(out, exist_ok=True)
@@ -472,7 +473,8 @@ def write_experiment(args):
         run_folder.lock(out)
         if args.overwrite:
             run_folder.clear_run_files(out)
-    atomic_json_dump(vars(args), os.path.join(out, "args.json" if training else "test_args.json"))
+    atomic_json_dump({**vars(args), "device_used": str(device)},
+                     os.path.join(out, "args.json" if training else "test_args.json"))
     log.open(os.path.join(out, "run.log"))
 
 
@@ -548,7 +550,7 @@ def run(parser, args):
     if args.sync_bn:
         nets = nn.SyncBatchNorm.convert_sync_batchnorm(nets)
     if rank == 0:
-        write_experiment(args)
+        write_experiment(args, device)
     train_loader = make_loader(sets.pop("train"), args.batch_size, True, args.seed,
                                args.num_workers, device,
                                balanced_envs=args.dataset_name in BALANCED_ENV_DATASETS,

@@ -22,13 +22,14 @@ from torch import nn, optim
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.tensorboard import SummaryWriter
 
+import records
 from checkpoints import (check_compatible, check_init_optimizer, newest_readable,
                          read_checkpoint)
 from methods import METHODS
 from run_folder import checkpoint_dir, experiment_dir
 from utils import (BadInput, RunStopped, atomic_json_dump, atomic_np_save, atomic_torch_save,
-                   confusion_matrix, dist_rank, dist_world, format_duration, log, progress,
-                   rng_state, save_matrix_png, set_rng_state)
+                   dist_rank, dist_world, format_duration, log, matrix_figure,
+                   progress, rng_state, save_matrix_png, set_rng_state)
 
 def trim_metrics(path, epoch):
     """Drop metric lines past the checkpoint a run resumes from (they will be redone);
@@ -262,7 +263,17 @@ class Solver:
         return float((probs.argmax(1) == labels).mean())
 
     def evaluate_all(self):
-        out = {"test_acc": self.evaluate(self.test_loader)}
+        """Test accuracy, the paper's bias diagnostic on the test set (records.bias_agreement)
+        and the accuracy on every extra evaluation set; the test predictions are kept for the
+        confusion figures."""
+        probs, labels = self.predict_all(self.test_loader)
+        preds = probs.argmax(1)
+        bias = self.test_loader.dataset.bias_index[:len(labels)]
+        self.last_eval = (labels, preds, bias, probs.shape[1])
+        out = {"test_acc": float((preds == labels).mean())}
+        agreement = records.bias_agreement(preds, bias, probs.shape[1])
+        if agreement is not None:
+            out["bias_agreement"] = agreement
         out.update({f"{n}_acc": self.evaluate(l) for n, l in self.extra_loaders.items()})
         return out
 
@@ -443,6 +454,7 @@ class Solver:
 
     def _train(self):
         args, out = self.args, experiment_dir(self.args)
+        started = time.time()
         resumed = args.resume and self.resume()
         if not resumed and args.init_checkpoint:
             self.init_from(args.init_checkpoint)
@@ -473,12 +485,24 @@ class Solver:
             last.update(self.evaluate_all())
         last.pop("epoch", None)
         if self.is_main:
-            atomic_json_dump({"experiment": args.experiment_name, "method": args.method,
-                              "dataset": args.dataset_name, "epochs": self.epoch, **last},
-                             os.path.join(out, "results.json"))
+            record = records.results_record(args, self.device, started, self.epoch, last,
+                                            self.world)
+            atomic_json_dump(record, os.path.join(out, "results.json"))
+            self._log_final(record)
             log(f"final test_acc={last['test_acc']:.4f} ({args.experiment_name}, "
                 f"epoch {self.epoch}) -> {out}")
         return last["test_acc"]
+
+    def _log_final(self, record):
+        """TensorBoard: the run's configuration and final metrics in the HPARAMS view, and the
+        final epoch's confusion matrices as figures."""
+        metrics = {k: v for k, v in record.items() if k.endswith("_acc")
+                   or k in ("bias_agreement", "epochs")}
+        with SummaryWriter(os.path.join(experiment_dir(self.args), "logs")) as writer:
+            records.log_hparams(writer, record["config"], metrics, self.epoch)
+            for name, panel in records.confusion_panels(
+                    self.args, *self.last_eval, epoch=self.epoch, checkpoint="final weights"):
+                writer.add_figure(f"confusion/{name}", matrix_figure(*panel), self.epoch)
 
     def _interrupted(self):
         self.save_checkpoint(force=True)
@@ -518,6 +542,8 @@ class Solver:
     def _tag(self, key):
         if key == "test_acc":
             return "test/acc"
+        if key == "bias_agreement":
+            return "test/bias_agreement"
         if key.endswith("_acc") and key[:-4] in self.extra_loaders:
             return f"test/{key}"
         return f"train/{key}"
@@ -526,28 +552,23 @@ class Solver:
         """Evaluate a checkpoint on the (unbiased) test set and save predictions as a dict .npy."""
         args = self.args
         path = args.load_checkpoint_path or os.path.join(checkpoint_dir(args), "last.pth")
-        self.load_nets(path)
+        ckpt = self.load_nets(path)
         probs, labels = self.predict_all(self.test_loader)
         preds = probs.argmax(1)
         acc = float((preds == labels).mean())
         # main.py resolved the target: inside --output_dir, never a checkpoint or a folder
         out = args.test_output_npy or os.path.join(experiment_dir(args), "test_predictions.npy")
         bias = self.test_loader.dataset.bias_index[:len(labels)]
-        n = probs.shape[1]
-        by_label = confusion_matrix(labels, preds, n, n)
-        by_bias = confusion_matrix(bias, preds, int(bias.max()) + 1, n)
+        panels = dict(records.confusion_panels(args, labels, preds, bias, probs.shape[1],
+                                               ckpt.get("epoch"), os.path.basename(path)))
         if self.is_main:
             atomic_np_save({"true_label": labels, "pred_label": preds, "probabilities": probs,
                             "bias_index": bias, "accuracy": acc, "checkpoint": path,
-                            "confusion_label": by_label, "confusion_bias": by_bias}, out)
+                            "confusion_label": panels["label"][0],
+                            "confusion_bias": panels["bias"][0]}, out)
             stem = os.path.splitext(out)[0]
-            save_matrix_png(by_label, f"{stem}_confusion_label.png",
-                            f"{args.experiment_name}: accuracy {acc:.3f}", "true label",
-                            "predicted label")
-            # a biased model predicts the colour: its mass sits on this matrix's diagonal
-            save_matrix_png(by_bias, f"{stem}_confusion_bias.png",
-                            f"{args.experiment_name}: prediction vs bias attribute",
-                            "bias attribute (e.g. colour index)", "predicted label")
+            for name, panel in panels.items():
+                save_matrix_png(panel[0], f"{stem}_confusion_{name}.png", *panel[1:])
             log(f"test_acc={acc:.4f} ({len(labels)} images, checkpoint {path}) -> {out}, "
                 f"{stem}_confusion_{{label,bias}}.png")
         return acc

@@ -183,21 +183,41 @@ def confusion_matrix(rows, cols, n_rows, n_cols):
     return m
 
 
-def save_matrix_png(matrix, path, title, ylabel, xlabel):
-    """A row-normalised heat map with the counts written in, for a confusion matrix."""
+def matrix_figure(matrix, title, ylabel, xlabel, row_colours=None):
+    """A row-normalised heat map of a confusion matrix with the counts written in, and a colour
+    bar saying what the shading is. row_colours (RGB in [0, 1], one per row) are drawn as
+    swatches beside the row labels: on Colored MNIST's prediction-vs-colour matrix a reader
+    sees which colour each row is, not only its index."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
 
     share = matrix / np.maximum(matrix.sum(1, keepdims=True), 1)
-    fig, ax = plt.subplots(figsize=(0.55 * matrix.shape[1] + 2, 0.5 * matrix.shape[0] + 1.5))
-    ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
+    fig, ax = plt.subplots(figsize=(0.55 * matrix.shape[1] + 3.2, 0.5 * matrix.shape[0] + 1.8))
+    image = ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
     for (i, j), v in np.ndenumerate(matrix):
         ax.text(j, i, str(v), ha="center", va="center", fontsize=7,
                 color="white" if share[i, j] > 0.6 else "black")
     ax.set(title=title, xlabel=xlabel, ylabel=ylabel,
            xticks=range(matrix.shape[1]), yticks=range(matrix.shape[0]))
+    ax.title.set_fontsize(9)
+    bar = fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+    bar.set_label("share of the row's images (numbers: counts)", fontsize=8)
+    if row_colours is not None:
+        for i, colour in enumerate(row_colours[:matrix.shape[0]]):
+            ax.add_patch(Rectangle((-1.35, i - 0.35), 0.7, 0.7, facecolor=colour,
+                                   edgecolor="black", linewidth=0.5, clip_on=False))
+        ax.tick_params(axis="y", pad=16)  # the swatches sit between the axis and its labels
     fig.tight_layout()
+    return fig
+
+
+def save_matrix_png(matrix, path, title, ylabel, xlabel, row_colours=None):
+    """matrix_figure written to path as a PNG."""
+    import matplotlib.pyplot as plt
+
+    fig = matrix_figure(matrix, title, ylabel, xlabel, row_colours)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     fig.savefig(path, dpi=120)
     plt.close(fig)

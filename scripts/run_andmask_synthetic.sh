@@ -22,6 +22,4 @@ for ((s = 0; s < SEEDS; s++)); do
       --experiment_name "${m}_s$s" --resume_if_any ${EXTRA:-} | tail -n 1
   done
 done
-"$PYTHON" scripts/summarize.py --row "baseline (tau=0)=$OUT/baseline_s*" \
-  --row "AND-mask (tau=1)=$OUT/andmask_s*" --row "geom-mean (tau=1)=$OUT/geom_s*" \
-  --row "GEN-mask=$OUT/genmask_s*"
+"$PYTHON" scripts/results.py table "$OUT" --group_by variant --metrics train_acc test_acc

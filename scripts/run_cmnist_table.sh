@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The Colored-MNIST table: SIGMAS x SEEDS x METHODS with the reference two-stage recipe
-# (scripts/run_cmnist.sh), then outputs/cmnist_table/{results.csv,results.md,accuracy_vs_var.png}.
+# (scripts/run_cmnist.sh), then outputs/cmnist_table/{results.csv,results.md,accuracy_vs_var.png}
+# (scripts/results.py cmnist).
 # Env: SIGMAS ("0.020 0.025 0.030 0.035 0.040 0.045 0.050"), SEEDS (3), METHODS ("baseline lnl
 #      blindeye gray"), EPOCHS (100 per stage), JOBS (runs at once; default 1 on the CPU and,
 #      when a GPU is visible, half the CPU cores: small runs leave one GPU mostly idle, and
@@ -37,4 +38,5 @@ if ls "$OUTPUT_DIR"/.cmnist_failed_* >/dev/null 2>&1; then
        "(logs: $OUTPUT_DIR/.cmnist_var*_seed*.log)" >&2
   exit 1
 fi
-"$PYTHON" scripts/cmnist_table.py --output_dir "$OUTPUT_DIR"
+"$PYTHON" scripts/results.py cmnist "$OUTPUT_DIR" --where 'experiment_name=cmnist_var*' \
+  --out "$OUTPUT_DIR/cmnist_table"

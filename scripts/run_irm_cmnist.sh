@@ -21,10 +21,5 @@ for ((r = 0; r < RESTARTS; r++)); do
   done
 done
 
-rows=()
-for m in $METHODS; do
-  case $m in erm) label=ERM;; irm) label=IRM;; gray) label=Gray;; andmask) label=AND-mask;; *) label=$m;; esac
-  rows+=(--row "$label=$OUT/${m}_r*")
-done
-"$PYTHON" scripts/summarize.py --benchmark irm_cmnist "${rows[@]}" \
+"$PYTHON" scripts/results.py table "$OUT" --group_by variant --metrics train_acc test_acc \
   $(case " $METHODS " in *" irm "*) echo --final IRM;; esac)

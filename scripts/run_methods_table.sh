@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every method on its benchmark, then outputs/methods_table/results.md (scripts/methods_table.py).
+# Every method on its benchmark, then outputs/methods_table/results.md (scripts/results.py methods).
 #   IRM Colored MNIST: ERM, IRM, Gray, AND-mask      (scripts/run_irm_cmnist.sh, RESTARTS)
 #   AND-mask synthetic: tau=0, AND, geom, GEN-mask   (scripts/run_andmask_synthetic.sh, SEEDS)
 #   Colored MNIST: baseline, LNL, BlindEye, Gray     (scripts/run_cmnist.sh per SIGMAS x SEEDS)
@@ -32,4 +32,4 @@ if [ "${CIFAR:-0}" = 1 ]; then
     done
   done
 fi
-"$PYTHON" scripts/methods_table.py --output_dir "$OUTPUT_DIR"
+"$PYTHON" scripts/results.py methods "$OUTPUT_DIR"

@@ -10,9 +10,6 @@ import pytest
 import main as cli
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "scripts"))
-import methods_table  # noqa: E402
-import summarize  # noqa: E402
 
 
 def script(name, *args, env=None, **kw):
@@ -29,7 +26,7 @@ def test_cmnist_table_runs_every_method_and_a_rerun_skips_finished_runs(mnist_ro
     out = script("run_cmnist_table.sh", env=dict(tiny, SIGMAS="0.020 0.050", SEEDS="1", JOBS="2"))
     table = tmp_path / "cmnist_table"
     rows = list(csv.DictReader(open(table / "results.csv")))
-    assert sorted((r["sigma2"], r["method"]) for r in rows) == [
+    assert sorted((r["sigma2"], r["variant"]) for r in rows) == [
         (v, m) for v in ("0.020", "0.050") for m in ("baseline", "blindeye", "gray", "lnl")]
     md = (table / "results.md").read_text()
     assert "| LNL (paper) | 0.8185 | 0.9618 |" in md and "| Baseline (ours) |" in md
@@ -62,20 +59,8 @@ def test_run_andmask_synthetic_script_on_a_tiny_setting(tmp_path):
     out = script("run_andmask_synthetic.sh", env=dict(
         SEEDS="1", EPOCHS="2", OUTPUT_DIR=str(tmp_path),
         EXTRA="--n_envs 4 --examples_per_env 128 --batch_size 64 --spiral_test_examples 200"))
-    for label in ("baseline (tau=0)", "AND-mask (tau=1)", "geom-mean (tau=1)", "GEN-mask"):
+    for label in ("baseline (tau=0)", "AND-mask", "geom-mean (tau=1)", "GEN-mask"):
         assert any(l.startswith(f"| {label} | 1 |") for l in out.splitlines()), out
-
-
-def test_summarize_means_and_stds(tmp_path):
-    for k, acc in enumerate((0.6, 0.8)):
-        d = tmp_path / f"irm_r{k}"
-        d.mkdir()
-        (d / "results.json").write_text(json.dumps({"test_acc": acc, "train_acc": 0.7}))
-    rows = summarize.summary_rows([("IRM", str(tmp_path / "irm_r*"))], ["train_acc", "test_acc"])
-    (label, n, stats), = rows
-    assert n == 2 and stats["test_acc"] == pytest.approx((0.7, 0.1))
-    md = summarize.markdown(rows, ["train_acc", "test_acc"], summarize.PAPER["irm_cmnist"])
-    assert "| IRM | 2 | 0.700 ± 0.000 | 0.700 ± 0.100 | 0.708 / 0.669 |" in md
 
 
 @pytest.mark.slow
@@ -90,19 +75,3 @@ def test_irm_one_restart_with_the_paper_hyperparameters(mnist_root, tmp_path):
                     "--experiment_name", "erm"])
     assert irm > 0.6, irm
     assert erm < 0.3, erm
-
-
-def test_methods_table_collects_every_benchmark(tmp_path):
-    def result(path, **values):
-        path.mkdir(parents=True)
-        (path / "results.json").write_text(json.dumps(values))
-    result(tmp_path / "cmnist_var0.020_seed0_lnl", test_acc=0.8, epochs=100)
-    result(tmp_path / "cmnist_var0.020_seed1_lnl", test_acc=0.9, epochs=100)
-    result(tmp_path / "irm_cmnist" / "irm_r0", train_acc=0.7, test_acc=0.68)
-    result(tmp_path / "andmask_synthetic" / "andmask_s0", train_acc=0.9, test_acc=0.85)
-    methods_table.main(["--output_dir", str(tmp_path)])
-    text = (tmp_path / "methods_table" / "results.md").read_text()
-    assert "| LNL (ours) | 0.850 ± 0.050 (n=2) |" in text
-    assert "| LNL (paper) | 0.8185 |" in text
-    assert "| IRM | 1 | 0.700 ± 0.000 | 0.680 ± 0.000 | 0.708 / 0.669 |" in text
-    assert "| AND-mask (tau=1) | 1 |" in text and "CIFAR" not in text

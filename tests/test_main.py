@@ -44,13 +44,30 @@ def test_checkpoints_args_and_tensorboard_scalars(baseline_run):
     ckpt = torch.load(os.path.join(exp, "checkpoints", "last.pth"), weights_only=False)
     assert ckpt["epoch"] == 3 and set(ckpt["nets"]) == {"f", "g", "h"}
     assert {"optimizers", "schedulers", "rng", "args"} <= set(ckpt)
-    assert json.load(open(os.path.join(exp, "args.json")))["method"] == "baseline"
+    saved_args = json.load(open(os.path.join(exp, "args.json")))
+    assert saved_args["method"] == "baseline" and saved_args["device_used"] == "cpu"
     acc = EventAccumulator(os.path.join(exp, "logs"))
     acc.Reload()
     tags = acc.Tags()["scalars"]
-    assert {"train/loss_cls", "train/train_acc", "train/lr", "test/acc"} <= set(tags)
+    assert {"train/loss_cls", "train/train_acc", "train/lr", "test/acc",
+            "test/bias_agreement", "final/test_acc"} <= set(tags)
+    # the HPARAMS view's records and the final confusion matrices as figures
+    assert "_hparams_/experiment" in acc.PluginTagToContent("hparams")
+    assert {"confusion/label", "confusion/bias"} <= set(acc.Tags()["images"])
     assert [e.step for e in acc.Scalars("test/acc")] == [1, 2, 3]
     assert acc.Scalars("train/lr")[0].value == pytest.approx(0.01)
+
+
+def test_results_json_carries_config_and_provenance(baseline_run):
+    record = json.load(open(os.path.join(baseline_run, "base", "results.json")))
+    assert (record["experiment"], record["method"], record["epochs"]) == ("base", "baseline", 3)
+    config = record["config"]
+    assert config["color_var"] == 0.02 and config["seed"] == 0 and config["lr"] == 0.01
+    assert config["device"] == "cpu" and config["max_train_samples"] == 5000
+    prov = record["provenance"]
+    assert len(prov["commit"]) == 40 and isinstance(prov["dirty"], bool)
+    assert prov["torch"] == torch.__version__ and prov["device"] == "cpu" and prov["host"]
+    assert prov["started"] <= prov["ended"] and prov["wall_time_s"] > 0
 
 
 def test_biased_baseline_predicts_the_colour_and_test_mode_writes_npy(baseline_run, mnist_root):
@@ -67,6 +84,8 @@ def test_biased_baseline_predicts_the_colour_and_test_mode_writes_npy(baseline_r
     # the tell-tale of a biased model: it reads the colour, not the digit
     colour_agreement = (out["pred_label"] == out["bias_index"]).mean()
     assert colour_agreement > 0.5 and colour_agreement > 2 * out["accuracy"]
+    # training logged the same diagnostic at its last evaluation, on the same weights
+    assert metrics(baseline_run, "base")[-1]["bias_agreement"] == pytest.approx(colour_agreement)
     # the same story in the confusion matrices, saved as arrays and pictures
     assert out["confusion_label"].sum() == out["confusion_bias"].sum() == 1000
     assert np.trace(out["confusion_label"]) == (out["pred_label"] == out["true_label"]).sum()

@@ -1,0 +1,127 @@
+"""Self-describing run records: what results.json and TensorBoard keep about a finished run.
+
+A run's results.json carries its final metrics, its full resolved configuration and its
+provenance (git commit and whether the tree was dirty, torch/CUDA versions, the device actually
+used, host, start and end times, wall time), as DomainBed's records do, so that
+scripts/results.py can filter and group runs by any configuration key instead of parsing
+folder names.
+"""
+import datetime
+import os
+import platform
+import socket
+import subprocess
+import time
+
+import numpy as np
+import torch
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+RECORD_VERSION = 2  # 1: name, method, dataset, epochs, metrics; 2: + config, provenance
+
+
+def git_state(root=ROOT):
+    """{'commit', 'dirty'} of the code that ran; None for both outside a git checkout.
+    Dirty counts modified tracked files and untracked, not ignored ones (outputs/ is ignored)."""
+    def git(*cmd):
+        return subprocess.run(["git", "-C", root, *cmd], capture_output=True, text=True,
+                              timeout=30)
+    try:
+        head = git("rev-parse", "HEAD")
+        if head.returncode != 0:
+            return {"commit": None, "dirty": None}
+        status = git("status", "--porcelain")
+        return {"commit": head.stdout.strip(), "dirty": bool(status.stdout.strip())}
+    except (OSError, subprocess.TimeoutExpired):
+        return {"commit": None, "dirty": None}
+
+
+def device_description(device):
+    """The device a run actually used ('cpu', 'cuda:0') and, on a GPU, its name."""
+    out = {"device": str(device)}
+    if device.type == "cuda":
+        out["device_name"] = torch.cuda.get_device_name(device)
+    return out
+
+
+def _iso(seconds):
+    return datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc).isoformat(
+        timespec="seconds")
+
+
+def provenance(device, started, ended, world=1):
+    """Where, when and with what a run ran: started/ended are time.time() values."""
+    return {**git_state(), **device_description(device), "world_size": world,
+            "torch": torch.__version__, "cuda": torch.version.cuda,
+            "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available()
+            else None,
+            "python": platform.python_version(), "host": socket.gethostname(),
+            "started": _iso(started), "ended": _iso(ended),
+            "wall_time_s": round(ended - started, 3)}
+
+
+def resolved_config(args, device):
+    """Every argument as the run used it; 'device' is the device used, not 'auto'."""
+    return {**vars(args), "device": str(device), "device_requested": args.device}
+
+
+def results_record(args, device, started, epochs, metrics, world=1):
+    """results.json's content: the flat fields earlier records had (experiment, method,
+    dataset, epochs, final metrics) plus config and provenance."""
+    return {"experiment": args.experiment_name, "method": args.method,
+            "dataset": args.dataset_name, "epochs": epochs, **metrics,
+            "record_version": RECORD_VERSION,
+            "config": resolved_config(args, device),
+            "provenance": provenance(device, started, time.time(), world)}
+
+
+def bias_agreement(preds, bias_index, n_classes):
+    """The paper's diagnostic: the share of test predictions equal to the bias attribute (on
+    Colored MNIST, the digit whose mean colour the image was painted with; chance 0.1 on the
+    unbiased test set). None when the bias attribute does not name a class."""
+    bias_index = np.asarray(bias_index)[:len(preds)]
+    if len(bias_index) != len(preds) or bias_index.max(initial=0) >= n_classes:
+        return None
+    return float((np.asarray(preds) == bias_index).mean())
+
+
+def _hparam_value(v):
+    """TensorBoard's HPARAMS view takes bool, str, int and float."""
+    return v if isinstance(v, (bool, str, int, float)) else str(v)
+
+
+def log_hparams(writer, config, metrics, step):
+    """Hyperparameters and final metrics into the run's own event file (no sub-run), so that
+    the HPARAMS view lists every run of a --logdir as one row. Metrics go under 'final/' so
+    that they do not collide with the per-epoch scalars."""
+    from torch.utils.tensorboard.summary import hparams
+
+    final = {f"final/{k}": float(v) for k, v in metrics.items()
+             if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    exp, ssi, sei = hparams({k: _hparam_value(v) for k, v in config.items()}, final)
+    for summary in (exp, ssi, sei):
+        writer._get_file_writer().add_summary(summary, step)
+    for k, v in final.items():
+        writer.add_scalar(k, v, step)
+
+
+def confusion_panels(args, labels, preds, bias, n_classes, epoch, checkpoint):
+    """[(name, (matrix, title, ylabel, xlabel, row_colours))] for the label and the bias
+    confusion matrices, titled with what produced them (run, sigma^2 on Colored MNIST, epoch,
+    checkpoint). A biased model predicts the colour: its mass sits on the bias matrix's
+    diagonal (the paper's Fig. 5 story)."""
+    from data_handler import PALETTE
+    from utils import confusion_matrix
+
+    by_label = confusion_matrix(labels, preds, n_classes, n_classes)
+    by_bias = confusion_matrix(bias, preds, int(np.max(bias)) + 1, n_classes)
+    acc = float(np.trace(by_label)) / max(len(labels), 1)
+    where = ", ".join(part for part in (
+        f"σ²={args.color_var:.3f}" if args.dataset_name == "ColoredMNIST" else "",
+        f"epoch {epoch}" if epoch is not None else "", checkpoint) if part)
+    colours = PALETTE if args.dataset_name == "ColoredMNIST" else None
+    return [("label", (by_label, f"{args.experiment_name}: accuracy {acc:.3f}\n{where}",
+                       "true label", "predicted label", None)),
+            ("bias", (by_bias, f"{args.experiment_name}: prediction vs bias attribute\n{where}",
+                      "bias attribute (colour index)" if colours is not None
+                      else "bias attribute", "predicted label", colours))]

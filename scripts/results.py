@@ -1,0 +1,585 @@
+"""One results tool: read every run record under a folder, filter and group by any
+configuration key, write CSV, Markdown and plots, and list a sweep's state.
+
+A run record is a run folder's results.json (final metrics + config + provenance, written by
+records.py); older records without a config are completed from the args.json beside them.
+Grouping uses the configuration, never folder names. Statistics: mean, sample standard
+deviation (ddof=1, the spread an independent seed would show; empty when n = 1) and n.
+
+    python scripts/results.py table outputs --group_by variant --metrics train_acc test_acc
+    python scripts/results.py table outputs --where dataset_name=ColoredMNIST \\
+        --group_by variant --columns color_var --out outputs/cmnist_table
+    python scripts/results.py cmnist results/cmnist --out outputs/cmnist_table
+    python scripts/results.py methods outputs            # outputs/methods_table/results.md
+    python scripts/results.py curves outputs --group_by variant color_var --out outputs/curves
+    python scripts/results.py status outputs --expect color_var=0.020,0.050 seed=0,1,2
+
+'variant' is derived from the configuration: the method, except 'gray' (--grayscale), 'erm'
+(--method irm with --irm_penalty_weight 0), 'tau0' (--method andmask with --andmask_tau 0)
+and 'andmask_geom' (--andmask_variant geom). The papers' numbers come from
+results/paper_numbers.csv (PAPERS.md) and sit beside ours where they exist.
+
+pandas does the reading, filtering, grouping and CSV: a group-by over any key with mean, std
+and count is one call there, where hand-written dict code had to be repeated per table.
+"""
+import argparse
+import fnmatch
+import glob
+import itertools
+import json
+import math
+import os
+import re
+import sys
+import time
+
+import pandas as pd
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PAPER_CSV = os.path.join(ROOT, "results", "paper_numbers.csv")
+DDOF = 1  # sample standard deviation
+# display names, in table order
+LABELS = {"baseline": "Baseline", "blindeye": "BlindEye", "gray": "Gray", "lnl": "LNL",
+          "erm": "ERM", "irm": "IRM", "andmask": "AND-mask", "tau0": "baseline (tau=0)",
+          "andmask_geom": "geom-mean (tau=1)", "genmask": "GEN-mask"}
+# the presets of `methods`: dataset -> (section title, metrics, pivot column)
+SECTIONS = {"ColoredMNIST": ("Colored MNIST (test accuracy)", ["test_acc"], "color_var"),
+            "IRMColoredMNIST": ("IRM Colored MNIST", ["train_acc", "test_acc"], None),
+            "SpiralSignatures": ("AND-mask synthetic memorisation (spiral + signatures)",
+                                 ["train_acc", "test_acc"], None),
+            "CIFAR10RandomLabels": ("CIFAR-10 with random labels",
+                                    ["train_acc", "mislabeled_acc", "test_acc"], None),
+            "DogsCats": ("Dogs and Cats", ["test_acc", "mixed_acc"], "bias_split"),
+            "IMDBFace": ("IMDB-Face", ["test_acc", "opposite_acc"], "bias_split")}
+
+
+# --------------------------------------------------------------------------- reading records
+def variant(config):
+    """The method as the papers name it (see the module docstring)."""
+    method = config.get("method")
+    if config.get("grayscale"):
+        return "gray"
+    if method == "irm" and config.get("irm_penalty_weight") == 0:
+        return "erm"
+    if method == "andmask" and config.get("andmask_tau") == 0:
+        return "tau0"
+    if method == "andmask" and config.get("andmask_variant") == "geom":
+        return "andmask_geom"
+    return method
+
+
+def read_json(path):
+    with open(path) as fh:
+        return json.load(fh)
+
+
+def run_folders(roots):
+    """Every folder under roots holding a run's args.json or results.json."""
+    found = set()
+    for root in roots:
+        for name in ("args.json", "results.json"):
+            found.update(os.path.dirname(p) for p in
+                         glob.glob(os.path.join(root, "**", name), recursive=True))
+    return sorted(found)
+
+
+def config_of(folder, record=None):
+    """The run's configuration: the record's own, else args.json's (older records)."""
+    if record and "config" in record:
+        return dict(record["config"])
+    path = os.path.join(folder, "args.json")
+    return read_json(path) if os.path.exists(path) else {}
+
+
+def flat_row(folder, record):
+    """One table row: provenance, configuration, then the final metrics (which win: 'epochs'
+    is the number completed), the derived variant and the folder."""
+    config = config_of(folder, record)
+    metrics = {k: v for k, v in record.items() if k not in ("config", "provenance")}
+    row = {**record.get("provenance", {}), **config, **metrics}
+    row["epochs_planned"] = config.get("epochs")
+    row["variant"] = variant({**metrics, **config})
+    if "dataset_name" not in row and "dataset" in row:
+        row["dataset_name"] = row["dataset"]
+    row["folder"] = folder
+    return row
+
+
+def key_text(key, value):
+    """sigma^2 as the papers print it (0.020): a key to group by, not a float to round."""
+    if key == "color_var" and isinstance(value, float) and not math.isnan(value):
+        return f"{value:.3f}"
+    return value
+
+
+def load_records(roots):
+    """A DataFrame with one row per finished run (a run folder holding results.json)."""
+    rows = [flat_row(f, read_json(os.path.join(f, "results.json")))
+            for f in run_folders(roots) if os.path.exists(os.path.join(f, "results.json"))]
+    frame = pd.DataFrame(rows)
+    if "color_var" in frame:
+        frame["color_var"] = frame["color_var"].map(lambda v: key_text("color_var", v))
+    return frame
+
+
+def parse_pairs(items):
+    """['k=v', ...] -> {k: v}."""
+    out = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"expected KEY=VALUE, got {item!r}")
+        out[key] = value
+    return out
+
+
+def same_value(cell, text):
+    """A record's value against a value typed on the command line (0.02 == '0.020'; a value
+    with * or ? is a shell-style pattern: experiment_name='cmnist_var*')."""
+    if any(c in text for c in "*?["):
+        return fnmatch.fnmatchcase(str(cell), text)
+    if isinstance(cell, bool) or str(cell).lower() in ("true", "false"):
+        return str(cell).lower() == text.lower()
+    try:
+        return math.isclose(float(cell), float(text))
+    except (TypeError, ValueError):
+        return str(cell) == text
+
+
+def where(frame, conditions):
+    """Rows whose every KEY matches its VALUE (comma-separated alternatives)."""
+    for key, value in conditions.items():
+        if key not in frame:
+            raise SystemExit(f"no records have the key '{key}'; known keys: "
+                             f"{', '.join(sorted(frame.columns))}")
+        options = value.split(",")
+        frame = frame[frame[key].map(lambda c: any(same_value(c, o) for o in options))]
+    return frame
+
+
+# --------------------------------------------------------------------------- statistics
+def sort_key(column):
+    """Variants in LABELS' order, everything else as it sorts."""
+    if column.name == "variant":
+        order = list(LABELS)
+        return column.map(lambda v: (order.index(v) if v in order else len(order), str(v)))
+    return column.map(str)
+
+
+def summarise(frame, keys, metrics, ddof=DDOF):
+    """Long form: one row per group and metric with mean, std, n."""
+    parts = []
+    for metric in metrics:
+        if metric not in frame:
+            continue
+        stats = (frame.dropna(subset=[metric]).groupby(keys, dropna=False)[metric]
+                 .agg(mean="mean", std=lambda s: s.std(ddof=ddof), n="count").reset_index())
+        stats.insert(len(keys), "metric", metric)
+        parts.append(stats)
+    if not parts:
+        raise SystemExit(f"none of the metrics {metrics} is in these records")
+    out = pd.concat(parts, ignore_index=True)
+    return out.sort_values(keys, key=sort_key, kind="stable").reset_index(drop=True)
+
+
+def load_paper(path=PAPER_CSV):
+    return pd.read_csv(path, dtype={"color_var": str}).fillna({"color_var": ""})
+
+
+def paper_value(paper, frame, group, metric):
+    """The published number for a group: same dataset and variant, and the same sigma^2
+    where the paper's row names one. None when the group spans several or none is published."""
+    def unique(key):
+        if key in group:
+            return group[key]
+        values = frame[key].dropna().unique() if key in frame else []
+        return values[0] if len(values) == 1 else None
+    dataset, var, sigma = unique("dataset_name"), unique("variant"), unique("color_var")
+    hits = paper[(paper.dataset == dataset) & (paper.variant == var) & (paper.metric == metric)
+                 & ((paper.color_var == "") | (paper.color_var == str(sigma)))]
+    return float(hits.value.iloc[0]) if len(hits) == 1 else None
+
+
+def with_paper(summary, frame, keys, paper):
+    """summary plus a 'paper' column."""
+    summary = summary.copy()
+    summary["paper"] = [
+        paper_value(paper, select(frame, dict(zip(keys, row[keys]))), dict(zip(keys, row[keys])),
+                    row["metric"]) for _, row in summary.iterrows()]
+    return summary
+
+
+def select(frame, group):
+    for key, value in group.items():
+        frame = frame[frame[key].astype(str) == str(value)]
+    return frame
+
+
+# --------------------------------------------------------------------------- formatting
+def fmt(mean, std, n=None, digits=3):
+    """'0.850 ± 0.071 (n=2)'; a single run has no std."""
+    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+        return "—"
+    text = f"{mean:.{digits}f}"
+    if std is not None and not (isinstance(std, float) and math.isnan(std)):
+        text += f" ± {std:.{digits}f}"
+    return text + (f" (n={n})" if n is not None else "")
+
+
+def fmt_paper(value):
+    return "—" if value is None or (isinstance(value, float) and math.isnan(value)) \
+        else f"{value:.4g}"
+
+
+def label(key, value):
+    return LABELS.get(value, value) if key == "variant" else value
+
+
+def md_table(header, rows):
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(map(str, r)) + " |" for r in rows])
+
+
+def markdown_wide(summary, keys, metrics):
+    """One row per group: n, mean ± std per metric, then the paper's number per metric."""
+    rows = []
+    for group, part in summary.groupby(keys, dropna=False, sort=False):
+        group = group if isinstance(group, tuple) else (group,)
+        by_metric = {r.metric: r for r in part.itertuples()}
+        n = max(r.n for r in by_metric.values())
+        cells = [fmt(by_metric[m].mean, by_metric[m].std) if m in by_metric else "—"
+                 for m in metrics]
+        paper = [fmt_paper(by_metric[m].paper) if m in by_metric else "—" for m in metrics]
+        rows.append([label(k, v) for k, v in zip(keys, group)] + [n] + cells + paper)
+    header = list(keys) + ["n"] + list(metrics) + [f"paper {m}" for m in metrics]
+    return md_table(header, rows)
+
+
+def markdown_pivot(summary, keys, column, frame, paper):
+    """Groups as rows, one configuration key's values as columns; '(ours)' rows with
+    mean ± std (n), each followed by a '(paper)' row (every column) where the paper has
+    numbers."""
+    rest = [k for k in keys if k != column]
+    values = sorted(summary[column].dropna().unique(), key=str)
+    rows = []
+    for group, part in summary.groupby(rest, dropna=False, sort=False):
+        group = group if isinstance(group, tuple) else (group,)
+        name = " ".join(str(label(k, v)) for k, v in zip(rest, group))
+        cells = {str(r[column]): r for _, r in part.iterrows()}
+        rows.append([f"{name} (ours)"] + [fmt(cells[str(v)]["mean"], cells[str(v)]["std"],
+                                                int(cells[str(v)]["n"]))
+                                            if str(v) in cells else "—" for v in values])
+        mine = select(frame, dict(zip(rest, group)))
+        metric = part.metric.iloc[0]
+        published = [paper_value(paper, mine, {**dict(zip(rest, group)), column: v}, metric)
+                     for v in values]
+        if any(p is not None for p in published):
+            rows.append([f"{name} (paper)"] + [fmt_paper(p) for p in published])
+    header = [" ".join(rest) or "runs"] + [f"{'σ²' if column == 'color_var' else column}={v}"
+                                          for v in values]
+    return md_table(header, rows)
+
+
+# --------------------------------------------------------------------------- plots
+def pyplot():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def plot_vs_var(summary, paper, path, metric="test_acc"):
+    """Colored MNIST: test accuracy against sigma^2, ours (mean ± sample std) solid, the
+    paper's dashed in the same colour."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    ours = summary[summary.metric == metric]
+    variants = sorted(set(ours.variant) | set(paper[paper.dataset == "ColoredMNIST"].variant),
+                      key=lambda v: list(LABELS).index(v) if v in LABELS else 99)
+    for i, var in enumerate(variants):
+        ref = paper[(paper.dataset == "ColoredMNIST") & (paper.variant == var)
+                    & (paper.metric == metric)]
+        if len(ref):
+            ax.plot(ref.color_var.astype(float), ref.value, "--", color=f"C{i}", alpha=0.6,
+                    label=f"{LABELS.get(var, var)} (paper)")
+        mine = ours[ours.variant == var]
+        if len(mine):
+            ax.errorbar(mine.color_var.astype(float), mine["mean"], yerr=mine["std"].fillna(0),
+                        marker="o", color=f"C{i}", capsize=3,
+                        label=f"{LABELS.get(var, var)} (ours, n={int(mine.n.min())}"
+                              f"{'' if mine.n.min() == mine.n.max() else f'–{int(mine.n.max())}'})")
+    ax.set(xlabel="σ² of the colour jitter (larger = weaker bias)", ylabel=metric,
+           title="Colored MNIST: mean ± sample std over seeds", ylim=(0, 1))
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def read_metrics(folder):
+    path = os.path.join(folder, "metrics.jsonl")
+    if not os.path.exists(path):
+        return pd.DataFrame()
+    with open(path) as fh:
+        return pd.DataFrame([json.loads(line) for line in fh if line.strip()])
+
+
+def curve_metrics(curves, asked):
+    """The asked metrics, or test accuracy, the bias diagnostic and every loss."""
+    if asked:
+        return [m for m in asked if m in curves]
+    return [m for m in ("test_acc", "bias_agreement") if m in curves] + sorted(
+        c for c in curves if "loss" in c or c == "entropy_term")
+
+
+def plot_curves(frame, keys, metrics, out):
+    """One PNG per group: each metric per epoch, mean ± sample std band over the group's runs."""
+    plt = pyplot()
+    os.makedirs(out, exist_ok=True)
+    written = []
+    for group, part in frame.groupby(keys, dropna=False, sort=False):
+        group = group if isinstance(group, tuple) else (group,)
+        curves = pd.concat([read_metrics(f).assign(run=f) for f in part.folder],
+                           ignore_index=True)
+        names = curve_metrics(curves, metrics)
+        if curves.empty or not names:
+            continue
+        fig, axes = plt.subplots(1, len(names), figsize=(3.6 * len(names), 3.2), squeeze=False)
+        for ax, name in zip(axes[0], names):
+            stats = curves.dropna(subset=[name]).groupby("epoch")[name].agg(
+                ["mean", lambda s: s.std(ddof=DDOF), "count"])
+            stats.columns = ["mean", "std", "n"]
+            ax.plot(stats.index, stats["mean"], marker=".")
+            ax.fill_between(stats.index, stats["mean"] - stats["std"].fillna(0),
+                            stats["mean"] + stats["std"].fillna(0), alpha=0.25)
+            ax.set(xlabel="epoch", title=name)
+        title = ", ".join(f"{k}={label(k, v)}" for k, v in zip(keys, group))
+        fig.suptitle(f"{title}  (n={part.folder.nunique()} runs; band: ± sample std)",
+                     fontsize=9)
+        fig.tight_layout()
+        path = os.path.join(out, re.sub(r"[^\w.=-]+", "_", "_".join(
+            f"{k}={v}" for k, v in zip(keys, group))) + ".png")
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path)
+    return written
+
+
+# --------------------------------------------------------------------------- sweep state
+def run_state(folder, active_within):
+    """finished (results.json for every planned epoch), running (a file changed within
+    active_within seconds) or stopped."""
+    config = config_of(folder)
+    results = os.path.join(folder, "results.json")
+    if os.path.exists(results) and read_json(results).get("epochs", 0) >= config.get("epochs", 0):
+        return "finished"
+    newest = max((os.path.getmtime(p) for p in glob.glob(os.path.join(folder, "**"),
+                                                         recursive=True)), default=0)
+    return "running" if time.time() - newest < active_within else "stopped"
+
+
+def epochs_done(folder):
+    """results.json's epochs, else the last epoch metrics.jsonl logged."""
+    results = os.path.join(folder, "results.json")
+    if os.path.exists(results):
+        return read_json(results).get("epochs", 0)
+    done = read_metrics(folder)
+    return int(done.epoch.max()) if "epoch" in done else 0
+
+
+def sweep_state(roots, expect, active_within):
+    """A DataFrame: every run folder with its state and epochs done / planned, plus one
+    'never started' row per --expect combination that no run folder's configuration matches."""
+    rows = []
+    for folder in run_folders(roots):
+        config = config_of(folder)
+        if not config:
+            continue
+        rows.append({**{k: key_text(k, config.get(k)) for k in expect},
+                     "variant": variant(config),
+                     "state": run_state(folder, active_within),
+                     "epochs": f"{epochs_done(folder)}/{config.get('epochs')}", "folder": folder,
+                     "_config": {**config, "variant": variant(config)}})
+    for combo in itertools.product(*(v.split(",") for v in expect.values())):
+        wanted = dict(zip(expect, combo))
+        if not any(all(same_value(r["_config"].get(k), v) for k, v in wanted.items())
+                   for r in rows):
+            rows.append({**wanted, "state": "never started", "folder": "", "epochs": ""})
+    frame = pd.DataFrame(rows).drop(columns="_config", errors="ignore")
+    return frame
+
+
+# --------------------------------------------------------------------------- commands
+def write_outputs(out, name, frame, summary, text):
+    os.makedirs(out, exist_ok=True)
+    frame.to_csv(os.path.join(out, f"{name}_runs.csv"), index=False)
+    summary.to_csv(os.path.join(out, f"{name}.csv"), index=False)
+    with open(os.path.join(out, f"{name}.md"), "w") as fh:
+        fh.write(text)
+
+
+def table_text(frame, keys, metrics, column, paper):
+    summary = with_paper(summarise(frame, keys, metrics), frame, keys, paper)
+    if column:
+        text = markdown_pivot(summary, keys, column, frame, paper)
+    else:
+        text = markdown_wide(summary, keys, metrics)
+    return summary, text
+
+
+def records_or_exit(args):
+    frame = load_records(args.roots)
+    if frame.empty:
+        raise SystemExit(f"no finished runs (results.json) under {', '.join(args.roots)}")
+    frame = where(frame, parse_pairs(args.where))
+    if frame.empty:
+        raise SystemExit(f"no finished runs match {' '.join(args.where)}")
+    return frame
+
+
+def cmd_table(args):
+    frame = records_or_exit(args)
+    keys = args.group_by + ([args.columns] if args.columns and args.columns not in args.group_by
+                            else [])
+    summary, text = table_text(frame, keys, args.metrics, args.columns, load_paper())
+    text += (f"\n\nmean ± sample std (ddof={DDOF}) over n runs, final epoch; "
+             "paper: results/paper_numbers.csv\n")
+    print(text)
+    if args.final:
+        hit = summary[(summary.metric == "test_acc") & summary[args.group_by[0]].map(
+            lambda v: label(args.group_by[0], v) == args.final or v == args.final)]
+        if hit.empty:
+            raise SystemExit(f"no finished '{args.final}' runs to report")
+        print(f"{args.final} test_acc={hit['mean'].iloc[0]:.4f}")
+    if args.out:
+        write_outputs(args.out, args.name, frame, summary, text)
+        print(f"written to {args.out}/{args.name}.csv, {args.name}.md, {args.name}_runs.csv")
+
+
+def cmnist_table(frame, paper):
+    """The Colored-MNIST table: variant x sigma^2, test accuracy; the paper's rows beside."""
+    frame = frame[frame.dataset_name == "ColoredMNIST"]
+    summary, text = table_text(frame, ["variant", "color_var"], ["test_acc"], "color_var", paper)
+    epochs = ", ".join(map(str, sorted(frame.epochs.unique())))
+    return summary, (f"Test accuracy, final epoch, mean ± sample std (ddof={DDOF}) over seeds, n "
+                     f"runs per cell. Epochs per stage: {epochs}.\n\n{text}\n")
+
+
+def cmd_cmnist(args):
+    frame = records_or_exit(args)
+    if "dataset_name" not in frame or not (frame.dataset_name == "ColoredMNIST").any():
+        raise SystemExit(f"no finished Colored-MNIST runs under {', '.join(args.roots)}; run "
+                         "scripts/run_cmnist_table.sh first")
+    out = args.out or os.path.join(args.roots[0], "cmnist_table")
+    paper = load_paper()
+    summary, text = cmnist_table(frame, paper)
+    os.makedirs(out, exist_ok=True)
+    runs = frame[frame.dataset_name == "ColoredMNIST"].sort_values(
+        ["color_var", "seed", "variant"])
+    cols = ["color_var", "seed", "variant", "method", "test_acc", "bias_agreement", "epochs",
+            "commit", "dirty", "device", "wall_time_s", "folder"]
+    runs.reindex(columns=cols).rename(columns={"color_var": "sigma2"}).to_csv(
+        os.path.join(out, "results.csv"), index=False)
+    summary.to_csv(os.path.join(out, "summary.csv"), index=False)
+    with open(os.path.join(out, "results.md"), "w") as fh:
+        fh.write(text)
+    plot_vs_var(summary, paper, os.path.join(out, "accuracy_vs_var.png"))
+    print(text)
+    print(f"written to {out}/results.csv, summary.csv, results.md, accuracy_vs_var.png")
+
+
+def cmd_methods(args):
+    frame = records_or_exit(args)
+    paper = load_paper()
+    parts = [f"# Methods x benchmarks\n\nMean ± sample std (ddof={DDOF}) over seeds (restarts) "
+             "of final-epoch accuracy, n runs; the paper's numbers beside ours "
+             "(results/paper_numbers.csv)."]
+    for dataset, (title, metrics, column) in SECTIONS.items():
+        part = frame[frame.dataset_name == dataset]
+        if part.empty:
+            continue
+        if dataset == "ColoredMNIST":
+            _, text = cmnist_table(part, paper)
+        else:
+            keys = ["variant"] + ([column] if column else [])
+            _, text = table_text(part, keys, metrics, None, paper)
+        parts.append(f"## {title}\n\n{text}")
+    text = "\n\n".join(parts) + "\n"
+    out = args.out or os.path.join(args.roots[0], "methods_table")
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, "results.md"), "w") as fh:
+        fh.write(text)
+    print(text)
+    print(f"written to {out}/results.md")
+
+
+def cmd_curves(args):
+    frame = records_or_exit(args)
+    out = args.out or os.path.join(args.roots[0], "curves")
+    written = plot_curves(frame, args.group_by, args.metrics, out)
+    print("\n".join(written) if written else "no metrics.jsonl to plot")
+
+
+def cmd_status(args):
+    frame = sweep_state(args.roots, parse_pairs(args.expect), args.active_within)
+    if frame.empty:
+        raise SystemExit(f"no runs under {', '.join(args.roots)} and nothing --expect'ed")
+    counts = frame.state.value_counts()
+    print(md_table(list(frame.columns), frame.fillna("").values.tolist()))
+    print("\n" + ", ".join(f"{state}: {counts.get(state, 0)}" for state in
+                           ("finished", "running", "stopped", "never started")))
+
+
+def build_parser():
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def command(name, func, help_text, metrics=None):
+        c = sub.add_parser(name, help=help_text, description=help_text)
+        c.add_argument("roots", nargs="+", help="folders searched (recursively) for run folders")
+        c.add_argument("--where", nargs="*", default=[], metavar="KEY=VALUE",
+                       help="keep runs whose configuration matches (VALUE may list "
+                            "alternatives: seed=0,1)")
+        c.add_argument("--out", default=None, help="folder for the written files")
+        if metrics is not None:
+            c.add_argument("--metrics", nargs="+", default=metrics)
+        c.set_defaults(func=func)
+        return c
+
+    t = command("table", cmd_table, "mean ± std, n per group; CSV and Markdown",
+                ["train_acc", "test_acc"])
+    t.add_argument("--group_by", nargs="+", default=["variant"],
+                   help="configuration keys (any key of args.json, 'variant', provenance keys)")
+    t.add_argument("--columns", default=None, help="spread this key's values over columns")
+    t.add_argument("--name", default="summary", help="file stem of the written files")
+    t.add_argument("--final", default=None,
+                   help="print 'LABEL test_acc=<mean>' last, for the first group key's LABEL")
+    command("cmnist", cmd_cmnist, "the Colored-MNIST table and accuracy_vs_var.png "
+            "(default --out: ROOT/cmnist_table)")
+    command("methods", cmd_methods, "every method x benchmark in one Markdown file "
+            "(default --out: ROOT/methods_table)")
+    c = command("curves", cmd_curves, "per-epoch curves from metrics.jsonl, one PNG per group "
+                "(default --out: ROOT/curves)", [])
+    c.add_argument("--group_by", nargs="+", default=["variant", "dataset_name"])
+    s = sub.add_parser("status", help="a sweep's state: finished, running, stopped, never started")
+    s.add_argument("roots", nargs="+")
+    s.add_argument("--expect", nargs="*", default=[], metavar="KEY=V1,V2",
+                   help="the sweep's grid: every combination without a run folder is 'never "
+                        "started'")
+    s.add_argument("--active_within", type=float, default=900,
+                   help="seconds: an unfinished run whose folder changed this recently is "
+                        "'running', else 'stopped'")
+    s.set_defaults(func=cmd_status)
+    return p
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    if getattr(args, "metrics", None) == []:
+        args.metrics = None
+    args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,134 @@
+"""scripts/results.py on hand-written run records: grouping by configuration keys, sample
+std and n, the paper's numbers beside ours, older records, curves and a sweep's state."""
+import json
+import os
+import sys
+import time
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "scripts"))
+import results  # noqa: E402
+
+
+def record(folder, config, epochs_done=None, curve=None, **metrics):
+    """A run folder as main.py leaves it: args.json, metrics.jsonl and (when finished)
+    results.json with the config inside."""
+    folder.mkdir(parents=True)
+    config = {"dataset_name": "ColoredMNIST", "method": "lnl", "seed": 0, "color_var": 0.02,
+              "grayscale": False, "epochs": 2, "experiment_name": folder.name, **config}
+    (folder / "args.json").write_text(json.dumps(config))
+    (folder / "metrics.jsonl").write_text("".join(
+        json.dumps({"epoch": e + 1, **row}) + "\n" for e, row in enumerate(curve or [])))
+    if metrics:
+        done = config["epochs"] if epochs_done is None else epochs_done
+        (folder / "results.json").write_text(json.dumps(
+            {"epochs": done, **metrics, "config": config,
+             "provenance": {"commit": "abc", "dirty": False, "device": "cpu"}}))
+
+
+@pytest.fixture
+def ledger(tmp_path):
+    record(tmp_path / "cmnist_var0.020_seed0_lnl", {}, test_acc=0.8, bias_agreement=0.2)
+    record(tmp_path / "cmnist_var0.020_seed1_lnl", {"seed": 1}, test_acc=0.9)
+    record(tmp_path / "cmnist_var0.050_seed0_gray", {"method": "baseline", "grayscale": True,
+                                                     "color_var": 0.05}, test_acc=0.7)
+    irm = {"dataset_name": "IRMColoredMNIST", "method": "irm"}
+    record(tmp_path / "irm_cmnist" / "irm_r0", {**irm, "irm_penalty_weight": 9e4},
+           train_acc=0.7, test_acc=0.68)
+    record(tmp_path / "irm_cmnist" / "erm_r0", {**irm, "irm_penalty_weight": 0.0},
+           train_acc=0.87, test_acc=0.17)
+    record(tmp_path / "andmask_synthetic" / "andmask_s0",
+           {"dataset_name": "SpiralSignatures", "method": "andmask", "andmask_tau": 1.0},
+           train_acc=0.9, test_acc=0.85)
+    return tmp_path
+
+
+def test_methods_table_groups_by_configuration_not_folder_names(ledger, capsys):
+    results.main(["methods", str(ledger)])
+    text = (ledger / "methods_table" / "results.md").read_text()
+    # sample std of 0.8 and 0.9 is 0.0707 (the population std would be 0.050)
+    assert "| LNL (ours) | 0.850 ± 0.071 (n=2) | — |" in text
+    assert "| LNL (paper) | 0.8185 | 0.9618 |" in text
+    assert "| Gray (ours) | — | 0.700 (n=1) |" in text  # --grayscale, not the folder name
+    assert "| ERM | 1 | 0.870 | 0.170 | 0.874 | 0.171 |" in text
+    assert "| IRM | 1 | 0.700 | 0.680 | 0.708 | 0.669 |" in text
+    assert "| AND-mask | 1 | 0.900 | 0.850 | — | — |" in text and "CIFAR" not in text
+    assert "sample std (ddof=1)" in text
+    assert text in capsys.readouterr().out
+
+
+def test_table_filters_groups_and_writes_csv_and_markdown(ledger, capsys):
+    out = ledger / "t"
+    results.main(["table", str(ledger), "--where", "dataset_name=ColoredMNIST",
+                  "experiment_name=cmnist_var0.020*", "--group_by", "variant", "seed",
+                  "--metrics", "test_acc", "bias_agreement", "--out", str(out), "--name", "x"])
+    printed = capsys.readouterr().out
+    assert "| LNL | 0 | 1 | 0.800 | 0.200 | 0.8185 | — |" in printed
+    assert "| LNL | 1 | 1 | 0.900 | — | 0.8185 | — |" in printed and "Gray" not in printed
+    import pandas as pd
+    summary = pd.read_csv(out / "x.csv")
+    assert set(summary.metric) == {"test_acc", "bias_agreement"}
+    runs = pd.read_csv(out / "x_runs.csv")
+    assert sorted(runs.seed) == [0, 1] and set(runs.commit) == {"abc"}
+    assert (out / "x.md").read_text().startswith("| variant | seed | n |")
+
+
+def test_final_line_and_unknown_keys(ledger, capsys):
+    results.main(["table", str(ledger / "irm_cmnist"), "--final", "IRM"])
+    assert capsys.readouterr().out.splitlines()[-1] == "IRM test_acc=0.6800"
+    with pytest.raises(SystemExit, match="no records have the key 'colour'"):
+        results.main(["table", str(ledger), "--where", "colour=red"])
+
+
+def test_cmnist_preset_writes_table_csv_and_plot(ledger):
+    results.main(["cmnist", str(ledger), "--out", str(ledger / "c")])
+    md = (ledger / "c" / "results.md").read_text()
+    assert "| variant | σ²=0.020 | σ²=0.050 |" in md
+    assert "| LNL (ours) | 0.850 ± 0.071 (n=2) | — |" in md
+    assert "| Baseline (paper) | 0.4055 | 0.845 |" not in md  # no Baseline runs: no rows
+    csv = (ledger / "c" / "results.csv").read_text().splitlines()
+    assert csv[0].startswith("sigma2,seed,variant,method,test_acc") and len(csv) == 4
+    assert (ledger / "c" / "accuracy_vs_var.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_older_records_take_their_config_from_args_json(tmp_path, capsys):
+    run = tmp_path / "old"
+    run.mkdir()
+    (run / "args.json").write_text(json.dumps({"method": "blindeye", "color_var": 0.03,
+                                               "dataset_name": "ColoredMNIST", "epochs": 1}))
+    (run / "results.json").write_text(json.dumps({"test_acc": 0.5, "epochs": 1}))
+    results.main(["table", str(tmp_path), "--group_by", "variant", "color_var",
+                  "--metrics", "test_acc"])
+    assert "| BlindEye | 0.030 | 1 | 0.500 | 0.7883 |" in capsys.readouterr().out
+
+
+def test_curves_one_png_per_group_with_bands(tmp_path, capsys):
+    for seed in (0, 1):
+        record(tmp_path / f"s{seed}", {"seed": seed}, test_acc=0.5, curve=[
+            {"test_acc": 0.3 + seed / 10, "loss_cls": 2.0}, {"test_acc": 0.5, "loss_cls": 1.0}])
+    record(tmp_path / "g", {"grayscale": True}, test_acc=0.9,
+           curve=[{"test_acc": 0.9, "loss_cls": 0.5}])
+    results.main(["curves", str(tmp_path), "--group_by", "variant", "--out", str(tmp_path / "c")])
+    pngs = sorted(os.listdir(tmp_path / "c"))
+    assert pngs == ["variant=gray.png", "variant=lnl.png"]
+    assert (tmp_path / "c" / "variant=lnl.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_status_lists_finished_running_stopped_and_never_started(tmp_path, capsys):
+    record(tmp_path / "done", {"seed": 0}, test_acc=0.5)
+    record(tmp_path / "live", {"seed": 1}, curve=[{"loss_cls": 1.0}])
+    record(tmp_path / "dead", {"seed": 2}, curve=[{"loss_cls": 1.0}])
+    old = time.time() - 3600
+    for path in (tmp_path / "dead").iterdir():
+        os.utime(path, (old, old))
+    os.utime(tmp_path / "dead", (old, old))
+    results.main(["status", str(tmp_path), "--expect", "seed=0,1,2,3", "color_var=0.020"])
+    out = capsys.readouterr().out
+    rows = {line.split("|")[1].strip(): line for line in out.splitlines()
+            if line.startswith("| ") and "seed" not in line}
+    assert "finished" in rows["0"] and "2/2" in rows["0"]
+    assert "running" in rows["1"] and "1/2" in rows["1"]
+    assert "stopped" in rows["2"] and "never started" in rows["3"]
+    assert out.splitlines()[-1] == "finished: 1, running: 1, stopped: 1, never started: 1"
