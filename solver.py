@@ -215,6 +215,7 @@ class Solver:
         train_nets = wrap_for_ddp(self.nets, device) if self.world > 1 else self.nets
         self.train_loader, self.test_loader = train_loader, test_loader
         self.extra_loaders = extra_loaders or {}
+        self.last_eval = None  # (labels, preds, bias, n_classes) of the latest test evaluation
         self.method = METHODS[args.method](train_nets, args)
         # evaluation reads the plain networks: no collective calls outside training steps
         self.eval_method = METHODS[args.method](self.nets, args)
@@ -472,6 +473,17 @@ class Solver:
                 if self.is_main:
                     self._log(writer, metrics_path, last)
                 self.save_checkpoint()
+            if "test_acc" not in last or self.last_eval is None:
+                # nothing was left to train: evaluate the finished run (its figures need it)
+                last.update(self.evaluate_all())
+            last.pop("epoch", None)
+            if self.is_main:  # one event file per run: the final record goes to the same writer
+                record = records.results_record(args, self.device, started, self.epoch, last,
+                                                self.world)
+                atomic_json_dump(record, os.path.join(out, "results.json"))
+                self._log_final(writer, record)
+                log(f"final test_acc={last['test_acc']:.4f} ({args.experiment_name}, "
+                    f"epoch {self.epoch}) -> {out}")
         except BadInput as err:  # keep every step done so far
             self.save_checkpoint(force=True)
             raise BadInput(f"{err} Progress up to epoch {self.epoch + 1}, step "
@@ -481,28 +493,17 @@ class Solver:
         finally:
             if writer is not None:
                 writer.close()
-        if "test_acc" not in last:  # nothing was left to train: evaluate the finished run
-            last.update(self.evaluate_all())
-        last.pop("epoch", None)
-        if self.is_main:
-            record = records.results_record(args, self.device, started, self.epoch, last,
-                                            self.world)
-            atomic_json_dump(record, os.path.join(out, "results.json"))
-            self._log_final(record)
-            log(f"final test_acc={last['test_acc']:.4f} ({args.experiment_name}, "
-                f"epoch {self.epoch}) -> {out}")
         return last["test_acc"]
 
-    def _log_final(self, record):
+    def _log_final(self, writer, record):
         """TensorBoard: the run's configuration and final metrics in the HPARAMS view, and the
         final epoch's confusion matrices as figures."""
         metrics = {k: v for k, v in record.items() if k.endswith("_acc")
                    or k in ("bias_agreement", "epochs")}
-        with SummaryWriter(os.path.join(experiment_dir(self.args), "logs")) as writer:
-            records.log_hparams(writer, record["config"], metrics, self.epoch)
-            for name, panel in records.confusion_panels(
-                    self.args, *self.last_eval, epoch=self.epoch, checkpoint="final weights"):
-                writer.add_figure(f"confusion/{name}", matrix_figure(*panel), self.epoch)
+        records.log_hparams(writer, record["config"], metrics, self.epoch)
+        for name, panel in records.confusion_panels(
+                self.args, *self.last_eval, epoch=self.epoch, checkpoint="final weights"):
+            writer.add_figure(f"confusion/{name}", matrix_figure(*panel), self.epoch)
 
     def _interrupted(self):
         self.save_checkpoint(force=True)

@@ -235,7 +235,7 @@ def test_torchrun_two_processes_on_gloo_match_one_process(mnist_root, tmp_path):
 
 def test_environment_methods_refuse_torchrun(monkeypatch, capsys):
     monkeypatch.setattr(cli, "dist_world", lambda: 2)
-    _, args = cli.parse_args(["--method", "irm"])
+    _, args = cli.parse_args(["--method", "irm", "--env_from_bias"])
     with pytest.raises(SystemExit) as exc:
         cli.check_distributed(cli.build_parser(), args, 2)
     assert exc.value.code == 2 and "one process" in capsys.readouterr().err
