@@ -1,4 +1,5 @@
-"""Biased datasets and their loaders. Every batch is (x, y, b): input, label, bias target.
+"""Biased datasets and their loaders. Every batch is (x, y, b): input, label, b (a bias target
+or an environment; what each dataset's b is, and its other facts, are in dataset_specs.py).
 
 Colored MNIST follows Learning Not to Learn (Kim et al., CVPR 2019, §4.1): each digit class
 has a mean colour, training strokes are painted with a colour drawn from
@@ -15,7 +16,6 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from image_datasets import dogs_cats_datasets, imdb_face_datasets
 from utils import UserError, atomic_npz_save, log
 
 # Mean stroke colour per digit (RGB, 0..255). The authors never published their palette; the
@@ -352,9 +352,8 @@ def _first(n, *arrays):
 
 
 def colored_mnist_datasets(args):
-    """Train (biased) and test (unbiased) datasets for --dataset_name ColoredMNIST."""
-    if not 0.0 < args.color_var < 1.0:
-        raise UserError(f"--color_var must lie in (0, 1); got {args.color_var}.")
+    """Train (biased) and test (unbiased) datasets for --dataset_name ColoredMNIST (--color_var
+    in (0, 1), as its spec declares and main.validate checks)."""
     if args.cmnist_source == "official":
         data = load_official_cmnist(args.data_root_base, args.color_var)
     else:
@@ -517,38 +516,6 @@ def cifar_random_labels_datasets(args):
     if mislabeled.any():
         sets["mislabeled"] = make(images[mislabeled], noisy[mislabeled], index[mislabeled])
     return sets
-
-
-DATASETS = {"ColoredMNIST": colored_mnist_datasets, "IRMColoredMNIST": irm_cmnist_datasets,
-            "SpiralSignatures": spiral_datasets,
-            "CIFAR10RandomLabels": cifar_random_labels_datasets,
-            "DogsCats": dogs_cats_datasets, "IMDBFace": imdb_face_datasets}
-# What b holds in each dataset: "bias" (h's target: colour bins per pixel on Colored MNIST, an
-# image-level attribute on the real-image sets) or "environment" (one index per example).
-B_KINDS = {"ColoredMNIST": lambda args: "environment" if args.env_from_bias else "bias",
-           "IRMColoredMNIST": "environment", "SpiralSignatures": "environment",
-           "CIFAR10RandomLabels": "environment", "DogsCats": "bias", "IMDBFace": "bias"}
-BALANCED_ENV_DATASETS = ("SpiralSignatures",)
-IMAGE_FILE_DATASETS = ("DogsCats", "IMDBFace")  # decoded per batch: worth worker processes
-BIAS_SPLITS = {"DogsCats": ("TB1", "TB2"), "IMDBFace": ("EB1", "EB2")}  # first = default
-
-
-def b_kind(args):
-    """What b means for --dataset_name (and --env_from_bias): "bias" or "environment"."""
-    kind = B_KINDS[args.dataset_name]
-    return kind(args) if callable(kind) else kind
-
-
-def default_workers(dataset_name):
-    """--num_workers -1: in-memory datasets need no workers; image files get up to 8."""
-    return min(8, os.cpu_count() or 1) if dataset_name in IMAGE_FILE_DATASETS else 0
-
-
-def build_datasets(args):
-    """{"train": ..., "test": ..., and any extra named evaluation sets} for --dataset_name."""
-    if args.dataset_name not in DATASETS:
-        raise UserError(f"unknown dataset '{args.dataset_name}'; known: {', '.join(DATASETS)}.")
-    return DATASETS[args.dataset_name](args)
 
 
 class EnvBalancedSampler(Sampler):

@@ -18,11 +18,13 @@ import run_folder
 from checkpoints import (adopt_resumed_args, check_compatible, check_init_optimizer,
                          check_init_unchanged, init_source, list_checkpoints, newest_readable,
                          read_checkpoint)
-from data_handler import (BALANCED_ENV_DATASETS, BIAS_SPLITS, DATASETS,
-                          IMAGE_FILE_DATASETS, b_kind, build_datasets, default_workers,
-                          make_loader)
+import dataset_specs
+import methods
+from data_handler import make_loader
+from dataset_specs import DATASETS, b_mismatch, build_datasets
 from methods import METHODS
 from network import NETWORKS, build_network
+from options import FromDataset, add_groups, check_ranges, is_unset
 from run_folder import checkpoint_dir, experiment_dir
 from solver import Solver
 from utils import (DEVICE_PATTERN, ArgError, DiskFull, RunStopped, UserError, atomic_json_dump,
@@ -53,10 +55,6 @@ def build_parser():
     d = p.add_argument_group("data")
     d.add_argument("--dataset_name", default="ColoredMNIST", help=f"one of {', '.join(DATASETS)}")
     d.add_argument("--data_root_base", default="./data")
-    d.add_argument("--cmnist_source", choices=("ours", "official"), default="ours",
-                   help="build Colored MNIST here, or read the authors' released .npy")
-    d.add_argument("--color_var", type=float, default=0.020,
-                   help="sigma^2 of the colour jitter; smaller = stronger bias")
     d.add_argument("--data_seed", type=int, default=0,
                    help="seed of the dataset construction (same data for every --seed)")
     d.add_argument("--max_train_samples", type=int, default=0,
@@ -68,41 +66,15 @@ def build_parser():
                         "min(8, CPUs) for image files (decoding off the main process)")
     d.add_argument("--grayscale", action="store_true",
                    help="train and test on grayscale images (the 'Gray' oracle)")
-    d.add_argument("--env_from_bias", action="store_true",
-                   help="ColoredMNIST: b = the image's colour index, so environment methods "
-                        "(irm, andmask, genmask) group each batch by colour")
-    d.add_argument("--random_labels_fraction", type=float, default=0.0,
-                   help="CIFAR10RandomLabels: fraction of training labels randomized")
-    d.add_argument("--bias_split", default=None,
-                   help="DogsCats: TB1 (dark cats + bright dogs, the default) or TB2; IMDBFace: "
-                        "EB1 (women 0-29 + men 40+, the default) or EB2 (women 40+ + men 0-29)")
-    d.add_argument("--imdb_task", choices=("gender", "age"), default="gender",
-                   help="IMDBFace: predict gender (bias: age class) or the age class "
-                        "(bias: gender)")
-    d.add_argument("--holdout_fraction", type=float, default=0.1,
-                   help="DogsCats: share of each training cell held out for the unbiased "
-                        "'mixed' evaluation set")
-    d.add_argument("--dogs_cats_lists", default=None,
-                   help="DogsCats: folder with list_bright.txt and list_dark.txt (default: "
-                        "<data_root_base>/dogs_vs_cats/lists)")
-    d.add_argument("--image_size", type=int, default=224, help="real-image benchmarks: side")
-    d.add_argument("--skip_bad_images", action="store_true",
-                   help="decode every image first; skip (and log) unreadable ones instead of "
-                        "stopping")
-    d.add_argument("--n_envs", type=int, default=16, help="SpiralSignatures: training envs")
-    d.add_argument("--examples_per_env", type=int, default=1024, help="SpiralSignatures")
-    d.add_argument("--spiral_dims", type=int, default=16,
-                   help="SpiralSignatures: dimensions of the per-env signature")
-    d.add_argument("--spiral_revolutions", type=int, default=3, help="SpiralSignatures")
-    d.add_argument("--spiral_test_examples", type=int, default=2000, help="SpiralSignatures")
 
     n = p.add_argument_group("networks")
     n.add_argument("--f_network_name", default="cmnist_f", help=f"one of {', '.join(NETWORKS)}")
     n.add_argument("--g_network_name", default="cmnist_g")
     n.add_argument("--h_network_name", default="cmnist_h")
-    n.add_argument("--num_main_classes", type=int, default=10)
-    n.add_argument("--num_bias_classes", type=int, default=8,
-                   help="bins per colour channel of h's target")
+    n.add_argument("--num_main_classes", type=int, default=FromDataset("ColoredMNIST: 10"),
+                   help="g's outputs (1 = one logit, a binary task)")
+    n.add_argument("--num_bias_classes", type=int, default=FromDataset("ColoredMNIST: 8"),
+                   help="h's classes per head (bins per colour channel on ColoredMNIST)")
     n.add_argument("--hidden_dim", type=int, default=390,
                    help="width of the MLP networks (irm_mlp_*, spiral_mlp_*)")
     n.add_argument("--resnet_split", type=int, choices=(1, 2, 3, 4), default=3,
@@ -113,7 +85,8 @@ def build_parser():
     t = p.add_argument_group("training (reference recipe)")
     t.add_argument("--epochs", type=int, default=100)
     t.add_argument("--batch_size", type=int, default=128,
-                   help="0 = full batch; per environment on SpiralSignatures")
+                   help="0 = full batch; per environment on " + ", ".join(
+                       name for name, spec in DATASETS.items() if spec.balanced_envs))
     t.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd")
     t.add_argument("--lr", type=float, default=0.001,
                    help="0.01 for the baseline stage, 0.001 for the LNL stage")
@@ -121,25 +94,6 @@ def build_parser():
     t.add_argument("--weight_decay", type=float, default=5e-4)
     t.add_argument("--lr_decay_period", type=int, default=40, help="epochs between lr decays")
     t.add_argument("--lr_decay_rate", type=float, default=0.1)
-    t.add_argument("--lambda_entropy", type=float, default=0.01,
-                   help="weight of h's negative entropy in f, g's loss")
-    t.add_argument("--mu_grl", type=float, default=0.1, help="gradient reversal scale")
-    t.add_argument("--blindeye_alpha", type=float, default=1.0,
-                   help="BlindEye: weight of the confusion loss in f, g's loss")
-    t.add_argument("--irm_penalty_weight", type=float, default=91257.18613115903,
-                   help="IRM: penalty weight after annealing (0 = the ERM run)")
-    t.add_argument("--irm_anneal_iters", type=int, default=190,
-                   help="IRM: steps with penalty weight 1 before --irm_penalty_weight")
-    t.add_argument("--irm_l2", type=float, default=0.00110794568,
-                   help="IRM: weight of sum ||w||^2 in the loss")
-    t.add_argument("--andmask_variant", choices=("and", "geom"), default="and",
-                   help="AND-mask: arithmetic mean ('and') or geometric mean ('geom')")
-    t.add_argument("--andmask_tau", type=float, default=1.0,
-                   help="AND-mask: sign-agreement threshold in [0, 1] (0 = plain averaging)")
-    t.add_argument("--andmask_rescale", type=int, choices=(0, 1), default=0,
-                   help="AND-mask: divide by the fraction of entries kept")
-    t.add_argument("--genmask_bound", type=float, default=2.0,
-                   help="GEN-mask: environment weights lie in [-bound, bound] (ILC fork: 2)")
     t.add_argument("--seed", type=int, default=0, help="training seed (init, shuffle)")
     t.add_argument("--device", default="auto",
                    help="auto, cpu or cuda[:N] (under torchrun: each process its local GPU)")
@@ -189,6 +143,10 @@ def build_parser():
                    help="test mode: where to write predictions, a .npy path inside "
                         "--output_dir; a bare name lands in outputs/<experiment>/ (default: "
                         "outputs/<experiment>/test_predictions.npy)")
+
+    # the flags each method and dataset declares next to its own code
+    add_groups(p, "--method", {name: cls.options for name, cls in sorted(METHODS.items())})
+    add_groups(p, "--dataset_name", {name: spec.options for name, spec in DATASETS.items()})
     return p
 
 
@@ -234,19 +192,18 @@ def apply_config(parser, argv):
                            for k, v in cfg.items()})
 
 
+# Ranges of the general flags; methods and datasets declare their own (options.Option).
 POSITIVE = ("epochs", "save_every", "eval_every", "lr_decay_period", "checkpoint_every",
-            "num_main_classes", "num_bias_classes", "hidden_dim", "n_envs", "examples_per_env",
-            "spiral_dims", "spiral_test_examples", "lr", "lr_decay_rate",
-            "spiral_revolutions")
+            "num_main_classes", "num_bias_classes", "hidden_dim", "lr", "lr_decay_rate")
 NON_NEGATIVE = ("seed", "data_seed", "max_train_samples", "max_test_samples", "momentum",
-                "weight_decay", "lambda_entropy", "mu_grl", "blindeye_alpha",
-                "irm_penalty_weight", "irm_anneal_iters", "irm_l2")
+                "weight_decay")
 TRAIN_ONLY = ("init_checkpoint", "resume", "resume_if_any", "overwrite")
 TEST_ONLY = ("load_checkpoint_path", "test_output_npy")
 
 
 def validate_numbers(parser, args):
-    """Every number finite and in its range (a NaN passes `<= 0` checks, so test it first)."""
+    """Every number finite and in its range (a NaN passes `<= 0` checks, so test it first):
+    the general flags here, each method's and dataset's flags by their declarations."""
     for key, value in vars(args).items():
         if isinstance(value, float) and not math.isfinite(value):
             parser.error(f"--{key} must be a finite number; got {value}")
@@ -258,8 +215,7 @@ def validate_numbers(parser, args):
             parser.error(f"--{name} must not be negative; got {getattr(args, name)}")
     if args.momentum >= 1:
         parser.error(f"--momentum must lie in [0, 1); got {args.momentum}")
-    if args.genmask_bound < 1:  # p in [-bound, bound]^E summing to 1 must exist for any E
-        parser.error(f"--genmask_bound must be at least 1; got {args.genmask_bound}")
+    check_ranges(parser, args, methods.all_options() + dataset_specs.all_options())
     if args.num_workers < -1:
         parser.error(f"--num_workers must be -1 (auto) or at least 0; got {args.num_workers}")
 
@@ -282,33 +238,25 @@ def validate_run(parser, args):
     if problem:
         parser.error(f"--experiment_name {args.experiment_name!r} {problem}; give a name (or "
                      "a/b path) that stays inside --output_dir")
-    kind, needs = b_kind(args), METHODS[args.method].needs_b
-    if needs and needs != kind:
-        hint = (" (on ColoredMNIST pass --env_from_bias, or use a preset: configs/)"
-                if args.dataset_name == "ColoredMNIST" and needs == "environment" else
-                "; see configs/ for each benchmark's preset")
-        parser.error(f"--method {args.method} needs b to be {'an' if needs[0] == 'e' else 'a'} "
-                     f"{needs} label, but {args.dataset_name}'s b is its {kind}{hint}")
+    mismatch = b_mismatch(DATASETS[args.dataset_name], METHODS[args.method], args)
+    if mismatch:
+        parser.error(mismatch)
 
 
 def validate(parser, args):
-    """Bad values stop here with one line from argparse (exit 2), before anything is written."""
+    """Bad values stop here with one line from argparse (exit 2), before anything is written.
+    What depends on the dataset (class counts, --bias_split, the run name) comes from its
+    spec (dataset_specs.py)."""
+    if args.dataset_name not in DATASETS:
+        parser.error(f"unknown --dataset_name '{args.dataset_name}'; known: {', '.join(DATASETS)}")
+    spec = DATASETS[args.dataset_name]
+    for key, value in (("num_main_classes", spec.classes), ("num_bias_classes",
+                                                             spec.bias_classes)):
+        if is_unset(getattr(args, key)):
+            setattr(args, key, dataset_specs.resolve(value, args))
     validate_numbers(parser, args)
     if args.batch_size < 0:
         parser.error(f"--batch_size must be positive (or 0 = full batch); got {args.batch_size}")
-    if not 0.0 <= args.random_labels_fraction <= 1.0:
-        parser.error(f"--random_labels_fraction must lie in [0, 1]; got "
-                     f"{args.random_labels_fraction}")
-    if not 0.0 <= args.holdout_fraction < 1.0:
-        parser.error(f"--holdout_fraction must lie in [0, 1); got {args.holdout_fraction}")
-    if args.image_size < 32:
-        parser.error(f"--image_size must be at least 32; got {args.image_size}")
-    if not 0.0 <= args.andmask_tau <= 1.0:
-        parser.error(f"--andmask_tau must lie in [0, 1]; got {args.andmask_tau}")
-    if not 0.0 < args.color_var < 1.0:
-        parser.error(f"--color_var (sigma^2) must lie in (0, 1); got {args.color_var}")
-    if args.dataset_name not in DATASETS:
-        parser.error(f"unknown --dataset_name '{args.dataset_name}'; known: {', '.join(DATASETS)}")
     for role in ("f", "g", "h"):
         name = getattr(args, f"{role}_network_name")
         if name not in NETWORKS:
@@ -317,20 +265,16 @@ def validate(parser, args):
     if METHODS[args.method].needs_bias_head and args.h_network_name == "none":
         parser.error(f"--method {args.method} trains a bias head: pass a real "
                      "--h_network_name (e.g. cmnist_h), not 'none'")
-    splits = BIAS_SPLITS.get(args.dataset_name)
-    if splits:
-        args.bias_split = args.bias_split or splits[0]
-        if args.bias_split not in splits:
+    if spec.bias_splits:
+        args.bias_split = args.bias_split or spec.bias_splits[0]
+        if args.bias_split not in spec.bias_splits:
             parser.error(f"--bias_split {args.bias_split} does not apply to {args.dataset_name}; "
-                         f"use one of {', '.join(splits)}")
+                         f"use one of {', '.join(spec.bias_splits)}")
     elif args.bias_split:
-        parser.error(f"--bias_split applies to {', '.join(BIAS_SPLITS)} only")
+        parser.error("--bias_split applies to "
+                     f"{', '.join(n for n, s in DATASETS.items() if s.bias_splits)} only")
     if args.experiment_name is None:
-        bias = {"ColoredMNIST": f"var{args.color_var:.3f}",
-                "DogsCats": f"DogsCats_{args.bias_split}",
-                "IMDBFace": f"IMDBFace_{args.bias_split}_{args.imdb_task}"
-                }.get(args.dataset_name, args.dataset_name)
-        args.experiment_name = f"{args.method}_{bias}_seed{args.seed}"
+        args.experiment_name = f"{args.method}_{spec.default_run_name(args)}_seed{args.seed}"
     validate_run(parser, args)
 
 
@@ -347,8 +291,8 @@ def check_classes(args, train_set):
     top = int(train_set.labels.max()) if len(train_set) else 0
     if args.num_main_classes > 1 and top >= args.num_main_classes:
         raise UserError(f"{args.dataset_name} has labels up to {top} but --num_main_classes is "
-                        f"{args.num_main_classes}; pass --num_main_classes {top + 1} (the "
-                        "configs/ presets set it).")
+                        f"{args.num_main_classes}; pass --num_main_classes {top + 1}, or leave "
+                        "the flag out: the dataset's spec (dataset_specs.py) sets it.")
 
 
 def build_nets(args, input_shape):
@@ -541,8 +485,9 @@ def run(parser, args):
     set_seed(args.seed)
     check_experiment(parser, args)
     start = load_start(parser, args)
+    spec = DATASETS[args.dataset_name]
     if args.num_workers < 0:
-        args.num_workers = default_workers(args.dataset_name)
+        args.num_workers = spec.default_workers()
     sets = build_datasets(args)
     check_classes(args, sets["train"])
     nets = build_nets(args, sets["train"].input_shape)
@@ -553,12 +498,9 @@ def run(parser, args):
         write_experiment(args, device)
     train_loader = make_loader(sets.pop("train"), args.batch_size, True, args.seed,
                                args.num_workers, device,
-                               balanced_envs=args.dataset_name in BALANCED_ENV_DATASETS,
-                               rank=rank, world=world,
-                               drop_last=args.dataset_name in IMAGE_FILE_DATASETS,
-                               resident=args.fast == "auto")
-    eval_batch = 256 if args.dataset_name in IMAGE_FILE_DATASETS else 1000
-    eval_loaders = {name: make_loader(ds, eval_batch, False, args.seed, args.num_workers,
+                               balanced_envs=spec.balanced_envs, rank=rank, world=world,
+                               drop_last=spec.file_backed, resident=args.fast == "auto")
+    eval_loaders = {name: make_loader(ds, spec.eval_batch, False, args.seed, args.num_workers,
                                       device, resident=args.fast == "auto")
                     for name, ds in sets.items()}
     solver = Solver(args, nets, train_loader, eval_loaders.pop("test"), device,

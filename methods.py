@@ -8,12 +8,15 @@ Contract (what the Solver relies on, and all it relies on):
   predict(x) -> class logits (one logit column = a binary task)
   state_dict() / load_state_dict(d)    the method's own counters, saved in checkpoints
 
-Environment methods (IRM, AND-mask) read the environment of each example from b, which is
-image-level for the datasets they run on: the environment index for IRMColoredMNIST and
-SpiralSignatures, the bias attribute with --env_from_bias. Full-batch training is
+Environment methods (IRM, AND-mask, GEN-mask) declare needs_b = "environment": b is then one
+environment index per example (the dataset spec declares that its b is one; main.py refuses
+the pairing otherwise): the environment for IRMColoredMNIST and SpiralSignatures, the example
+for CIFAR10RandomLabels, the colour with --env_from_bias. Full-batch training is
 --batch_size 0; optimizers are --optimizer {sgd,adam}. Neither needs a method-specific hook.
 
-To add a method: subclass Method, implement update(), decorate with @register("name").
+To add a method: subclass Method, implement update(), declare its flags in `options`
+(options.Option: name, default, help, valid range; main.py makes them an argument group and
+checks the ranges) and the kind of b it reads in `needs_b`, decorate with @register("name").
 A method whose update has fixed shapes and no host synchronisation sets graph_safe = True: on
 CUDA the Solver then records its step once as a CUDA graph and replays it (--fast auto).
 """
@@ -22,6 +25,7 @@ import torch.nn.functional as F
 
 from data_handler import IGNORE_INDEX
 from network import grad_reverse
+from options import Option
 
 METHODS = {}
 
@@ -29,7 +33,6 @@ METHODS = {}
 def register(name):
     def deco(cls):
         METHODS[name] = cls
-        cls.name = name
         return cls
     return deco
 
@@ -44,11 +47,6 @@ def task_loss(logits, y):
 def task_accuracy(logits, y):
     pred = (logits[:, 0] > 0).long() if logits.shape[1] == 1 else logits.argmax(1)
     return (pred == y).float().mean()
-
-
-def env_index(b):
-    """The environment of each example: b itself for image-level b (one value per example)."""
-    return b.view(len(b), -1)[:, 0]
 
 
 def as_heads(target):
@@ -87,6 +85,11 @@ def bias_accuracy(logits, target):
     return hits.sum() / valid.sum().clamp(min=1)
 
 
+def all_options():
+    """Every registered method's declared flags."""
+    return [o for cls in METHODS.values() for o in cls.options]
+
+
 def zero_all(optimizers):
     # set_to_none=False on purpose: the reference zeroed gradients in place, so a module
     # left out of a backward pass (g in the adversarial step) still takes the momentum and
@@ -103,7 +106,8 @@ class Method:
     supports_ddp = True      # False: the update needs the whole batch's environments at once
     needs_b = None           # what b must be: None (unused), "bias" (h's target) or
                              # "environment" (one index per example); checked against the
-                             # dataset's declared kind before anything runs
+                             # dataset spec's b before anything runs (dataset_specs.py)
+    options = ()             # the method's own flags (options.Option), read as self.args.<name>
 
     def __init__(self, nets, args):
         self.nets, self.args = nets, args
@@ -161,6 +165,17 @@ class _BiasHeadMethod(Method):
         optimizers["main"].step()
         return feat, logits, loss_cls, term
 
+    def bias_step(self, h_input, b, optimizers, steps):
+        """The second update: h learns b from h_input (f's features, reversed or detached);
+        then the optimizers named in steps step."""
+        zero_all(optimizers)
+        bias_logits = self.nets["h"](h_input)
+        loss_bias = bias_cross_entropy(bias_logits, b)
+        loss_bias.backward()
+        for name in steps:
+            optimizers[name].step()
+        return {"loss_bias": loss_bias.detach(), "bias_acc": bias_accuracy(bias_logits, b)}
+
 
 @register("lnl")
 class LearningNotToLearn(_BiasHeadMethod):
@@ -169,18 +184,17 @@ class LearningNotToLearn(_BiasHeadMethod):
     (2) h learns the bias from a fresh f(x) through a gradient reversal layer (scale mu), so f
         is pushed to remove what h can read; f, g and h all step."""
 
+    options = (Option("lambda_entropy", 0.01, "weight of h's negative entropy in f, g's loss",
+                      range=">= 0"),
+               Option("mu_grl", 0.1, "gradient reversal scale", range=">= 0"))
+
     def update(self, batch, optimizers):
         x, y, b = batch
         _, logits, loss_cls, neg_ent = self.label_step(x, y, optimizers, negative_entropy,
                                                        self.args.lambda_entropy)
-        zero_all(optimizers)
-        bias_logits = self.nets["h"](grad_reverse(self.nets["f"](x), self.args.mu_grl))
-        loss_bias = bias_cross_entropy(bias_logits, b)
-        loss_bias.backward()
-        optimizers["main"].step()
-        optimizers["bias"].step()
+        reversed_feat = grad_reverse(self.nets["f"](x), self.args.mu_grl)  # a fresh f(x)
         return {"loss_cls": loss_cls.detach(), "entropy_term": neg_ent.detach(),
-                "loss_bias": loss_bias.detach(), "bias_acc": bias_accuracy(bias_logits, b),
+                **self.bias_step(reversed_feat, b, optimizers, ("main", "bias")),
                 "train_acc": task_accuracy(logits, y)}
 
 
@@ -197,17 +211,15 @@ class BlindEye(_BiasHeadMethod):
     prediction towards uniform with the confusion loss (weight --blindeye_alpha); then h
     learns the bias from f's features, detached so that f is not trained to reveal it."""
 
+    options = (Option("blindeye_alpha", 1.0, "BlindEye: weight of the confusion loss in f, g's "
+                      "loss", range=">= 0"),)
+
     def update(self, batch, optimizers):
         x, y, b = batch
         feat, logits, loss_cls, confusion = self.label_step(
             x, y, optimizers, lambda out: confusion_loss(out, b), self.args.blindeye_alpha)
-        zero_all(optimizers)
-        bias_logits = self.nets["h"](feat.detach())
-        loss_bias = bias_cross_entropy(bias_logits, b)
-        loss_bias.backward()
-        optimizers["bias"].step()
         return {"loss_cls": loss_cls.detach(), "confusion": confusion.detach(),
-                "loss_bias": loss_bias.detach(), "bias_acc": bias_accuracy(bias_logits, b),
+                **self.bias_step(feat.detach(), b, optimizers, ("bias",)),
                 "train_acc": task_accuracy(logits, y)}
 
 
@@ -234,6 +246,12 @@ class IRM(Method):
 
     supports_ddp = False
     needs_b = "environment"
+    options = (Option("irm_penalty_weight", 91257.18613115903, "IRM: penalty weight after "
+                      "annealing (0 = the ERM run)", range=">= 0"),
+               Option("irm_anneal_iters", 190, "IRM: steps with penalty weight 1 before "
+                      "--irm_penalty_weight", range=">= 0"),
+               Option("irm_l2", 0.00110794568, "IRM: weight of sum ||w||^2 in the loss",
+                      range=">= 0"))
 
     def __init__(self, nets, args):
         super().__init__(nets, args)
@@ -243,7 +261,7 @@ class IRM(Method):
         x, y, b = batch
         zero_all(optimizers)
         logits = self.predict(x)
-        env = env_index(b)
+        env = b  # an environment index per example (needs_b, checked against the spec)
         risks, penalties = [], []
         for e in torch.unique(env):
             sel = env == e
@@ -294,7 +312,7 @@ def per_env_gradients(method, x, y, b):
     """Per environment: a forward and backward pass on its own examples (so each backward
     touches only its share of the batch). Returns the logits in batch order, the mean loss
     over environments, the parameters and, per parameter, the stacked gradients (E, *shape)."""
-    env = env_index(b)
+    env = b
     params = [p for p in method.param_groups()["main"] if p.requires_grad]
     logits, losses, grads = None, [], [[] for _ in params]
     for e in torch.unique(env):
@@ -337,6 +355,13 @@ class ANDMask(_GradientMaskMethod):
     """AND-mask and its geometric-mean variant (--andmask_variant, --andmask_tau,
     --andmask_rescale); tau = 0 with 'and' is plain averaged-gradient descent."""
 
+    options = (Option("andmask_variant", "and", "AND-mask: arithmetic mean ('and') or geometric "
+                      "mean ('geom')", choices=("and", "geom")),
+               Option("andmask_tau", 1.0, "AND-mask: sign-agreement threshold in [0, 1] (0 = "
+                      "plain averaging)", range="[0, 1]"),
+               Option("andmask_rescale", 0, "AND-mask: divide by the fraction of entries kept",
+                      choices=(0, 1)))
+
     def combine(self, env_grads):
         return and_mask_combine(env_grads, self.args.andmask_tau, self.args.andmask_variant,
                                 bool(self.args.andmask_rescale))
@@ -369,6 +394,10 @@ class GENMask(_GradientMaskMethod):
     """GEN-mask (ILC fork of the AND-mask code; docs/references.md): per parameter tensor,
     gradient = sum_e p_e g_e with the exact optimal weights of gen_mask_weights
     (--genmask_bound)."""
+
+    # p in [-bound, bound]^E summing to 1 must exist for any number of environments E
+    options = (Option("genmask_bound", 2.0, "GEN-mask: environment weights lie in [-bound, "
+                      "bound] (ILC fork: 2)", range=">= 1"),)
 
     def combine(self, env_grads):
         p = gen_mask_weights(env_grads, self.args.genmask_bound)

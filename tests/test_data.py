@@ -6,6 +6,7 @@ import torch
 
 import data_handler as dh
 import fetch_data
+from dataset_specs import build_datasets
 from utils import UserError
 
 
@@ -101,7 +102,7 @@ def test_official_file_format_loads(tmp_path, fake_mnist):
                 "test_image": ours["test_image"], "test_label": ours["test_label"],
                 "test_gray": fake_mnist["test_images"]}
     np.save(dh.official_cmnist_path(str(tmp_path), 0.02), official)
-    sets = dh.build_datasets(Args(cmnist_source="official", data_root_base=str(tmp_path)))
+    sets = build_datasets(Args(cmnist_source="official", data_root_base=str(tmp_path)))
     train, test = sets["train"], sets["test"]
     assert len(train) == 200 and len(test) == 100
     x, y, b = train.__getitems__(list(range(8)))
@@ -113,12 +114,12 @@ def test_official_file_format_loads(tmp_path, fake_mnist):
 
 def test_official_file_missing_names_the_fetch_command(tmp_path):
     with pytest.raises(UserError, match="fetch_data.py cmnist_official"):
-        dh.build_datasets(Args(cmnist_source="official", data_root_base=str(tmp_path)))
+        build_datasets(Args(cmnist_source="official", data_root_base=str(tmp_path)))
 
 
 def test_missing_mnist_names_the_fetch_command(tmp_path):
     with pytest.raises(UserError, match="fetch_data.py mnist"):
-        dh.build_datasets(Args(data_root_base=str(tmp_path)))
+        build_datasets(Args(data_root_base=str(tmp_path)))
 
 
 def test_batches_are_x_y_b_and_shuffle_depends_on_epoch(tmp_path, fake_mnist):
@@ -196,7 +197,7 @@ def test_irm_environments_have_the_published_agreement_rates(mnist_root):
 
 
 def test_irm_grayscale_sums_the_two_channels(mnist_root):
-    sets = dh.build_datasets(Args(dataset_name="IRMColoredMNIST", data_root_base=mnist_root,
+    sets = build_datasets(Args(dataset_name="IRMColoredMNIST", data_root_base=mnist_root,
                                   grayscale=True, max_train_samples=100, max_test_samples=50))
     assert sets["train"].input_shape == (1, 14, 14)
     x, y, b = sets["train"].__getitems__(list(range(100)))
@@ -213,7 +214,7 @@ def spiral_args(**kw):
 
 
 def test_spiral_signature_is_predictive_in_training_envs_and_not_at_test():
-    sets = dh.build_datasets(spiral_args())
+    sets = build_datasets(spiral_args())
     train, test = sets["train"], sets["test"]
     x, y, env = train.inputs.numpy(), train.labels.numpy(), train.bias_targets.numpy()
     for e in range(4):
@@ -233,7 +234,7 @@ def test_spiral_signature_is_predictive_in_training_envs_and_not_at_test():
 
 
 def test_env_balanced_sampler_gives_every_env_equal_share_per_batch():
-    train = dh.build_datasets(spiral_args())["train"]
+    train = build_datasets(spiral_args())["train"]
     loader = dh.make_loader(train, 32, True, seed=0, num_workers=0,
                             device=torch.device("cpu"), balanced_envs=True)
     batches = list(loader)
@@ -244,7 +245,7 @@ def test_env_balanced_sampler_gives_every_env_equal_share_per_batch():
 
 def test_env_from_bias_makes_b_the_colour_index(fake_mnist, monkeypatch, tmp_path):
     monkeypatch.setattr(dh, "load_mnist", lambda root: fake_mnist)
-    sets = dh.build_datasets(Args(data_root_base=str(tmp_path), env_from_bias=True))
+    sets = build_datasets(Args(data_root_base=str(tmp_path), env_from_bias=True))
     _, y, b = sets["train"].__getitems__(list(range(20)))
     assert b.shape == (20,) and torch.equal(b, y)  # training colour = the digit's colour
 
@@ -264,7 +265,7 @@ def write_fake_cifar(root, n_train=50, n_test=20):
 
 def test_cifar_random_labels_mislabel_exactly_the_fraction(tmp_path):
     write_fake_cifar(tmp_path, n_train=200)
-    sets = dh.build_datasets(Args(dataset_name="CIFAR10RandomLabels", data_root_base=str(tmp_path),
+    sets = build_datasets(Args(dataset_name="CIFAR10RandomLabels", data_root_base=str(tmp_path),
                                   random_labels_fraction=0.25))
     train, mis = sets["train"], sets["mislabeled"]
     clean = np.arange(40) % 10  # each fake batch restarts its labels at 0
@@ -293,5 +294,5 @@ def test_random_labels_are_uniform_over_all_classes_including_the_true_one():
 
 def test_cifar_missing_names_the_fetch_command(tmp_path):
     with pytest.raises(UserError, match="fetch_data.py cifar10"):
-        dh.build_datasets(Args(dataset_name="CIFAR10RandomLabels", data_root_base=str(tmp_path),
+        build_datasets(Args(dataset_name="CIFAR10RandomLabels", data_root_base=str(tmp_path),
                                random_labels_fraction=0.1))

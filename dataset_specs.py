@@ -1,0 +1,158 @@
+"""One spec per dataset (--dataset_name): how it is built, its classes, what its b is, how it is
+loaded, its default run name and its own flags. main.py reads these facts from here and
+nowhere else; adding a dataset is a builder function and one DatasetSpec entry below (see the
+README, "Adding a dataset").
+
+b, the third element of every batch (x, y, b), is one of two kinds (B_KINDS):
+  "bias"         h's target: colour bins per pixel on Colored MNIST (LNL, Kim et al. 2019,
+                 §4.1), an image-level attribute on Dogs and Cats and IMDB-Face (§4.2-4.3);
+  "environment"  one environment index per example (IRM, Arjovsky et al. 2019; AND-mask,
+                 Parascandolo et al. 2021; docs/references.md §2-3).
+Each method declares the kind it needs (Method.needs_b); b_mismatch names a wrong pairing
+before anything runs.
+"""
+import os
+from dataclasses import dataclass, field
+from typing import Callable
+
+from data_handler import (colored_mnist_datasets, cifar_random_labels_datasets,
+                          irm_cmnist_datasets, spiral_datasets)
+from image_datasets import AGE_EDGES, IMDB_TASKS, dogs_cats_datasets, imdb_face_datasets
+from options import Option
+from utils import UserError
+
+B_KINDS = ("bias", "environment")
+
+
+def resolve(value, args):
+    """A spec field: a constant, or a function of the parsed arguments."""
+    return value(args) if callable(value) else value
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    name: str
+    build: Callable           # args -> {"train": ..., "test": ..., other evaluation sets}
+    b: object                 # "bias" or "environment" (or args -> one of them)
+    classes: object           # --num_main_classes unless given: g's outputs (1 = one logit)
+    bias_classes: object = 8  # --num_bias_classes unless given: h's classes per head
+    options: tuple = ()       # its own flags (options.Option), shown as its --help group
+    b_flags: dict = field(default_factory=dict)  # b kind -> the flag that gives it
+    bias_splits: tuple = ()   # values of --bias_split; the first is the default
+    run_name: Callable = None  # args -> the middle of the default --experiment_name
+    balanced_envs: bool = False  # training batches hold --batch_size of every environment
+    file_backed: bool = False  # decoded from image files per batch (else resident in memory):
+    #                            worker processes, a dropped last partial batch, eval batch 256
+
+    @property
+    def eval_batch(self):
+        return 256 if self.file_backed else 1000
+
+    def b_kind(self, args):
+        kind = resolve(self.b, args)
+        assert kind in B_KINDS, f"{self.name}: b must be one of {B_KINDS}, not {kind!r}"
+        return kind
+
+    def default_workers(self):
+        """--num_workers -1: in-memory datasets need no workers; image files get up to 8."""
+        return min(8, os.cpu_count() or 1) if self.file_backed else 0
+
+    def default_run_name(self, args):
+        return self.run_name(args) if self.run_name else self.name
+
+
+DATASETS = {}
+
+
+def register_dataset(spec):
+    DATASETS[spec.name] = spec
+    return spec
+
+
+def build_datasets(args):
+    """{"train": ..., "test": ..., and any extra named evaluation sets} for --dataset_name."""
+    if args.dataset_name not in DATASETS:
+        raise UserError(f"unknown dataset '{args.dataset_name}'; known: {', '.join(DATASETS)}.")
+    return DATASETS[args.dataset_name].build(args)
+
+
+def b_mismatch(spec, method, args):
+    """One line when the method needs another kind of b than the dataset's, else None."""
+    kind, needs = spec.b_kind(args), method.needs_b
+    if not needs or needs == kind:
+        return None
+    hint = (f" (on {spec.name} pass {spec.b_flags[needs]}, or use a preset: configs/)"
+            if needs in spec.b_flags else "; see configs/ for each benchmark's preset")
+    return (f"--method {args.method} needs b to be {'an' if needs[0] == 'e' else 'a'} {needs} "
+            f"label, but {spec.name}'s b is its {kind}{hint}")
+
+
+def all_options():
+    """Every registered dataset's declared flags, each once."""
+    return list(dict.fromkeys(o for spec in DATASETS.values() for o in spec.options))
+
+
+# --------------------------------------------------------------------------- the datasets
+register_dataset(DatasetSpec(
+    "ColoredMNIST", colored_mnist_datasets,
+    b=lambda args: "environment" if args.env_from_bias else "bias",
+    b_flags={"environment": "--env_from_bias"},
+    classes=10, bias_classes=8,  # digits; 8 bins per colour channel of h's per-pixel target
+    run_name=lambda args: f"var{args.color_var:.3f}",
+    options=(
+        Option("cmnist_source", "ours", "build Colored MNIST here, or read the authors' "
+               "released .npy", choices=("ours", "official")),
+        Option("color_var", 0.020, "sigma^2 of the colour jitter; smaller = stronger bias",
+               range="(0, 1)"),
+        Option("env_from_bias", switch=True, help="ColoredMNIST: b = the image's colour index, "
+               "so environment methods (irm, andmask, genmask) group each batch by colour"))))
+
+register_dataset(DatasetSpec(
+    "IRMColoredMNIST", irm_cmnist_datasets, b="environment",
+    classes=1))  # label = digit < 5: one logit
+
+SPIRAL_OPTIONS = (
+    Option("n_envs", 16, "SpiralSignatures: training envs", range="> 0"),
+    Option("examples_per_env", 1024, "SpiralSignatures", range="> 0"),
+    Option("spiral_dims", 16, "SpiralSignatures: dimensions of the per-env signature",
+           range="> 0"),
+    Option("spiral_revolutions", 3, "SpiralSignatures", range="> 0"),
+    Option("spiral_test_examples", 2000, "SpiralSignatures", range="> 0"))
+register_dataset(DatasetSpec(
+    "SpiralSignatures", spiral_datasets, b="environment", classes=1,  # the arm: one logit
+    balanced_envs=True, options=SPIRAL_OPTIONS))
+
+register_dataset(DatasetSpec(
+    "CIFAR10RandomLabels", cifar_random_labels_datasets, b="environment",  # each example its own
+    classes=10,
+    options=(Option("random_labels_fraction", 0.0, "CIFAR10RandomLabels: fraction of training "
+                    "labels randomized", range="[0, 1]"),)))
+
+# Shared by the two real-image benchmarks (one --help group, "DogsCats, IMDBFace").
+IMAGE_FILE_OPTIONS = (
+    Option("bias_split", None, "DogsCats: TB1 (dark cats + bright dogs, the default) or TB2; "
+           "IMDBFace: EB1 (women 0-29 + men 40+, the default) or EB2 (women 40+ + men 0-29)"),
+    Option("image_size", 224, "real-image benchmarks: side", range=">= 32"),
+    Option("skip_bad_images", switch=True, help="decode every image first; skip (and log) "
+           "unreadable ones instead of stopping"))
+register_dataset(DatasetSpec(
+    "DogsCats", dogs_cats_datasets, b="bias",
+    classes=2, bias_classes=2,  # cat, dog; dark, bright
+    bias_splits=("TB1", "TB2"), file_backed=True,
+    run_name=lambda args: f"DogsCats_{args.bias_split}",
+    options=IMAGE_FILE_OPTIONS + (
+        Option("holdout_fraction", 0.1, "DogsCats: share of each training cell held out for the "
+               "unbiased 'mixed' evaluation set", range="[0, 1)"),
+        Option("dogs_cats_lists", None, "DogsCats: folder with list_bright.txt and "
+               "list_dark.txt (default: <data_root_base>/dogs_vs_cats/lists)"))))
+
+IMDB_CLASSES = {"gender": 2, "age_bin": len(AGE_EDGES) - 1}  # per column of the manifests
+register_dataset(DatasetSpec(
+    "IMDBFace", imdb_face_datasets, b="bias",
+    classes=lambda args: IMDB_CLASSES[IMDB_TASKS[args.imdb_task][0]],
+    bias_classes=lambda args: IMDB_CLASSES[IMDB_TASKS[args.imdb_task][1]],
+    bias_splits=("EB1", "EB2"), file_backed=True,
+    run_name=lambda args: f"IMDBFace_{args.bias_split}_{args.imdb_task}",
+    options=IMAGE_FILE_OPTIONS + (
+        Option("imdb_task", "gender", "IMDBFace: predict gender (bias: age class) or the age "
+               "class (bias: gender)", choices=("gender", "age")),)))

@@ -1,0 +1,89 @@
+"""Declared flags: each method (methods.py) and each dataset (dataset_specs.py) lists the flags
+it reads as Option(name, default, help, range) next to its own code. main.build_parser turns
+every owner's list into one argument group, and check_ranges refuses a value outside its
+declared range with one line before anything runs. A new method or dataset thus brings its
+flags with it; the parser and main.py never change for it.
+"""
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Option:
+    """One flag. range is None or one of: "> 0", ">= X", "[a, b]", "(a, b)", "[a, b)", "(a, b]"
+    (a number outside it is an error); choices restricts the value to a list; switch makes an
+    on/off flag (default off). type defaults to the type of default (str for None)."""
+
+    name: str
+    default: object = None
+    help: str = ""
+    range: str = None
+    choices: tuple = None
+    type: type = None
+    switch: bool = False
+
+    def add_to(self, group):
+        if self.switch:
+            group.add_argument(f"--{self.name}", action="store_true", help=self.help)
+            return
+        kind = self.type or (str if self.default is None else type(self.default))
+        group.add_argument(f"--{self.name}", type=kind, default=self.default,
+                           choices=self.choices, help=self.help)
+
+    def problem(self, value):
+        """Why value lies outside the declared range, or None."""
+        if self.range is None or value is None or isinstance(value, bool):
+            return None
+        spec = self.range.replace(" ", "")
+        if spec.startswith(">"):
+            strict, bound = not spec.startswith(">="), float(spec.lstrip(">="))
+            if value > bound or (value == bound and not strict):
+                return None
+            if bound == 0:
+                return "must be positive" if strict else "must not be negative"
+            return f"must be {'greater than' if strict else 'at least'} {spec.lstrip('>=')}"
+        low, high = (float(v) for v in spec[1:-1].split(","))
+        above = value > low if spec[0] == "(" else value >= low
+        below = value < high if spec[-1] == ")" else value <= high
+        return None if above and below else f"must lie in {self.range}"
+
+
+def add_groups(parser, flag, owners):
+    """Argument groups titled "<flag> <owner>" for owners = {owner name: its options}. An
+    option declared by several owners (the same Option, e.g. the real-image datasets'
+    --image_size) is added once, in a group named after all of them."""
+    holders = {}
+    for owner, options in owners.items():
+        for option in options:
+            holders.setdefault(option, []).append(owner)
+    groups = {}
+    for option, names in holders.items():
+        title = f"{flag} {', '.join(names)}"
+        if title not in groups:
+            groups[title] = parser.add_argument_group(title)
+        option.add_to(groups[title])
+
+
+def check_ranges(parser, args, options):
+    """parser.error (one line, exit 2) for the first declared option whose value is out of
+    range. Every owner's options are checked, whichever method and dataset the run uses, so a
+    bad value is never silently carried into args.json."""
+    for option in options:
+        problem = option.problem(getattr(args, option.name, None))
+        if problem:
+            parser.error(f"--{option.name} {problem}; got {getattr(args, option.name)}")
+
+
+class FromDataset:
+    """Default of a flag whose value the dataset spec supplies (the flag then overrides it);
+    shown by --help as the default dataset's value."""
+
+    def __init__(self, example):
+        self.example = example
+
+    def __repr__(self):
+        return f"--dataset_name's own; {self.example}"
+
+
+def is_unset(value):
+    return isinstance(value, FromDataset)
+
