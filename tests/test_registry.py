@@ -102,3 +102,18 @@ def test_toy_method_trains_on_toy_dataset_through_main(toys, tmp_path):
     with open(os.path.join(tmp_path, "toy", "metrics.jsonl")) as fh:
         rows = [json.loads(line) for line in fh]
     assert [r["epoch"] for r in rows] == [1, 2] and all(np.isfinite(r["loss_cls"]) for r in rows)
+
+
+@pytest.mark.parametrize("dataset", sorted(DATASETS))
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_every_method_runs_exactly_on_the_datasets_whose_b_it_needs(method, dataset, capsys):
+    argv = ["--method", method, "--dataset_name", dataset]
+    _, plain = cli.parse_args(["--method", "baseline", *argv[2:]])  # reads no b: accepted
+    needs, kind = METHODS[method].needs_b, DATASETS[dataset].b_kind(plain)
+    if needs in (None, kind):
+        cli.parse_args(argv)
+        return
+    with pytest.raises(SystemExit) as exc:
+        cli.parse_args(argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exc.value.code == 2 and len(err) == 1 and "needs b to be" in err[0], err
