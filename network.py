@@ -50,20 +50,6 @@ def grad_reverse(x, scale):
     return _GradReverse.apply(x, scale)
 
 
-class GradientReversal(nn.Module):
-    """Module form of grad_reverse, so the reversal can sit inside a Sequential."""
-
-    def __init__(self, scale=0.1):
-        super().__init__()
-        self.scale = scale
-
-    def forward(self, x):
-        return grad_reverse(x, self.scale)
-
-    def extra_repr(self):
-        return f"scale={self.scale}"
-
-
 def reference_init(module):
     """He-style init of the LNL reference: conv ~ N(0, sqrt(2 / (k*k*out))), BN = (1, 0)."""
     for m in module.modules():
