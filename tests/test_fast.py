@@ -13,8 +13,10 @@ import torch
 from torch import optim
 
 import main as cli
-from data_handler import CMNIST_MEAN, CMNIST_STD, ColorImageDataset, ResidentLoader, make_loader
-from solver import CapturedStep, GuardedOptimizer, Solver
+from data_handler import CMNIST_MEAN, CMNIST_STD, ColorImageDataset, make_loader
+from fast import CapturedStep, ResidentLoader, resident
+from runtime import Runtime
+from solver import GuardedOptimizer, Solver
 from test_methods import make
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -39,8 +41,8 @@ def batches(loader, epoch=0):
 def test_resident_loader_yields_the_dataloaders_batches(train, drop_last, batch):
     cpu = torch.device("cpu")
     plain = make_loader(tiny_colour_set(), batch, train, 3, 0, cpu, drop_last=drop_last)
-    fast = make_loader(tiny_colour_set(), batch, train, 3, 0, cpu, drop_last=drop_last,
-                       resident=True)
+    fast = resident(make_loader(tiny_colour_set(), batch, train, 3, 0, cpu,
+                                drop_last=drop_last), cpu)
     assert isinstance(fast, ResidentLoader) and len(fast) == len(plain)
     for epoch in (0, 1):  # a new shuffle each epoch, the same in both
         want, got = batches(plain, epoch), batches(fast, epoch)
@@ -176,8 +178,9 @@ def test_bf16_step_is_close_to_fp32_but_not_the_same():
     losses = {}
     for precision in ("fp32", "bf16"):
         nets, _, _, batch = make("lnl")
-        _, args = cli.parse_args(["--method", "lnl", "--precision", precision])
-        solver = Solver(args, nets, None, None, torch.device("cpu"))
+        _, args = cli.parse_args(["--method", "lnl", "--precision", precision,
+                                  "--device", "cpu"])
+        solver = Solver(args, nets, None, None, Runtime(args))
         losses[precision] = [solver.step(batch) for _ in range(2)]  # the 2nd sees the 1st
         conv = next(m.weight for m in nets["f"].modules() if isinstance(m, torch.nn.Conv2d))
         assert conv.is_contiguous(memory_format=torch.channels_last) == (precision == "bf16")
