@@ -5,6 +5,7 @@ on the CPU with a stand-in recording."""
 import copy
 import json
 import os
+import subprocess
 import sys
 
 import numpy as np
@@ -143,15 +144,23 @@ def test_cuda_graph_step_matches_eager_steps_on_gpu():
 
 
 def test_fast_and_plain_runs_give_identical_results(mnist_root, tmp_path):
+    """--fast auto, --fast off, and --fast auto in a copy without fast.py (the fast path is
+    optional: an import of it that fails leaves the eager trainer)."""
     results = {}
-    for fast in ("auto", "off"):
-        cli.main(["--data_root_base", mnist_root, "--output_dir", str(tmp_path), "--device",
-                  "cpu", "--max_train_samples", "600", "--max_test_samples", "500",
-                  "--method", "lnl", "--epochs", "1", "--fast", fast,
-                  "--experiment_name", fast])
+    for fast in ("auto", "off", "removed"):
+        argv = ["--data_root_base", mnist_root, "--output_dir", str(tmp_path), "--device",
+                "cpu", "--max_train_samples", "600", "--max_test_samples", "500",
+                "--method", "lnl", "--epochs", "1", "--fast", "off" if fast == "off" else "auto",
+                "--experiment_name", fast]
+        if fast == "removed":
+            code = "import sys; sys.modules['fast'] = None; import main; main.main(sys.argv[1:])"
+            subprocess.run([sys.executable, "-c", code, *argv], cwd=ROOT, check=True,
+                           env=dict(os.environ, OMP_NUM_THREADS=str(torch.get_num_threads())))
+        else:
+            cli.main(argv)
         with open(os.path.join(tmp_path, fast, "metrics.jsonl")) as fh:
             results[fast] = [json.loads(line) for line in fh]
-    assert results["auto"] == results["off"]
+    assert results["auto"] == results["off"] == results["removed"]
     assert results["auto"][0]["loss_cls"] > 0 and "test_acc" in results["auto"][0]
 
 
