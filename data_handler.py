@@ -318,16 +318,23 @@ def _batch_passthrough(batch):
     return batch
 
 
-class EpochShuffleSampler(Sampler):
-    """A shuffle that depends only on (seed, epoch), so a resumed run sees the same order.
-    Under DistributedDataParallel each of `world` ranks takes every world-th index of the same
-    permutation (padded to equal shares, like DistributedSampler); set_start skips the first
-    indices of this rank's share, to continue an epoch from the middle."""
+class EpochSampler(Sampler):
+    """The training order of an epoch: it depends only on (seed, epoch), so a resumed run sees
+    the same order, and set_start skips its first indices, to continue an epoch from the middle.
+    - plain: a shuffle (or the stored order, shuffle=False). Under DistributedDataParallel each
+      of `world` ranks takes every world-th index of the same permutation (padded to equal
+      shares, like DistributedSampler).
+    - envs given: each consecutive block of n_envs * per_env indices holds per_env examples of
+      every environment (AND-mask's training batches)."""
 
-    def __init__(self, n, seed, rank=0, world=1, shuffle=True):
+    def __init__(self, n, seed, rank=0, world=1, shuffle=True, envs=None, per_env=0):
         self.n, self.seed, self.rank, self.world, self.shuffle = n, seed, rank, world, shuffle
         self.epoch, self.start = 0, 0
-        self.share = -(-n // world)  # ceil
+        self.share = -(-n // world)  # ceil: this rank's indices per epoch
+        self.groups, self.per_env = None, per_env
+        if envs is not None:
+            self.groups = [np.flatnonzero(envs == e) for e in np.unique(envs)]
+            self.share = min(len(g) for g in self.groups) // per_env * per_env * len(self.groups)
 
     def set_epoch(self, epoch):
         self.epoch = epoch
@@ -335,16 +342,26 @@ class EpochShuffleSampler(Sampler):
     def set_start(self, start):
         self.start = start
 
-    def __iter__(self):
+    def _order(self):
+        """This rank's indices for the whole epoch."""
+        if self.groups is not None:
+            rng = np.random.default_rng([self.seed, self.epoch])
+            shuffled = [rng.permutation(g) for g in self.groups]
+            steps = self.share // (self.per_env * len(self.groups))
+            return [i for k in range(steps) for g in shuffled
+                    for i in g[k * self.per_env:(k + 1) * self.per_env].tolist()]
         gen = torch.Generator().manual_seed(self.seed * 100003 + self.epoch)
         order = torch.randperm(self.n, generator=gen) if self.shuffle else torch.arange(self.n)
         if self.world > 1:
             order = torch.cat([order, order[:self.share * self.world - self.n]])
             order = order[self.rank::self.world]
-        return iter(order[self.start:].tolist())
+        return order.tolist()
+
+    def __iter__(self):
+        return iter(self._order()[self.start:])
 
     def __len__(self):
-        return max(self.share - self.start, 0) if self.world > 1 else max(self.n - self.start, 0)
+        return max(self.share - self.start, 0)
 
 
 def _first(n, *arrays):
@@ -518,76 +535,26 @@ def cifar_random_labels_datasets(args):
     return sets
 
 
-class EnvBalancedSampler(Sampler):
-    """Each consecutive block of n_envs * per_env indices holds per_env examples of every
-    environment (AND-mask's training batches); the order depends only on (seed, epoch)."""
-
-    def __init__(self, env, per_env, seed):
-        self.groups = [np.flatnonzero(env == e) for e in np.unique(env)]
-        self.per_env, self.seed, self.epoch, self.start = per_env, seed, 0, 0
-        self.steps = min(len(g) for g in self.groups) // per_env
-
-    def set_epoch(self, epoch):
-        self.epoch = epoch
-
-    def set_start(self, start):
-        self.start = start
-
-    def __iter__(self):
-        rng = np.random.default_rng([self.seed, self.epoch])
-        shuffled = [rng.permutation(g) for g in self.groups]
-        order = [i for k in range(self.steps) for g in shuffled
-                 for i in g[k * self.per_env:(k + 1) * self.per_env].tolist()]
-        return iter(order[self.start:])
-
-    def __len__(self):
-        return max(self.steps * self.per_env * len(self.groups) - self.start, 0)
-
-
-class ResidentLoader:
-    """The fast path's loader (--fast auto) for in-memory datasets: the whole dataset is moved
-    to the device once, and each batch is one indexing op there, with no DataLoader, worker or
-    host-to-device copy per step. It yields the batches a DataLoader with the same sampler
-    would, in the same order, and offers the same attributes the Solver reads."""
-
-    def __init__(self, dataset, batch_size, sampler, device, drop_last=False):
-        self.dataset = dataset.to(device)
-        self.batch_size, self.sampler, self.device = batch_size, sampler, device
-        self.drop_last = drop_last
-
-    def __len__(self):
-        n = len(self.sampler) if self.sampler is not None else len(self.dataset)
-        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
-
-    def __iter__(self):
-        if self.sampler is None:  # evaluation: the stored order
-            for start in range(0, len(self.dataset), self.batch_size):
-                yield self.dataset.__getitems__(slice(start, start + self.batch_size))
-            return
-        order = torch.tensor(list(self.sampler), dtype=torch.long, device=self.device)
-        for k in range(len(self)):
-            yield self.dataset.__getitems__(order[k * self.batch_size:(k + 1) * self.batch_size])
 
 
 def make_loader(dataset, batch_size, train, seed, num_workers, device, balanced_envs=False,
-                rank=0, world=1, drop_last=False, resident=False):
+                rank=0, world=1, drop_last=False):
     """DataLoader over whole-batch datasets. batch_size 0 = the whole set in one batch (IRM's
     full-batch training); with balanced_envs, batch_size counts examples per environment.
     Under DistributedDataParallel batch_size is the global batch, split evenly over ranks.
     drop_last (training only) drops a final partial batch, as ImageNet-style training does:
-    a batch of one cannot train BatchNorm on small feature maps. resident: an in-memory
-    dataset is served from the device by a ResidentLoader instead (the fast path)."""
+    a batch of one cannot train BatchNorm on small feature maps. (The fast path serves an
+    in-memory dataset's batches from the device instead: Runtime.loader.)"""
     if balanced_envs and train:
-        sampler = EnvBalancedSampler(dataset.bias_targets.numpy(), batch_size, seed)
+        sampler = EpochSampler(len(dataset), seed, envs=dataset.bias_targets.numpy(),
+                               per_env=batch_size)
         batch_size *= len(sampler.groups)
     elif train:
         # a full batch is the same mean in any order: keep the stored order
-        sampler = EpochShuffleSampler(len(dataset), seed, rank, world, shuffle=bool(batch_size))
+        sampler = EpochSampler(len(dataset), seed, rank, world, shuffle=bool(batch_size))
         batch_size = (batch_size or len(dataset)) // world
     else:
         sampler, batch_size = None, batch_size or len(dataset)
-    if resident and isinstance(dataset, TripletDataset):
-        return ResidentLoader(dataset, batch_size, sampler, device, drop_last and train)
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, shuffle=False,
                       num_workers=num_workers, collate_fn=_batch_passthrough,
                       pin_memory=device.type == "cuda", drop_last=drop_last and train,

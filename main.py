@@ -16,7 +16,7 @@ from torch import nn
 
 import run_folder
 from checkpoints import (adopt_resumed_args, check_compatible, check_init_optimizer,
-                         check_init_unchanged, init_source, list_checkpoints, newest_readable,
+                         check_init_unchanged, init_source, newest_readable,
                          read_checkpoint)
 import dataset_specs
 import methods
@@ -26,9 +26,9 @@ from methods import METHODS
 from network import NETWORKS, build_network
 from options import FromDataset, add_groups, check_ranges, is_unset
 from run_folder import checkpoint_dir, experiment_dir
+from runtime import DEVICE_PATTERN, Runtime, init_distributed
 from solver import Solver
-from utils import (DEVICE_PATTERN, ArgError, DiskFull, RunStopped, UserError, atomic_json_dump,
-                   dist_rank, dist_world, init_distributed, log, resolve_device,
+from utils import (ArgError, DiskFull, RunStopped, UserError, dist_world, log,
                    set_deterministic, set_seed)
 
 
@@ -304,66 +304,13 @@ def build_nets(args, input_shape):
                           for role in ("f", "g", "h")})
 
 
-def check_experiment(parser, args):
-    """Before anything is written: never overwrite a run silently, never resume one that is
-    not there, and the output folder must be writable."""
-    out, ckpts = experiment_dir(args), checkpoint_dir(args)
-    if not run_folder.inside(out, args.output_dir):  # a symbolic link out of --output_dir
-        parser.error(f"--experiment_name {args.experiment_name} leads outside --output_dir "
-                     f"(through a link, to {os.path.realpath(out)}); pick another name")
-    has_run = bool(list_checkpoints(ckpts))
-    if args.mode == "train":
-        if has_run and not (args.resume or args.resume_if_any or args.overwrite):
-            parser.error(f"experiment '{args.experiment_name}' already has checkpoints in "
-                         f"{ckpts}; pass --resume to continue it, --overwrite to start again, "
-                         "or another --experiment_name")
-        if args.resume and not has_run:
-            parser.error(f"--resume: experiment '{args.experiment_name}' has no checkpoint in "
-                         f"{ckpts}; check the name (and --output_dir), or pass --resume_if_any "
-                         "to start it when it is new")
-        # --overwrite wins over --resume_if_any (a script passes the latter to every run)
-        args.resume = has_run and (args.resume or args.resume_if_any) and not args.overwrite
-    existing = out
-    while not os.path.exists(existing):
-        existing = os.path.dirname(os.path.abspath(existing))
-    if not os.path.isdir(existing) or not os.access(existing, os.W_OK | os.X_OK):
-        parser.error(f"cannot write under {existing} (for {out}); pick a writable --output_dir")
-
-
-def prediction_target(parser, args, checkpoint):
-    """Test mode: where predictions go. A relative name lands in the run folder; the target
-    must stay inside --output_dir, end in .npy, and may replace only an earlier prediction
-    file (never a checkpoint, a folder or another file)."""
-    name = args.test_output_npy or "test_predictions.npy"
-    path = name if os.path.isabs(name) else os.path.join(experiment_dir(args), name)
-    if not run_folder.inside(path, args.output_dir):
-        parser.error(f"--test_output_npy {name} lies outside --output_dir {args.output_dir}; "
-                     "this tool writes only there: pass a file name (it lands in "
-                     f"{experiment_dir(args)}/)")
-    if not path.endswith(".npy") or os.path.isdir(path):
-        parser.error(f"--test_output_npy {name} must be a .npy file name, not a folder or "
-                     "another kind of file")
-    if os.path.exists(path) and (os.path.realpath(path) == os.path.realpath(checkpoint)
-                                 or not is_prediction_file(path)):
-        parser.error(f"--test_output_npy {path} exists and is not a prediction file written "
-                     "by this tool; pass another name")
-    return path
-
-
-def is_prediction_file(path):
-    try:
-        return "pred_label" in np.load(path, allow_pickle=True).item()
-    except Exception:  # not an .npy dict: pickles and headers fail in many ways
-        return False
-
-
 def load_start(parser, args):
     """Read (and check) the checkpoint this run starts from, before anything is written:
     the newest one of a resumed run, --init_checkpoint, or test mode's checkpoint."""
     if args.mode == "test":
-        path = args.load_checkpoint_path or os.path.join(checkpoint_dir(args), "last.pth")
+        path = run_folder.checkpoint_to_test(args)
         check_compatible(read_checkpoint(path).get("args", {}), args, path)
-        args.test_output_npy = prediction_target(parser, args, path)
+        args.test_output_npy = run_folder.prediction_target(args, path, parser.error)
         return None
     if args.resume:
         path, ckpt = newest_readable(checkpoint_dir(args), lambda m: log(m, err=True))
@@ -404,22 +351,6 @@ def check_networks(args, nets, dataset):
                        f"({str(exc).splitlines()[0]}); use the dataset's preset in configs/.")
     finally:
         nets.train()
-
-
-def write_experiment(args, device):
-    """Take the run folder (training), clear an --overwrite'n run's files, write args.json (or
-    test_args.json, with device_used beside the requested --device, which may say 'auto') and
-    open the log. Called once every check has passed."""
-    out = experiment_dir(args)
-    training = args.mode == "train"
-    os.makedirs(out, exist_ok=True)
-    if training:
-        run_folder.lock(out)
-        if args.overwrite:
-            run_folder.clear_run_files(out)
-    atomic_json_dump({**vars(args), "device_used": str(device)},
-                     os.path.join(out, "args.json" if training else "test_args.json"))
-    log.open(os.path.join(out, "run.log"))
 
 
 def check_distributed(parser, args, world):
@@ -477,13 +408,12 @@ def run(parser, args):
     """Check everything that can be checked, then build data, networks and loaders, write the
     run folder and hand over to the Solver."""
     local_rank = init_distributed(args.device)
-    world, rank = dist_world(), dist_rank()
-    check_distributed(parser, args, world)
-    device = resolve_device(args.device, local_rank)
+    check_distributed(parser, args, dist_world())
+    runtime = Runtime(args, local_rank)
     if args.deterministic:
         set_deterministic()
     set_seed(args.seed)
-    check_experiment(parser, args)
+    run_folder.check_experiment(args, parser.error)
     start = load_start(parser, args)
     spec = DATASETS[args.dataset_name]
     if args.num_workers < 0:
@@ -494,17 +424,17 @@ def run(parser, args):
     check_networks(args, nets, sets["train"])
     if args.sync_bn:
         nets = nn.SyncBatchNorm.convert_sync_batchnorm(nets)
-    if rank == 0:
-        write_experiment(args, device)
+    if runtime.is_main:
+        run_folder.open_run(args, runtime.device)
     train_loader = make_loader(sets.pop("train"), args.batch_size, True, args.seed,
-                               args.num_workers, device,
-                               balanced_envs=spec.balanced_envs, rank=rank, world=world,
-                               drop_last=spec.file_backed, resident=args.fast == "auto")
-    eval_loaders = {name: make_loader(ds, spec.eval_batch, False, args.seed, args.num_workers,
-                                      device, resident=args.fast == "auto")
+                               args.num_workers, runtime.device,
+                               balanced_envs=spec.balanced_envs, rank=runtime.rank,
+                               world=runtime.world, drop_last=spec.file_backed)
+    eval_loaders = {name: runtime.loader(make_loader(ds, spec.eval_batch, False, args.seed,
+                                                     args.num_workers, runtime.device))
                     for name, ds in sets.items()}
-    solver = Solver(args, nets, train_loader, eval_loaders.pop("test"), device,
-                    extra_loaders=eval_loaders)
+    solver = Solver(args, nets, runtime.loader(train_loader), eval_loaders.pop("test"),
+                    runtime, extra_loaders=eval_loaders)
     solver.init_source = start
     return solver.train() if args.mode == "train" else solver.test()
 

@@ -1,17 +1,27 @@
-"""The run folder outputs/<experiment>/: where it is, who holds it, what may be deleted.
+"""The run folder outputs/<experiment>/, and the one owner of what is written there: args.json,
+run.log, checkpoints/, metrics.jsonl, TensorBoard's logs/, results.json and test predictions.
 
 Rules that keep a user's work safe:
 - an experiment name is a relative path that stays inside --output_dir;
 - one training run at a time holds a folder (an flock on <folder>/.lock, which the kernel
   releases when the process dies, so a crashed run never leaves it stuck);
 - --overwrite deletes only files this tool writes (checkpoints, TensorBoard events, metrics,
-  results, the log), and only after every check has passed.
+  results, the log), and only after every check has passed;
+- a test run replaces only an earlier prediction file, never a checkpoint or another file;
+- every file is written whole (utils' atomic writes), by one process under torchrun.
 """
 import fcntl
 import glob
+import json
 import os
 
-from utils import ArgError, log
+import numpy as np
+from torch.utils.tensorboard import SummaryWriter
+
+import records
+from checkpoints import list_checkpoints, newest_readable
+from utils import (ArgError, atomic_json_dump, atomic_np_save, atomic_torch_save, log,
+                   matrix_figure, save_matrix_png)
 
 # Files a training run writes, relative to its folder; --overwrite removes these and no others.
 RUN_FILES = ("checkpoints/last.pth", "checkpoints/epoch_*.pth", "checkpoints/.tmp-*",
@@ -27,6 +37,11 @@ def experiment_dir(args):
 
 def checkpoint_dir(args):
     return os.path.join(experiment_dir(args), "checkpoints")
+
+
+def checkpoint_to_test(args):
+    """Test mode's checkpoint: --load_checkpoint_path, else the run's last.pth."""
+    return args.load_checkpoint_path or os.path.join(checkpoint_dir(args), "last.pth")
 
 
 def check_experiment_name(name):
@@ -84,7 +99,180 @@ def inside(path, folder):
     return os.path.commonpath([path, folder]) == folder
 
 
-def refuse_outside(path, folder, what):
-    if not inside(path, folder):
-        raise ArgError(f"{what} {path} lies outside the output folder {folder}; this tool "
-                       "writes only there. Pass a name inside it.")
+# ------------------------------------------------------------------ before anything is written
+def check_experiment(args, error):
+    """Before anything is written: never overwrite a run silently, never resume one that is
+    not there, and the output folder must be writable. error(message) refuses (main.py passes
+    its parser's, for one line and exit code 2)."""
+    out, ckpts = experiment_dir(args), checkpoint_dir(args)
+    if not inside(out, args.output_dir):  # a symbolic link out of --output_dir
+        error(f"--experiment_name {args.experiment_name} leads outside --output_dir "
+              f"(through a link, to {os.path.realpath(out)}); pick another name")
+    has_run = bool(list_checkpoints(ckpts))
+    if args.mode == "train":
+        if has_run and not (args.resume or args.resume_if_any or args.overwrite):
+            error(f"experiment '{args.experiment_name}' already has checkpoints in "
+                  f"{ckpts}; pass --resume to continue it, --overwrite to start again, "
+                  "or another --experiment_name")
+        if args.resume and not has_run:
+            error(f"--resume: experiment '{args.experiment_name}' has no checkpoint in "
+                  f"{ckpts}; check the name (and --output_dir), or pass --resume_if_any "
+                  "to start it when it is new")
+        # --overwrite wins over --resume_if_any (a script passes the latter to every run)
+        args.resume = has_run and (args.resume or args.resume_if_any) and not args.overwrite
+    existing = out
+    while not os.path.exists(existing):
+        existing = os.path.dirname(os.path.abspath(existing))
+    if not os.path.isdir(existing) or not os.access(existing, os.W_OK | os.X_OK):
+        error(f"cannot write under {existing} (for {out}); pick a writable --output_dir")
+
+
+def prediction_target(args, checkpoint, error):
+    """Test mode: where predictions go. A relative name lands in the run folder; the target
+    must stay inside --output_dir, end in .npy, and may replace only an earlier prediction
+    file (never a checkpoint, a folder or another file)."""
+    name = args.test_output_npy or "test_predictions.npy"
+    path = name if os.path.isabs(name) else os.path.join(experiment_dir(args), name)
+    if not inside(path, args.output_dir):
+        error(f"--test_output_npy {name} lies outside --output_dir {args.output_dir}; "
+              "this tool writes only there: pass a file name (it lands in "
+              f"{experiment_dir(args)}/)")
+    if not path.endswith(".npy") or os.path.isdir(path):
+        error(f"--test_output_npy {name} must be a .npy file name, not a folder or "
+              "another kind of file")
+    if os.path.exists(path) and (os.path.realpath(path) == os.path.realpath(checkpoint)
+                                 or not is_prediction_file(path)):
+        error(f"--test_output_npy {path} exists and is not a prediction file written "
+              "by this tool; pass another name")
+    return path
+
+
+def is_prediction_file(path):
+    """Whether path holds a prediction dict written by a test run."""
+    try:
+        return "pred_label" in np.load(path, allow_pickle=True).item()
+    except Exception:  # not an .npy dict: pickles and headers fail in many ways
+        return False
+
+
+def open_run(args, device):
+    """Take the run folder (training), clear an --overwrite'n run's files, write args.json (or
+    test_args.json, with device_used beside the requested --device, which may say 'auto') and
+    open the log. Called once every check has passed."""
+    out = experiment_dir(args)
+    training = args.mode == "train"
+    os.makedirs(out, exist_ok=True)
+    if training:
+        lock(out)
+        if args.overwrite:
+            clear_run_files(out)
+    atomic_json_dump({**vars(args), "device_used": str(device)},
+                     os.path.join(out, "args.json" if training else "test_args.json"))
+    log.open(os.path.join(out, "run.log"))
+
+
+# ------------------------------------------------------------------ a run's files
+def trim_metrics(path, epoch):
+    """Drop metric lines past the checkpoint a run resumes from (they will be redone);
+    return the last line kept, {} when there is none."""
+    if not os.path.exists(path):
+        return {}
+    with open(path) as fh:
+        rows = [json.loads(line) for line in fh if line.strip()]
+    rows = [r for r in rows if r["epoch"] <= epoch]
+    with open(path, "w") as fh:
+        fh.writelines(json.dumps(r) + "\n" for r in rows)
+    return rows[-1] if rows else {}
+
+
+class RunFolder:
+    """What a run writes into outputs/<experiment>/ once it has started. Under torchrun only
+    rank 0 writes (writes=False: every method does nothing). eval_sets names the extra
+    evaluation sets, whose accuracies TensorBoard shows under test/."""
+
+    def __init__(self, args, writes=True, eval_sets=()):
+        self.args, self.writes, self.eval_sets = args, writes, set(eval_sets)
+        self.path, self.checkpoints = experiment_dir(args), checkpoint_dir(args)
+        self.metrics = os.path.join(self.path, "metrics.jsonl")
+        self.writer = None
+
+    # checkpoints: what they hold is the Solver's state(); checkpoints.py checks them
+    def save_checkpoint(self, state, force=False):
+        """last.pth every --checkpoint_every epochs (and when forced), epoch_XXXX.pth every
+        --save_every epochs and at the end; never mid-epoch."""
+        if not self.writes:
+            return
+        epoch, mid_epoch = state["epoch"], state["step_in_epoch"]
+        final = epoch == self.args.epochs and not mid_epoch
+        if force or final or epoch % self.args.checkpoint_every == 0:
+            atomic_torch_save(state, os.path.join(self.checkpoints, "last.pth"))
+        if not mid_epoch and (epoch % self.args.save_every == 0 or final):
+            atomic_torch_save(state, os.path.join(self.checkpoints, f"epoch_{epoch:04d}.pth"))
+
+    def newest_checkpoint(self):
+        """(path, checkpoint) of the newest readable checkpoint, or (None, None); an unreadable
+        one is reported by name and the next older one is tried."""
+        return newest_readable(self.checkpoints, lambda m: log(m, err=True))
+
+    def last_checkpoint(self):
+        """last.pth's path, or 'none written yet'."""
+        last = os.path.join(self.checkpoints, "last.pth")
+        return last if os.path.exists(last) else "none written yet"
+
+    # metrics.jsonl and TensorBoard: one event file per run
+    def open_logs(self, epoch, resumed):
+        """Log from `epoch` on: a resumed run's metric lines and events past it are dropped
+        (they will be redone). Returns the last metric line kept ({} when none)."""
+        if not self.writes:
+            return {}
+        last = trim_metrics(self.metrics, epoch) if resumed else {}
+        self.writer = SummaryWriter(os.path.join(self.path, "logs"), purge_step=epoch + 1)
+        return last
+
+    def _tag(self, key):
+        if key == "test_acc":
+            return "test/acc"
+        if key == "bias_agreement":
+            return "test/bias_agreement"
+        if key.endswith("_acc") and key[:-4] in self.eval_sets:
+            return f"test/{key}"
+        return f"train/{key}"
+
+    def log_epoch(self, epoch, stats):
+        """One epoch's metrics: TensorBoard scalars and a metrics.jsonl line."""
+        if not self.writes:
+            return
+        for k, v in stats.items():
+            self.writer.add_scalar(self._tag(k), v, epoch)
+        self.writer.flush()
+        with open(self.metrics, "a") as fh:
+            fh.write(json.dumps({"epoch": epoch, **stats}) + "\n")
+
+    def write_results(self, record, panels, epoch):
+        """results.json, and in TensorBoard the run's configuration and final metrics (the
+        HPARAMS view) and the final confusion matrices as figures."""
+        if not self.writes:
+            return
+        atomic_json_dump(record, os.path.join(self.path, "results.json"))
+        metrics = {k: v for k, v in record.items() if k.endswith("_acc")
+                   or k in ("bias_agreement", "epochs")}
+        records.log_hparams(self.writer, record["config"], metrics, epoch)
+        for name, panel in panels:
+            self.writer.add_figure(f"confusion/{name}", matrix_figure(*panel), epoch)
+
+    def close(self):
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+
+    def write_predictions(self, path, predictions, panels, summary):
+        """Test mode: the prediction dict as .npy at path (main.py chose it with
+        prediction_target), its confusion matrices as <stem>_confusion_<name>.png, and the
+        summary line in the log."""
+        if not self.writes:
+            return
+        atomic_np_save(predictions, path)
+        stem = os.path.splitext(path)[0]
+        for name, panel in panels.items():
+            save_matrix_png(panel[0], f"{stem}_confusion_{name}.png", *panel[1:])
+        log(f"{summary} -> {path}, {stem}_confusion_{{label,bias}}.png")

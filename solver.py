@@ -1,4 +1,4 @@
-"""The Solver: epoch loop, evaluation, logging and checkpoints around a training method.
+"""The Solver: the training loop, evaluation and resuming around a training method.
 
 Optimizers and schedule follow the LNL reference (Kim et al., CVPR 2019, authors' trainer):
 SGD with momentum and weight decay (or Adam, --optimizer adam, for the IRM and AND-mask
@@ -6,42 +6,26 @@ benchmarks), one optimizer per parameter group the method names, and lr x lr_dec
 lr_decay_period epochs.
 
 Under torchrun the networks are wrapped in DistributedDataParallel (one wrapper per network, so
-each of LNL's two backward passes reduces exactly the networks it used), training metrics are
-averaged over ranks, and only rank 0 writes files.
+each of LNL's two backward passes reduces exactly the networks it used) and training metrics are
+averaged over ranks. What is written (checkpoints, metrics, TensorBoard, results, predictions)
+goes through the RunFolder, by rank 0 only; the fast path comes in through the Runtime.
 """
-import json
+import contextlib
 import math
 import os
 import signal
-import sys
 import time
 
 import torch
 import torch.distributed as dist
 from torch import nn, optim
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.tensorboard import SummaryWriter
 
 import records
-from checkpoints import (check_compatible, check_init_optimizer, newest_readable,
-                         read_checkpoint)
+from checkpoints import check_compatible, check_init_optimizer, read_checkpoint
 from methods import METHODS
-from run_folder import checkpoint_dir, experiment_dir
-from utils import (BadInput, RunStopped, atomic_json_dump, atomic_np_save, atomic_torch_save,
-                   dist_rank, dist_world, format_duration, log, matrix_figure,
-                   progress, rng_state, save_matrix_png, set_rng_state)
-
-def trim_metrics(path, epoch):
-    """Drop metric lines past the checkpoint a run resumes from (they will be redone);
-    return the last line kept, {} when there is none."""
-    if not os.path.exists(path):
-        return {}
-    with open(path) as fh:
-        rows = [json.loads(line) for line in fh if line.strip()]
-    rows = [r for r in rows if r["epoch"] <= epoch]
-    with open(path, "w") as fh:
-        fh.writelines(json.dumps(r) + "\n" for r in rows)
-    return rows[-1] if rows else {}
+from run_folder import RunFolder, checkpoint_to_test
+from utils import BadInput, RunStopped, format_duration, log, progress, rng_state, set_rng_state
 
 
 class GuardedOptimizer:
@@ -80,9 +64,6 @@ class EpochMeter:
 
     def __init__(self, state=None):
         state = state or {}
-        if isinstance(state, (tuple, list)):  # checkpoints before 2026-11-23: (sums, count)
-            sums = dict(state[0])
-            state = {"sums": sums, "count": state[1], "skipped": sums.pop("nonfinite_skipped", 0)}
         self.saved = dict(state.get("sums", {}))
         self.count, self.skipped = state.get("count", 0), state.get("skipped", 0)
         self.keys, self.acc = None, None
@@ -105,84 +86,16 @@ class EpochMeter:
     def state(self):
         return {"sums": self.sums(), "count": self.count, "skipped": self.skipped}
 
-
-class CapturedStep:
-    """The fast path's training step on a GPU (--fast auto): the method's whole update (forward,
-    backward, optimizer steps) recorded once as a CUDA graph and replayed for every full batch.
-    A small network at batch 128 is bound by kernel launches, and a replay is one launch.
-    - The first `warmup` steps run eagerly on a side stream, so optimizer state (momentum
-      buffers) and cuDNN's choices exist before recording (PyTorch's whole-network recipe).
-    - Batches of another size (an epoch's last) run eagerly.
-    - The recorded optimizer steps keep the learning rates of recording time, so a schedule
-      change records again.
-    - Non-finite gradients are not screened inside the graph: the Solver checks the step's
-      metrics after each replay.
-    - If recording fails, a warning says why and every later step runs eagerly."""
-
-    def __init__(self, method, optimizers, batch_size, warmup=3):
-        self.method, self.optimizers, self.warmup = method, optimizers, warmup
-        self.batch_size = batch_size
-        self.raw = {k: o.optimizer for k, o in optimizers.items()}
-        self.replay = self._graph = self.key = self.inputs = self.outputs = None
-        self.stream, self.failed = None, False
-        self.eager_steps = self.replays = self.captures = 0
-
-    def _key(self, batch):
-        lrs = tuple(g["lr"] for o in self.raw.values() for g in o.param_groups)
-        return tuple((t.shape, t.dtype) for t in batch), lrs
-
-    def __call__(self, batch):
-        key = self._key(batch)
-        if key == self.key:
-            for static, t in zip(self.inputs, batch):
-                static.copy_(t)
-            self.replay()
-            self.replays += 1
-            return self.outputs
-        if (self.failed or self.eager_steps < self.warmup
-                or batch[0].shape[0] != self.batch_size):
-            return self._eager(batch)
-        return self._capture(batch, key)
-
-    def _eager(self, batch):
-        if not batch[0].is_cuda:
-            out = self.method.update(batch, self.optimizers)
-        else:
-            self.stream = self.stream or torch.cuda.Stream(batch[0].device)
-            self.stream.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(self.stream):
-                out = self.method.update(batch, self.optimizers)
-            torch.cuda.current_stream().wait_stream(self.stream)
-        self.eager_steps += 1
-        return out
-
-    def _record(self):
-        """Record one update on the static inputs; returns (replay, static outputs). Nothing
-        runs while recording. It records on the warm-up stream, whose library handles and
-        workspaces already exist; thread_local: a DataLoader's pin-memory thread may allocate
-        meanwhile."""
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, stream=self.stream, capture_error_mode="thread_local"):
-            outputs = self.method.update(self.inputs, self.raw)
-        self._graph = graph  # keeps the recording (and its memory pool) alive
-        return graph.replay, outputs
-
-    def _capture(self, batch, key):
-        self.replay = self._graph = None  # frees the previous recording (a new learning rate)
-        self.inputs = [t.clone() for t in batch]
-        try:
-            self.replay, self.outputs = self._record()
-        except Exception as exc:  # a method that is not graph-safe after all, a driver limit
-            self.failed, self.key = True, None
-            print(f"warning: recording the training step as a CUDA graph failed ({exc}); "
-                  "continuing with eager steps (pass --fast off to skip the attempt).",
-                  file=sys.stderr)
-            return self._eager(batch)
-        self.key = key
-        self.captures += 1
-        self.replay()
-        self.replays += 1
-        return self.outputs
+    def averages(self, device, world):
+        """({metric: mean per example}, steps skipped), over every rank's examples."""
+        sums = self.sums()
+        keys = sorted(sums)
+        totals = torch.tensor([sums[k] for k in keys] + [self.count, self.skipped],
+                              dtype=torch.float64, device=device)
+        if world > 1:
+            dist.all_reduce(totals)
+        *totals, count, skipped = totals.tolist()
+        return {k: t / max(count, 1) for k, t in zip(keys, totals)}, skipped
 
 
 def wrap_for_ddp(nets, device):
@@ -194,27 +107,28 @@ def wrap_for_ddp(nets, device):
                           for k, m in nets.items()})
 
 
-def use_cuda_graph(args, device, method, world):
-    """Whether training steps are recorded as CUDA graphs: --fast auto, a CUDA device, one
-    process, a graph-safe method (fixed shapes, no host sync), SGD (its update has no host-side
-    state), and no --skip_nonfinite (skipping a step needs a host decision inside it)."""
-    return (args.fast == "auto" and device.type == "cuda" and world == 1
-            and method.graph_safe and args.optimizer == "sgd" and not args.skip_nonfinite)
+@contextlib.contextmanager
+def stop_signals(handler):
+    """SIGINT and SIGTERM call handler instead of stopping the process, inside the block."""
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
 
 
 class Solver:
-    """Owns data, epoch loop, evaluation, TensorBoard logs and checkpoints for one experiment."""
+    """Trains, evaluates and resumes one experiment; its RunFolder writes the files."""
 
-    def __init__(self, args, nets, train_loader, test_loader, device, extra_loaders=None):
-        self.args, self.device = args, device
-        self.rank, self.world = dist_rank(), dist_world()
-        self.is_main = self.rank == 0
-        self.nets = nets.to(device)
-        if args.precision == "bf16":
-            self.nets.to(memory_format=torch.channels_last)  # conv weights NHWC: tensor cores
-        train_nets = wrap_for_ddp(self.nets, device) if self.world > 1 else self.nets
+    def __init__(self, args, nets, train_loader, test_loader, runtime, extra_loaders=None):
+        self.args, self.runtime, self.device = args, runtime, runtime.device
+        self.world, self.is_main = runtime.world, runtime.is_main
+        self.nets = runtime.place(nets)
+        train_nets = wrap_for_ddp(self.nets, self.device) if self.world > 1 else self.nets
         self.train_loader, self.test_loader = train_loader, test_loader
         self.extra_loaders = extra_loaders or {}
+        self.run = RunFolder(args, self.is_main, self.extra_loaders)
         self.last_eval = None  # (labels, preds, bias, n_classes) of the latest test evaluation
         self.method = METHODS[args.method](train_nets, args)
         # evaluation reads the plain networks: no collective calls outside training steps
@@ -229,8 +143,7 @@ class Solver:
         self.partial = None      # EpochMeter of the current epoch so far
         self.stop_signal = 0
         self.init_source = None  # the checkpoint a stage-2 run started from (path, epoch, hash)
-        self.captured = (CapturedStep(self.method, self.optimizers, train_loader.batch_size)
-                         if use_cuda_graph(args, device, self.method, self.world) else None)
+        self.captured = runtime.recorded_step(self.method, self.optimizers, train_loader)
 
     def _optimizer(self, params):
         a = self.args
@@ -238,10 +151,155 @@ class Solver:
             return optim.Adam(params, lr=a.lr, weight_decay=a.weight_decay)
         return optim.SGD(params, lr=a.lr, momentum=a.momentum, weight_decay=a.weight_decay)
 
-    # ------------------------------------------------------------------ batches and eval
+    # ------------------------------------------------------------------ the training loop
+    def train(self):
+        """Train to --epochs (continuing or initialising as asked); write results.json.
+        SIGINT/SIGTERM finish the current step, save a checkpoint and raise RunStopped."""
+        args, run = self.args, self.run
+        started = time.time()
+        with stop_signals(self._on_signal):
+            resumed = args.resume and self.resume()
+            if not resumed and args.init_checkpoint:
+                self.init_from(args.init_checkpoint)
+            last = run.open_logs(self.epoch, resumed)  # drops what a resumed run will redo
+            self.clock = (time.time(), self.epoch)  # for the ETA: this process's pace
+            try:
+                while self.epoch < args.epochs:
+                    lr = self.optimizers["main"].param_groups[0]["lr"]  # the lr it trains at
+                    stats = self.train_epoch()
+                    if stats is None:  # a signal: the step in flight finished, nothing is lost
+                        raise self._stopped_by_signal()
+                    for s in self.schedulers.values():
+                        s.step()
+                    self.epoch += 1
+                    last = {**stats, "lr": lr}
+                    if self.epoch % args.eval_every == 0 or self.epoch == args.epochs:
+                        last.update(self.evaluate_all())
+                    self._report(last)
+                    run.save_checkpoint(self.state())
+                if "test_acc" not in last or self.last_eval is None:
+                    # nothing was left to train: evaluate the finished run (its figures need it)
+                    last.update(self.evaluate_all())
+                last.pop("epoch", None)
+                if self.is_main:
+                    self._finish(started, last)
+            except BadInput as err:  # keep every step done so far
+                run.save_checkpoint(self.state(), force=True)
+                raise BadInput(f"{err} Progress up to epoch {self.epoch + 1}, step "
+                               f"{self.step_in_epoch} is saved in {run.checkpoints}; after "
+                               "fixing the input, continue with the same command plus "
+                               "--resume.") from None
+            finally:
+                run.close()
+        return last["test_acc"]
+
+    def train_epoch(self):
+        """Train from the current position in the epoch to its end: the epoch's mean step
+        metrics, or None when a stop signal came first."""
+        self.nets.train()
+        loader = self.train_loader
+        # the order depends on (seed, epoch) only, so a resumed epoch skips the steps it did
+        loader.sampler.set_epoch(self.epoch)
+        loader.sampler.set_start(self.step_in_epoch * loader.batch_size)
+        meter = self.partial = self.partial or EpochMeter()  # checkpointed with the position
+        bar = progress(loader, desc=f"epoch {self.epoch + 1}/{self.args.epochs}")
+        for batch in bar:
+            batch = self._to_device(batch)
+            stats = self.step(batch)
+            keys = tuple(stats)
+            values = torch.stack([stats[k].float() for k in keys])  # no host sync per step
+            if self._nonfinite(values):
+                if not self.args.skip_nonfinite:
+                    raise self._diverged(stats)
+                meter.skipped += 1
+            else:
+                meter.add(keys, values, batch[0].shape[0])
+            self.step_in_epoch += 1
+            if not bar.disable and self.step_in_epoch % 20 == 0:  # a read syncs the device
+                bar.set_postfix(loss=f"{float(stats.get('loss_cls', 0.0)):.3f}")
+            if self._stop_requested():
+                return None
+        self.step_in_epoch, self.partial = 0, None
+        means, skipped = meter.averages(self.device, self.world)
+        if self.args.skip_nonfinite:
+            means["nonfinite_skipped"] = skipped
+        return means
+
+    def step(self, batch):
+        """One training step through the method (replayed from a CUDA graph when recorded)."""
+        with self.runtime.autocast():
+            if self.captured is not None:
+                return self.captured(batch)
+            return self.method.update(batch, self.optimizers)
+
+    # ------------------------------------------------------------------ around the loop
     def _to_device(self, batch):
         return tuple(t.to(self.device, non_blocking=True) for t in batch)
 
+    def _on_signal(self, signum, frame):
+        self.stop_signal = signum
+
+    def _stop_requested(self):
+        """A signal on any rank stops every rank after the same step."""
+        flag = self.stop_signal
+        if self.world > 1:
+            t = torch.tensor([flag], device=self.device)
+            dist.all_reduce(t, op=dist.ReduceOp.MAX)
+            flag = int(t.item())
+        self.stop_signal = flag
+        return flag != 0
+
+    def _nonfinite(self, values):
+        skipped = any(o.skipped for o in self.optimizers.values())
+        for o in self.optimizers.values():
+            o.skipped = False
+        return skipped or not bool(torch.isfinite(values).all())
+
+    def _diverged(self, stats):
+        values = ", ".join(f"{k}={float(v):.4g}" for k, v in stats.items())
+        weights = ("no non-finite gradient reached the weights" if self.captured is None else
+                   "the recorded step had already updated the weights")
+        lrs = [g["lr"] for o in self.optimizers.values() for g in o.param_groups]
+        advice = ("the learning rate itself is not finite: start again with a finite --lr "
+                  "(and --overwrite)" if not all(map(math.isfinite, lrs)) else
+                  "Lower --lr and --resume, or pass --skip_nonfinite to skip such steps")
+        return RunStopped(
+            f"stopped: non-finite loss at epoch {self.epoch + 1}, "
+            f"step {self.step_in_epoch + 1} "
+            f"({values}); {weights}. Last good checkpoint: {self.run.last_checkpoint()}. "
+            f"{advice}.", 1)
+
+    def _stopped_by_signal(self):
+        self.run.save_checkpoint(self.state(), force=True)
+        name = signal.Signals(self.stop_signal).name
+        return RunStopped(
+            f"stopped by {name} at epoch {self.epoch + 1}, step {self.step_in_epoch}; "
+            f"checkpoint saved in {self.run.checkpoints}. Continue with the same command "
+            "plus --resume.", 128 + self.stop_signal)
+
+    def _report(self, stats):
+        """An epoch's metrics into the run folder, and its line (with the ETA) in the log."""
+        self.run.log_epoch(self.epoch, stats)
+        if not self.is_main:
+            return
+        start, first = self.clock
+        pace = (time.time() - start) / max(self.epoch - first, 1)
+        log(f"epoch {self.epoch}/{self.args.epochs} "
+            + " ".join(f"{k}={v:.4g}" for k, v in stats.items())
+            + f" ({pace:.1f} s/epoch, ETA {format_duration(pace * (self.args.epochs - self.epoch))})")
+
+    def _finish(self, started, metrics):
+        """results.json and the final TensorBoard record (one event file per run)."""
+        args = self.args
+        record = records.results_record(args, self.device, started, self.epoch, metrics,
+                                        self.world)
+        panels = records.confusion_panels(args, *self.last_eval, epoch=self.epoch,
+                                          checkpoint="final weights")
+        self.run.write_results(record, panels, self.epoch)
+        log(f"final test_acc={metrics['test_acc']:.4f} ({args.experiment_name}, "
+            f"epoch {self.epoch}) -> {self.run.path}")
+
+    # ------------------------------------------------------------------ evaluation
     @torch.no_grad()
     def predict_all(self, loader):
         """Class probabilities and labels over a loader, in order."""
@@ -249,7 +307,7 @@ class Solver:
         probs, labels = [], []
         for batch in progress(loader, desc="eval"):
             x, y, _ = self._to_device(batch)
-            with self.autocast():
+            with self.runtime.autocast():
                 logits = self.eval_method.predict(x).float()
             if logits.shape[1] == 1:  # binary task: one logit -> P(y=0), P(y=1)
                 p1 = torch.sigmoid(logits)
@@ -278,93 +336,29 @@ class Solver:
         out.update({f"{n}_acc": self.evaluate(l) for n, l in self.extra_loaders.items()})
         return out
 
-    # ------------------------------------------------------------------ training steps
-    def _stop_requested(self):
-        """A signal on any rank stops every rank after the same step."""
-        flag = self.stop_signal
-        if self.world > 1:
-            t = torch.tensor([flag], device=self.device)
-            dist.all_reduce(t, op=dist.ReduceOp.MAX)
-            flag = int(t.item())
-        self.stop_signal = flag
-        return flag != 0
-
-    def _nonfinite(self, values):
-        skipped = any(o.skipped for o in self.optimizers.values())
-        for o in self.optimizers.values():
-            o.skipped = False
-        return skipped or not bool(torch.isfinite(values).all())
-
-    def _diverged(self, stats):
-        last = os.path.join(checkpoint_dir(self.args), "last.pth")
-        good = last if os.path.exists(last) else "none written yet"
-        values = ", ".join(f"{k}={float(v):.4g}" for k, v in stats.items())
-        weights = ("no non-finite gradient reached the weights" if self.captured is None else
-                   "the recorded step had already updated the weights")
-        lrs = [g["lr"] for o in self.optimizers.values() for g in o.param_groups]
-        advice = ("the learning rate itself is not finite: start again with a finite --lr "
-                  "(and --overwrite)" if not all(map(math.isfinite, lrs)) else
-                  "Lower --lr and --resume, or pass --skip_nonfinite to skip such steps")
-        return RunStopped(
-            f"stopped: non-finite loss at epoch {self.epoch + 1}, "
-            f"step {self.step_in_epoch + 1} "
-            f"({values}); {weights}. Last good checkpoint: {good}. {advice}.", 1)
-
-    def autocast(self):
-        """--precision bf16: matmuls and convolutions in bfloat16, losses and weights in
-        float32 (torch.autocast). Off (fp32, the reference) by default. The cache of cast
-        weights is off: it would outlive a recorded CUDA graph's step."""
-        return torch.autocast(self.device.type, dtype=torch.bfloat16, cache_enabled=False,
-                              enabled=self.args.precision == "bf16")
-
-    def step(self, batch):
-        """One training step through the method (replayed from a CUDA graph when captured)."""
-        with self.autocast():
-            if self.captured is not None:
-                return self.captured(batch)
-            return self.method.update(batch, self.optimizers)
-
-    def train_epoch(self):
-        """Train from the current position in the epoch to its end (or to a stop signal)."""
-        self.nets.train()
-        sampler = self.train_loader.sampler
-        sampler.set_epoch(self.epoch)
-        sampler.set_start(self.step_in_epoch * self.train_loader.batch_size)
-        meter = self.partial or EpochMeter()
-        bar = progress(self.train_loader, desc=f"epoch {self.epoch + 1}/{self.args.epochs}")
-        for batch in bar:
-            batch = self._to_device(batch)
-            stats = self.step(batch)
-            keys = tuple(stats)
-            values = torch.stack([stats[k].float() for k in keys])
-            if self._nonfinite(values):
-                if not self.args.skip_nonfinite:
-                    raise self._diverged(stats)
-                meter.skipped += 1
-            else:
-                meter.add(keys, values, batch[0].shape[0])
-            self.step_in_epoch += 1
-            if not bar.disable and self.step_in_epoch % 20 == 0:  # a read syncs the device
-                bar.set_postfix(loss=f"{float(stats.get('loss_cls', 0.0)):.3f}")
-            self.partial = meter
-            if self._stop_requested():
-                return None
-        self.step_in_epoch, self.partial = 0, None
-        sums = meter.sums()
-        keys = sorted(sums)
-        totals = torch.tensor([sums[k] for k in keys] + [meter.count, meter.skipped],
-                              dtype=torch.float64, device=self.device)
-        if self.world > 1:  # average over every rank's examples
-            dist.all_reduce(totals)
-        totals = totals.tolist()
-        count, skipped = totals[-2], totals[-1]
-        out = {k: totals[i] / max(count, 1) for i, k in enumerate(keys)}
-        if self.args.skip_nonfinite:
-            out["nonfinite_skipped"] = skipped
-        return out
+    def test(self):
+        """Evaluate a checkpoint on the (unbiased) test set and save predictions as a dict .npy."""
+        args = self.args
+        path = checkpoint_to_test(args)
+        ckpt = self.load_nets(path)
+        probs, labels = self.predict_all(self.test_loader)
+        preds = probs.argmax(1)
+        acc = float((preds == labels).mean())
+        # main.py resolved the target: inside --output_dir, never a checkpoint or a folder
+        out = args.test_output_npy or os.path.join(self.run.path, "test_predictions.npy")
+        bias = self.test_loader.dataset.bias_index[:len(labels)]
+        panels = dict(records.confusion_panels(args, labels, preds, bias, probs.shape[1],
+                                               ckpt.get("epoch"), os.path.basename(path)))
+        self.run.write_predictions(
+            out, {"true_label": labels, "pred_label": preds, "probabilities": probs,
+                  "bias_index": bias, "accuracy": acc, "checkpoint": path,
+                  "confusion_label": panels["label"][0], "confusion_bias": panels["bias"][0]},
+            panels, f"test_acc={acc:.4f} ({len(labels)} images, checkpoint {path})")
+        return acc
 
     # ------------------------------------------------------------------ checkpoints
     def state(self):
+        """What a checkpoint holds (its keys are a file format: old checkpoints must load)."""
         return {"epoch": self.epoch, "step_in_epoch": self.step_in_epoch,
                 "partial": self.partial.state() if self.partial else None,
                 "args": vars(self.args),
@@ -373,19 +367,6 @@ class Solver:
                 "schedulers": {k: s.state_dict() for k, s in self.schedulers.items()},
                 "method": self.method.state_dict(), "rng": rng_state(),
                 "init": self.init_source}
-
-    def save_checkpoint(self, force=False):
-        """last.pth every --checkpoint_every epochs (and when forced), epoch_XXXX.pth every
-        --save_every epochs and at the end; rank 0 only."""
-        if not self.is_main:
-            return
-        folder = checkpoint_dir(self.args)
-        state = self.state()
-        final = self.epoch == self.args.epochs and not self.step_in_epoch
-        if force or final or self.epoch % self.args.checkpoint_every == 0:
-            atomic_torch_save(state, os.path.join(folder, "last.pth"))
-        if not self.step_in_epoch and (self.epoch % self.args.save_every == 0 or final):
-            atomic_torch_save(state, os.path.join(folder, f"epoch_{self.epoch:04d}.pth"))
 
     def load_nets(self, path, modules=("f", "g", "h"), ckpt=None):
         ckpt = ckpt or read_checkpoint(path)
@@ -417,11 +398,10 @@ class Solver:
 
     def resume(self):
         """Continue from the newest readable checkpoint of this experiment (main.py has checked
-        that one exists and belongs to this run); an unreadable one is reported by name and
-        the next older one is tried."""
-        path, ckpt = newest_readable(checkpoint_dir(self.args), lambda m: log(m, err=True))
+        that one exists and belongs to this run)."""
+        path, ckpt = self.run.newest_checkpoint()
         if ckpt is None:
-            log(f"no checkpoint to resume from in {checkpoint_dir(self.args)}: starting a new run")
+            log(f"no checkpoint to resume from in {self.run.checkpoints}: starting a new run")
             return False
         self.load_nets(path, ckpt=ckpt)
         for k, o in self.optimizers.items():
@@ -438,138 +418,3 @@ class Solver:
         where = f", {self.step_in_epoch} steps into the next" if self.step_in_epoch else ""
         log(f"resumed from {path} (epoch {self.epoch} of {self.args.epochs} done{where})")
         return True
-
-    # ------------------------------------------------------------------ train / test
-    def _on_signal(self, signum, frame):
-        self.stop_signal = signum
-
-    def train(self):
-        """Train to --epochs (continuing or initialising as asked); write results.json.
-        SIGINT/SIGTERM finish the current step, save a checkpoint and raise RunStopped."""
-        handlers = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-        try:
-            return self._train()
-        finally:
-            for s, h in handlers.items():
-                signal.signal(s, h)
-
-    def _train(self):
-        args, out = self.args, experiment_dir(self.args)
-        started = time.time()
-        resumed = args.resume and self.resume()
-        if not resumed and args.init_checkpoint:
-            self.init_from(args.init_checkpoint)
-        metrics_path = os.path.join(out, "metrics.jsonl")
-        last = trim_metrics(metrics_path, self.epoch) if resumed and self.is_main else {}
-        writer = (SummaryWriter(os.path.join(out, "logs"), purge_step=self.epoch + 1)
-                  if self.is_main else None)
-        self.clock = (time.time(), self.epoch)  # for the ETA: this process's pace
-        try:
-            while self.epoch < args.epochs:
-                stats = self.run_epoch()
-                if stats is None:
-                    raise self._interrupted()
-                last = stats
-                if self.is_main:
-                    self._log(writer, metrics_path, last)
-                self.save_checkpoint()
-            if "test_acc" not in last or self.last_eval is None:
-                # nothing was left to train: evaluate the finished run (its figures need it)
-                last.update(self.evaluate_all())
-            last.pop("epoch", None)
-            if self.is_main:  # one event file per run: the final record goes to the same writer
-                record = records.results_record(args, self.device, started, self.epoch, last,
-                                                self.world)
-                atomic_json_dump(record, os.path.join(out, "results.json"))
-                self._log_final(writer, record)
-                log(f"final test_acc={last['test_acc']:.4f} ({args.experiment_name}, "
-                    f"epoch {self.epoch}) -> {out}")
-        except BadInput as err:  # keep every step done so far
-            self.save_checkpoint(force=True)
-            raise BadInput(f"{err} Progress up to epoch {self.epoch + 1}, step "
-                           f"{self.step_in_epoch} is saved in {checkpoint_dir(args)}; after "
-                           "fixing the input, continue with the same command plus --resume.") \
-                from None
-        finally:
-            if writer is not None:
-                writer.close()
-        return last["test_acc"]
-
-    def _log_final(self, writer, record):
-        """TensorBoard: the run's configuration and final metrics in the HPARAMS view, and the
-        final epoch's confusion matrices as figures."""
-        metrics = {k: v for k, v in record.items() if k.endswith("_acc")
-                   or k in ("bias_agreement", "epochs")}
-        records.log_hparams(writer, record["config"], metrics, self.epoch)
-        for name, panel in records.confusion_panels(
-                self.args, *self.last_eval, epoch=self.epoch, checkpoint="final weights"):
-            writer.add_figure(f"confusion/{name}", matrix_figure(*panel), self.epoch)
-
-    def _interrupted(self):
-        self.save_checkpoint(force=True)
-        name = signal.Signals(self.stop_signal).name
-        return RunStopped(
-            f"stopped by {name} at epoch {self.epoch + 1}, step {self.step_in_epoch}; "
-            f"checkpoint saved in {checkpoint_dir(self.args)}. Continue with the same command "
-            "plus --resume.", 128 + self.stop_signal)
-
-    def _log(self, writer, metrics_path, stats):
-        for k, v in stats.items():
-            writer.add_scalar(self._tag(k), v, self.epoch)
-        writer.flush()
-        with open(metrics_path, "a") as fh:
-            fh.write(json.dumps({"epoch": self.epoch, **stats}) + "\n")
-        start, first = self.clock
-        pace = (time.time() - start) / max(self.epoch - first, 1)
-        log(f"epoch {self.epoch}/{self.args.epochs} "
-            + " ".join(f"{k}={v:.4g}" for k, v in stats.items())
-            + f" ({pace:.1f} s/epoch, ETA {format_duration(pace * (self.args.epochs - self.epoch))})")
-
-    def run_epoch(self):
-        """One epoch of training, the schedule step, and evaluation when it is due; None when
-        a stop signal ended the epoch early."""
-        lr = self.optimizers["main"].param_groups[0]["lr"]
-        stats = self.train_epoch()
-        if stats is None:
-            return None
-        for s in self.schedulers.values():
-            s.step()
-        self.epoch += 1
-        stats["lr"] = lr
-        if self.epoch % self.args.eval_every == 0 or self.epoch == self.args.epochs:
-            stats.update(self.evaluate_all())
-        return stats
-
-    def _tag(self, key):
-        if key == "test_acc":
-            return "test/acc"
-        if key == "bias_agreement":
-            return "test/bias_agreement"
-        if key.endswith("_acc") and key[:-4] in self.extra_loaders:
-            return f"test/{key}"
-        return f"train/{key}"
-
-    def test(self):
-        """Evaluate a checkpoint on the (unbiased) test set and save predictions as a dict .npy."""
-        args = self.args
-        path = args.load_checkpoint_path or os.path.join(checkpoint_dir(args), "last.pth")
-        ckpt = self.load_nets(path)
-        probs, labels = self.predict_all(self.test_loader)
-        preds = probs.argmax(1)
-        acc = float((preds == labels).mean())
-        # main.py resolved the target: inside --output_dir, never a checkpoint or a folder
-        out = args.test_output_npy or os.path.join(experiment_dir(args), "test_predictions.npy")
-        bias = self.test_loader.dataset.bias_index[:len(labels)]
-        panels = dict(records.confusion_panels(args, labels, preds, bias, probs.shape[1],
-                                               ckpt.get("epoch"), os.path.basename(path)))
-        if self.is_main:
-            atomic_np_save({"true_label": labels, "pred_label": preds, "probabilities": probs,
-                            "bias_index": bias, "accuracy": acc, "checkpoint": path,
-                            "confusion_label": panels["label"][0],
-                            "confusion_bias": panels["bias"][0]}, out)
-            stem = os.path.splitext(out)[0]
-            for name, panel in panels.items():
-                save_matrix_png(panel[0], f"{stem}_confusion_{name}.png", *panel[1:])
-            log(f"test_acc={acc:.4f} ({len(labels)} images, checkpoint {path}) -> {out}, "
-                f"{stem}_confusion_{{label,bias}}.png")
-        return acc

@@ -1,9 +1,8 @@
-"""Small shared helpers: seeding, device choice, atomic writes, progress bars, errors, the log."""
+"""Small shared helpers: seeding, process rank, atomic writes, progress bars, errors, the log."""
 import errno
 import json
 import os
 import random
-import re
 import shutil
 import sys
 import tempfile
@@ -57,48 +56,12 @@ def set_seed(seed):
     torch.manual_seed(seed)
 
 
-DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?$")
-
-
-def resolve_device(name, local_rank=0):
-    """Turn --device {auto,cpu,cuda[:N]} into a torch.device once; everything else receives it.
-    Under torchrun each process takes the GPU of its local rank."""
-    if not DEVICE_PATTERN.match(name):
-        raise ArgError(f"--device {name} is not a device; use auto, cpu, cuda or cuda:N.")
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError("--device cuda was asked for but no CUDA GPU is visible; "
-                        "use --device cpu (or auto).")
-    if name == "cuda":
-        name = f"cuda:{local_rank}"
-    device = torch.device(name)
-    if device.type == "cuda" and device.index >= torch.cuda.device_count():
-        raise ArgError(f"--device {name}: only {torch.cuda.device_count()} CUDA GPU(s) are "
-                       "visible (cuda:0 ...); pick one of them.")
-    return device
-
-
 def dist_world():
     return torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
 
 
 def dist_rank():
     return torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
-
-
-def init_distributed(device_name):
-    """Join the process group torchrun set up (WORLD_SIZE > 1): NCCL on GPUs, gloo on CPUs.
-    Returns the local rank (0 without torchrun)."""
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return 0
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    use_cuda = device_name != "cpu" and torch.cuda.is_available()
-    if use_cuda:
-        torch.cuda.set_device(local_rank)
-    if not torch.distributed.is_initialized():
-        torch.distributed.init_process_group("nccl" if use_cuda else "gloo")
-    return local_rank
 
 
 def set_deterministic():

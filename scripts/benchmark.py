@@ -26,8 +26,9 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from data_handler import CMNIST_MEAN, CMNIST_STD, ColorImageDataset, color_bin_target, make_loader  # noqa: E402
 import main as cli  # noqa: E402
+from runtime import Runtime, resolve_device  # noqa: E402
 from solver import Solver  # noqa: E402
-from utils import resolve_device, set_seed  # noqa: E402
+from utils import set_seed  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -58,13 +59,14 @@ def build_solver(method, path, opts, device, out_dir):
     _, args = cli.parse_args([
         "--method", method, "--batch_size", str(opts.batch_size), "--seed", str(opts.seed),
         "--fast", "off" if path == "eager" else "auto", "--output_dir", out_dir,
-        "--experiment_name", f"{method}_{path}", "--num_workers", "0"])
+        "--experiment_name", f"{method}_{path}", "--num_workers", "0",
+        "--device", str(device)])
+    runtime = Runtime(args)
     set_seed(opts.seed)
     data = synthetic_cmnist(opts.train_samples, opts.seed)
     nets = cli.build_nets(args, data.input_shape)
-    loader = make_loader(data, args.batch_size, True, args.seed, 0, device,
-                         resident=args.fast == "auto")
-    return Solver(args, nets, loader, None, device)
+    loader = make_loader(data, args.batch_size, True, args.seed, 0, runtime.device)
+    return Solver(args, nets, runtime.loader(loader), None, runtime)
 
 
 def sync(device):

@@ -5,6 +5,7 @@ on the CPU with a stand-in recording."""
 import copy
 import json
 import os
+import subprocess
 import sys
 
 import numpy as np
@@ -13,8 +14,10 @@ import torch
 from torch import optim
 
 import main as cli
-from data_handler import CMNIST_MEAN, CMNIST_STD, ColorImageDataset, ResidentLoader, make_loader
-from solver import CapturedStep, GuardedOptimizer, Solver
+from data_handler import CMNIST_MEAN, CMNIST_STD, ColorImageDataset, make_loader
+from fast import CapturedStep, ResidentLoader, resident
+from runtime import Runtime
+from solver import GuardedOptimizer, Solver
 from test_methods import make
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -39,8 +42,8 @@ def batches(loader, epoch=0):
 def test_resident_loader_yields_the_dataloaders_batches(train, drop_last, batch):
     cpu = torch.device("cpu")
     plain = make_loader(tiny_colour_set(), batch, train, 3, 0, cpu, drop_last=drop_last)
-    fast = make_loader(tiny_colour_set(), batch, train, 3, 0, cpu, drop_last=drop_last,
-                       resident=True)
+    fast = resident(make_loader(tiny_colour_set(), batch, train, 3, 0, cpu,
+                                drop_last=drop_last), cpu)
     assert isinstance(fast, ResidentLoader) and len(fast) == len(plain)
     for epoch in (0, 1):  # a new shuffle each epoch, the same in both
         want, got = batches(plain, epoch), batches(fast, epoch)
@@ -141,15 +144,23 @@ def test_cuda_graph_step_matches_eager_steps_on_gpu():
 
 
 def test_fast_and_plain_runs_give_identical_results(mnist_root, tmp_path):
+    """--fast auto, --fast off, and --fast auto in a copy without fast.py (the fast path is
+    optional: an import of it that fails leaves the eager trainer)."""
     results = {}
-    for fast in ("auto", "off"):
-        cli.main(["--data_root_base", mnist_root, "--output_dir", str(tmp_path), "--device",
-                  "cpu", "--max_train_samples", "600", "--max_test_samples", "500",
-                  "--method", "lnl", "--epochs", "1", "--fast", fast,
-                  "--experiment_name", fast])
+    for fast in ("auto", "off", "removed"):
+        argv = ["--data_root_base", mnist_root, "--output_dir", str(tmp_path), "--device",
+                "cpu", "--max_train_samples", "600", "--max_test_samples", "500",
+                "--method", "lnl", "--epochs", "1", "--fast", "off" if fast == "off" else "auto",
+                "--experiment_name", fast]
+        if fast == "removed":
+            code = "import sys; sys.modules['fast'] = None; import main; main.main(sys.argv[1:])"
+            subprocess.run([sys.executable, "-c", code, *argv], cwd=ROOT, check=True,
+                           env=dict(os.environ, OMP_NUM_THREADS=str(torch.get_num_threads())))
+        else:
+            cli.main(argv)
         with open(os.path.join(tmp_path, fast, "metrics.jsonl")) as fh:
             results[fast] = [json.loads(line) for line in fh]
-    assert results["auto"] == results["off"]
+    assert results["auto"] == results["off"] == results["removed"]
     assert results["auto"][0]["loss_cls"] > 0 and "test_acc" in results["auto"][0]
 
 
@@ -176,8 +187,9 @@ def test_bf16_step_is_close_to_fp32_but_not_the_same():
     losses = {}
     for precision in ("fp32", "bf16"):
         nets, _, _, batch = make("lnl")
-        _, args = cli.parse_args(["--method", "lnl", "--precision", precision])
-        solver = Solver(args, nets, None, None, torch.device("cpu"))
+        _, args = cli.parse_args(["--method", "lnl", "--precision", precision,
+                                  "--device", "cpu"])
+        solver = Solver(args, nets, None, None, Runtime(args))
         losses[precision] = [solver.step(batch) for _ in range(2)]  # the 2nd sees the 1st
         conv = next(m.weight for m in nets["f"].modules() if isinstance(m, torch.nn.Conv2d))
         assert conv.is_contiguous(memory_format=torch.channels_last) == (precision == "bf16")

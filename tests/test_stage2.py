@@ -5,6 +5,7 @@ import torch
 from torch import nn
 
 import main as cli
+from runtime import Runtime
 from solver import Solver
 from utils import UserError, atomic_torch_save
 
@@ -16,8 +17,8 @@ def solver(*flags):
     torch.manual_seed(0)
     nets = nn.ModuleDict({"f": nn.Linear(4, 5), "g": nn.Linear(5, 3), "h": nn.Linear(5, 2)})
     _, args = cli.parse_args(["--method", "baseline", "--lr_decay_period", "1",
-                              "--lr_decay_rate", "0.5", *flags])
-    return Solver(args, nets, None, None, torch.device("cpu"))
+                              "--lr_decay_rate", "0.5", "--device", "cpu", *flags])
+    return Solver(args, nets, None, None, Runtime(args))
 
 
 @pytest.fixture
