@@ -171,11 +171,11 @@ def test_bad_numbers_are_refused(flag, value):
 
 def test_andmask_on_cifar_random_labels_with_one_environment_per_example(tmp_path):
     from test_data import write_fake_cifar
-    write_fake_cifar(tmp_path / "data", n_train=40, n_test=20)
+    write_fake_cifar(tmp_path / "data", n_train=16, n_test=8)
     acc = cli.main(["--config", os.path.join(os.path.dirname(__file__), "..", "configs",
                                              "cifar_random_labels.yaml"),
                     "--data_root_base", str(tmp_path / "data"), "--output_dir", str(tmp_path),
-                    "--device", "cpu", "--epochs", "1", "--batch_size", "8",
+                    "--device", "cpu", "--epochs", "1", "--batch_size", "4",
                     "--experiment_name", "cifar"])
     row = metrics(tmp_path, "cifar")[0]
     assert 0.0 <= acc <= 1.0 and "mislabeled_acc" in row and 0 < row["kept_fraction"] <= 1

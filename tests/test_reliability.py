@@ -192,9 +192,9 @@ def test_unwritable_output_dir_is_refused_before_anything_runs(tmp_path, capsys,
 
 def test_same_seed_deterministic_runs_are_bit_identical(mnist_root, tmp_path):
     for name in ("a", "b"):
-        cli.main(argv(mnist_root, tmp_path, name, n_train="320", epochs="2"))
+        cli.main(argv(mnist_root, tmp_path, name, n_train="160", epochs="1"))
     assert_same_weights(weights(tmp_path, "a"), weights(tmp_path, "b"))
-    cli.main(argv(mnist_root, tmp_path, "c", "--seed", "1", n_train="320", epochs="2"))
+    cli.main(argv(mnist_root, tmp_path, "c", "--seed", "1", n_train="160", epochs="1"))
     a, c = weights(tmp_path, "a"), weights(tmp_path, "c")
     assert not torch.equal(a["nets"]["g"]["6.weight"], c["nets"]["g"]["6.weight"])
 
