@@ -49,15 +49,18 @@ def _iso(seconds):
         timespec="seconds")
 
 
-def provenance(device, started, ended, world=1):
-    """Where, when and with what a run ran: started/ended are time.time() values."""
+def provenance(device, started, ended, world=1, train_seconds=None):
+    """Where, when and with what a run ran: started/ended are time.time() values of the
+    process that finished it (wall_time_s); train_time_s adds the processes it resumed from."""
     return {**git_state(), **device_description(device), "world_size": world,
             "torch": torch.__version__, "cuda": torch.version.cuda,
             "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available()
             else None,
             "python": platform.python_version(), "host": socket.gethostname(),
             "started": _iso(started), "ended": _iso(ended),
-            "wall_time_s": round(ended - started, 3)}
+            "wall_time_s": round(ended - started, 3),
+            "train_time_s": round(ended - started if train_seconds is None else train_seconds,
+                                  3)}
 
 
 def resolved_config(args, device):
@@ -65,14 +68,14 @@ def resolved_config(args, device):
     return {**vars(args), "device": str(device), "device_requested": args.device}
 
 
-def results_record(args, device, started, epochs, metrics, world=1):
+def results_record(args, device, started, epochs, metrics, world=1, train_seconds=None):
     """results.json's content: the flat fields earlier records had (experiment, method,
     dataset, epochs, final metrics) plus config and provenance."""
     return {"experiment": args.experiment_name, "method": args.method,
             "dataset": args.dataset_name, "epochs": epochs, **metrics,
             "record_version": RECORD_VERSION,
             "config": resolved_config(args, device),
-            "provenance": provenance(device, started, time.time(), world)}
+            "provenance": provenance(device, started, time.time(), world, train_seconds)}
 
 
 def bias_agreement(preds, bias_index, n_classes):

@@ -229,6 +229,16 @@ class RunFolder:
         self.writer = SummaryWriter(os.path.join(self.path, "logs"), purge_step=epoch + 1)
         return last
 
+    def finished_record(self, epoch):
+        """results.json of a run that has reached --epochs and recorded its results, or None
+        (not finished, or stopped between its last checkpoint and its results)."""
+        path = os.path.join(self.path, "results.json")
+        if epoch < self.args.epochs or not os.path.exists(path):
+            return None
+        with open(path) as fh:
+            record = json.load(fh)
+        return record if record.get("epochs") == epoch and "test_acc" in record else None
+
     def _tag(self, key):
         if key == "test_acc":
             return "test/acc"

@@ -143,6 +143,7 @@ class Solver:
         self.partial = None      # EpochMeter of the current epoch so far
         self.stop_signal = 0
         self.init_source = None  # the checkpoint a stage-2 run started from (path, epoch, hash)
+        self.started, self.seconds_before = None, 0.0  # for train_seconds()
         self.captured = runtime.recorded_step(self.method, self.optimizers, train_loader)
 
     def _optimizer(self, params):
@@ -156,11 +157,16 @@ class Solver:
         """Train to --epochs (continuing or initialising as asked); write results.json.
         SIGINT/SIGTERM finish the current step, save a checkpoint and raise RunStopped."""
         args, run = self.args, self.run
-        started = time.time()
+        started = self.started = time.time()
         with stop_signals(self._on_signal):
             resumed = args.resume and self.resume()
             if not resumed and args.init_checkpoint:
                 self.init_from(args.init_checkpoint)
+            finished = run.finished_record(self.epoch)
+            if finished is not None:  # a re-run of a finished run reports it, rewrites nothing
+                log(f"final test_acc={finished['test_acc']:.4f} ({args.experiment_name}, "
+                    f"epoch {self.epoch}, finished earlier) -> {run.path}")
+                return finished["test_acc"]
             last = run.open_logs(self.epoch, resumed)  # drops what a resumed run will redo
             self.clock = (time.time(), self.epoch)  # for the ETA: this process's pace
             try:
@@ -292,7 +298,7 @@ class Solver:
         """results.json and the final TensorBoard record (one event file per run)."""
         args = self.args
         record = records.results_record(args, self.device, started, self.epoch, metrics,
-                                        self.world)
+                                        self.world, self.train_seconds())
         panels = records.confusion_panels(args, *self.last_eval, epoch=self.epoch,
                                           checkpoint="final weights")
         self.run.write_results(record, panels, self.epoch)
@@ -366,7 +372,11 @@ class Solver:
                 "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
                 "schedulers": {k: s.state_dict() for k, s in self.schedulers.items()},
                 "method": self.method.state_dict(), "rng": rng_state(),
-                "init": self.init_source}
+                "init": self.init_source, "train_seconds": self.train_seconds()}
+
+    def train_seconds(self):
+        """Seconds this run has trained, over every process that resumed it."""
+        return self.seconds_before + (time.time() - self.started if self.started else 0.0)
 
     def load_nets(self, path, modules=("f", "g", "h"), ckpt=None):
         ckpt = ckpt or read_checkpoint(path)
@@ -415,6 +425,7 @@ class Solver:
         partial = ckpt.get("partial")
         self.partial = EpochMeter(partial) if partial else None
         self.init_source = ckpt.get("init")
+        self.seconds_before = ckpt.get("train_seconds", 0.0)  # absent before 2026-11-23
         where = f", {self.step_in_epoch} steps into the next" if self.step_in_epoch else ""
         log(f"resumed from {path} (epoch {self.epoch} of {self.args.epochs} done{where})")
         return True

@@ -70,6 +70,21 @@ def test_results_json_carries_config_and_provenance(baseline_run):
     assert prov["started"] <= prov["ended"] and prov["wall_time_s"] > 0
 
 
+def test_a_finished_run_started_again_is_reported_and_not_rewritten(baseline_run, mnist_root,
+                                                                    capsys):
+    exp = baseline_run / "base"
+    kept = {p: (exp / p).read_bytes() for p in ("results.json", "metrics.jsonl",
+                                                 "checkpoints/last.pth")}
+    events = sorted(os.listdir(exp / "logs"))
+    acc = run(mnist_root, baseline_run, "--method", "baseline", "--lr", "0.01", "--epochs", "3",
+              "--max_train_samples", "5000", "--save_every", "2", "--experiment_name", "base",
+              "--resume_if_any")
+    assert acc == json.loads(kept["results.json"])["test_acc"]
+    assert "finished earlier" in capsys.readouterr().out
+    assert {p: (exp / p).read_bytes() for p in kept} == kept
+    assert sorted(os.listdir(exp / "logs")) == events  # no second event file
+
+
 def test_biased_baseline_predicts_the_colour_and_test_mode_writes_npy(baseline_run, mnist_root):
     npy = os.path.join(baseline_run, "preds.npy")
     acc = run(mnist_root, baseline_run, "--mode", "test", "--experiment_name", "base",

@@ -92,7 +92,8 @@ def interrupted(mnist_root, tmp_path_factory):
         stopped[name].update(resume_code=proc.returncode, resume_out=out, resume_err=err,
                              final=weights(root / name, "run"), metrics=[
                                  json.loads(l) for l in open(root / name / "run" /
-                                                             "metrics.jsonl")])
+                                                             "metrics.jsonl")],
+                             record=json.load(open(root / name / "run" / "results.json")))
     _, err = procs["straight"].communicate(timeout=300)
     assert procs["straight"].returncode == 0, err
     return weights(root / "straight", "run"), stopped
@@ -109,6 +110,9 @@ def test_signal_mid_epoch_checkpoints_and_resume_matches_straight_run(interrupte
     assert "steps into the next" in run["resume_out"]
     assert_same_weights(straight, run["final"])
     assert [r["epoch"] for r in run["metrics"]] == [1, 2, 3]
+    # the training time counts the stopped process too, not only the one that finished
+    prov = run["record"]["provenance"]
+    assert prov["train_time_s"] > prov["wall_time_s"] > 0
 
 
 def test_kill_9_leaves_a_readable_checkpoint_and_resume_finishes(interrupted):
