@@ -349,9 +349,13 @@ def plot_curves(frame, keys, metrics, out):
             stats = curves.dropna(subset=[name]).groupby("epoch")[name].agg(
                 ["mean", lambda s: s.std(ddof=DDOF), "count"])
             stats.columns = ["mean", "std", "n"]
-            ax.plot(stats.index, stats["mean"], marker=".")
-            ax.fill_between(stats.index, stats["mean"] - stats["std"].fillna(0),
-                            stats["mean"] + stats["std"].fillna(0), alpha=0.25)
+            spread = stats["std"].fillna(0)
+            if len(stats) == 1:  # evaluated once (e.g. IRM's eval_every = all steps): a bar
+                ax.errorbar(stats.index, stats["mean"], yerr=spread, marker="o", capsize=4)
+            else:
+                ax.plot(stats.index, stats["mean"], marker=".")
+                ax.fill_between(stats.index, stats["mean"] - spread, stats["mean"] + spread,
+                                alpha=0.25)
             ax.set(xlabel="epoch", title=name)
         title = ", ".join(f"{k}={label(k, v)}" for k, v in zip(keys, group))
         fig.suptitle(f"{title}  (n={part.folder.nunique()} runs; band: ± sample std)",
