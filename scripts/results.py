@@ -534,6 +534,42 @@ def cmd_status(args):
                            ("finished", "running", "stopped", "never started")))
 
 
+LEDGER_FILES = ("results.json", "metrics.jsonl", "args.json")  # small records, never weights
+
+
+def cmd_ledger(args):
+    """Copy each finished run's small record into the committed ledger (e.g. results/cmnist):
+    GPU machines keep nothing, so what a lease produced must land in the repository. Never
+    checkpoints or data. A record already in the ledger is kept: identical files are skipped,
+    different ones are listed and left alone (exit 1), so nothing there is overwritten."""
+    frame = records_or_exit(args)
+    added, same, differ = [], 0, []
+    for folder in frame.folder:
+        dest = os.path.join(args.into, os.path.basename(os.path.normpath(folder)))
+        for name in LEDGER_FILES:
+            src, dst = os.path.join(folder, name), os.path.join(dest, name)
+            if not os.path.exists(src):
+                continue
+            data = open(src, "rb").read()
+            if os.path.exists(dst):
+                if open(dst, "rb").read() == data:
+                    same += 1
+                else:
+                    differ.append(dst)
+                continue
+            os.makedirs(dest, exist_ok=True)
+            tmp = os.path.join(dest, f".{name}.tmp")
+            with open(tmp, "wb") as fh:
+                fh.write(data)
+            os.replace(tmp, dst)
+            added.append(dst)
+    print("\n".join(f"added {p}" for p in added))
+    print(f"{len(added)} files added to {args.into}, {same} already there")
+    if differ:
+        raise SystemExit("kept (the ledger's copy differs from the run's; move one aside to "
+                         "replace it): " + ", ".join(differ))
+
+
 def build_parser():
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -566,6 +602,9 @@ def build_parser():
     c = command("curves", cmd_curves, "per-epoch curves from metrics.jsonl, one PNG per group "
                 "(default --out: ROOT/curves)", [])
     c.add_argument("--group_by", nargs="+", default=["variant", "dataset_name"])
+    g = command("ledger", cmd_ledger, "copy finished runs' results.json, metrics.jsonl and "
+                "args.json into a committed ledger folder (never checkpoints)")
+    g.add_argument("--into", required=True, help="the ledger folder, e.g. results/cmnist")
     s = sub.add_parser("status", help="a sweep's state: finished, running, stopped, never started")
     s.add_argument("roots", nargs="+")
     s.add_argument("--expect", nargs="*", default=[], metavar="KEY=V1,V2",

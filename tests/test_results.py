@@ -132,3 +132,27 @@ def test_status_lists_finished_running_stopped_and_never_started(tmp_path, capsy
     assert "running" in rows["1"] and "1/2" in rows["1"]
     assert "stopped" in rows["2"] and "never started" in rows["3"]
     assert out.splitlines()[-1] == "finished: 1, running: 1, stopped: 1, never started: 1"
+
+
+def test_ledger_copies_small_records_once_and_never_overwrites(ledger, tmp_path, capsys):
+    into = tmp_path / "results" / "cmnist"
+    (ledger / "cmnist_var0.020_seed0_lnl" / "checkpoints").mkdir()
+    (ledger / "cmnist_var0.020_seed0_lnl" / "checkpoints" / "last.pth").write_bytes(b"w")
+    results.main(["ledger", str(ledger), "--where", "dataset_name=ColoredMNIST",
+                  "--into", str(into)])
+    assert sorted(os.listdir(into)) == ["cmnist_var0.020_seed0_lnl", "cmnist_var0.020_seed1_lnl",
+                                        "cmnist_var0.050_seed0_gray"]
+    assert sorted(os.listdir(into / "cmnist_var0.020_seed0_lnl")) == [
+        "args.json", "metrics.jsonl", "results.json"]  # no checkpoints
+    # the table is rebuilt from the ledger alone
+    results.main(["cmnist", str(into), "--out", str(tmp_path / "t")])
+    assert "| LNL (ours) | 0.850 ± 0.071 (n=2) | — |" in (tmp_path / "t" / "results.md").read_text()
+    # again: nothing added; a ledger file that differs is kept and named
+    mine = into / "cmnist_var0.050_seed0_gray" / "results.json"
+    mine.write_text("{}")
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exc:
+        results.main(["ledger", str(ledger), "--where", "dataset_name=ColoredMNIST",
+                      "--into", str(into)])
+    assert "0 files added" in capsys.readouterr().out and str(mine) in str(exc.value)
+    assert mine.read_text() == "{}"
