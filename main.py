@@ -160,8 +160,6 @@ def config_value(parser, action, key, value, path):
     """A config value through the flag's own type and choices, as if typed on the command
     line (YAML would otherwise let a list, a null or an unknown choice through)."""
     where = f"--config {path}: {key}"
-    if isinstance(value, list) and value and key in sweep.SWEEPABLE:  # a sweep's values
-        return [config_value(parser, action, key, v, path) for v in value]
     if value is None or isinstance(value, (list, dict)):
         parser.error(f"{where} must be a single value, not {value!r}")
     if isinstance(action, argparse._StoreTrueAction):

@@ -152,13 +152,19 @@ class Member:
                 next(self.steps)
             return True
         except StopIteration as done:
-            self.test_acc = done.value
-            self.outcome = (0, f"finished: test_acc={done.value:.4f}")
+            self.test_acc, self.outcome = done.value, (0, "finished")
         except RunStopped as stop:  # diverged, or a signal: its checkpoint is saved
             self.outcome = (stop.code, str(stop))
         except UserError as err:  # e.g. an unreadable input file: this run alone stops
             self.outcome = (1, f"error: {err}")
         return False
+
+
+def interleave(members):
+    """Advance each member's generator one step in turn until all have ended."""
+    live = list(members)
+    while live:
+        live = [member for member in live if member.advance()]
 
 
 def train_together(members):
@@ -169,12 +175,12 @@ def train_together(members):
         for member in members:
             member.solver.stop_signal = signum
 
-    live = list(members)
     with stop_signals(on_signal):
-        while live:
-            live = [member for member in live if member.advance()]
+        interleave(members)
     for member in members:
-        log(f"[{member.name}] {member.outcome[1]}", err=member.outcome[0] != 0)
+        code, message = member.outcome
+        log(f"[{member.name}] {message}" + ("" if code else f": test_acc={member.test_acc:.4f}"),
+            err=code != 0)
     codes = [member.outcome[0] for member in members if member.outcome[0]]
     failed = [member.name for member in members if member.outcome[0]]
     if failed:
