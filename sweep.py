@@ -96,7 +96,10 @@ def fill(parser, flag, text, fields):
     if unknown or "" in names:
         parser.error(f"--{flag} {text!r}: fields must name sweepable flags "
                      f"({', '.join(SWEEPABLE)}), not {{{(unknown or [''])[0]}}}")
-    return text.format(**fields)
+    try:
+        return text.format(**fields)
+    except (ValueError, IndexError, AttributeError) as exc:  # e.g. a format spec: {seed:03d}
+        parser.error(f"--{flag} {text!r}: {exc}; fields are plain {{flag}} (values as typed)")
 
 
 def check_runs(parser, runs):

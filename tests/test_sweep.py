@@ -4,6 +4,7 @@ comparisons, and one thread is also the fastest for these tiny networks)."""
 import json
 import os
 import signal
+import sys
 
 import pytest
 import torch
@@ -153,3 +154,16 @@ def test_run_names_templates_and_refusals_before_anything_is_written(tmp_path, c
     with pytest.raises(SystemExit):
         cli.parse_args(base + ["--seed", "0", "1"])
     assert "a sweep" in capsys.readouterr().err
+
+
+def test_benchmark_times_n_runs_as_a_sweep_against_one_by_one(capsys):
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "scripts"))
+    import benchmark  # in-process, as tests/test_fast.py runs it
+    benchmark.main(["--device", "cpu", "--train_samples", "64", "--batch_size", "32",
+                    "--epochs", "1", "--runs", "2", "--methods", "baseline", "--paths", "fast"])
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    row = report["results"]["baseline"]["fast"]["sweep"]
+    assert report["runs"] == row["runs"] == 2 and "sweep_peak_gpu_mib" not in row  # CPU
+    assert row["sweep_model_epochs_per_s"] > 0 and row["one_by_one_model_epochs_per_s"] > 0
+    assert row["ratio"] == pytest.approx(
+        row["sweep_model_epochs_per_s"] / row["one_by_one_model_epochs_per_s"], rel=0.05)
