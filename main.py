@@ -20,6 +20,7 @@ from checkpoints import (adopt_resumed_args, check_compatible, check_init_optimi
                          read_checkpoint)
 import dataset_specs
 import methods
+import sweep
 from data_handler import make_loader
 from dataset_specs import DATASETS, b_mismatch, build_datasets
 from methods import METHODS
@@ -115,14 +116,18 @@ def build_parser():
     o = p.add_argument_group("outputs and checkpoints")
     o.add_argument("--experiment_name", default=None,
                    help="folder under --output_dir (default: "
-                        "<method>_<var<color_var> or dataset>_seed<seed>)")
+                        "<method>_<var<color_var> or dataset>_seed<seed>). A sweep's runs are "
+                        "<name>/<flag>=<value>,... over the flags given several values "
+                        "(<name> defaults to 'sweep'), or this name with {flag} filled in "
+                        "when it holds such fields, e.g. 'cmnist_var{color_var}_seed{seed}'")
     o.add_argument("--output_dir", default="./outputs")
     o.add_argument("--save_every", type=int, default=10, help="keep a checkpoint every N epochs")
     o.add_argument("--checkpoint_every", type=int, default=1,
                    help="refresh checkpoints/last.pth every N epochs (resume point)")
     o.add_argument("--eval_every", type=int, default=1, help="test accuracy every N epochs")
     o.add_argument("--init_checkpoint", default=None,
-                   help="start f, g from this checkpoint (stage 2 from the baseline): their "
+                   help="start f, g from this checkpoint (stage 2 from the baseline; in a "
+                        "sweep {flag} fields are filled per run, as in --experiment_name): their "
                         "weights and, as in the LNL authors' trainer, their optimizer state "
                         "(momentum; the saved lr for the first epoch, then the schedule)")
     o.add_argument("--init_fresh_optimizer", action="store_true",
@@ -147,6 +152,7 @@ def build_parser():
     # the flags each method and dataset declares next to its own code
     add_groups(p, "--method", {name: cls.options for name, cls in sorted(METHODS.items())})
     add_groups(p, "--dataset_name", {name: spec.options for name, spec in DATASETS.items()})
+    sweep.make_sweepable(p)
     return p
 
 
@@ -278,12 +284,24 @@ def validate(parser, args):
     validate_run(parser, args)
 
 
-def parse_args(argv=None):
+def parse_runs(argv=None):
+    """The parser and one namespace per run: the cross product of the sweepable flags'
+    values (one run when each has one value), each validated before anything is written."""
     parser = build_parser()
     apply_config(parser, argv)
-    args = parser.parse_args(argv)
-    validate(parser, args)
-    return parser, args
+    runs = sweep.expand(parser, parser.parse_args(argv))
+    for args in runs:
+        validate(parser, args)
+    sweep.check_runs(parser, runs)
+    return parser, runs
+
+
+def parse_args(argv=None):
+    """One run's parser and arguments (several values for a flag: a one-line error)."""
+    parser, runs = parse_runs(argv)
+    if len(runs) > 1:
+        parser.error(f"{len(runs)} runs asked for (a sweep); this entry point takes one")
+    return parser, runs[0]
 
 
 def check_classes(args, train_set):
@@ -371,9 +389,10 @@ def check_distributed(parser, args, world):
 
 
 def main(argv=None):
-    parser, args = parse_args(argv)
+    parser, runs = parse_runs(argv)
+    args = runs[0]
     try:
-        return run(parser, args)
+        return run(parser, args) if len(runs) == 1 else run_sweep(parser, runs)
     except UserError as err:
         fail(err, args)
     except RunStopped as stop:
@@ -388,7 +407,8 @@ def main(argv=None):
              f"{' plus --resume' if args.mode == 'train' else ''}.", args)
     finally:
         log.close()
-        run_folder.unlock(experiment_dir(args))
+        for each in runs:
+            run_folder.unlock(experiment_dir(each))
         if torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
 
@@ -407,23 +427,41 @@ def fail(err, args, code=None):
 def run(parser, args):
     """Check everything that can be checked, then build data, networks and loaders, write the
     run folder and hand over to the Solver."""
+    runtime, start = check_run(parser, args)
+    built = build_run(args)
+    solver = start_run(args, runtime, start, *built)
+    return solver.train() if args.mode == "train" else solver.test()
+
+
+def check_run(parser, args):
+    """What can be checked without writing: the processes, the device, the run folder and the
+    checkpoint this run starts from. Returns (runtime, that checkpoint's source)."""
     local_rank = init_distributed(args.device)
     check_distributed(parser, args, dist_world())
     runtime = Runtime(args, local_rank)
     if args.deterministic:
         set_deterministic()
-    set_seed(args.seed)
     run_folder.check_experiment(args, parser.error)
-    start = load_start(parser, args)
-    spec = DATASETS[args.dataset_name]
+    return runtime, load_start(parser, args)
+
+
+def build_run(args):
+    """The datasets and the networks (seeded by --seed), still without writing anything."""
+    set_seed(args.seed)
     if args.num_workers < 0:
-        args.num_workers = spec.default_workers()
+        args.num_workers = DATASETS[args.dataset_name].default_workers()
     sets = build_datasets(args)
     check_classes(args, sets["train"])
     nets = build_nets(args, sets["train"].input_shape)
     check_networks(args, nets, sets["train"])
     if args.sync_bn:
         nets = nn.SyncBatchNorm.convert_sync_batchnorm(nets)
+    return sets, nets
+
+
+def start_run(args, runtime, start, sets, nets):
+    """Write the run folder, make the loaders and the Solver."""
+    spec = DATASETS[args.dataset_name]
     if runtime.is_main:
         run_folder.open_run(args, runtime.device)
     train_loader = make_loader(sets.pop("train"), args.batch_size, True, args.seed,
@@ -436,7 +474,30 @@ def run(parser, args):
     solver = Solver(args, nets, runtime.loader(train_loader), eval_loaders.pop("test"),
                     runtime, extra_loaders=eval_loaders)
     solver.init_source = start
-    return solver.train() if args.mode == "train" else solver.test()
+    return solver
+
+
+def run_sweep(parser, runs):
+    """Several runs trained together (sweep.py): every run checked, then every run's data and
+    networks built, and only then any folder written; then one step of each run in turn.
+    Exits 0 when every run finished, else with the code sweep.train_together gives."""
+    members = [sweep.Member(args) for args in runs]
+    checked, built = [], []
+    for member in members:
+        with member.turn():  # its log lines, kept until its run.log opens
+            checked.append(check_run(parser, member.args))
+    for member in members:
+        with member.turn():  # its seed
+            built.append(build_run(member.args))
+    for member, (runtime, start), parts in zip(members, checked, built):
+        if runtime.device.type == "cuda":
+            member.stream = torch.cuda.Stream(runtime.device)
+        with member.turn():
+            member.start(start_run(member.args, runtime, start, *parts))
+    code = sweep.train_together(members)
+    if code:
+        sys.exit(code)
+    return {member.name: member.test_acc for member in members}
 
 
 if __name__ == "__main__":

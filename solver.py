@@ -118,6 +118,15 @@ def stop_signals(handler):
             signal.signal(s, h)
 
 
+def run_to_end(steps):
+    """Advance a generator to its end; its return value."""
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            return done.value
+
+
 class Solver:
     """Trains, evaluates and resumes one experiment; its RunFolder writes the files."""
 
@@ -156,52 +165,62 @@ class Solver:
     def train(self):
         """Train to --epochs (continuing or initialising as asked); write results.json.
         SIGINT/SIGTERM finish the current step, save a checkpoint and raise RunStopped."""
+        with stop_signals(self._on_signal):
+            return run_to_end(self.training())
+
+    def training(self):
+        """train() one step at a time: a generator that yields after every training step and
+        returns the final test accuracy. A sweep (sweep.py) advances several runs' generators
+        in turn; it handles the signals itself."""
         args, run = self.args, self.run
         started = self.started = time.time()
-        with stop_signals(self._on_signal):
-            resumed = args.resume and self.resume()
-            if not resumed and args.init_checkpoint:
-                self.init_from(args.init_checkpoint)
-            finished = run.finished_record(self.epoch)
-            if finished is not None:  # a re-run of a finished run reports it, rewrites nothing
-                log(f"final test_acc={finished['test_acc']:.4f} ({args.experiment_name}, "
-                    f"epoch {self.epoch}, finished earlier) -> {run.path}")
-                return finished["test_acc"]
-            last = run.open_logs(self.epoch, resumed)  # drops what a resumed run will redo
-            self.clock = (time.time(), self.epoch)  # for the ETA: this process's pace
-            try:
-                while self.epoch < args.epochs:
-                    lr = self.optimizers["main"].param_groups[0]["lr"]  # the lr it trains at
-                    stats = self.train_epoch()
-                    if stats is None:  # a signal: the step in flight finished, nothing is lost
-                        raise self._stopped_by_signal()
-                    for s in self.schedulers.values():
-                        s.step()
-                    self.epoch += 1
-                    last = {**stats, "lr": lr}
-                    if self.epoch % args.eval_every == 0 or self.epoch == args.epochs:
-                        last.update(self.evaluate_all())
-                    self._report(last)
-                    run.save_checkpoint(self.state())
-                if "test_acc" not in last or self.last_eval is None:
-                    # nothing was left to train: evaluate the finished run (its figures need it)
+        resumed = args.resume and self.resume()
+        if not resumed and args.init_checkpoint:
+            self.init_from(args.init_checkpoint)
+        finished = run.finished_record(self.epoch)
+        if finished is not None:  # a re-run of a finished run reports it, rewrites nothing
+            log(f"final test_acc={finished['test_acc']:.4f} ({args.experiment_name}, "
+                f"epoch {self.epoch}, finished earlier) -> {run.path}")
+            return finished["test_acc"]
+        last = run.open_logs(self.epoch, resumed)  # drops what a resumed run will redo
+        self.clock = (time.time(), self.epoch)  # for the ETA: this process's pace
+        try:
+            while self.epoch < args.epochs:
+                lr = self.optimizers["main"].param_groups[0]["lr"]  # the lr it trains at
+                stats = yield from self.epoch_steps()
+                if stats is None:  # a signal: the step in flight finished, nothing is lost
+                    raise self._stopped_by_signal()
+                for s in self.schedulers.values():
+                    s.step()
+                self.epoch += 1
+                last = {**stats, "lr": lr}
+                if self.epoch % args.eval_every == 0 or self.epoch == args.epochs:
                     last.update(self.evaluate_all())
-                last.pop("epoch", None)
-                if self.is_main:
-                    self._finish(started, last)
-            except BadInput as err:  # keep every step done so far
-                run.save_checkpoint(self.state(), force=True)
-                raise BadInput(f"{err} Progress up to epoch {self.epoch + 1}, step "
-                               f"{self.step_in_epoch} is saved in {run.checkpoints}; after "
-                               "fixing the input, continue with the same command plus "
-                               "--resume.") from None
-            finally:
-                run.close()
+                self._report(last)
+                run.save_checkpoint(self.state())
+            if "test_acc" not in last or self.last_eval is None:
+                # nothing was left to train: evaluate the finished run (its figures need it)
+                last.update(self.evaluate_all())
+            last.pop("epoch", None)
+            if self.is_main:
+                self._finish(started, last)
+        except BadInput as err:  # keep every step done so far
+            run.save_checkpoint(self.state(), force=True)
+            raise BadInput(f"{err} Progress up to epoch {self.epoch + 1}, step "
+                           f"{self.step_in_epoch} is saved in {run.checkpoints}; after "
+                           "fixing the input, continue with the same command plus "
+                           "--resume.") from None
+        finally:
+            run.close()
         return last["test_acc"]
 
     def train_epoch(self):
         """Train from the current position in the epoch to its end: the epoch's mean step
         metrics, or None when a stop signal came first."""
+        return run_to_end(self.epoch_steps())
+
+    def epoch_steps(self):
+        """train_epoch() as a generator that yields after every step."""
         self.nets.train()
         loader = self.train_loader
         # the order depends on (seed, epoch) only, so a resumed epoch skips the steps it did
@@ -225,6 +244,7 @@ class Solver:
                 bar.set_postfix(loss=f"{float(stats.get('loss_cls', 0.0)):.3f}")
             if self._stop_requested():
                 return None
+            yield
         self.step_in_epoch, self.partial = 0, None
         means, skipped = meter.averages(self.device, self.world)
         if self.args.skip_nonfinite:

@@ -191,10 +191,10 @@ class Log:
     folder exists (e.g. while a dataset is built) are kept and written first when it opens."""
 
     def __init__(self):
-        self.path, self.pending = None, []
+        self.path, self.pending, self.prefix = None, [], ""
 
     def __call__(self, message, err=False):
-        print(message, file=sys.stderr if err else sys.stdout, flush=True)
+        print(self.prefix + message, file=sys.stderr if err else sys.stdout, flush=True)
         line = f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}\n"
         if self.path is None:
             self.pending.append(line)
@@ -211,6 +211,13 @@ class Log:
 
     def close(self):
         self.path, self.pending = None, []
+
+    def swap(self, state):
+        """Make state = (path, pending lines, terminal prefix) the log's; return the old one
+        (a sweep gives each run its own run.log and a [name] prefix on the terminal)."""
+        old = (self.path, self.pending, self.prefix)
+        self.path, self.pending, self.prefix = state
+        return old
 
 
 log = Log()

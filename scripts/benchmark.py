@@ -11,6 +11,14 @@ images, batch 128 (469 steps per epoch). On the CPU pass a small --train_samples
 
     python scripts/benchmark.py                        # GPU: the full-size measurement
     python scripts/benchmark.py --device cpu --train_samples 512 --epochs 1   # smoke run
+
+--runs N adds, per method and path, N runs (seeds seed..seed+N-1) trained as one sweep (one
+step of each in turn, each on its own CUDA stream on a GPU: sweep.py) against the same N runs
+one after another: model-epochs per second of each, their ratio, and on a GPU the sweep's peak
+memory.
+
+    python scripts/benchmark.py --runs 21 --methods lnl --paths fast      # GPU: the sweep
+    python scripts/benchmark.py --device cpu --train_samples 512 --epochs 1 --runs 3
 """
 import argparse
 import json
@@ -19,6 +27,7 @@ import platform
 import sys
 import tempfile
 import time
+import types
 
 import numpy as np
 import torch
@@ -28,6 +37,7 @@ from data_handler import CMNIST_MEAN, CMNIST_STD, ColorImageDataset, color_bin_t
 import main as cli  # noqa: E402
 from runtime import Runtime, resolve_device  # noqa: E402
 from solver import Solver  # noqa: E402
+import sweep  # noqa: E402
 from utils import set_seed  # noqa: E402
 
 
@@ -41,7 +51,12 @@ def parse_args(argv=None):
     p.add_argument("--batch_size", type=int, default=128)
     p.add_argument("--epochs", type=int, default=3, help="timed epochs (after one warm-up)")
     p.add_argument("--seed", type=int, default=0)
-    return p.parse_args(argv)
+    p.add_argument("--runs", type=int, default=1,
+                   help="N > 1: also time N runs as one sweep against N runs one by one")
+    opts = p.parse_args(argv)
+    if opts.runs < 1:
+        p.error(f"--runs must be at least 1; got {opts.runs}")
+    return opts
 
 
 def synthetic_cmnist(n, seed):
@@ -54,16 +69,17 @@ def synthetic_cmnist(n, seed):
                              CMNIST_STD)
 
 
-def build_solver(method, path, opts, device, out_dir):
+def build_solver(method, path, opts, device, out_dir, seed=None):
     """A Solver as main.py would build it for --method method --fast {off,auto}."""
+    seed = opts.seed if seed is None else seed
     _, args = cli.parse_args([
-        "--method", method, "--batch_size", str(opts.batch_size), "--seed", str(opts.seed),
+        "--method", method, "--batch_size", str(opts.batch_size), "--seed", str(seed),
         "--fast", "off" if path == "eager" else "auto", "--output_dir", out_dir,
-        "--experiment_name", f"{method}_{path}", "--num_workers", "0",
+        "--experiment_name", f"{method}_{path}_{seed}", "--num_workers", "0",
         "--device", str(device)])
     runtime = Runtime(args)
-    set_seed(opts.seed)
-    data = synthetic_cmnist(opts.train_samples, opts.seed)
+    set_seed(seed)
+    data = synthetic_cmnist(opts.train_samples, seed)
     nets = cli.build_nets(args, data.input_shape)
     loader = make_loader(data, args.batch_size, True, args.seed, 0, runtime.device)
     return Solver(args, nets, runtime.loader(loader), None, runtime)
@@ -88,6 +104,48 @@ def time_epochs(solver, epochs, device):
     return float(np.median(times))
 
 
+def sweep_epochs(members, epochs, device):
+    """Seconds per epoch of all members together (one step of each in turn), after one
+    untimed epoch."""
+    times = []
+    for n in range(epochs + 1):
+        for member in members:
+            member.solver.epoch = n
+            member.steps = member.solver.epoch_steps()
+        sync(device)
+        start = time.perf_counter()
+        sweep.interleave(members)
+        sync(device)
+        times.append(time.perf_counter() - start)
+    return float(np.median(times[1:]))
+
+
+def time_runs(method, path, opts, device, out_dir):
+    """N runs one after another against the same N runs as a sweep: model-epochs per second
+    of each, their ratio, and the sweep's peak GPU memory."""
+    seeds = range(opts.seed, opts.seed + opts.runs)
+    alone = sum(time_epochs(build_solver(method, path, opts, device, out_dir, s), opts.epochs,
+                            device) for s in seeds)
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+    members = []
+    for s in seeds:
+        member = sweep.Member(types.SimpleNamespace(experiment_name=f"{method}_{path}_{s}"))
+        if device.type == "cuda":
+            member.stream = torch.cuda.Stream(device)
+        with member.turn():
+            member.solver = build_solver(method, path, opts, device, out_dir, s)
+        members.append(member)
+    together = sweep_epochs(members, opts.epochs, device)
+    row = {"runs": opts.runs, "sweep_model_epochs_per_s": round(opts.runs / together, 3),
+           "one_by_one_model_epochs_per_s": round(opts.runs / alone, 3),
+           "ratio": round(alone / together, 2)}
+    if device.type == "cuda":
+        row["sweep_peak_gpu_mib"] = round(torch.cuda.max_memory_allocated(device) / 2**20)
+    return row
+
+
 def main(argv=None):
     opts = parse_args(argv)
     device = resolve_device(opts.device)
@@ -103,6 +161,8 @@ def main(argv=None):
                              "s_per_epoch": round(sec, 4),
                              "images_per_s": round(steps * opts.batch_size / sec, 1),
                              "cuda_graph": solver.captured is not None}
+                if opts.runs > 1:
+                    row[path]["sweep"] = time_runs(method, path, opts, device, out_dir)
             if {"eager", "fast"} <= set(row):
                 row["speedup"] = round(row["eager"]["s_per_epoch"] / row["fast"]["s_per_epoch"], 2)
             results[method] = row
@@ -112,7 +172,7 @@ def main(argv=None):
     print(json.dumps({"device": name, "torch": torch.__version__,
                       "train_samples": opts.train_samples, "batch_size": opts.batch_size,
                       "steps_per_epoch": -(-opts.train_samples // opts.batch_size),
-                      "timed_epochs": opts.epochs, "results": results}))
+                      "timed_epochs": opts.epochs, "runs": opts.runs, "results": results}))
 
 
 if __name__ == "__main__":
