@@ -31,6 +31,16 @@ DEFINING_FIELDS = ARCH_FIELDS + (
     "holdout_fraction", "image_size", "n_envs", "examples_per_env", "spiral_dims",
     "spiral_revolutions", "spiral_test_examples")
 
+
+def defining_fields():
+    """DEFINING_FIELDS plus every registered dataset's own flags that do not only drive the
+    run: a dataset's flags shape its data, so a dataset added later is covered too."""
+    import dataset_specs  # here, not at the top: checkpoints need not import the data builders
+    extra = tuple(o.name for o in dataset_specs.all_options()
+                  if o.name not in DEFINING_FIELDS and o.name not in DRIVING_FIELDS)
+    return DEFINING_FIELDS + extra
+
+
 # How a run is driven: a resumed run takes the new values (more epochs continue the same
 # schedule, which depends on the epoch index only).
 DRIVING_FIELDS = (
@@ -102,16 +112,17 @@ def _differs(key, old, new):
 def adopt_resumed_args(ckpt_args, args, path, warn):
     """Resuming: refuse other values of what defines the run; for the recipe, warn and keep
     the checkpoint's values (so args.json tells the truth); take the new driving values."""
+    defining = defining_fields()
     diffs = [f"{k}: checkpoint={ckpt_args[k]!r} vs now={getattr(args, k)!r}"
-             for k in DEFINING_FIELDS if k in ckpt_args and _differs(k, ckpt_args[k],
-                                                                     getattr(args, k))]
+             for k in defining if k in ckpt_args and _differs(k, ckpt_args[k],
+                                                                getattr(args, k))]
     if diffs:
         raise CheckpointMismatch(
             f"--resume: {path} belongs to another run ({'; '.join(diffs)}); pass the run's own "
             "values, or start a new run under another --experiment_name (or --overwrite this "
             "one).")
     for k, old in sorted(ckpt_args.items()):
-        if k in DEFINING_FIELDS or k in DRIVING_FIELDS or not hasattr(args, k):
+        if k in defining or k in DRIVING_FIELDS or not hasattr(args, k):
             continue
         if getattr(args, k) != old:
             warn(f"warning: --{k} {getattr(args, k)} differs from the resumed run's {old}; "

@@ -102,6 +102,12 @@ def test_toy_method_trains_on_toy_dataset_through_main(toys, tmp_path):
     with open(os.path.join(tmp_path, "toy", "metrics.jsonl")) as fh:
         rows = [json.loads(line) for line in fh]
     assert [r["epoch"] for r in rows] == [1, 2] and all(np.isfinite(r["loss_cls"]) for r in rows)
+    # the new dataset's own flag defines its data: --resume under another value is refused
+    with pytest.raises(SystemExit) as exc:
+        cli.main(TOY + ["--config", str(cfg), "--output_dir", str(tmp_path), "--device", "cpu",
+                        "--epochs", "3", "--batch_size", "32", "--lr", "0.1", "--toy_size",
+                        "80", "--experiment_name", "toy", "--resume"])
+    assert exc.value.code == 2
 
 
 @pytest.mark.parametrize("dataset", sorted(DATASETS))
