@@ -208,9 +208,9 @@ def test_torchrun_two_processes_on_gloo_match_one_process(mnist_root, tmp_path):
     the ranks interleave one permutation): the gradient is the same mean, and only float
     summation order and per-process BatchNorm batch statistics differ. So the first epoch's
     mean losses agree within 2%, and the final test accuracy within 0.05: in this setting two
-    seeds of the one-process run differ by about 0.02 (measured: 0.567 vs 0.549)."""
+    seeds of the one-process run differ by less than that (measured: 0.503 vs 0.501)."""
     common = ["--data_root_base", mnist_root, "--device", "cpu", "--method", "lnl",
-              "--lr", "0.01", "--max_train_samples", "8000", "--max_test_samples", "1000",
+              "--lr", "0.01", "--max_train_samples", "6000", "--max_test_samples", "1000",
               "--batch_size", "64", "--epochs", "3", "--grayscale"]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     # both at once: three single-threaded processes keep two cores busy
