@@ -57,7 +57,7 @@ def test_run_irm_script_on_a_tiny_setting(mnist_root, tmp_path):
 
 def test_run_andmask_synthetic_script_on_a_tiny_setting(tmp_path):
     out = script("run_andmask_synthetic.sh", env=dict(
-        SEEDS="1", EPOCHS="2", OUTPUT_DIR=str(tmp_path),
+        SEEDS="1", EPOCHS="1", OUTPUT_DIR=str(tmp_path),
         EXTRA="--n_envs 4 --examples_per_env 128 --batch_size 64 --spiral_test_examples 200"))
     for label in ("baseline (tau=0)", "AND-mask", "geom-mean (tau=1)", "GEN-mask"):
         assert any(l.startswith(f"| {label} | 1 |") for l in out.splitlines()), out

@@ -255,7 +255,16 @@ def test_damaged_mnist_files(world, tmp_path, capsys):
     assert not dest.exists()
 
 
-def test_truncated_colored_mnist_cache_is_rebuilt(mnist_root, tmp_path, capsys):
+@pytest.fixture
+def small_mnist(monkeypatch):
+    """The first 2,000 images of each MNIST split: the cache logic under test does not depend
+    on the count, and each Colored-MNIST build then takes a fraction of a second."""
+    real = data_handler.load_mnist
+    monkeypatch.setattr(data_handler, "load_mnist",
+                        lambda root: {k: v[:2000] for k, v in real(root).items()})
+
+
+def test_truncated_colored_mnist_cache_is_rebuilt(mnist_root, tmp_path, capsys, small_mnist):
     data = tmp_path / "data"
     shutil.copytree(os.path.join(mnist_root, "MNIST"), data / "MNIST")
     path = data_handler.cmnist_cache_path(str(data), 0.02, 0)
@@ -270,7 +279,7 @@ def test_truncated_colored_mnist_cache_is_rebuilt(mnist_root, tmp_path, capsys):
 
 
 def test_read_only_data_folder_caches_in_the_output_folder(mnist_root, tmp_path, monkeypatch,
-                                                           capsys):
+                                                           capsys, small_mnist):
     """A shared read-only dataset mount (simulated: root ignores file modes)."""
     data, out = tmp_path / "ro", tmp_path / "out"
     shutil.copytree(os.path.join(mnist_root, "MNIST"), data / "MNIST")

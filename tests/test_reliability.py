@@ -17,7 +17,7 @@ import main as cli
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def argv(mnist_root, out, name, *extra, n_train="1200", epochs="3"):
+def argv(mnist_root, out, name, *extra, n_train="800", epochs="3"):
     return ["--data_root_base", mnist_root, "--output_dir", str(out), "--device", "cpu",
             "--max_train_samples", n_train, "--max_test_samples", "500", "--batch_size", "16",
             "--epochs", epochs, "--method", "lnl", "--lr", "0.01", "--lr_decay_period", "2",
@@ -61,7 +61,7 @@ PAUSES = {"SIGTERM": 0.4, "SIGINT": 0.4, "SIGKILL": 1.2}  # after epoch 1's chec
 def interrupted(mnist_root, tmp_path_factory):
     """A straight run and three runs stopped inside epoch 2 (SIGTERM, SIGINT, kill -9), then
     resumed. The runs are single-threaded processes, so they all go at once on two cores
-    (75 steps of 20-40 ms per epoch: the pauses land well inside epoch 2)."""
+    (50 steps of 20-40 ms per epoch: the pauses land well inside epoch 2)."""
     root = tmp_path_factory.mktemp("interrupted")
     extra = {"straight": [], "SIGTERM": [], "SIGINT": [], "SIGKILL": ["--save_every", "1"]}
     procs = {name: launch(argv(mnist_root, root / name, "run", *flags))
@@ -105,7 +105,7 @@ def test_signal_mid_epoch_checkpoints_and_resume_matches_straight_run(interrupte
     run = runs[signal.Signals(sig).name]
     assert run["code"] == 128 + sig, run["err"]
     assert "--resume" in run["err"] and signal.Signals(sig).name in run["err"]
-    assert run["last"]["epoch"] == 1 and 0 < run["last"]["step_in_epoch"] < 75
+    assert run["last"]["epoch"] == 1 and 0 < run["last"]["step_in_epoch"] < 50
     assert run["resume_code"] == 0, run["resume_err"]
     assert "steps into the next" in run["resume_out"]
     assert_same_weights(straight, run["final"])
