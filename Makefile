@@ -61,7 +61,7 @@ NO_TESTS = || { rc=$$?; [ $$rc -ne 5 ] || echo "no tests collected for this lane
 test: setup_dev
 	$(PYTEST) -m "not slow" tests $(NO_TESTS)
 
-# the paper-reproduction runs (-m slow): one full IRM restart, IRM and ERM (about 10 minutes)
+# the paper-reproduction runs (-m slow): one full IRM restart, IRM and ERM (about 7 minutes)
 test_repro: setup_dev
 	$(PYTEST) -m slow tests $(NO_TESTS)
 
