@@ -173,7 +173,7 @@ class Solver:
         returns the final test accuracy. A sweep (sweep.py) advances several runs' generators
         in turn; it handles the signals itself."""
         args, run = self.args, self.run
-        started = self.started = time.time()
+        self.started = time.time()
         resumed = args.resume and self.resume()
         if not resumed and args.init_checkpoint:
             self.init_from(args.init_checkpoint)
@@ -203,7 +203,7 @@ class Solver:
                 last.update(self.evaluate_all())
             last.pop("epoch", None)
             if self.is_main:
-                self._finish(started, last)
+                self._finish(last)
         except BadInput as err:  # keep every step done so far
             run.save_checkpoint(self.state(), force=True)
             raise BadInput(f"{err} Progress up to epoch {self.epoch + 1}, step "
@@ -314,10 +314,10 @@ class Solver:
             + " ".join(f"{k}={v:.4g}" for k, v in stats.items())
             + f" ({pace:.1f} s/epoch, ETA {format_duration(pace * (self.args.epochs - self.epoch))})")
 
-    def _finish(self, started, metrics):
+    def _finish(self, metrics):
         """results.json and the final TensorBoard record (one event file per run)."""
         args = self.args
-        record = records.results_record(args, self.device, started, self.epoch, metrics,
+        record = records.results_record(args, self.device, self.started, self.epoch, metrics,
                                         self.world, self.train_seconds())
         panels = records.confusion_panels(args, *self.last_eval, epoch=self.epoch,
                                           checkpoint="final weights")
