@@ -108,6 +108,9 @@ def build_parser():
     t.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
                    help="bf16: bfloat16 autocast for training and evaluation, and "
                         "channels_last weights (a GPU speed option; fp32 is the reference)")
+    t.add_argument("--tf32", choices=("off", "on"), default="off",
+                   help="on: float32 convolutions and matmuls on a GPU's TF32 tensor cores "
+                        "(10-bit mantissa); off: full float32, as the reference computed")
     t.add_argument("--skip_nonfinite", action="store_true",
                    help="skip (and count) steps with a non-finite loss instead of stopping")
     t.add_argument("--sync_bn", action="store_true",

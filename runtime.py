@@ -1,4 +1,4 @@
-"""Where and how a run computes: the one reading of --device, --fast and --precision.
+"""Where and how a run computes: the one reading of --device, --fast, --precision and --tf32.
 
 main.py resolves them once into a Runtime; the loaders, the Solver and the fast path receive
 it. The fast path (fast.py) is optional: without that module every run takes the plain path
@@ -39,6 +39,16 @@ def resolve_device(name, local_rank=0):
     return device
 
 
+def set_tf32(enabled):
+    """Float32 convolutions and matmuls in full precision unless --tf32 on. PyTorch lets cuDNN
+    convolutions use TF32 by default on Ampere and later GPUs; the reference trained on GPUs
+    without it, so fp32 means IEEE float32 here. Process-wide, set once per run (no effect on
+    the CPU)."""
+    # the long-standing switches (torch 2.11 and 2.14 alike): torch's newer fp32_precision
+    # switches make any later read of these raise once the two are mixed
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = enabled
+
+
 def init_distributed(device_name):
     """Join the process group torchrun set up (WORLD_SIZE > 1): NCCL on GPUs, gloo on CPUs.
     Returns the local rank (0 without torchrun)."""
@@ -65,6 +75,7 @@ class Runtime:
         self.is_main = self.rank == 0
         self.fast = args.fast == "auto" and fast is not None
         self.bf16 = args.precision == "bf16"
+        set_tf32(getattr(args, "tf32", "off") == "on")
         # a recorded step: a CUDA device, one process, SGD (its update has no host-side state)
         # and no --skip_nonfinite (skipping a step needs a host decision inside it)
         self.graphs = (self.fast and self.device.type == "cuda" and self.world == 1

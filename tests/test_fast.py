@@ -198,3 +198,19 @@ def test_bf16_step_is_close_to_fp32_but_not_the_same():
             assert torch.isfinite(bf16[k])
             assert float(bf16[k]) == pytest.approx(float(fp32[k]), rel=0.05)  # rounded ...
     assert float(losses["bf16"][1]["loss_cls"]) != float(losses["fp32"][1]["loss_cls"])
+
+
+def test_fp32_means_ieee_float32_unless_tf32_is_asked_for():
+    """cuDNN convolutions default to TF32 on Ampere+ GPUs; a run's fp32 is the reference's
+    full float32 unless --tf32 on (set once by the Runtime, process-wide)."""
+    before = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    try:
+        for flag, want in (("on", True), ("off", False)):
+            _, args = cli.parse_args(["--device", "cpu", "--tf32", flag])
+            Runtime(args)
+            assert torch.backends.cudnn.allow_tf32 is want
+            assert torch.backends.cuda.matmul.allow_tf32 is want
+        _, args = cli.parse_args(["--device", "cpu"])
+        assert args.tf32 == "off"
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = before
