@@ -5,6 +5,8 @@ main.py builds it (the reference Colored-MNIST networks, batch 128, SGD) and tra
 --epochs timed epochs after one untimed warm-up epoch:
   eager: DataLoader batches, the method's update run op by op  (--fast off)
   fast:  the dataset on the device, the step recorded as a CUDA graph on a GPU (--fast auto)
+each in fp32 (IEEE float32: --tf32 off, the default) and in bf16 (--precision bf16; rows
+<path>_bf16). speedup: eager fp32 / fast fp32; speedup_<row>: eager fp32 / that row.
 The data are synthetic coloured 28x28 images of Colored-MNIST's shape (the timing does not
 depend on pixel values), so no download is needed. Defaults give the issue's setting: 60,000
 images, batch 128 (469 steps per epoch). On the CPU pass a small --train_samples.
@@ -47,6 +49,8 @@ def parse_args(argv=None):
     p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
     p.add_argument("--methods", nargs="+", default=["baseline", "lnl"])
     p.add_argument("--paths", nargs="+", default=["eager", "fast"], choices=("eager", "fast"))
+    p.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], choices=("fp32", "bf16"),
+                   help="--precision of the timed runs; bf16 rows are keyed <path>_bf16")
     p.add_argument("--train_samples", type=int, default=60000)
     p.add_argument("--batch_size", type=int, default=128)
     p.add_argument("--epochs", type=int, default=3, help="timed epochs (after one warm-up)")
@@ -69,14 +73,14 @@ def synthetic_cmnist(n, seed):
                              CMNIST_STD)
 
 
-def build_solver(method, path, opts, device, out_dir, seed=None):
-    """A Solver as main.py would build it for --method method --fast {off,auto}."""
+def build_solver(method, path, opts, device, out_dir, seed=None, precision="fp32"):
+    """A Solver as main.py would build it for --method method --fast {off,auto} --precision."""
     seed = opts.seed if seed is None else seed
     _, args = cli.parse_args([
         "--method", method, "--batch_size", str(opts.batch_size), "--seed", str(seed),
         "--fast", "off" if path == "eager" else "auto", "--output_dir", out_dir,
-        "--experiment_name", f"{method}_{path}_{seed}", "--num_workers", "0",
-        "--device", str(device)])
+        "--experiment_name", f"{method}_{path}_{precision}_{seed}", "--num_workers", "0",
+        "--device", str(device), "--precision", precision])
     runtime = Runtime(args)
     set_seed(seed)
     data = synthetic_cmnist(opts.train_samples, seed)
@@ -153,18 +157,23 @@ def main(argv=None):
     with tempfile.TemporaryDirectory() as out_dir:
         for method in opts.methods:
             row = {}
-            for path in opts.paths:
-                solver = build_solver(method, path, opts, device, out_dir)
-                steps = len(solver.train_loader)
-                sec = time_epochs(solver, opts.epochs, device)
-                row[path] = {"ms_per_step": round(1000 * sec / steps, 3),
-                             "s_per_epoch": round(sec, 4),
-                             "images_per_s": round(steps * opts.batch_size / sec, 1),
-                             "cuda_graph": solver.captured is not None}
-                if opts.runs > 1:
-                    row[path]["sweep"] = time_runs(method, path, opts, device, out_dir)
-            if {"eager", "fast"} <= set(row):
-                row["speedup"] = round(row["eager"]["s_per_epoch"] / row["fast"]["s_per_epoch"], 2)
+            for precision in opts.precisions:
+                for path in opts.paths:
+                    key = path if precision == "fp32" else f"{path}_{precision}"
+                    solver = build_solver(method, path, opts, device, out_dir, None, precision)
+                    steps = len(solver.train_loader)
+                    sec = time_epochs(solver, opts.epochs, device)
+                    row[key] = {"ms_per_step": round(1000 * sec / steps, 3),
+                                "s_per_epoch": round(sec, 4),
+                                "images_per_s": round(steps * opts.batch_size / sec, 1),
+                                "cuda_graph": solver.captured is not None}
+                    if opts.runs > 1 and precision == "fp32":
+                        row[key]["sweep"] = time_runs(method, path, opts, device, out_dir)
+            # speed-ups against the reference setting (eager, fp32)
+            for key in ("fast", "eager_bf16", "fast_bf16"):
+                if "eager" in row and key in row:
+                    name = "speedup" if key == "fast" else f"speedup_{key}"
+                    row[name] = round(row["eager"]["s_per_epoch"] / row[key]["s_per_epoch"], 2)
             results[method] = row
     name = (torch.cuda.get_device_name(device) if device.type == "cuda"
             else f"cpu ({platform.processor() or platform.machine()}, "
@@ -172,7 +181,9 @@ def main(argv=None):
     print(json.dumps({"device": name, "torch": torch.__version__,
                       "train_samples": opts.train_samples, "batch_size": opts.batch_size,
                       "steps_per_epoch": -(-opts.train_samples // opts.batch_size),
-                      "timed_epochs": opts.epochs, "runs": opts.runs, "results": results}))
+                      "timed_epochs": opts.epochs, "runs": opts.runs,
+                      "tf32": bool(torch.backends.cudnn.allow_tf32),
+                      "results": results}))
 
 
 if __name__ == "__main__":

@@ -160,7 +160,8 @@ def test_benchmark_times_n_runs_as_a_sweep_against_one_by_one(capsys):
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "scripts"))
     import benchmark  # in-process, as tests/test_fast.py runs it
     benchmark.main(["--device", "cpu", "--train_samples", "64", "--batch_size", "32",
-                    "--epochs", "1", "--runs", "2", "--methods", "baseline", "--paths", "fast"])
+                    "--epochs", "1", "--runs", "2", "--methods", "baseline", "--paths", "fast",
+                    "--precisions", "fp32"])
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     row = report["results"]["baseline"]["fast"]["sweep"]
     assert report["runs"] == row["runs"] == 2 and "sweep_peak_gpu_mib" not in row  # CPU
