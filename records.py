@@ -68,14 +68,18 @@ def resolved_config(args, device):
     return {**vars(args), "device": str(device), "device_requested": args.device}
 
 
-def results_record(args, device, started, epochs, metrics, world=1, train_seconds=None):
+def results_record(args, device, started, epochs, metrics, world=1, train_seconds=None,
+                   step_path=None):
     """results.json's content: the flat fields earlier records had (experiment, method,
-    dataset, epochs, final metrics) plus config and provenance."""
+    dataset, epochs, final metrics) plus config and provenance (with step_path: how the
+    finishing process ran its steps, Solver.step_path())."""
+    prov = provenance(device, started, time.time(), world, train_seconds)
+    if step_path is not None:
+        prov["step_path"] = step_path
     return {"experiment": args.experiment_name, "method": args.method,
             "dataset": args.dataset_name, "epochs": epochs, **metrics,
             "record_version": RECORD_VERSION,
-            "config": resolved_config(args, device),
-            "provenance": provenance(device, started, time.time(), world, train_seconds)}
+            "config": resolved_config(args, device), "provenance": prov}
 
 
 def bias_agreement(preds, bias_index, n_classes):

@@ -184,6 +184,7 @@ class Solver:
             return finished["test_acc"]
         last = run.open_logs(self.epoch, resumed)  # drops what a resumed run will redo
         self.clock = (time.time(), self.epoch)  # for the ETA: this process's pace
+        log(f"steps: {self.step_path_text()}")
         try:
             while self.epoch < args.epochs:
                 lr = self.optimizers["main"].param_groups[0]["lr"]  # the lr it trains at
@@ -314,11 +315,30 @@ class Solver:
             + " ".join(f"{k}={v:.4g}" for k, v in stats.items())
             + f" ({pace:.1f} s/epoch, ETA {format_duration(pace * (self.args.epochs - self.epoch))})")
 
+    def step_path(self):
+        """How this process ran its steps, for the record: batches served from the device
+        (ResidentLoader) or a DataLoader, and the CUDA-graph counts (None: eager steps)."""
+        c = self.captured
+        return {"resident_data": type(self.train_loader).__name__ == "ResidentLoader",
+                "cuda_graph": None if c is None else {
+                    "captures": c.captures, "replays": c.replays, "eager_steps": c.eager_steps,
+                    "failed": c.failed}}
+
+    def step_path_text(self):
+        data = ("batches on the device" if self.step_path()["resident_data"]
+                else "DataLoader batches")
+        step = (f"recorded as a CUDA graph after {self.captured.warmup} eager steps"
+                if self.captured is not None else "eager")
+        precision = "bf16 autocast" if self.runtime.bf16 else (
+            "fp32 (TF32 on)" if self.args.tf32 == "on" and self.device.type == "cuda"
+            else "fp32")
+        return f"{data}, {step}, {precision} on {self.device}"
+
     def _finish(self, metrics):
         """results.json and the final TensorBoard record (one event file per run)."""
         args = self.args
         record = records.results_record(args, self.device, self.started, self.epoch, metrics,
-                                        self.world, self.train_seconds())
+                                        self.world, self.train_seconds(), self.step_path())
         panels = records.confusion_panels(args, *self.last_eval, epoch=self.epoch,
                                           checkpoint="final weights")
         self.run.write_results(record, panels, self.epoch)

@@ -160,6 +160,12 @@ def test_fast_and_plain_runs_give_identical_results(mnist_root, tmp_path):
             cli.main(argv)
         with open(os.path.join(tmp_path, fast, "metrics.jsonl")) as fh:
             results[fast] = [json.loads(line) for line in fh]
+        with open(os.path.join(tmp_path, fast, "results.json")) as fh:  # the record says how
+            path = json.load(fh)["provenance"]["step_path"]
+        assert path == {"resident_data": fast == "auto", "cuda_graph": None}  # no GPU here
+        with open(os.path.join(tmp_path, fast, "run.log")) as fh:
+            assert ("steps: batches on the device, eager, fp32 on cpu" if fast == "auto" else
+                    "steps: DataLoader batches, eager, fp32 on cpu") in fh.read()
     assert results["auto"] == results["off"] == results["removed"]
     assert results["auto"][0]["loss_cls"] > 0 and "test_acc" in results["auto"][0]
 
