@@ -104,8 +104,8 @@ def check_compatible(ckpt_args, args, path, fields=ARCH_FIELDS):
 
 
 def _differs(key, old, new):
-    if key == "init_checkpoint" and old and new:  # the same file, named from another folder
-        return os.path.abspath(old) != os.path.abspath(new)
+    if key == "init_checkpoint" and old and new:  # the file's content decides, not its path:
+        return False  # check_init_unchanged compares digests (a moved outputs folder resumes)
     return old != new
 
 
@@ -159,18 +159,25 @@ def init_source(path, ckpt):
             "sha256": file_digest(path)}
 
 
-def check_init_unchanged(recorded, warn):
-    """A resumed stage-2 run must still match the stage-1 checkpoint it started from."""
+def check_init_unchanged(recorded, warn, path=None):
+    """A resumed stage-2 run must still match the stage-1 checkpoint it started from: the
+    file at `path` (the --init_checkpoint given now; else the path recorded at the start)
+    must hold the bytes it held then. The content decides, so a run whose outputs folder was
+    moved or restored elsewhere resumes from the checkpoint's new place. Returns the record,
+    with that place as its path."""
     if not recorded:
-        return
-    path = recorded["path"]
+        return recorded
+    path = os.path.abspath(path or recorded["path"])
     if not os.path.isfile(path):
         warn(f"warning: {path}, which this run started from, is gone; continuing anyway.")
-        return
+        return recorded
     if file_digest(path) != recorded["sha256"]:
         now = read_checkpoint(path).get("epoch")
+        what = ("that file has changed since" if path == recorded["path"] else
+                f"--init_checkpoint {path} holds other weights")
         raise ArgError(
-            f"--resume: this run started from {path} when it held epoch {recorded['epoch']}; "
-            f"that file has changed since (it now holds epoch {now}), so the resumed run "
+            f"--resume: this run started from {recorded['path']} when it held epoch "
+            f"{recorded['epoch']}; {what} (it now holds epoch {now}), so the resumed run "
             "would mix two recipes. Start this run again from the new checkpoint with "
             "--overwrite (scripts/run_cmnist.sh: RESTART_STAGE2=1).")
+    return {**recorded, "path": path}

@@ -340,8 +340,8 @@ def load_start(parser, args):
                             "again with --overwrite.")
         check_compatible(ckpt.get("args", {}), args, path)
         adopt_resumed_args(ckpt.get("args", {}), args, path, lambda m: log(m, err=True))
-        check_init_unchanged(ckpt.get("init"), lambda m: log(m, err=True))
-        return ckpt.get("init")
+        return check_init_unchanged(ckpt.get("init"), lambda m: log(m, err=True),
+                                    args.init_checkpoint)
     if args.init_checkpoint:
         if args.overwrite and run_folder.inside(args.init_checkpoint, experiment_dir(args)):
             parser.error(f"--init_checkpoint {args.init_checkpoint} lies in the run that "

@@ -464,7 +464,7 @@ class Solver:
         self.step_in_epoch = ckpt.get("step_in_epoch", 0)
         partial = ckpt.get("partial")
         self.partial = EpochMeter(partial) if partial else None
-        self.init_source = ckpt.get("init")
+        self.init_source = self.init_source or ckpt.get("init")  # main.py: its new place
         self.seconds_before = ckpt.get("train_seconds", 0.0)  # absent before 2026-11-23
         where = f", {self.step_in_epoch} steps into the next" if self.step_in_epoch else ""
         log(f"resumed from {path} (epoch {self.epoch} of {self.args.epochs} done{where})")

@@ -229,6 +229,35 @@ def test_stage_two_is_not_resumed_from_an_older_stage_one(world, mnist_root, cap
                    ["has changed since", "epoch 1", "epoch 2", "--overwrite"], capsys)
 
 
+def test_stage_two_resumes_where_its_outputs_folder_was_moved(mnist_root, tmp_path, capsys):
+    """A stage-2 run is tied to the bytes of its stage-1 checkpoint, not to their path: an
+    outputs folder moved (or restored from an archive on another machine) resumes, and the
+    record then names the checkpoint's new place; other bytes there are still refused."""
+    def stage(out, n, epochs):
+        extra = (["--method", "baseline", "--lr", "0.01"] if n == 1 else
+                 ["--method", "lnl", "--init_checkpoint",
+                  str(out / "s1" / "checkpoints" / "last.pth")])
+        return common(mnist_root, out, f"s{n}", epochs) + extra + ["--resume_if_any"]
+    first = tmp_path / "first" / "outputs"
+    cli.main(stage(first, 1, "1"))
+    cli.main(stage(first, 2, "1"))
+    moved = tmp_path / "moved" / "outputs"
+    shutil.copytree(first, moved)
+    shutil.rmtree(tmp_path / "first")
+    capsys.readouterr()
+    cli.main(stage(moved, 2, "2"))
+    err = capsys.readouterr().err
+    assert "is gone" not in err and "another run" not in err
+    record = json.load(open(moved / "s2" / "results.json"))
+    assert record["epochs"] == 2
+    ckpt = torch.load(moved / "s2" / "checkpoints" / "last.pth", weights_only=False)
+    assert ckpt["init"]["path"] == str(moved / "s1" / "checkpoints" / "last.pth")
+    # a stage 1 trained on by another epoch: the stage-2 run refuses to go on from it
+    cli.main(stage(moved, 1, "2"))
+    expect_refusal(tmp_path, stage(moved, 2, "3"), 2, ["has changed since", "--overwrite"],
+                   capsys)
+
+
 def test_networks_that_cannot_read_the_dataset(world, mnist_root, capsys):
     expect_refusal(world, with_out(world, mnist_root, "--dataset_name", "IRMColoredMNIST",
                                    "--method", "baseline", "--experiment_name", "new"),
