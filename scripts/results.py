@@ -463,8 +463,13 @@ def cmd_table(args):
 def cmnist_table(frame, paper):
     """The Colored-MNIST table: variant x sigma^2, test accuracy; the paper's rows beside."""
     frame = frame[frame.dataset_name == "ColoredMNIST"]
+    lengths = sorted(frame.epochs.unique())
+    if len(lengths) > 1:  # a cell's mean over 2- and 100-epoch runs would mean nothing
+        raise SystemExit("these Colored-MNIST runs have several lengths ("
+                         f"{', '.join(map(str, lengths))} epochs per stage); pick one with "
+                         "--where epochs=N")
     summary, text = table_text(frame, ["variant", "color_var"], ["test_acc"], "color_var", paper)
-    epochs = ", ".join(map(str, sorted(frame.epochs.unique())))
+    epochs = ", ".join(map(str, lengths))
     return summary, (f"Test accuracy, final epoch, mean ± sample std (ddof={DDOF}) over seeds, n "
                      f"runs per cell. Epochs per stage: {epochs}.\n\n{text}\n")
 

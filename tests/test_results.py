@@ -93,6 +93,15 @@ def test_cmnist_preset_writes_table_csv_and_plot(ledger):
     assert (ledger / "c" / "accuracy_vs_var.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_cmnist_table_refuses_to_average_runs_of_several_lengths(ledger):
+    record(ledger / "cmnist_var0.020_seed2_lnl", {"seed": 2, "epochs": 100}, test_acc=0.95)
+    with pytest.raises(SystemExit, match=r"several lengths \(2, 100 epochs per stage\)"):
+        results.main(["cmnist", str(ledger), "--out", str(ledger / "c")])
+    results.main(["cmnist", str(ledger), "--where", "epochs=100", "--out", str(ledger / "c")])
+    md = (ledger / "c" / "results.md").read_text()
+    assert "| LNL (ours) | 0.950 (n=1) |" in md and "Epochs per stage: 100." in md
+
+
 def test_older_records_take_their_config_from_args_json(tmp_path, capsys):
     run = tmp_path / "old"
     run.mkdir()
