@@ -166,9 +166,19 @@ def open_run(args, device):
         lock(out)
         if args.overwrite:
             clear_run_files(out)
-    atomic_json_dump({**vars(args), "device_used": str(device)},
-                     os.path.join(out, "args.json" if training else "test_args.json"))
+    if not (training and finished_at(out, args.epochs)):  # a finished run's args.json stays
+        atomic_json_dump({**vars(args), "device_used": str(device)},  # as its record's config
+                         os.path.join(out, "args.json" if training else "test_args.json"))
     log.open(os.path.join(out, "run.log"))
+
+
+def finished_at(folder, epochs):
+    """Whether the run in folder has finished exactly `epochs` epochs (its results.json)."""
+    try:
+        with open(os.path.join(folder, "results.json")) as fh:
+            return json.load(fh).get("epochs") == epochs
+    except (OSError, ValueError):
+        return False
 
 
 # ------------------------------------------------------------------ a run's files

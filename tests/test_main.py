@@ -73,7 +73,7 @@ def test_results_json_carries_config_and_provenance(baseline_run):
 def test_a_finished_run_started_again_is_reported_and_not_rewritten(baseline_run, mnist_root,
                                                                     capsys):
     exp = baseline_run / "base"
-    kept = {p: (exp / p).read_bytes() for p in ("results.json", "metrics.jsonl",
+    kept = {p: (exp / p).read_bytes() for p in ("results.json", "metrics.jsonl", "args.json",
                                                  "checkpoints/last.pth")}
     events = sorted(os.listdir(exp / "logs"))
     acc = run(mnist_root, baseline_run, "--method", "baseline", "--lr", "0.01", "--epochs", "3",
