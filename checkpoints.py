@@ -46,8 +46,8 @@ def defining_fields():
 DRIVING_FIELDS = (
     "config", "mode", "resume", "resume_if_any", "overwrite", "load_checkpoint_path",
     "test_output_npy", "output_dir", "experiment_name", "data_root_base", "dogs_cats_lists",
-    "num_workers", "device", "fast", "precision", "tf32", "deterministic", "skip_nonfinite", "sync_bn",
-    "init_fresh_optimizer",
+    "num_workers", "device", "fast", "precision", "tf32", "deterministic", "skip_nonfinite",
+    "sync_bn", "init_fresh_optimizer",
     "save_every", "checkpoint_every", "eval_every", "epochs", "skip_bad_images")
 # Every other argument is part of the recipe (lr, momentum, weight decay, schedule, method
 # weights): the optimizer state and the method in the checkpoint already carry it.
