@@ -212,7 +212,8 @@ def cmd_bench(opts, out):
     small = (["--device", "cpu", "--train_samples", "256", "--epochs", "1"] if opts.tiny
              else ["--device", opts.device])
     say(out, f"bench on {device_line()}")
-    code, sec = run(out, [PY, "scripts/benchmark.py", *small], "bench.log", 400)
+    code, sec = run(out, [PY, "scripts/benchmark.py", *small], "bench.log",
+                    min(400, opts.budget - (time.time() - opts.t0)))
     lines = [ln for ln in open(os.path.join(out, "bench.log")).read().splitlines()
              if ln.startswith("{")]
     if code or not lines:
@@ -236,6 +237,12 @@ def cmd_bench(opts, out):
 
 
 # --------------------------------------------------------------------------- table
+def state_dir(opts, rehearsal):
+    """Where the table's carried state lives: .lease/ for a lease, .lease/rehearsal/ for a
+    CPU rehearsal's (so that a lease never resumes a rehearsal's small runs)."""
+    return os.path.join(opts.lease_dir, "rehearsal") if rehearsal else opts.lease_dir
+
+
 def restore_state(out, outputs, lease_dir):
     """A fresh machine: unpack the carried state, unless this machine already holds runs."""
     tars = sorted(glob.glob(os.path.join(lease_dir, "state_*.tar.gz")))
@@ -314,7 +321,7 @@ def cmd_table(opts, out):
     env = mnist_env(opts)
     outputs = os.path.join(ROOT, opts.runs_dir)
     os.makedirs(outputs, exist_ok=True)
-    restore_state(out, outputs, opts.lease_dir)
+    restore_state(out, outputs, state_dir(opts, opts.tiny))
     epochs = opts.epochs or (1 if opts.tiny else 100)
     env.update({"SEEDS": "1", "METHODS": "baseline lnl", "EPOCHS": str(epochs),
                 "DEVICE": opts.device, "OUTPUT_DIR": outputs,
@@ -409,17 +416,18 @@ def cmd_collect(opts, out):
     for tar in tars:  # every archive is checked before anything is replaced
         with tarfile.open(tar) as tf:
             archives.append((tar, safe_members(tf)))
-    os.makedirs(opts.lease_dir, exist_ok=True)
-    for old in glob.glob(os.path.join(opts.lease_dir, "state_*.tar.gz")):
+    keep = state_dir(opts, not gpu)
+    os.makedirs(keep, exist_ok=True)
+    for old in glob.glob(os.path.join(keep, "state_*.tar.gz")):
         os.remove(old)
     shutil.rmtree(unpacked, ignore_errors=True)
     os.makedirs(unpacked)
     open(mark, "w").close()
     for tar, members in archives:
-        shutil.copy(tar, os.path.join(opts.lease_dir, os.path.basename(tar)))
+        shutil.copy(tar, os.path.join(keep, os.path.basename(tar)))
         with tarfile.open(tar) as tf:
             tf.extractall(unpacked, members=members)
-    print(f"state for the next table call: .lease/state_*.tar.gz ({len(tars)} archives); "
+    print(f"state for the next table call: {keep}/state_*.tar.gz ({len(tars)} archives); "
           f"unpacked into {unpacked}")
     results = [PY, os.path.join(ROOT, "scripts", "results.py")]
     where = ["dataset_name=ColoredMNIST", f"epochs={opts.epochs or 100}"]
@@ -439,8 +447,9 @@ def cmd_collect(opts, out):
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("step", choices=("prove", "bench", "table", "stage", "collect"))
-    p.add_argument("folder", nargs="?", help="collect: the folder a call's files came back to")
+    p.add_argument("steps", nargs="+", metavar="step",
+                   help="prove, bench, table (one or more, in this order, sharing --budget); "
+                        "or stage; or collect FOLDER (the folder a call's files came back to)")
     p.add_argument("--out", default=os.environ.get("OUT") or os.path.join(ROOT, "outputs",
                                                                           "lease"),
                    help="where the step writes its records (default: $OUT, else outputs/lease)")
@@ -472,8 +481,17 @@ def parse_args(argv=None):
     p.add_argument("--allow_cpu", action="store_true",
                    help="collect: keep CPU records too (a rehearsal, into other folders)")
     opts = p.parse_args(argv)
-    if opts.step == "collect" and not opts.folder:
-        p.error("collect needs FOLDER: the files_at folder of the call's reply")
+    opts.folder = None
+    if opts.steps[0] == "collect":
+        if len(opts.steps) != 2:
+            p.error("collect takes one FOLDER: the files_at folder of the call's reply")
+        opts.steps, opts.folder = ["collect"], opts.steps[1]
+    elif opts.steps == ["stage"]:
+        pass
+    elif not set(opts.steps) <= {"prove", "bench", "table"} or len(set(opts.steps)) < len(
+            opts.steps):
+        p.error(f"steps: prove, bench and/or table (each once), or stage, or collect FOLDER; "
+                f"got {' '.join(opts.steps)}")
     if opts.tiny:
         opts.device = "cpu"
     if opts.runs_dir is None:
@@ -483,12 +501,15 @@ def parse_args(argv=None):
 
 
 def main(argv=None):
+    """Run the steps asked for in order; the exit code is the first failing step's (prove
+    and bench 1; table 3 while sigma^2 are left), else 0."""
     opts = parse_args(argv)
-    if opts.step not in ("stage", "collect"):
-        os.makedirs(opts.out, exist_ok=True)
     steps = {"prove": cmd_prove, "bench": cmd_bench, "table": cmd_table, "stage": cmd_stage,
              "collect": cmd_collect}
-    return steps[opts.step](opts, opts.out)
+    if opts.steps[0] not in ("stage", "collect"):
+        os.makedirs(opts.out, exist_ok=True)
+    codes = [steps[step](opts, opts.out) for step in opts.steps]
+    return next((c for c in codes if c), 0)
 
 
 if __name__ == "__main__":

@@ -79,7 +79,8 @@ def test_table_rehearsal_packs_restores_elsewhere_and_fills_the_ledger(tmp_path,
         "args.json", "metrics.jsonl", "results.json"]
     table = (tmp_path / "ledger" / "cmnist_table" / "results.md").read_text()
     assert "| LNL (ours) |" in table and "Epochs per stage: 1." in table
-    assert (lease / "state_0.tar.gz").exists()
+    assert (lease / "rehearsal" / "state_0.tar.gz").exists()  # never what a lease carries
+    assert not (lease / "state_0.tar.gz").exists()
     # a fresh machine: the carried state is restored into another folder and its finished
     # runs are seen as finished there (nothing trains again, the records are the same bytes)
     assert gpu_lease.main(["table", *common, "--runs_dir", str(tmp_path / "b"),
