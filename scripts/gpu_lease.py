@@ -11,7 +11,8 @@ defaults to $OUT there):
   bench   scripts/benchmark.py at its full-size defaults (eager and fast, fp32 and bf16), then
           the sweep (LNL, fast path) at --sweep_runs runs. Writes bench.json, bench_sweep.jsonl.
   table   the Colored-MNIST table at full length: the reference recipe (100 + 100 epochs),
-          baseline and LNL, seed 0, sigma^2 in the issue's order, --group sigma^2 per sweep,
+          baseline and LNL, seeds 0..--seeds-1 (1), sigma^2 in the issue's order, --group
+          sigma^2 per sweep,
           for --budget seconds; then every run stops at its next step with a checkpoint and the
           runs are packed into state_<k>.tar.gz for the next call. Exit 3: call again.
 Here, on the development machine (no GPU):
@@ -301,19 +302,21 @@ def pack_state(out, outputs, chunk_mib=12):
                  f"{'; OVER the 16 MiB a file may bring back' if mib > 16 else ''})")
 
 
-def table_state(outputs, sigmas, epochs):
-    """{sigma2: {method: epochs done}} from the run folders."""
+def table_state(outputs, sigmas, epochs, seeds=1):
+    """{sigma2: {method: epochs done by its least advanced seed}} from the run folders."""
     state = {}
     for s in sigmas:
         for m in ("baseline", "lnl"):
-            folder = os.path.join(outputs, f"cmnist_var{s}_seed0_{m}")
-            done = 0
-            if os.path.exists(os.path.join(folder, "results.json")):
-                done = json.load(open(os.path.join(folder, "results.json")))["epochs"]
-            elif os.path.exists(os.path.join(folder, "metrics.jsonl")):
-                lines = open(os.path.join(folder, "metrics.jsonl")).read().splitlines()
-                done = json.loads(lines[-1])["epoch"] if lines else 0
-            state.setdefault(s, {})[m] = done
+            done = []
+            for seed in range(seeds):
+                folder = os.path.join(outputs, f"cmnist_var{s}_seed{seed}_{m}")
+                done.append(0)
+                if os.path.exists(os.path.join(folder, "results.json")):
+                    done[-1] = json.load(open(os.path.join(folder, "results.json")))["epochs"]
+                elif os.path.exists(os.path.join(folder, "metrics.jsonl")):
+                    lines = open(os.path.join(folder, "metrics.jsonl")).read().splitlines()
+                    done[-1] = json.loads(lines[-1])["epoch"] if lines else 0
+            state.setdefault(s, {})[m] = min(done)
     return state
 
 
@@ -323,7 +326,7 @@ def cmd_table(opts, out):
     os.makedirs(outputs, exist_ok=True)
     restore_state(out, outputs, state_dir(opts, opts.tiny))
     epochs = opts.epochs or (1 if opts.tiny else 100)
-    env.update({"SEEDS": "1", "METHODS": "baseline lnl", "EPOCHS": str(epochs),
+    env.update({"SEEDS": str(opts.seeds), "METHODS": "baseline lnl", "EPOCHS": str(epochs),
                 "DEVICE": opts.device, "OUTPUT_DIR": outputs,
                 "EXTRA": " ".join(TINY) if opts.tiny else ""})
     sigmas = opts.sigmas
@@ -332,7 +335,7 @@ def cmd_table(opts, out):
              f"{epochs} + {epochs} epochs, budget {opts.budget} s")
     for group in groups:
         left = opts.budget - (time.time() - opts.t0)
-        state = table_state(outputs, group, epochs)
+        state = table_state(outputs, group, epochs, opts.seeds)
         if all(d["lnl"] >= epochs for d in state.values()):
             continue
         if left < 30:
@@ -341,14 +344,15 @@ def cmd_table(opts, out):
         code, sec = run(out, ["bash", "scripts/run_cmnist_table.sh"], "table.log", left,
                         {**env, "SIGMAS": " ".join(group)})
         say(out, f"sigma^2 {' '.join(group)}: exit {code} after {sec} s: "
-                 f"{table_state(outputs, group, epochs)}")
+                 f"{table_state(outputs, group, epochs, opts.seeds)}")
     with open(os.path.join(out, "table.log"), "a") as fh:  # few files may come back: one log
         for log in sorted(glob.glob(os.path.join(outputs, ".cmnist_table_*.log"))):
             fh.write(f"\n==> {log} <==\n" + open(log).read())
     pack_state(out, outputs)
-    state = table_state(outputs, sigmas, epochs)
+    state = table_state(outputs, sigmas, epochs, opts.seeds)
     with open(os.path.join(out, "table_state.json"), "w") as fh:
-        json.dump({**device_line(), "epochs": epochs, "state": state}, fh, indent=1)
+        json.dump({**device_line(), "epochs": epochs, "seeds": opts.seeds, "state": state}, fh,
+                  indent=1)
     left = [s for s, d in state.items() if d["lnl"] < epochs]
     say(out, f"table: {len(sigmas) - len(left)}/{len(sigmas)} sigma^2 finished"
              + (f"; to do: {' '.join(left)} (call table again, carrying .lease with this "
@@ -429,6 +433,9 @@ def cmd_collect(opts, out):
             tf.extractall(unpacked, members=members)
     print(f"state for the next table call: {keep}/state_*.tar.gz ({len(tars)} archives); "
           f"unpacked into {unpacked}")
+    if not glob.glob(os.path.join(unpacked, "*", "results.json")):
+        print("no run has finished yet: nothing for the ledger")
+        return 0
     results = [PY, os.path.join(ROOT, "scripts", "results.py")]
     where = ["dataset_name=ColoredMNIST", f"epochs={opts.epochs or 100}"]
     if not opts.allow_cpu:
@@ -461,6 +468,8 @@ def parse_args(argv=None):
                    help="table: epochs per stage (default 100; 1 with --tiny)")
     p.add_argument("--sigmas", nargs="+", default=ISSUE_ORDER, help="table: in this order")
     p.add_argument("--group", type=int, default=7, help="table: sigma^2 per sweep")
+    p.add_argument("--seeds", type=int, default=1,
+                   help="table: seeds 0..N-1 (finished runs are kept: raise N to add seeds)")
     p.add_argument("--sweep_runs", type=int, nargs="+", default=[7, 21],
                    help="bench: sweep sizes timed after the main benchmark")
     p.add_argument("--runs_dir", default=None,
