@@ -75,7 +75,7 @@ class Runtime:
         self.is_main = self.rank == 0
         self.fast = args.fast == "auto" and fast is not None
         self.bf16 = args.precision == "bf16"
-        set_tf32(getattr(args, "tf32", "off") == "on")
+        set_tf32(args.tf32 == "on")
         # a recorded step: a CUDA device, one process, SGD (its update has no host-side state)
         # and no --skip_nonfinite (skipping a step needs a host decision inside it)
         self.graphs = (self.fast and self.device.type == "cuda" and self.world == 1
