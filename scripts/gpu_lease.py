@@ -304,20 +304,10 @@ def pack_state(out, outputs, chunk_mib=12):
 
 def table_state(outputs, sigmas, epochs, seeds=1):
     """{sigma2: {method: epochs done by its least advanced seed}} from the run folders."""
-    state = {}
-    for s in sigmas:
-        for m in ("baseline", "lnl"):
-            done = []
-            for seed in range(seeds):
-                folder = os.path.join(outputs, f"cmnist_var{s}_seed{seed}_{m}")
-                done.append(0)
-                if os.path.exists(os.path.join(folder, "results.json")):
-                    done[-1] = json.load(open(os.path.join(folder, "results.json")))["epochs"]
-                elif os.path.exists(os.path.join(folder, "metrics.jsonl")):
-                    lines = open(os.path.join(folder, "metrics.jsonl")).read().splitlines()
-                    done[-1] = json.loads(lines[-1])["epoch"] if lines else 0
-            state.setdefault(s, {})[m] = min(done)
-    return state
+    import results  # scripts/results.py, beside this file: how far a run folder has got
+    return {s: {m: min(results.epochs_done(os.path.join(outputs, f"cmnist_var{s}_seed{k}_{m}"))
+                       for k in range(seeds))
+                for m in ("baseline", "lnl")} for s in sigmas}
 
 
 def cmd_table(opts, out):
