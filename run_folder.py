@@ -166,19 +166,21 @@ def open_run(args, device):
         lock(out)
         if args.overwrite:
             clear_run_files(out)
-    if not (training and finished_at(out, args.epochs)):  # a finished run's args.json stays
-        atomic_json_dump({**vars(args), "device_used": str(device)},  # as its record's config
+    if not (training and finished_record(out, args.epochs)):  # a finished run's args.json
+        atomic_json_dump({**vars(args), "device_used": str(device)},  # stays: its record's config
                          os.path.join(out, "args.json" if training else "test_args.json"))
     log.open(os.path.join(out, "run.log"))
 
 
-def finished_at(folder, epochs):
-    """Whether the run in folder has finished exactly `epochs` epochs (its results.json)."""
+def finished_record(folder, epochs):
+    """The results.json of the run in folder if it records exactly `epochs` finished epochs
+    and their test accuracy; else None (no record, an unreadable one, or another length)."""
     try:
         with open(os.path.join(folder, "results.json")) as fh:
-            return json.load(fh).get("epochs") == epochs
+            record = json.load(fh)
     except (OSError, ValueError):
-        return False
+        return None
+    return record if record.get("epochs") == epochs and "test_acc" in record else None
 
 
 # ------------------------------------------------------------------ a run's files
@@ -242,12 +244,7 @@ class RunFolder:
     def finished_record(self, epoch):
         """results.json of a run that has reached --epochs and recorded its results, or None
         (not finished, or stopped between its last checkpoint and its results)."""
-        path = os.path.join(self.path, "results.json")
-        if epoch < self.args.epochs or not os.path.exists(path):
-            return None
-        with open(path) as fh:
-            record = json.load(fh)
-        return record if record.get("epochs") == epoch and "test_acc" in record else None
+        return None if epoch < self.args.epochs else finished_record(self.path, epoch)
 
     def _tag(self, key):
         if key == "test_acc":
