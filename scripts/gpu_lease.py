@@ -42,11 +42,10 @@ import tarfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.append(ROOT)  # data_handler's MNIST file names (imported where used: it loads torch)
 PY = sys.executable
 ISSUE_ORDER = ["0.020", "0.050", "0.035", "0.025", "0.045", "0.030", "0.040"]
 TINY = ["--max_train_samples", "600", "--max_test_samples", "500"]
-MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
-               "t10k-labels-idx1-ubyte")  # each gzip'd (.gz) or raw
 STATE_GLOB = "cmnist_var*_seed*_*"  # the table's run folders, as run_cmnist_table.sh names them
 
 
@@ -102,18 +101,11 @@ def run(out, cmd, log_name, timeout, env=None):
     return code, round(time.time() - start, 1)
 
 
-def mnist_file(folder, name):
-    """MNIST's file `name` in folder, gzip'd or raw; None when neither is there."""
-    for candidate in (name + ".gz", name):
-        if os.path.exists(os.path.join(folder, candidate)):
-            return os.path.join(folder, candidate)
-    return None
-
-
 def mnist_env(opts):
     """The environment the run scripts and tests need to find MNIST without the internet."""
+    from data_handler import MNIST_FILES, find_idx
     src = os.path.join(opts.lease_dir, "mnist")
-    if not all(mnist_file(src, f) for f in MNIST_FILES):
+    if not all(find_idx(src, f) for f in MNIST_FILES.values()):
         raise SystemExit(f"MNIST is not in {src}; run `python scripts/gpu_lease.py stage` on "
                          "the development machine and name .lease in the call's carry")
     return {"MNIST_FROM": src, "MNIST_DIR": src, "DATA_ROOT": opts.data_root,
@@ -274,35 +266,33 @@ def pack_state(out, outputs, chunk_mib=12):
     --out/state_<k>.tar.gz, whole run folders per archive and about chunk_mib MiB each at
     most: a file brought back from the device machine may hold 16 MiB (weights barely
     compress)."""
-    def skip(m):
-        name = os.path.basename(m.name)
-        return None if name.startswith("epoch_") and name.endswith(".pth") else m
-
-    def size(folder):
-        return sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(folder)
-                   for f in files if not (f.startswith("epoch_") and f.endswith(".pth")))
+    def kept(name):
+        return not (name.startswith("epoch_") and name.endswith(".pth"))
 
     chunks, total = [[]], 0
     for folder in sorted(glob.glob(os.path.join(outputs, STATE_GLOB))):
-        if chunks[-1] and total + size(folder) > chunk_mib * 2**20:
+        size = sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(folder)
+                   for f in files if kept(f))
+        if chunks[-1] and total + size > chunk_mib * 2**20:
             chunks.append([])
             total = 0
         chunks[-1].append(folder)
-        total += size(folder)
+        total += size
     for old in glob.glob(os.path.join(out, "state_*.tar.gz")):
         os.remove(old)
     for k, folders in enumerate(chunks):
         path = os.path.join(out, f"state_{k}.tar.gz")
         with tarfile.open(path + ".tmp", "w:gz") as tf:
             for folder in folders:
-                tf.add(folder, arcname=os.path.basename(folder), filter=skip)
+                tf.add(folder, arcname=os.path.basename(folder),
+                       filter=lambda m: m if kept(os.path.basename(m.name)) else None)
         os.replace(path + ".tmp", path)
         mib = os.path.getsize(path) / 2**20
         say(out, f"packed {len(folders)} run folders into {path} ({mib:.1f} MiB"
                  f"{'; OVER the 16 MiB a file may bring back' if mib > 16 else ''})")
 
 
-def table_state(outputs, sigmas, epochs, seeds=1):
+def table_state(outputs, sigmas, seeds=1):
     """{sigma2: {method: epochs done by its least advanced seed}} from the run folders."""
     import results  # scripts/results.py, beside this file: how far a run folder has got
     return {s: {m: min(results.epochs_done(os.path.join(outputs, f"cmnist_var{s}_seed{k}_{m}"))
@@ -315,7 +305,7 @@ def cmd_table(opts, out):
     outputs = os.path.join(ROOT, opts.runs_dir)
     os.makedirs(outputs, exist_ok=True)
     restore_state(out, outputs, state_dir(opts, opts.tiny))
-    epochs = opts.epochs or (1 if opts.tiny else 100)
+    epochs = opts.epochs
     env.update({"SEEDS": str(opts.seeds), "METHODS": "baseline lnl", "EPOCHS": str(epochs),
                 "DEVICE": opts.device, "OUTPUT_DIR": outputs,
                 "EXTRA": " ".join(TINY) if opts.tiny else ""})
@@ -325,7 +315,7 @@ def cmd_table(opts, out):
              f"{epochs} + {epochs} epochs, budget {opts.budget} s")
     for group in groups:
         left = opts.budget - (time.time() - opts.t0)
-        state = table_state(outputs, group, epochs, opts.seeds)
+        state = table_state(outputs, group, opts.seeds)
         if all(d["lnl"] >= epochs for d in state.values()):
             continue
         if left < 30:
@@ -334,12 +324,12 @@ def cmd_table(opts, out):
         code, sec = run(out, ["bash", "scripts/run_cmnist_table.sh"], "table.log", left,
                         {**env, "SIGMAS": " ".join(group)})
         say(out, f"sigma^2 {' '.join(group)}: exit {code} after {sec} s: "
-                 f"{table_state(outputs, group, epochs, opts.seeds)}")
+                 f"{table_state(outputs, group, opts.seeds)}")
     with open(os.path.join(out, "table.log"), "a") as fh:  # few files may come back: one log
         for log in sorted(glob.glob(os.path.join(outputs, ".cmnist_table_*.log"))):
             fh.write(f"\n==> {log} <==\n" + open(log).read())
     pack_state(out, outputs)
-    state = table_state(outputs, sigmas, epochs, opts.seeds)
+    state = table_state(outputs, sigmas, opts.seeds)
     with open(os.path.join(out, "table_state.json"), "w") as fh:
         json.dump({**device_line(), "epochs": epochs, "seeds": opts.seeds, "state": state}, fh,
                   indent=1)
@@ -353,10 +343,11 @@ def cmd_table(opts, out):
 # --------------------------------------------------------------------------- here
 def cmd_stage(opts, out):
     """Copy MNIST's four idx files into .lease/mnist (the device machine has no internet)."""
+    from data_handler import MNIST_FILES, find_idx
     dest = os.path.join(opts.lease_dir, "mnist")
     os.makedirs(dest, exist_ok=True)
-    for f in MNIST_FILES:
-        src = mnist_file(opts.mnist_from, f)
+    for f in MNIST_FILES.values():  # each gzip'd (.gz) or raw
+        src = find_idx(opts.mnist_from, f)
         if src is None:
             raise SystemExit(f"{os.path.join(opts.mnist_from, f)}[.gz] is missing: pass "
                              "--mnist_from a folder with MNIST's four idx files (e.g. "
@@ -427,7 +418,7 @@ def cmd_collect(opts, out):
         print("no run has finished yet: nothing for the ledger")
         return 0
     results = [PY, os.path.join(ROOT, "scripts", "results.py")]
-    where = ["dataset_name=ColoredMNIST", f"epochs={opts.epochs or 100}"]
+    where = ["dataset_name=ColoredMNIST", f"epochs={opts.epochs}"]
     if not opts.allow_cpu:
         where.append("device=cuda*")
     finished = subprocess.run([*results, "ledger", unpacked, "--where", *where, "--into",
@@ -436,7 +427,7 @@ def cmd_collect(opts, out):
         print("nothing added to the ledger (no finished run matches "
               f"{' '.join(where)}), or a record there differs (listed above)")
         return finished.returncode
-    subprocess.run([*results, "cmnist", opts.ledger, "--where", f"epochs={opts.epochs or 100}",
+    subprocess.run([*results, "cmnist", opts.ledger, "--where", f"epochs={opts.epochs}",
                     "--out", opts.ledger.rstrip("/") + "_table"], check=True)
     return 0
 
@@ -455,7 +446,7 @@ def parse_args(argv=None):
     p.add_argument("--budget", type=float, default=510,
                    help="seconds of work before the step stops cleanly (a call may run 600)")
     p.add_argument("--epochs", type=int, default=None,
-                   help="table: epochs per stage (default 100; 1 with --tiny)")
+                   help="table, collect: epochs per stage (default 100; 1 with --tiny)")
     p.add_argument("--sigmas", nargs="+", default=ISSUE_ORDER, help="table: in this order")
     p.add_argument("--group", type=int, default=7, help="table: sigma^2 per sweep")
     p.add_argument("--seeds", type=int, default=1,
@@ -493,6 +484,8 @@ def parse_args(argv=None):
                 f"got {' '.join(opts.steps)}")
     if opts.tiny:
         opts.device = "cpu"
+    if not opts.epochs:
+        opts.epochs = 1 if opts.tiny else 100
     if opts.runs_dir is None:
         opts.runs_dir = os.path.join("outputs", "lease_tiny") if opts.tiny else "outputs"
     opts.t0 = time.time()
