@@ -18,24 +18,41 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from utils import UserError, atomic_npz_save, log
 
-# Mean stroke colour per digit (RGB, 0..255). The authors never published their palette; the
-# colours observed in their released files (docs/references.md §1) sit within jitter of these
-# entries of a well-known list of 20 distinct colours (red, blue, lime, teal, orange, purple, maroon
-# for digits 0-5 and 9). Digits 6-8 are unknown: cyan, navy and white were picked from the
-# same list as the trio that keeps the ten colours most separable.
-PALETTE = np.array([
-    (230, 25, 75),    # 0 red
-    (0, 130, 200),    # 1 blue
-    (210, 245, 60),   # 2 lime
-    (0, 128, 128),    # 3 teal
-    (245, 130, 48),   # 4 orange
-    (145, 30, 180),   # 5 purple
-    (70, 240, 240),   # 6 cyan
-    (0, 0, 128),      # 7 navy
-    (255, 255, 255),  # 8 white
-    (128, 0, 0),      # 9 maroon
-], dtype=np.float64) / 255.0
-PALETTE_VERSION = "p1"  # bump when PALETTE or the painting rule changes: invalidates caches
+# Mean stroke colour per digit (RGB, 0..255), --cmnist_palette. The authors never published
+# their palette (docs/references.md §1a says how these were chosen):
+# - "authors" (default): digits 0-5 and 9 take the colours observed in the authors' released
+#   files; digits 6-8, never observed, take cyan, pink and green, the trio of a standard list of
+#   distinct colours farthest from the seven observed ones and from each other once achromatic
+#   colours (a white or gray digit is a grayscale digit) and colours with a zero channel (a zero
+#   channel is background to h's target) are left out;
+# - "p1": the palette of releases before this one (digits 6-8 cyan, navy, white), kept so
+#   earlier rows can be reproduced.
+PALETTES = {
+    "authors": np.array([
+        (220, 27, 72),    # 0 crimson   (observed)
+        (30, 118, 160),   # 1 blue      (observed)
+        (199, 245, 52),   # 2 lime      (observed)
+        (49, 150, 175),   # 3 cerulean  (observed)
+        (230, 120, 45),   # 4 orange    (observed)
+        (167, 38, 210),   # 5 purple    (observed)
+        (70, 240, 240),   # 6 cyan
+        (250, 190, 212),  # 7 pink
+        (60, 180, 75),    # 8 green
+        (79, 30, 54),     # 9 maroon    (observed)
+    ], dtype=np.float64) / 255.0,
+    "p1": np.array([
+        (230, 25, 75), (0, 130, 200), (210, 245, 60), (0, 128, 128), (245, 130, 48),
+        (145, 30, 180), (70, 240, 240), (0, 0, 128), (255, 255, 255), (128, 0, 0),
+    ], dtype=np.float64) / 255.0,
+}
+PALETTE = PALETTES["authors"]
+# How a colour meets the stroke, --cmnist_paint (docs/references.md §1a):
+# - "mask" (default): the image's colour flat on every stroke pixel (MNIST value > STROKE_MIN),
+#   the rest black, so each stroke pixel's colour bins (h's target) are the colour alone;
+# - "intensity": the colour scaled by the stroke's intensity (releases before this one).
+PAINT_RULES = ("mask", "intensity")
+STROKE_MIN = 127
+CACHE_VERSION = "c2"  # bump when a palette or a painting rule changes: invalidates caches
 
 # Input normalisation of the LNL reference (CIFAR statistics).
 CMNIST_MEAN = (0.4914, 0.4822, 0.4465)
@@ -104,39 +121,49 @@ def load_mnist(data_root_base):
 
 
 # --------------------------------------------------------------------------- Colored MNIST
-def paint(gray, colours):
-    """Paint grayscale digits (N,28,28 uint8) with one RGB colour each (N,3 in [0,1]).
-    Stroke intensity scales the colour, so the background stays exactly black."""
-    rgb = gray[..., None].astype(np.float32) * colours[:, None, None, :].astype(np.float32)
-    return np.rint(rgb).clip(0, 255).astype(np.uint8)
+def paint(gray, colours, rule="mask"):
+    """Paint grayscale digits (N,28,28 uint8) with one RGB colour each (N,3 in [0,1]); the
+    background stays exactly black. "mask": the colour flat on pixels above STROKE_MIN (the
+    paper's "strokes painted with a colour"); "intensity": the colour times the pixel's value."""
+    colours = colours[:, None, None, :].astype(np.float32)
+    if rule == "mask":
+        rgb = (gray > STROKE_MIN)[..., None] * np.rint(colours * 255.0)
+    elif rule == "intensity":
+        rgb = np.rint(gray[..., None].astype(np.float32) * colours)
+    else:
+        raise ValueError(f"unknown painting rule {rule!r}; known: {PAINT_RULES}")
+    return rgb.clip(0, 255).astype(np.uint8)
 
 
-def jittered_colours(mean_index, color_var, rng):
-    """Colours drawn from N(PALETTE[mean_index], color_var * I), clipped to [0,1]."""
+def jittered_colours(mean_index, color_var, rng, palette=PALETTE):
+    """Colours drawn from N(palette[mean_index], color_var * I), clipped to [0,1]."""
     noise = rng.normal(0.0, np.sqrt(color_var), size=(len(mean_index), 3))
-    return np.clip(PALETTE[mean_index] + noise, 0.0, 1.0)
+    return np.clip(palette[mean_index] + noise, 0.0, 1.0)
 
 
-def build_colored_mnist(mnist, color_var, data_seed):
+def build_colored_mnist(mnist, color_var, data_seed, palette="authors", rule="mask"):
     """Biased train split (colour tied to the digit), unbiased test split (colour drawn
-    uniformly at random). Same arrays for the same (color_var, data_seed)."""
+    uniformly at random). Same arrays for the same (color_var, data_seed, palette, rule)."""
     rng = np.random.default_rng(data_seed)
+    means = PALETTES[palette]
     train_label = mnist["train_labels"].astype(np.int64)
     test_label = mnist["test_labels"].astype(np.int64)
-    test_color = rng.integers(0, len(PALETTE), size=len(test_label))
+    test_color = rng.integers(0, len(means), size=len(test_label))
+    colour = lambda index: jittered_colours(index, color_var, rng, means)
     return {
-        "train_image": paint(mnist["train_images"], jittered_colours(train_label, color_var, rng)),
+        "train_image": paint(mnist["train_images"], colour(train_label), rule),
         "train_label": train_label,
         "train_color_index": train_label.copy(),
-        "test_image": paint(mnist["test_images"], jittered_colours(test_color, color_var, rng)),
+        "test_image": paint(mnist["test_images"], colour(test_color), rule),
         "test_label": test_label,
         "test_color_index": test_color.astype(np.int64),
     }
 
 
-def cmnist_cache_path(data_root_base, color_var, data_seed):
+def cmnist_cache_path(data_root_base, color_var, data_seed, palette="authors", rule="mask"):
     return os.path.join(data_root_base, "colored_mnist",
-                        f"cmnist_{PALETTE_VERSION}_var{color_var:.3f}_seed{data_seed}.npz")
+                        f"cmnist_{CACHE_VERSION}_{palette}_{rule}_var{color_var:.3f}_"
+                        f"seed{data_seed}.npz")
 
 
 CMNIST_KEYS = ("train_image", "train_label", "train_color_index", "test_image", "test_label",
@@ -175,21 +202,24 @@ def writable(folder):
     return os.access(folder, os.W_OK | os.X_OK)
 
 
-def load_or_build_cmnist(data_root_base, color_var, data_seed, output_dir="./outputs"):
-    """Our Colored MNIST, built once per (color_var, data_seed) and cached as .npz (in memory
-    only when neither cache folder can be written)."""
-    name = os.path.basename(cmnist_cache_path(data_root_base, color_var, data_seed))
+def load_or_build_cmnist(data_root_base, color_var, data_seed, output_dir="./outputs",
+                         palette="authors", rule="mask"):
+    """Our Colored MNIST, built once per (color_var, data_seed, palette, rule) and cached as
+    .npz (in memory only when neither cache folder can be written)."""
+    name = os.path.basename(cmnist_cache_path(data_root_base, color_var, data_seed, palette,
+                                              rule))
     folders = cmnist_cache_dirs(data_root_base, output_dir)
     for folder in folders:
         data = read_cmnist_cache(os.path.join(folder, name))
         if data is not None:
             return data
     target = next((f for f in folders if writable(f)), None)
-    log(f"building Colored MNIST (sigma^2 {color_var:.3f}, data seed {data_seed}): 70,000 "
+    log(f"building Colored MNIST (sigma^2 {color_var:.3f}, data seed {data_seed}, palette "
+        f"{palette}, painted by {rule}): 70,000 "
         "images, about a minute on a CPU; "
         + (f"cached as {os.path.join(target, name)}" if target else
            "kept in memory (no writable cache folder)"))
-    data = build_colored_mnist(load_mnist(data_root_base), color_var, data_seed)
+    data = build_colored_mnist(load_mnist(data_root_base), color_var, data_seed, palette, rule)
     if target:
         # a private temp file + rename: runs started together may all build it, none
         # half-reads it
@@ -203,7 +233,7 @@ def official_cmnist_path(data_root_base, color_var):
 
 def stroke_colour(images):
     """Per image, the colour at its brightest pixel (N,H,W,3 uint8 -> N,3 in [0,1]).
-    With multiplicative painting the brightest stroke pixel carries the drawn colour."""
+    Either painting rule leaves the drawn colour on the brightest stroke pixel."""
     flat = images.reshape(len(images), -1, 3).astype(np.float32)
     idx = flat.sum(-1).argmax(1)
     return flat[np.arange(len(images)), idx] / 255.0
@@ -375,7 +405,7 @@ def colored_mnist_datasets(args):
         data = load_official_cmnist(args.data_root_base, args.color_var)
     else:
         data = load_or_build_cmnist(args.data_root_base, args.color_var, args.data_seed,
-                                    args.output_dir)
+                                    args.output_dir, args.cmnist_palette, args.cmnist_paint)
     sets = {}
     for split, limit in (("train", args.max_train_samples), ("test", args.max_test_samples)):
         images, labels, colour = _first(limit, data[f"{split}_image"], data[f"{split}_label"],

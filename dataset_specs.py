@@ -104,6 +104,11 @@ register_dataset(DatasetSpec(
                "released .npy", choices=("ours", "official")),
         Option("color_var", 0.020, "sigma^2 of the colour jitter; smaller = stronger bias",
                range="(0, 1)"),
+        Option("cmnist_paint", "mask", "ours: the colour flat on the stroke (MNIST value > 127), "
+               "or scaled by stroke intensity (releases before 2026-11)",
+               choices=("mask", "intensity")),
+        Option("cmnist_palette", "authors", "ours: the authors' observed colours (6-8 chosen "
+               "by rule), or p1 (releases before 2026-11)", choices=("authors", "p1")),
         Option("env_from_bias", switch=True, help="ColoredMNIST: b = the image's colour index, "
                "so environment methods (irm, andmask, genmask) group each batch by colour"))))
 

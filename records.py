@@ -117,7 +117,7 @@ def confusion_panels(args, labels, preds, bias, n_classes, epoch, checkpoint):
     confusion matrices, titled with what produced them (run, sigma^2 on Colored MNIST, epoch,
     checkpoint). A biased model predicts the colour: its mass sits on the bias matrix's
     diagonal (the paper's Fig. 5 story)."""
-    from data_handler import PALETTE
+    from data_handler import PALETTES
     from utils import confusion_matrix
 
     by_label = confusion_matrix(labels, preds, n_classes, n_classes)
@@ -126,7 +126,8 @@ def confusion_panels(args, labels, preds, bias, n_classes, epoch, checkpoint):
     where = ", ".join(part for part in (
         f"σ²={args.color_var:.3f}" if args.dataset_name == "ColoredMNIST" else "",
         f"epoch {epoch}" if epoch is not None else "", checkpoint) if part)
-    colours = PALETTE if args.dataset_name == "ColoredMNIST" else None
+    colours = (PALETTES[getattr(args, "cmnist_palette", "authors")]
+               if args.dataset_name == "ColoredMNIST" else None)
     return [("label", (by_label, f"{args.experiment_name}: accuracy {acc:.3f}\n{where}",
                        "true label", "predicted label", None)),
             ("bias", (by_bias, f"{args.experiment_name}: prediction vs bias attribute\n{where}",

@@ -76,6 +76,10 @@ class Runtime:
         self.fast = args.fast == "auto" and fast is not None
         self.bf16 = args.precision == "bf16"
         set_tf32(args.tf32 == "on")
+        # NHWC conv weights: on a GPU for bf16's tensor cores; on the CPU for every --fast auto
+        # run, as oneDNN's NHWC convolutions (forward and backward) beat NCHW on this network
+        # in fp32 and bf16 alike (scripts/benchmark.py --device cpu; docs/speed.md)
+        self.nhwc = self.bf16 or (self.fast and self.device.type == "cpu")
         # a recorded step: a CUDA device, one process, SGD (its update has no host-side state)
         # and no --skip_nonfinite (skipping a step needs a host decision inside it)
         self.graphs = (self.fast and self.device.type == "cuda" and self.world == 1
@@ -86,9 +90,9 @@ class Runtime:
         return fast.resident(loader, self.device) if self.fast else loader
 
     def place(self, nets):
-        """The networks on the device (bf16: conv weights NHWC, for tensor cores)."""
+        """The networks on the device, conv weights NHWC where that is faster (self.nhwc)."""
         nets = nets.to(self.device)
-        return fast.channels_last(nets) if self.bf16 else nets
+        return fast.channels_last(nets) if self.nhwc else nets
 
     def autocast(self):
         """bf16 autocast for training and evaluation; fp32 (the reference) by default."""

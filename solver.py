@@ -332,7 +332,8 @@ class Solver:
         precision = "bf16 autocast" if self.runtime.bf16 else (
             "fp32 (TF32 on)" if self.args.tf32 == "on" and self.device.type == "cuda"
             else "fp32")
-        return f"{data}, {step}, {precision} on {self.device}"
+        layout = ", NHWC weights" if self.runtime.nhwc else ""
+        return f"{data}, {step}, {precision}{layout} on {self.device}"
 
     def _finish(self, metrics):
         """results.json and the final TensorBoard record (one event file per run)."""

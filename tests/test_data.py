@@ -26,13 +26,43 @@ def test_color_bin_target_on_hand_made_pixels():
     assert (t[0][:, mask] == dh.IGNORE_INDEX).all()
 
 
-def test_paint_keeps_background_black_and_scales_colour():
+def test_paint_intensity_keeps_background_black_and_scales_colour():
     gray = np.zeros((1, 28, 28), np.uint8)
     gray[0, 5, 5], gray[0, 6, 6] = 255, 128
-    out = dh.paint(gray, np.array([[1.0, 0.5, 0.0]]))
+    out = dh.paint(gray, np.array([[1.0, 0.5, 0.0]]), "intensity")
     assert out[0, 5, 5].tolist() == [255, 128, 0]
     assert out[0, 6, 6].tolist() == [128, 64, 0]
     assert out.sum() == 255 + 128 + 128 + 64
+
+
+def test_paint_mask_puts_one_flat_colour_on_the_stroke_and_nothing_elsewhere():
+    gray = np.zeros((1, 28, 28), np.uint8)
+    gray[0, 5, 5], gray[0, 6, 6], gray[0, 7, 7] = 255, 128, 127  # 127: an edge, not stroke
+    out = dh.paint(gray, np.array([[1.0, 0.5, 0.2]]))
+    assert out[0, 5, 5].tolist() == out[0, 6, 6].tolist() == [255, 128, 51]
+    assert out[0, 7, 7].tolist() == [0, 0, 0]
+    assert out.sum() == 2 * (255 + 128 + 51)
+
+
+def test_mask_painting_gives_h_a_target_of_colour_alone(mnist_root):
+    """With the colour flat on the stroke, every non-ignored pixel of an image has the same
+    colour bins (the image's colour); scaled by intensity, edges add other bins (shape)."""
+    mnist = dh.load_mnist(mnist_root)
+    mnist = {k: v[:300] for k, v in mnist.items()}
+    for rule, one_bin in (("mask", True), ("intensity", False)):
+        data = dh.build_colored_mnist(mnist, 0.02, 0, rule=rule)
+        target = dh.color_bin_target(data["train_image"])
+        bins_per_channel = [len(set(t[c][t[c] != dh.IGNORE_INDEX].tolist()))
+                            for t in target for c in range(3)]
+        assert (max(bins_per_channel) == 1) == one_bin, (rule, max(bins_per_channel))
+
+
+def test_every_palette_is_chromatic_and_the_default_has_no_zero_channel():
+    for name, palette in dh.PALETTES.items():
+        assert palette.shape == (10, 3) and len({tuple(c) for c in palette}) == 10, name
+    authors = dh.PALETTES["authors"] * 255
+    assert (authors.max(1) - authors.min(1) >= 30).all()  # no white or gray digit
+    assert (authors.min(1) > 0).all()  # a zero channel would be background to h
 
 
 def test_build_is_deterministic_in_data_seed(fake_mnist):
@@ -53,10 +83,12 @@ def test_real_training_set_is_biased_and_test_set_is_not(mnist_root):
                                                     dh.PALETTE)
     train_agree = (colour_pred("train") == data["train_label"]).mean()
     test_agree = (colour_pred("test") == data["test_label"]).mean()
-    assert train_agree >= 0.90, train_agree
+    # chance is 0.1; not 1.0, as the jitter (sd 0.14 per channel) carries some colours nearer
+    # another digit's mean (the authors' digits 1 and 3 are 0.16 apart)
+    assert train_agree >= 0.80, train_agree
     assert 0.07 <= test_agree <= 0.13, test_agree
     # the test set's stored colour index is the colour it was painted with
-    assert (colour_pred("test") == data["test_color_index"]).mean() >= 0.90
+    assert (colour_pred("test") == data["test_color_index"]).mean() >= 0.80
     # and that index is spread evenly over the ten colours, whatever the digit
     counts = np.bincount(data["test_color_index"], minlength=10)
     assert counts.min() > 800
@@ -85,6 +117,8 @@ class Args:
     dataset_name = "ColoredMNIST"
     cmnist_source = "ours"
     color_var = 0.02
+    cmnist_paint = "mask"
+    cmnist_palette = "authors"
     data_seed = 0
     max_train_samples = 0
     max_test_samples = 0
