@@ -110,6 +110,29 @@ def finished(folder, epochs):
     return isinstance(record, dict) and record.get("epochs", 0) >= epochs
 
 
+def same(recorded, planned):
+    try:
+        return float(recorded) == float(planned)
+    except (TypeError, ValueError):
+        return str(recorded) == str(planned)
+
+
+def check_record(run, folder):
+    """One line (SystemExit) when folder's args.json is not the run the plan names."""
+    record = read_json(os.path.join(folder, "args.json"))
+    if not isinstance(record, dict):
+        raise SystemExit(f"{folder}/args.json is unreadable; restore it from git "
+                         f"(git checkout -- {folder}) or move {folder} aside to start again")
+    flags = run["flags"]
+    for key, value in zip(flags[::2], flags[1::2]):
+        name = key.lstrip("-")
+        if name != "epochs" and not same(record.get(name), value):
+            raise SystemExit(
+                f"{folder} records --{name} {record.get(name)!r}, but the plan's run "
+                f"{run['name']} has --{name} {value}: it is another run's resume point; move "
+                f"it aside (nothing was changed)")
+
+
 def planned_epochs(run):
     return int(run["flags"][run["flags"].index("--epochs") + 1])
 
@@ -150,12 +173,15 @@ class Lifecycle:
         return "not started"
 
     def restore(self):
-        """Resume points in --keep become run folders in --work where these have none. A work
-        folder behind its resume point is not touched: one line says what to do."""
+        """Resume points in --keep become run folders in --work where these have none. A
+        resume point whose record is another run, or a work folder behind its resume point, is
+        not touched: one line says what to do. (main.py then checks the checkpoint against
+        the same flags when it resumes.)"""
         for run in self.plan:
             keep, work = self.keep(run), self.work(run)
             if not os.path.exists(os.path.join(keep, "args.json")):
                 continue
+            check_record(run, keep)
             if not os.path.exists(work):
                 copy_files(keep, work, RESUME_FILES + ("results.json",))
                 log(f"restored {run['name']} from {keep} (epoch {epochs_done(work)})")

@@ -1,0 +1,151 @@
+"""scripts/long_runs.py: budgeted pieces, resume points carried between folders, the ledger."""
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "scripts"))
+import long_runs  # noqa: E402
+
+PLAN = ["--tiny", "--epochs", "3", "--sigmas", "0.020", "--lanes", "2"]
+
+
+def drive(tmp, data, work, *extra, budget="10m"):
+    """One call of `long_runs.py run`, as a user types it; returns (exit code, output)."""
+    cmd = [sys.executable, os.path.join(ROOT, "scripts", "long_runs.py"), "run", *PLAN,
+           "--budget", budget, "--work", str(work), "--keep", str(tmp / "keep"),
+           "--ledger", str(tmp / "ledger"), "--data_root", str(data), "--poll", "0.2", *extra]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    return done.returncode, done.stdout + done.stderr
+
+
+def digests(folder):
+    return {os.path.relpath(os.path.join(d, f), folder):
+            hashlib.sha256(open(os.path.join(d, f), "rb").read()).hexdigest()
+            for d, _, files in os.walk(folder) for f in files}
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory, mnist_root):
+    return mnist_root
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, data_root):
+    tmp = tmp_path_factory.mktemp("alone")
+    code, out = drive(tmp, data_root, tmp / "work")
+    assert code == 0, out
+    return tmp
+
+
+def stop_when(tmp, data, work, ready):
+    """Start `long_runs.py run`, and once ready(work) holds, stop it as a budget would (the
+    driver's own SIGTERM): the pieces are set by progress, not by the machine's speed."""
+    cmd = [sys.executable, os.path.join(ROOT, "scripts", "long_runs.py"), "run", *PLAN,
+           "--work", str(work), "--keep", str(tmp / "keep"), "--ledger", str(tmp / "ledger"),
+           "--data_root", str(data), "--poll", "0.2"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 300
+    while proc.poll() is None and not ready(work) and time.time() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    out = proc.communicate(timeout=300)[0]
+    return proc.returncode, out
+
+
+def epochs_in(work, run):
+    return long_runs.epochs_done(os.path.join(work, f"cmnist_var0.020_seed0_{run}"))
+
+
+def test_pieces_moved_between_folders_end_as_one_uninterrupted_run(tmp_path, data_root,
+                                                                   uninterrupted):
+    """Three pieces, each on a fresh work folder restored from the resume points alone (as on
+    another machine), stopped mid-run, end bit-identical to one uninterrupted call."""
+    stops = [lambda w: epochs_in(w, "baseline") >= 1,   # mid-baseline
+             lambda w: epochs_in(w, "lnl") >= 1]        # mid-stage 2
+    for piece, ready in enumerate(stops):
+        code, out = stop_when(tmp_path, data_root, tmp_path / f"machine{piece}", ready)
+        assert code == long_runs.MORE_TO_DO, out
+        kept = os.listdir(tmp_path / "keep")
+        for run in kept:  # only what resuming needs: no data, no epoch checkpoints
+            files = set(digests(tmp_path / "keep" / run))
+            assert files <= {"args.json", "metrics.jsonl", "run.log", "pace.json",
+                             "results.json", os.path.join("checkpoints", "last.pth")}, files
+        assert kept, out
+        shutil.rmtree(tmp_path / f"machine{piece}")  # the machine is gone
+    code, out = drive(tmp_path, data_root, tmp_path / "machine_last")
+    assert code == 0, out
+    assert "continuing from epoch" in out
+    assert os.listdir(tmp_path / "keep") == []  # every resume point removed once finished
+    for run in ("baseline", "lnl", "blindeye"):
+        name = f"cmnist_var0.020_seed0_{run}"
+        ours = open(tmp_path / "ledger" / name / "metrics.jsonl").read()
+        alone = open(uninterrupted / "ledger" / name / "metrics.jsonl").read()
+        assert ours == alone, name  # every epoch's numbers, to the last bit
+        acc = lambda root: json.load(open(root / "ledger" / name / "results.json"))["test_acc"]
+        assert acc(tmp_path) == acc(uninterrupted)
+
+
+def test_a_resume_point_that_does_not_match_its_record_is_refused(tmp_path, data_root):
+    code, out = stop_when(tmp_path, data_root, tmp_path / "work",
+                          lambda w: epochs_in(w, "baseline") >= 1)
+    assert code == long_runs.MORE_TO_DO, out
+    run = next(r for r in sorted(os.listdir(tmp_path / "keep"))
+               if os.path.exists(tmp_path / "keep" / r / "checkpoints" / "last.pth"))
+    args = tmp_path / "keep" / run / "args.json"
+    record = json.load(open(args))
+    record["color_var"] = 0.05  # the record now says another run than its checkpoint
+    args.write_text(json.dumps(record))
+    before = digests(tmp_path / "keep")
+    code, out = drive(tmp_path, data_root, tmp_path / "other_machine", budget="60s")
+    assert code == 1, out
+    last = out.strip().splitlines()[-1]
+    assert "Traceback" not in out and "--color_var" in last and run in last, out
+    assert digests(tmp_path / "keep") == before  # nothing overwritten
+
+
+def test_a_work_folder_behind_its_resume_point_is_left_alone(tmp_path):
+    opts = long_runs.parse_args(["status", "--work", str(tmp_path / "w"), "--keep",
+                                 str(tmp_path / "k"), *PLAN])
+    life = long_runs.Lifecycle(long_runs.headline_plan(3, ["0.020"], tiny=True), opts)
+    name = "cmnist_var0.020_seed0_baseline"
+    for folder, epochs in (("k", 2), ("w", 1)):
+        os.makedirs(tmp_path / folder / name)
+        (tmp_path / folder / name / "args.json").write_text("{}")
+        (tmp_path / folder / name / "metrics.jsonl").write_text(
+            "".join(json.dumps({"epoch": e + 1}) + "\n" for e in range(epochs)))
+    before = digests(tmp_path)
+    with pytest.raises(SystemExit, match="move .* aside"):
+        life.restore()
+    assert digests(tmp_path) == before
+
+
+def test_torn_metrics_tail_counts_whole_epochs_only(tmp_path):
+    (tmp_path / "metrics.jsonl").write_text('{"epoch": 1}\n{"epoch": 2}\n{"epo')
+    assert long_runs.epochs_done(str(tmp_path)) == 2
+
+
+def test_budget_and_sigmas_are_checked_in_one_line():
+    assert long_runs.duration("1h30m") == 5400 and long_runs.duration("90") == 90
+    for argv in (["run", "--budget", "-5"], ["run", "--budget", "soon"],
+                 ["run", "--sigmas", "abc"], ["run", "--lanes", "0"]):
+        done = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "long_runs.py"),
+                               *argv], capture_output=True, text=True)
+        assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+        assert done.stderr.strip().splitlines()[-1].startswith("usage") is False
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/autogroup"), reason="no autogroup here")
+def test_low_priority_sets_nice_and_autogroup_nice():
+    """nice alone does not yield the CPU across sessions: the autogroup's nice must be 19."""
+    code = ("print(open('/proc/self/autogroup').read().split()[-1], __import__('os').nice(0))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         preexec_fn=long_runs.low_priority).stdout.split()
+    assert out == ["19", "19"], out
