@@ -6,7 +6,7 @@ SIGMA2    ?= 0.020
 DATA_ROOT ?= ./data
 LOGDIR    ?= outputs
 
-.PHONY: setup setup_dev fetch_data run_cmnist table_cmnist table_methods test test_repro test_fast \
+.PHONY: setup setup_dev fetch_data run_cmnist long_runs long_runs_status table_cmnist table_methods test test_repro test_fast \
         tensorboard clean \
         run_dogs_cats_tb1 run_dogs_cats_tb2 run_imdb_eb1_gen run_imdb_eb2_gen run_imdb_eb1_age \
         run_imdb_eb2_age
@@ -32,6 +32,16 @@ fetch_data: setup
 # EPOCHS=N shortens both stages (default 100 each).
 run_cmnist: setup
 	PYTHON=$(PY) DATA_ROOT=$(DATA_ROOT) bash scripts/run_cmnist.sh $(SIGMA2)
+
+# The headline runs (baseline + LNL at 100 + 100 epochs, sigma^2 0.020 then 0.050, ...) within
+# BUDGET, at low priority; resume points in results/in_progress/, finished records in
+# results/cmnist/ (commit both). Run again to continue, here or on a fresh clone.
+BUDGET ?= 1h
+long_runs: setup
+	$(PY) scripts/long_runs.py run --budget $(BUDGET) --low_priority $(if $(MNIST_FROM),--mnist_from $(MNIST_FROM))
+
+long_runs_status: setup
+	$(PY) scripts/long_runs.py status
 
 # the Colored-MNIST sweep -> outputs/cmnist_table/{results.csv,results.md,accuracy_vs_var.png}
 table_cmnist: setup

@@ -7,6 +7,7 @@ it. The fast path (fast.py) is optional: without that module every run takes the
 import contextlib
 import os
 import re
+import sys
 
 import torch
 
@@ -49,6 +50,14 @@ def set_tf32(enabled):
     torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = enabled
 
 
+def cpu_has_bf16():
+    """Whether oneDNN computes bfloat16 natively on this CPU (AVX-512 BF16 or AMX)."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
 def init_distributed(device_name):
     """Join the process group torchrun set up (WORLD_SIZE > 1): NCCL on GPUs, gloo on CPUs.
     Returns the local rank (0 without torchrun)."""
@@ -71,6 +80,10 @@ class Runtime:
             raise ArgError("--precision bf16 needs the fast path (fast.py), which this copy "
                            "lacks; pass --precision fp32.")
         self.device = resolve_device(args.device, local_rank)
+        if args.precision == "bf16" and self.device.type == "cpu" and not cpu_has_bf16():
+            print(f"warning: this CPU ({torch.backends.cpu.get_cpu_capability()}) has no native "
+                  "bfloat16, so --precision bf16 runs about 10x slower than fp32 here "
+                  "(docs/speed.md); pass --precision fp32.", file=sys.stderr)
         self.rank, self.world = dist_rank(), dist_world()
         self.is_main = self.rank == 0
         self.fast = args.fast == "auto" and fast is not None
