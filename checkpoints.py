@@ -13,6 +13,7 @@ run loads one, this module decides whether it may:
 import glob
 import hashlib
 import os
+import pickle
 
 import torch
 
@@ -53,6 +54,11 @@ DRIVING_FIELDS = (
 # weights): the optimizer state and the method in the checkpoint already carry it.
 
 
+class UnsafeCheckpoint(UserError):
+    """A checkpoint that only a full unpickle could read: never loaded, never skipped over
+    (resuming from an older checkpoint instead would silently drop the newer progress)."""
+
+
 class CheckpointMismatch(ArgError):
     """A readable checkpoint that belongs to other networks, data or another run."""
 
@@ -73,13 +79,30 @@ def read_checkpoint(path):
         raise UserError(f"checkpoint {path} does not exist; pass the path of a .pth file written "
                         "by a training run (outputs/<experiment>/checkpoints/).")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # truncated zips and bad pickles raise many types
-        raise UserError(f"checkpoint {path} is unreadable (truncated or corrupt: {exc}); "
-                        "use another checkpoint from the same folder.")
+        # weights_only: tensors and plain values only; a pickled object that would run code
+        # when loaded is refused, never executed (a checkpoint may come from anyone)
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if "weights only load failed" not in str(exc).lower():
+            raise UserError(f"checkpoint {path} is unreadable (corrupt: {first_line(exc)}); "
+                            "use another checkpoint from the same folder.")
+        raise UnsafeCheckpoint(
+            f"checkpoint {path} holds Python objects besides tensors and plain values (the "
+            "format of releases before 2026-11, or a file made elsewhere); loading it could "
+            "run code, so it was not loaded. If you trust where it came from, convert it "
+            f"once: python scripts/convert_checkpoint.py {path}")
+    except Exception as exc:  # truncated zips raise many types
+        raise UserError(f"checkpoint {path} is unreadable (truncated or corrupt: "
+                        f"{first_line(exc)}); use another checkpoint from the same folder.")
     if not isinstance(ckpt, dict) or "nets" not in ckpt:
         raise UserError(f"checkpoint {path} was not written by this tool (no 'nets' entry).")
     return ckpt
+
+
+def first_line(exc, limit=200):
+    """An exception's first line, cut to limit characters (a message may quote a file)."""
+    text = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def newest_readable(folder, warn):
@@ -88,6 +111,8 @@ def newest_readable(folder, warn):
     for path in list_checkpoints(folder):
         try:
             return path, read_checkpoint(path)
+        except UnsafeCheckpoint:
+            raise
         except UserError as err:
             warn(f"warning: {err} Trying an older checkpoint.")
     return None, None

@@ -377,3 +377,82 @@ def test_overwrite_removes_only_what_the_tool_wrote(world, mnist_root):
     log = (folder / "run.log").read_text()
     assert "kept files this tool did not write" in log and "epoch 1/1" in log and "ETA" in log
     assert run_folder.check_experiment_name("a/b") is None
+
+
+# --------------------------------------------------------------------------- untrusted files
+class RunsCode:
+    """A pickled object that, when unpickled, creates a folder: proof that code ran."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.makedirs, (self.marker,))
+
+
+def poisoned(world, name):
+    """A copy of the finished run's checkpoint with one extra pickled object that runs code."""
+    ckpt = torch.load(ckpt_path(world), weights_only=True)
+    ckpt["note"] = RunsCode(str(world / f"code_ran_{name}"))
+    path = world / f"{name}.pth"
+    torch.save(ckpt, path)
+    return str(path)
+
+
+@pytest.mark.parametrize("mode", ["init_checkpoint", "test", "resume"])
+def test_a_checkpoint_that_would_run_code_is_refused_unrun(world, mnist_root, capsys, mode):
+    """Every way a handed checkpoint reaches the tool: stage 2's start, test mode, and a
+    last.pth left in a run folder for --resume."""
+    path = poisoned(world, mode)
+    if mode == "init_checkpoint":
+        argv = with_out(world, mnist_root, "--method", "lnl", "--init_checkpoint", path,
+                        name="from_poison")
+    elif mode == "test":
+        argv = with_out(world, mnist_root, "--mode", "test", "--load_checkpoint_path", path,
+                        "--test_output_npy", "p.npy", name="base")
+    else:
+        cli.main(with_out(world, mnist_root, "--method", "baseline", "--lr", "0.01",
+                          name="to_resume"))
+        shutil.copyfile(path, world / "outputs" / "to_resume" / "checkpoints" / "last.pth")
+        argv = with_out(world, mnist_root, "--method", "baseline", "--lr", "0.01",
+                        "--epochs", "2", "--resume", name="to_resume")
+    before = snapshot(world)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exc:
+        cli.main(argv)
+    err = capsys.readouterr().err
+    assert exc.value.code != 0 and "Traceback" not in err, err
+    assert "could run code" in err and "convert_checkpoint.py" in err, err
+    assert not os.path.exists(world / f"code_ran_{mode}")  # nothing was unpickled
+    after = snapshot(world)
+    assert {k: v for k, v in after.items() if "from_poison" not in k} == \
+        {k: v for k, v in before.items() if "from_poison" not in k}
+
+
+def test_an_old_format_checkpoint_converts_once_and_then_resumes(world, mnist_root, tmp_path):
+    """The converter is the one knowing unpickle: old checkpoints (numpy RNG state) become
+    weights_only checkpoints that resume; the original stays beside them."""
+    import subprocess
+    import sys
+    out = tmp_path / "outputs"
+    argv = common(mnist_root, out, "old") + ["--method", "baseline", "--lr", "0.01"]
+    cli.main(argv)
+    last = out / "old" / "checkpoints" / "last.pth"
+    ckpt = torch.load(last, weights_only=True)
+    rng = ckpt["rng"]["numpy"]  # written as releases before 2026-11 wrote it
+    ckpt["rng"]["numpy"] = (rng["name"], rng["keys"].numpy().astype(np.uint32), rng["pos"],
+                            rng["has_gauss"], rng["cached_gaussian"])
+    torch.save(ckpt, last)
+    with pytest.raises(SystemExit):
+        cli.main(argv + ["--epochs", "2", "--resume"])
+    script = os.path.join(os.path.dirname(os.path.dirname(__file__)), "scripts",
+                          "convert_checkpoint.py")
+    done = subprocess.run([sys.executable, script, str(last)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert os.path.exists(str(last) + ".pre2026-11")
+    again = torch.load(last, weights_only=True)
+    assert torch.equal(again["rng"]["numpy"]["keys"], rng["keys"])
+    cli.main(argv + ["--epochs", "2", "--resume"])
+    assert json.load(open(out / "old" / "results.json"))["epochs"] == 2
+    done = subprocess.run([sys.executable, script, str(last)], capture_output=True, text=True)
+    assert done.returncode == 2 and "exists already" in done.stderr  # never overwrites
