@@ -65,7 +65,7 @@ class CheckpointMismatch(ArgError):
 
 def list_checkpoints(folder):
     """Checkpoints in a folder, newest first (last.pth, then epoch_XXXX.pth descending)."""
-    epochs = sorted(glob.glob(os.path.join(folder, "epoch_*.pth")), reverse=True)
+    epochs = sorted(glob.glob(os.path.join(glob.escape(folder), "epoch_*.pth")), reverse=True)
     last = os.path.join(folder, "last.pth")
     return ([last] if os.path.exists(last) else []) + epochs
 

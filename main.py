@@ -164,20 +164,54 @@ def config_value(parser, action, key, value, path):
     line (YAML would otherwise let a list, a null or an unknown choice through)."""
     where = f"--config {path}: {key}"
     if value is None or isinstance(value, (list, dict)):
-        parser.error(f"{where} must be a single value, not {value!r}")
+        parser.error(f"{where} must be a single value, not {short(value)}")
     if isinstance(action, argparse._StoreTrueAction):
         if not isinstance(value, bool):
-            parser.error(f"{where} is a switch: write true or false, not {value!r}")
+            parser.error(f"{where} is a switch: write true or false, not {short(value)}")
         return value
     if isinstance(value, bool):
-        parser.error(f"{where} takes a value, not {value}")
+        parser.error(f"{where} takes a value, not {short(value)}")
     try:
         value = action.type(str(value)) if action.type else str(value)
     except (TypeError, ValueError):
-        parser.error(f"{where}: {value!r} is not a valid {action.type.__name__}")
+        parser.error(f"{where}: {short(value)} is not a valid {action.type.__name__}")
     if action.choices is not None and value not in action.choices:
-        parser.error(f"{where}: {value!r} is not one of {', '.join(map(str, action.choices))}")
+        parser.error(f"{where}: {short(value)} is not one of {', '.join(map(str, action.choices))}")
     return value
+
+
+CONFIG_MAX_BYTES = 64 * 1024  # a config is a short list of flags; anything larger is refused
+
+
+def short(value, limit=80):
+    """A value as an error message may quote it: one line, at most limit characters."""
+    text = repr(value).replace("\n", " ")
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def read_config(parser, path):
+    """A --config file's mapping, read as the small, plain document it should be: at most
+    CONFIG_MAX_BYTES of UTF-8, no YAML aliases (a few bytes of them expand to gigabytes)."""
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read(CONFIG_MAX_BYTES + 1)
+    except OSError as exc:
+        parser.error(f"--config {path}: {exc.strerror or exc}")
+    if len(raw) > CONFIG_MAX_BYTES:
+        parser.error(f"--config {path} is over {CONFIG_MAX_BYTES // 1024} KiB; a config holds "
+                     "a few flag values (see configs/)")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        parser.error(f"--config {path} is not UTF-8 text (byte {exc.start}); save it as UTF-8")
+    try:
+        events = list(yaml.parse(text, Loader=yaml.SafeLoader))
+        if any(isinstance(e, yaml.AliasEvent) for e in events):
+            parser.error(f"--config {path} uses YAML aliases (*name); write each value out")
+        cfg = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        parser.error(f"--config {path}: {str(exc).splitlines()[0][:200]}")
+    return {} if cfg is None else cfg
 
 
 def apply_config(parser, argv):
@@ -185,18 +219,15 @@ def apply_config(parser, argv):
     pre, _ = parser.parse_known_args(argv)
     if not pre.config:
         return
-    try:
-        with open(pre.config) as fh:
-            cfg = yaml.safe_load(fh) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        parser.error(f"--config {pre.config}: {exc}".splitlines()[0])
+    cfg = read_config(parser, pre.config)
     if not isinstance(cfg, dict):
         parser.error(f"--config {pre.config}: expected a mapping of flag names to values")
     actions = {a.dest: a for a in parser._actions if a.dest not in ("help", "config")}
-    unknown = sorted(set(cfg) - set(actions))
+    unknown = sorted(short(k, 40) for k in cfg if k not in actions)
     if unknown:
-        parser.error(f"--config {pre.config}: unknown keys {unknown}; keys are flag names "
-                     "without dashes (see --help)")
+        more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
+        parser.error(f"--config {pre.config}: unknown keys {', '.join(unknown[:5])}{more}; keys "
+                     "are flag names without dashes (see --help)")
     parser.set_defaults(**{k: config_value(parser, actions[k], k, v, pre.config)
                            for k, v in cfg.items()})
 
@@ -204,6 +235,7 @@ def apply_config(parser, argv):
 # Ranges of the general flags; methods and datasets declare their own (options.Option).
 POSITIVE = ("epochs", "save_every", "eval_every", "lr_decay_period", "checkpoint_every",
             "num_main_classes", "num_bias_classes", "hidden_dim", "lr", "lr_decay_rate")
+SEED_MAX = 2 ** 32 - 1  # numpy's seeds are 32-bit
 NON_NEGATIVE = ("seed", "data_seed", "max_train_samples", "max_test_samples", "momentum",
                 "weight_decay")
 TRAIN_ONLY = ("init_checkpoint", "resume", "resume_if_any", "overwrite")
@@ -222,6 +254,10 @@ def validate_numbers(parser, args):
     for name in NON_NEGATIVE:
         if hasattr(args, name) and getattr(args, name) < 0:
             parser.error(f"--{name} must not be negative; got {getattr(args, name)}")
+    for name in ("seed", "data_seed"):
+        if getattr(args, name) > SEED_MAX:
+            parser.error(f"--{name} must be at most {SEED_MAX} (a 32-bit seed); got "
+                         f"{getattr(args, name)}")
     if args.momentum >= 1:
         parser.error(f"--momentum must lie in [0, 1); got {args.momentum}")
     check_ranges(parser, args, methods.all_options() + dataset_specs.all_options())

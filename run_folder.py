@@ -28,6 +28,10 @@ RUN_FILES = ("checkpoints/last.pth", "checkpoints/epoch_*.pth", "checkpoints/.tm
              "logs/events.out.tfevents.*", "metrics.jsonl", "results.json", "run.log",
              ".tmp-*")
 
+# what a run writes in its folder: none of these may be a symbolic link
+LINKABLE = ("checkpoints", "logs", "metrics.jsonl", "results.json", "run.log", "args.json",
+            "test_args.json", ".lock")
+
 _held = {}  # folder -> open lock file, kept for the life of the process
 
 
@@ -81,7 +85,8 @@ def clear_run_files(folder):
     """--overwrite: delete what an earlier run of this tool wrote in folder, nothing else."""
     removed = 0
     for pattern in RUN_FILES:
-        for path in glob.glob(os.path.join(folder, pattern)):
+        # the folder's own name is literal: 'g_*' or 'h[1]' must never match other runs
+        for path in glob.glob(os.path.join(glob.escape(folder), pattern)):
             os.remove(path)
             removed += 1
     for sub in ("checkpoints", "logs"):
@@ -108,6 +113,12 @@ def check_experiment(args, error):
     if not inside(out, args.output_dir):  # a symbolic link out of --output_dir
         error(f"--experiment_name {args.experiment_name} leads outside --output_dir "
               f"(through a link, to {os.path.realpath(out)}); pick another name")
+    links = [name for name in LINKABLE if os.path.islink(os.path.join(out, name))]
+    if links:  # writing or deleting through a link would reach files outside the run
+        error(f"{', '.join(os.path.join(out, n) for n in links)} "
+              f"{'is a symbolic link' if len(links) == 1 else 'are symbolic links'}; this tool "
+              "writes only real files inside a run folder: remove the link (its target is "
+              "untouched) or pick another --experiment_name")
     has_run = bool(list_checkpoints(ckpts))
     if args.mode == "train":
         if has_run and not (args.resume or args.resume_if_any or args.overwrite):
@@ -189,8 +200,19 @@ def trim_metrics(path, epoch):
     return the last line kept, {} when there is none."""
     if not os.path.exists(path):
         return {}
-    with open(path) as fh:
-        rows = [json.loads(line) for line in fh if line.strip()]
+    rows, torn = [], 0
+    with open(path, errors="replace") as fh:
+        for line in fh:
+            try:
+                row = json.loads(line)
+            except ValueError:  # a line cut short by a crash mid-write: redone on resume
+                torn += line.strip() != ""
+                continue
+            if isinstance(row, dict) and isinstance(row.get("epoch"), int):
+                rows.append(row)
+    if torn:
+        log(f"note: dropped {torn} incomplete line(s) of {path} (a crash mid-write); those "
+            "epochs are redone or were past the checkpoint")
     rows = [r for r in rows if r["epoch"] <= epoch]
     with open(path, "w") as fh:
         fh.writelines(json.dumps(r) + "\n" for r in rows)

@@ -17,7 +17,7 @@ deviation (ddof=1, the spread an independent seed would show; empty when n = 1) 
 'variant' is derived from the configuration: the method, except 'gray' (--grayscale), 'erm'
 (--method irm with --irm_penalty_weight 0), 'tau0' (--method andmask with --andmask_tau 0)
 and 'andmask_geom' (--andmask_variant geom). The papers' numbers come from
-results/paper_numbers.csv (PAPERS.md) and sit beside ours where they exist.
+results/paper_numbers.csv (docs/references.md) and sit beside ours where they exist.
 
 pandas does the reading, filtering, grouping and CSV: a group-by over any key with mean, std
 and count is one call there, where hand-written dict code had to be repeated per table.

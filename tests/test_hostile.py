@@ -182,7 +182,14 @@ CONFIGS = [("mode: bogus\n", ["mode", "bogus"]), ("lr: [0.1, 0.2]\n", ["lr", "si
            ("epochs: null\n", ["epochs", "single value"]), ("method: magic\n", ["magic"]),
            ("grayscale: 3\n", ["switch"]), ("epochs: 2.5\n", ["epochs", "int"]),
            ("lr: nan\n", ["--lr", "finite"]), ("- 1\n- 2\n", ["mapping"]),
-           ("lr: [\n", ["--config"])]
+           ("lr: [\n", ["--config"]),
+           # a few hundred bytes of aliases expand to gigabytes: refused before expanding
+           ("a: &a [x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]\n"
+            "c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b]\nd: [*c, *c, *c, *c, *c, *c, *c]\n",
+            ["aliases"]),
+           ("x" * 70000 + ": 1\n", ["KiB"]),
+           ("1: 2\nlr: 0.1\n", ["unknown keys", "1"]),
+           ("lr: '" + "9" * 5000 + "x'\n", ["lr", "..."])]
 
 
 @pytest.mark.parametrize("text,words", CONFIGS, ids=[c[0].split(":")[0].strip("- \n")
@@ -195,6 +202,22 @@ def test_config_values_get_the_flags_checks(world, mnist_root, capsys, text, wor
                                        "--experiment_name", "new"), 2, words, capsys)
     finally:
         cfg.unlink()
+
+
+def test_a_config_that_is_not_utf8_is_one_line(world, mnist_root, capsys):
+    cfg = world / "outside" / "latin1.yaml"
+    cfg.write_bytes("lr: 0.1 # \u00e9t\u00e9\n".encode("latin-1"))
+    try:
+        expect_refusal(world, with_out(world, mnist_root, "--config", str(cfg)), 2,
+                       ["UTF-8"], capsys)
+    finally:
+        cfg.unlink()
+
+
+@pytest.mark.parametrize("flag", ["--seed", "--data_seed"])
+def test_a_seed_beyond_32_bits_is_one_line(world, mnist_root, capsys, flag):
+    expect_refusal(world, with_out(world, mnist_root, flag, "4294967296", name="s64"), 2,
+                   [flag, "32-bit"], capsys)
 
 
 def test_resume_keeps_the_recipe_and_refuses_another_run(world, mnist_root, capsys):
@@ -456,3 +479,52 @@ def test_an_old_format_checkpoint_converts_once_and_then_resumes(world, mnist_ro
     assert json.load(open(out / "old" / "results.json"))["epochs"] == 2
     done = subprocess.run([sys.executable, script, str(last)], capture_output=True, text=True)
     assert done.returncode == 2 and "exists already" in done.stderr  # never overwrites
+
+
+# --------------------------------------------------------------------------- names and links
+def test_a_wildcard_name_touches_only_its_own_run(world, mnist_root, capsys):
+    """Run names are literal: 'g_*' --overwrite leaves g_a alone; 'h[1]' does not resume h1."""
+    base = ["--method", "baseline", "--lr", "0.01"]
+    cli.main(with_out(world, mnist_root, *base, name="g_a"))
+    cli.main(with_out(world, mnist_root, *base, name="h1"))
+    others = {k: v for k, v in snapshot(world / "outputs").items()
+              if k.startswith(("g_a", "h1"))}
+    cli.main(with_out(world, mnist_root, *base, name="g_*"))
+    cli.main(with_out(world, mnist_root, *base, "--overwrite", name="g_*"))
+    expect_refusal(world, with_out(world, mnist_root, *base, "--resume", name="h[1]"), 2,
+                   ["no checkpoint"], capsys)
+    after = snapshot(world / "outputs")
+    assert {k: v for k, v in after.items() if k.startswith(("g_a", "h1"))} == others
+
+
+@pytest.mark.parametrize("entry", ["checkpoints", "logs", "metrics.jsonl", "run.log"])
+def test_a_linked_entry_of_a_run_folder_is_refused(world, mnist_root, capsys, entry):
+    """--overwrite or a resumed run would delete or append through the link, outside the run."""
+    name = f"linked_{entry.replace('.', '_')}"
+    cli.main(with_out(world, mnist_root, "--method", "baseline", "--lr", "0.01", name=name))
+    run = world / "outputs" / name
+    target = world / "outside" / ("checkpoints" if entry == "checkpoints" else "logs")
+    if entry in ("checkpoints", "logs"):
+        shutil.rmtree(run / entry)
+        os.symlink(target, run / entry)
+    else:
+        os.remove(run / entry)
+        os.symlink(target / "keep.txt", run / entry)
+    for flag in ("--overwrite", "--resume"):
+        expect_refusal(world, with_out(world, mnist_root, "--method", "baseline", "--lr",
+                                       "0.01", "--epochs", "2", flag, name=name), 2,
+                       ["symbolic link", entry], capsys)
+    assert (world / "outside" / "logs" / "keep.txt").read_text() == "user data"
+
+
+def test_a_torn_last_metrics_line_does_not_block_resume(world, mnist_root, capsys):
+    """A crash mid-write leaves half a line: it is dropped and the run resumes."""
+    argv = with_out(world, mnist_root, "--method", "baseline", "--lr", "0.01", name="torn")
+    cli.main(argv)
+    metrics = world / "outputs" / "torn" / "metrics.jsonl"
+    with open(metrics, "a") as fh:
+        fh.write('{"epoch": 2, "loss_cls": 0.1')
+    cli.main(argv + ["--epochs", "2", "--resume"])
+    rows = [json.loads(line) for line in open(metrics)]
+    assert [r["epoch"] for r in rows] == [1, 2]
+    assert "incomplete line" in capsys.readouterr().out
