@@ -480,7 +480,7 @@ def check_run(parser, args):
     runtime = Runtime(args, local_rank)
     if args.deterministic:
         set_deterministic()
-    run_folder.check_experiment(args, parser.error)
+    run_folder.check_experiment(args, parser.error, hold=runtime.is_main)
     return runtime, load_start(parser, args)
 
 

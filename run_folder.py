@@ -10,6 +10,7 @@ Rules that keep a user's work safe:
 - a test run replaces only an earlier prediction file, never a checkpoint or another file;
 - every file is written whole (utils' atomic writes), by one process under torchrun.
 """
+import errno
 import fcntl
 import glob
 import json
@@ -52,6 +53,8 @@ def check_experiment_name(name):
     """None when the name keeps the run inside --output_dir, else what is wrong with it."""
     if not name or not name.strip():
         return "is empty"
+    if any(ord(c) < 32 or ord(c) == 127 for c in name):
+        return "has a control character (a newline would forge log lines)"
     if os.path.isabs(name) or name.startswith("~"):
         return "is an absolute path"
     parts = name.replace("\\", "/").split("/")
@@ -61,24 +64,48 @@ def check_experiment_name(name):
 
 
 def lock(folder):
-    """Hold folder for this process; a second run on the same folder gets an ArgError."""
+    """Hold folder for this process, from before the first check to the end of the run; a
+    second run on the same folder gets an ArgError. The lock file is opened without following
+    a link. Folders made only to hold the lock are removed again by unlock if the run ends
+    before writing anything (a refused run leaves nothing behind)."""
     if folder in _held:
         return
+    made, path = [], os.path.abspath(folder)
+    while not os.path.exists(path):
+        made.append(path)
+        path = os.path.dirname(path)
     os.makedirs(folder, exist_ok=True)
-    fh = open(os.path.join(folder, ".lock"), "a")
+    lock_path = os.path.join(folder, ".lock")
+    new_file = not os.path.lexists(lock_path)
+    try:
+        fd = os.open(lock_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o644)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise ArgError(f"{lock_path} is a symbolic link; remove it (its target is "
+                           "untouched) or pick another --experiment_name") from None
+        raise
+    fh = os.fdopen(fd, "a")
     try:
         fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         fh.close()
         raise ArgError(f"another run is using {folder} right now; wait for it to finish, or "
                        "pass another --experiment_name.") from None
-    _held[folder] = fh
+    _held[folder] = (fh, made, lock_path if new_file else None)
 
 
 def unlock(folder):
-    fh = _held.pop(folder, None)
-    if fh is not None:
-        fh.close()
+    fh, made, new_lock = _held.pop(folder, (None, [], None))
+    if fh is None:
+        return
+    fh.close()
+    if new_lock and os.listdir(folder) == [".lock"]:  # the run wrote nothing: leave no trace
+        os.remove(new_lock)
+        for path in made:  # deepest first
+            try:
+                os.rmdir(path)
+            except OSError:
+                break
 
 
 def clear_run_files(folder):
@@ -105,14 +132,17 @@ def inside(path, folder):
 
 
 # ------------------------------------------------------------------ before anything is written
-def check_experiment(args, error):
-    """Before anything is written: never overwrite a run silently, never resume one that is
-    not there, and the output folder must be writable. error(message) refuses (main.py passes
-    its parser's, for one line and exit code 2)."""
+def check_experiment(args, error, hold=True):
+    """Before anything else is written: never overwrite a run silently, never resume one that
+    is not there, and the output folder must be writable. error(message) refuses (main.py
+    passes its parser's, for one line and exit code 2). hold: take the run's lock first (the
+    main process), so no second process passes these checks while this one runs."""
     out, ckpts = experiment_dir(args), checkpoint_dir(args)
     if not inside(out, args.output_dir):  # a symbolic link out of --output_dir
         error(f"--experiment_name {args.experiment_name} leads outside --output_dir "
               f"(through a link, to {os.path.realpath(out)}); pick another name")
+    if hold and writable_parent(out):
+        lock(out)
     links = [name for name in LINKABLE if os.path.islink(os.path.join(out, name))]
     if links:  # writing or deleting through a link would reach files outside the run
         error(f"{', '.join(os.path.join(out, n) for n in links)} "
@@ -136,6 +166,12 @@ def check_experiment(args, error):
         existing = os.path.dirname(os.path.abspath(existing))
     if not os.path.isdir(existing) or not os.access(existing, os.W_OK | os.X_OK):
         error(f"cannot write under {existing} (for {out}); pick a writable --output_dir")
+
+
+def writable_parent(path):
+    while not os.path.exists(path):
+        path = os.path.dirname(os.path.abspath(path))
+    return os.path.isdir(path) and os.access(path, os.W_OK | os.X_OK)
 
 
 def prediction_target(args, checkpoint, error):
@@ -173,8 +209,8 @@ def open_run(args, device):
     out = experiment_dir(args)
     training = args.mode == "train"
     os.makedirs(out, exist_ok=True)
+    lock(out)  # held since check_experiment; taken here by a caller that skipped it
     if training:
-        lock(out)
         if args.overwrite:
             clear_run_files(out)
     if not (training and finished_record(out, args.epochs)):  # a finished run's args.json

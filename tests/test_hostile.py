@@ -86,6 +86,9 @@ CASES = [
     ("name_absolute", ["--experiment_name", "/tmp/abs_run"], 2, ["absolute"]),
     ("name_dotdot", ["--experiment_name", ".."], 2, ["'..'"]),
     ("name_empty", ["--experiment_name", ""], 2, ["empty"]),
+    ("name_newline", ["--experiment_name", "a\nepoch 100/100 test_acc=0.99"], 2,
+     ["control character"]),
+    ("name_escape", ["--experiment_name", "a\x1b[2Jb"], 2, ["control character"]),
     ("name_into_outside", ["--experiment_name", "../outside", "--overwrite"], 2, ["'..'"]),
     ("resume_and_overwrite", ["--resume", "--overwrite"], 2, ["pass one"]),
     ("overwrite_bad_init", ["--overwrite", "--init_checkpoint", "/nope/base.pth"], 1,
@@ -528,3 +531,30 @@ def test_a_torn_last_metrics_line_does_not_block_resume(world, mnist_root, capsy
     rows = [json.loads(line) for line in open(metrics)]
     assert [r["epoch"] for r in rows] == [1, 2]
     assert "incomplete line" in capsys.readouterr().out
+
+
+def test_the_lock_is_held_from_the_first_check_to_the_end(world, mnist_root, monkeypatch):
+    """A second process must find the run taken while the first is still building its data
+    (before, the lock came after the data, so both passed their checks)."""
+    seen = []
+    real_build = cli.build_run
+
+    def build_and_probe(args):
+        with open(world / "outputs" / "early" / ".lock", "a") as other:  # as another process
+            try:
+                fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                seen.append("free")
+                fcntl.flock(other, fcntl.LOCK_UN)
+            except BlockingIOError:
+                seen.append("held")
+        return real_build(args)
+    monkeypatch.setattr(cli, "build_run", build_and_probe)
+    cli.main(with_out(world, mnist_root, "--method", "baseline", "--lr", "0.01", name="early"))
+    assert seen == ["held"]
+
+
+def test_a_refused_new_run_leaves_no_folder_behind(world, mnist_root, capsys):
+    expect_refusal(world, with_out(world, mnist_root, "--method", "lnl", "--init_checkpoint",
+                                   str(world / "missing.pth"), name="never/made"), 1,
+                   ["missing.pth"], capsys)
+    assert not os.path.exists(world / "outputs" / "never")
