@@ -89,10 +89,9 @@ class Runtime:
         self.fast = args.fast == "auto" and fast is not None
         self.bf16 = args.precision == "bf16"
         set_tf32(args.tf32 == "on")
-        # NHWC conv weights: on a GPU for bf16's tensor cores; on the CPU for every --fast auto
-        # run, as oneDNN's NHWC convolutions (forward and backward) beat NCHW on this network
-        # in fp32 and bf16 alike (scripts/benchmark.py --device cpu; docs/speed.md)
-        self.nhwc = self.bf16 or (self.fast and self.device.type == "cpu")
+        # NHWC conv weights for bf16 (the layout tensor cores read). Not for fp32 on the CPU:
+        # measured on a 2-core AVX2 CPU, NHWC changed nothing beyond noise (docs/speed.md)
+        self.nhwc = self.bf16
         # a recorded step: a CUDA device, one process, SGD (its update has no host-side state)
         # and no --skip_nonfinite (skipping a step needs a host decision inside it)
         self.graphs = (self.fast and self.device.type == "cuda" and self.world == 1

@@ -147,11 +147,9 @@ def test_cuda_graph_step_matches_eager_steps_on_gpu():
     assert (step.eager_steps, step.captures, step.replays) == (4, 2, 7)
 
 
-def test_fast_and_plain_runs_agree(mnist_root, tmp_path):
-    """--fast off and --fast auto in a copy without fast.py (the fast path is optional: an
-    import of it that fails leaves the eager trainer) are bit-identical; --fast auto on the CPU
-    computes the same step in NHWC layout, which rounds differently: it agrees within float32
-    rounding grown over one epoch (docs/speed.md has the measured drift)."""
+def test_fast_and_plain_runs_give_identical_results(mnist_root, tmp_path):
+    """--fast auto, --fast off, and --fast auto in a copy without fast.py (the fast path is
+    optional: an import of it that fails leaves the eager trainer)."""
     results = {}
     for fast in ("auto", "off", "removed"):
         argv = ["--data_root_base", mnist_root, "--output_dir", str(tmp_path), "--device",
@@ -170,16 +168,9 @@ def test_fast_and_plain_runs_agree(mnist_root, tmp_path):
             path = json.load(fh)["provenance"]["step_path"]
         assert path == {"resident_data": fast == "auto", "cuda_graph": None}  # no GPU here
         with open(os.path.join(tmp_path, fast, "run.log")) as fh:
-            assert ("steps: batches on the device, eager, fp32, NHWC weights on cpu"
-                    if fast == "auto" else "steps: DataLoader batches, eager, fp32 on cpu"
-                    ) in fh.read()
-    assert results["off"] == results["removed"]
-    auto, off = results["auto"][0], results["off"][0]
-    assert auto.keys() == off.keys()
-    drift = {k: abs(auto[k] - off[k]) for k in off}
-    print("--fast auto vs off after one epoch:", drift)
-    for k in off:
-        assert auto[k] == pytest.approx(off[k], rel=1e-3, abs=5e-3), (k, drift)
+            assert ("steps: batches on the device, eager, fp32 on cpu" if fast == "auto" else
+                    "steps: DataLoader batches, eager, fp32 on cpu") in fh.read()
+    assert results["auto"] == results["off"] == results["removed"]
     assert results["auto"][0]["loss_cls"] > 0 and "test_acc" in results["auto"][0]
 
 
@@ -214,8 +205,7 @@ def test_bf16_step_is_close_to_fp32_but_not_the_same():
         solver = Solver(args, nets, None, None, Runtime(args))
         losses[precision] = [solver.step(batch) for _ in range(2)]  # the 2nd sees the 1st
         conv = next(m.weight for m in nets["f"].modules() if isinstance(m, torch.nn.Conv2d))
-        # NHWC weights for bf16, and on the CPU for every --fast auto run (the default)
-        assert conv.is_contiguous(memory_format=torch.channels_last)
+        assert conv.is_contiguous(memory_format=torch.channels_last) == (precision == "bf16")
     for fp32, bf16 in zip(losses["fp32"], losses["bf16"]):
         for k in ("loss_cls", "loss_bias", "entropy_term"):
             assert torch.isfinite(bf16[k])
