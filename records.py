@@ -133,3 +133,15 @@ def confusion_panels(args, labels, preds, bias, n_classes, epoch, checkpoint):
             ("bias", (by_bias, f"{args.experiment_name}: prediction vs bias attribute\n{where}",
                       "bias attribute (colour index)" if colours is not None
                       else "bias attribute", "predicted label", colours))]
+
+
+def prediction_rows(labels, preds, bias, probs):
+    """Test mode's predictions, one row per test example (true_label, pred_label, bias_index,
+    probabilities over the classes): a structured array, which np.load reads without
+    unpickling anything."""
+    dtype = [("true_label", "i8"), ("pred_label", "i8"), ("bias_index", "i8"),
+             ("probabilities", "f4", (probs.shape[1],))]
+    rows = np.zeros(len(labels), dtype)
+    rows["true_label"], rows["pred_label"], rows["bias_index"] = labels, preds, bias
+    rows["probabilities"] = probs
+    return rows

@@ -187,19 +187,50 @@ def prediction_target(args, checkpoint, error):
     if not path.endswith(".npy") or os.path.isdir(path):
         error(f"--test_output_npy {name} must be a .npy file name, not a folder or "
               "another kind of file")
-    if os.path.exists(path) and (os.path.realpath(path) == os.path.realpath(checkpoint)
-                                 or not is_prediction_file(path)):
+    if os.path.lexists(path) and (os.path.realpath(path) == os.path.realpath(checkpoint)
+                                  or not is_prediction_file(path)):
         error(f"--test_output_npy {path} exists and is not a prediction file written "
               "by this tool; pass another name")
+    summary = summary_path(path)
+    if os.path.lexists(summary) and not is_prediction_summary(summary, path):
+        error(f"{summary} exists and is not a prediction summary written by this tool (test "
+              "mode writes one beside --test_output_npy); pass another --test_output_npy")
     return path
 
 
+SUMMARY_MAX_BYTES = 1 << 20  # a prediction summary is a few confusion matrices
+
+
+def summary_path(path):
+    """The JSON beside a prediction file: accuracy, checkpoint, confusion matrices."""
+    return os.path.splitext(path)[0] + ".json"
+
+
 def is_prediction_file(path):
-    """Whether path holds a prediction dict written by a test run."""
-    try:
-        return "pred_label" in np.load(path, allow_pickle=True).item()
-    except Exception:  # not an .npy dict: pickles and headers fail in many ways
+    """Whether path holds predictions a test run wrote: a structured array with a pred_label
+    field, read without unpickling (an older pickled prediction file counts as foreign) and
+    without loading it into memory."""
+    if os.path.islink(path) or not os.path.isfile(path):
         return False
+    try:
+        rows = np.load(path, allow_pickle=False, mmap_mode="r")
+        return rows.dtype.names is not None and "pred_label" in rows.dtype.names
+    except Exception:  # headers and pickles fail in many ways
+        return False
+
+
+def is_prediction_summary(path, npy):
+    """Whether path is the summary a test run wrote for the prediction file npy."""
+    if os.path.islink(path) or not os.path.isfile(path):
+        return False
+    if os.path.getsize(path) > SUMMARY_MAX_BYTES:
+        return False
+    try:
+        with open(path) as fh:
+            data = json.load(fh)
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and data.get("predictions") == os.path.basename(npy)
 
 
 def open_run(args, device):
@@ -340,14 +371,15 @@ class RunFolder:
             self.writer.close()
             self.writer = None
 
-    def write_predictions(self, path, predictions, panels, summary):
-        """Test mode: the prediction dict as .npy at path (main.py chose it with
-        prediction_target), its confusion matrices as <stem>_confusion_<name>.png, and the
-        summary line in the log."""
+    def write_predictions(self, path, rows, summary, panels, line):
+        """Test mode: the prediction rows as .npy at path (main.py chose it with
+        prediction_target), their summary as <stem>.json, the confusion matrices as
+        <stem>_confusion_<name>.png, and the summary line in the log."""
         if not self.writes:
             return
-        atomic_np_save(predictions, path)
+        atomic_np_save(rows, path)
+        atomic_json_dump(summary, summary_path(path))
         stem = os.path.splitext(path)[0]
         for name, panel in panels.items():
             save_matrix_png(panel[0], f"{stem}_confusion_{name}.png", *panel[1:])
-        log(f"{summary} -> {path}, {stem}_confusion_{{label,bias}}.png")
+        log(f"{line} -> {path}, {stem}.json, {stem}_confusion_{{label,bias}}.png")

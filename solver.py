@@ -384,7 +384,9 @@ class Solver:
         return out
 
     def test(self):
-        """Evaluate a checkpoint on the (unbiased) test set and save predictions as a dict .npy."""
+        """Evaluate a checkpoint on the (unbiased) test set; save its predictions (a structured
+        .npy, one row per example) and their summary (<stem>.json: accuracy, checkpoint,
+        confusion matrices)."""
         args = self.args
         path = checkpoint_to_test(args)
         ckpt = self.load_nets(path)
@@ -396,11 +398,12 @@ class Solver:
         bias = self.test_loader.dataset.bias_index[:len(labels)]
         panels = dict(records.confusion_panels(args, labels, preds, bias, probs.shape[1],
                                                ckpt.get("epoch"), os.path.basename(path)))
+        summary = {"predictions": os.path.basename(out), "accuracy": acc, "checkpoint": path,
+                   "confusion_label": panels["label"][0].tolist(),
+                   "confusion_bias": panels["bias"][0].tolist()}
         self.run.write_predictions(
-            out, {"true_label": labels, "pred_label": preds, "probabilities": probs,
-                  "bias_index": bias, "accuracy": acc, "checkpoint": path,
-                  "confusion_label": panels["label"][0], "confusion_bias": panels["bias"][0]},
-            panels, f"test_acc={acc:.4f} ({len(labels)} images, checkpoint {path})")
+            out, records.prediction_rows(labels, preds, bias, probs), summary, panels,
+            f"test_acc={acc:.4f} ({len(labels)} images, checkpoint {path})")
         return acc
 
     # ------------------------------------------------------------------ checkpoints

@@ -135,7 +135,7 @@ def atomic_json_dump(obj, path):
 
 
 def atomic_np_save(obj, path):
-    _atomic_write(path, lambda fh: np.save(fh, obj, allow_pickle=True))
+    _atomic_write(path, lambda fh: np.save(fh, obj, allow_pickle=False))
 
 
 def atomic_npz_save(arrays, path):

@@ -166,7 +166,7 @@ def test_relative_prediction_name_lands_in_the_run_folder(world, mnist_root, tmp
     monkeypatch.chdir(tmp_path)  # not the run folder: nothing may land here
     cli.main(with_out(world, mnist_root, "--mode", "test", "--test_output_npy", "mine.npy"))
     assert os.listdir(tmp_path) == []
-    out = np.load(world / "outputs" / "base" / "mine.npy", allow_pickle=True).item()
+    out = np.load(world / "outputs" / "base" / "mine.npy")
     assert out["pred_label"].shape == (100,)
     # an earlier prediction file may be replaced by the next evaluation
     cli.main(with_out(world, mnist_root, "--mode", "test", "--test_output_npy", "mine.npy"))
@@ -558,3 +558,26 @@ def test_a_refused_new_run_leaves_no_folder_behind(world, mnist_root, capsys):
                                    str(world / "missing.pth"), name="never/made"), 1,
                    ["missing.pth"], capsys)
     assert not os.path.exists(world / "outputs" / "never")
+
+
+def test_predictions_load_without_unpickling_and_a_pickle_is_never_read(world, mnist_root,
+                                                                        capsys):
+    """Prediction files are structured arrays (plain np.load); an existing target that is a
+    pickle (which np.load(allow_pickle=True) would run) is refused as foreign, not read."""
+    cli.main(with_out(world, mnist_root, "--mode", "test", "--test_output_npy", "plain.npy"))
+    rows = np.load(world / "outputs" / "base" / "plain.npy")
+    assert rows["pred_label"].shape == (100,) and rows["probabilities"].shape == (100, 10)
+    summary = json.load(open(world / "outputs" / "base" / "plain.json"))
+    assert summary["predictions"] == "plain.npy" and 0 <= summary["accuracy"] <= 1
+    marker = world / "code_ran_npy"
+    np.save(world / "outputs" / "base" / "pickled.npy",
+            np.array([RunsCode(str(marker))], dtype=object), allow_pickle=True)
+    expect_refusal(world, with_out(world, mnist_root, "--mode", "test", "--test_output_npy",
+                                   "pickled.npy"), 2, ["not a prediction file"], capsys)
+    assert not marker.exists()
+    (world / "outputs" / "base" / "notes.json").write_text('{"mine": 1}')
+    np.save(world / "outputs" / "base" / "notes2.npy", rows)
+    os.rename(world / "outputs" / "base" / "notes.json", world / "outputs" / "base" / "notes2.json")
+    expect_refusal(world, with_out(world, mnist_root, "--mode", "test", "--test_output_npy",
+                                   "notes2.npy"), 2, ["notes2.json", "not a prediction summary"],
+                   capsys)
