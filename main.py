@@ -361,12 +361,32 @@ def build_nets(args, input_shape):
                           for role in ("f", "g", "h")})
 
 
+def adopt_recorded_data(parser, args, recorded, path):
+    """Test mode evaluates on the data the run was trained for: each data flag left at its
+    default takes the checkpoint's recorded value (say --color_var, --grayscale); a flag
+    given with another value is refused in one line rather than testing on other data."""
+    if recorded.get("dataset_name", args.dataset_name) != args.dataset_name:
+        return  # check_compatible names the dataset
+    fields = [o.name for o in DATASETS[args.dataset_name].options] + ["data_seed", "grayscale"]
+    for key in fields:
+        if key not in recorded or getattr(args, key, None) == recorded[key]:
+            continue
+        if getattr(args, key) != parser.get_default(key):
+            parser.error(f"--{key} {getattr(args, key)} contradicts the run's recorded "
+                         f"{recorded[key]} ({path}); test mode evaluates on the run's own data: "
+                         f"drop --{key}")
+        log(f"note: --{key} {recorded[key]}, as the run recorded it")
+        setattr(args, key, recorded[key])
+
+
 def load_start(parser, args):
     """Read (and check) the checkpoint this run starts from, before anything is written:
     the newest one of a resumed run, --init_checkpoint, or test mode's checkpoint."""
     if args.mode == "test":
         path = run_folder.checkpoint_to_test(args)
-        check_compatible(read_checkpoint(path).get("args", {}), args, path)
+        recorded = read_checkpoint(path).get("args", {})
+        adopt_recorded_data(parser, args, recorded, path)
+        check_compatible(recorded, args, path)
         args.test_output_npy = run_folder.prediction_target(args, path, parser.error)
         return None
     if args.resume:

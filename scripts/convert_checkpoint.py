@@ -22,6 +22,9 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from utils import atomic_torch_save  # noqa: E402
 
 SUFFIX = ".pre2026-11"
+# Colored MNIST before 2026-11 was painted by stroke intensity with the p1 palette; its
+# checkpoints do not say so, because the flags did not exist yet
+LEGACY_DATA = {"cmnist_paint": "intensity", "cmnist_palette": "p1"}
 
 
 def plain(value):
@@ -47,6 +50,10 @@ def convert(ckpt):
                         "pos": int(pos), "has_gauss": int(has_gauss),
                         "cached_gaussian": float(cached)}
     out["rng"] = plain(rng)
+    args = out.get("args")
+    if isinstance(args, dict) and args.get("dataset_name") == "ColoredMNIST":
+        for key, value in LEGACY_DATA.items():  # flags added later: what such a run used
+            args.setdefault(key, value)
     return out
 
 

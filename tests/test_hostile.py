@@ -581,3 +581,18 @@ def test_predictions_load_without_unpickling_and_a_pickle_is_never_read(world, m
     expect_refusal(world, with_out(world, mnist_root, "--mode", "test", "--test_output_npy",
                                    "notes2.npy"), 2, ["notes2.json", "not a prediction summary"],
                    capsys)
+
+
+def test_test_mode_evaluates_on_the_runs_own_data(world, mnist_root, capsys):
+    """A gray run at another sigma^2, tested without repeating its data flags, is evaluated on
+    its own data (the accuracy its training reported); a contradicting flag is one line."""
+    cli.main(with_out(world, mnist_root, "--method", "baseline", "--lr", "0.01", "--color_var",
+                      "0.045", "--grayscale", name="gray45"))
+    trained = json.load(open(world / "outputs" / "gray45" / "results.json"))["test_acc"]
+    acc = cli.main(with_out(world, mnist_root, "--mode", "test", name="gray45"))
+    assert acc == trained
+    used = json.load(open(world / "outputs" / "gray45" / "test_args.json"))
+    assert used["color_var"] == 0.045 and used["grayscale"] is True
+    expect_refusal(world, with_out(world, mnist_root, "--mode", "test", "--color_var", "0.03",
+                                   name="gray45"), 2, ["--color_var", "0.045", "contradicts"],
+                   capsys)
