@@ -395,6 +395,10 @@ def load_start(parser, args):
             raise UserError(f"no checkpoint in {checkpoint_dir(args)} can be read; start "
                             "again with --overwrite.")
         check_compatible(ckpt.get("args", {}), args, path)
+        if ckpt.get("epoch", 0) > args.epochs:  # nothing to train, and args.json would lie
+            parser.error(f"--epochs {args.epochs}: the run has already trained "
+                         f"{ckpt['epoch']} epochs ({path}); pass --epochs {ckpt['epoch']} or "
+                         "more to continue it (or --mode test to evaluate it)")
         adopt_resumed_args(ckpt.get("args", {}), args, path, lambda m: log(m, err=True))
         return check_init_unchanged(ckpt.get("init"), lambda m: log(m, err=True),
                                     args.init_checkpoint)

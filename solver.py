@@ -289,7 +289,9 @@ class Solver:
         lrs = [g["lr"] for o in self.optimizers.values() for g in o.param_groups]
         advice = ("the learning rate itself is not finite: start again with a finite --lr "
                   "(and --overwrite)" if not all(map(math.isfinite, lrs)) else
-                  "Lower --lr and --resume, or pass --skip_nonfinite to skip such steps")
+                  "Start it again with a lower --lr (the same command with --overwrite; a "
+                  "resumed run keeps its recorded lr), or --resume with --skip_nonfinite to "
+                  "skip such steps")
         return RunStopped(
             f"stopped: non-finite loss at epoch {self.epoch + 1}, "
             f"step {self.step_in_epoch + 1} "

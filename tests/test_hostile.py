@@ -596,3 +596,12 @@ def test_test_mode_evaluates_on_the_runs_own_data(world, mnist_root, capsys):
     expect_refusal(world, with_out(world, mnist_root, "--mode", "test", "--color_var", "0.03",
                                    name="gray45"), 2, ["--color_var", "0.045", "contradicts"],
                    capsys)
+
+
+def test_resume_with_fewer_epochs_than_done_is_one_line(world, mnist_root, capsys):
+    """Before, --resume --epochs 1 on a finished 2-epoch run rewrote its args.json."""
+    argv = with_out(world, mnist_root, "--method", "baseline", "--lr", "0.01", name="two",
+                    epochs="2")
+    cli.main(argv)
+    expect_refusal(world, argv + ["--epochs", "1", "--resume"], 2,
+                   ["--epochs 1", "already trained 2 epochs"], capsys)
