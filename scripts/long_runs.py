@@ -31,6 +31,7 @@ refused there in one line and nothing is overwritten.
 alone does not yield the CPU to the user's other work once a job has its own session.
 """
 import argparse
+import fcntl
 import json
 import os
 import re
@@ -105,6 +106,20 @@ def epochs_done(folder):
     return done
 
 
+def held(folder):
+    """Whether a main.py process holds the run folder's lock right now."""
+    path = os.path.join(folder, ".lock")
+    if not os.path.isfile(path) or os.path.islink(path):
+        return False
+    with open(path) as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(fh, fcntl.LOCK_UN)
+    return False
+
+
 def finished(folder, epochs):
     record = read_json(os.path.join(folder, "results.json"), {})
     return isinstance(record, dict) and record.get("epochs", 0) >= epochs
@@ -168,6 +183,8 @@ class Lifecycle:
         folder = self.work(run)
         if finished(folder, planned_epochs(run)):
             return "finished"
+        if held(folder):
+            return "running"
         if os.path.exists(os.path.join(folder, "checkpoints", "last.pth")):
             return "stopped"
         return "not started"
@@ -213,7 +230,7 @@ class Lifecycle:
                 elif os.path.exists(self.keep(run)):
                     shutil.rmtree(self.keep(run))
                     log(f"{run['name']}: finished; its resume point {self.keep(run)} removed")
-            elif state == "stopped":
+            elif state in ("stopped", "running"):  # running: its last end-of-epoch checkpoint
                 self.save(run)
 
     def to_ledger(self, run):
