@@ -69,18 +69,35 @@ def variant(config):
 
 
 def read_json(path):
-    with open(path) as fh:
-        return json.load(fh)
+    """A JSON object, or {} with a warning when the file is damaged (a crash, a hand edit):
+    one bad record never stops the table of the others."""
+    try:
+        with open(path) as fh:
+            data = json.load(fh)
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        print(f"warning: skipped {path}: unreadable ({str(exc).splitlines()[0][:120]})",
+              file=sys.stderr)
+        return {}
+    if not isinstance(data, dict):
+        print(f"warning: skipped {path}: not a JSON object", file=sys.stderr)
+        return {}
+    return data
 
 
 def run_folders(roots):
-    """Every folder under roots holding a run's args.json or results.json."""
-    found = set()
+    """Every folder under roots holding a run's args.json or results.json, each once (a run
+    reached twice, through a link, is one run)."""
+    for root in roots:
+        if not os.path.isdir(root):
+            raise SystemExit(f"{root} is not a folder; pass the folder that holds the runs "
+                             "(e.g. outputs or results/cmnist)")
+    found = {}
     for root in roots:
         for name in ("args.json", "results.json"):
-            found.update(os.path.dirname(p) for p in
-                         glob.glob(os.path.join(root, "**", name), recursive=True))
-    return sorted(found)
+            for p in sorted(glob.glob(os.path.join(glob.escape(root), "**", name),
+                                      recursive=True)):
+                found.setdefault(os.path.realpath(os.path.dirname(p)), os.path.dirname(p))
+    return sorted(found.values())
 
 
 def config_of(folder, record=None):
@@ -114,8 +131,9 @@ def key_text(key, value):
 
 def load_records(roots):
     """A DataFrame with one row per finished run (a run folder holding results.json)."""
-    rows = [flat_row(f, read_json(os.path.join(f, "results.json")))
-            for f in run_folders(roots) if os.path.exists(os.path.join(f, "results.json"))]
+    records = [(f, read_json(os.path.join(f, "results.json"))) for f in run_folders(roots)
+               if os.path.exists(os.path.join(f, "results.json"))]
+    rows = [flat_row(f, record) for f, record in records if record]
     frame = pd.DataFrame(rows)
     if "color_var" in frame:
         frame["color_var"] = frame["color_var"].map(lambda v: key_text("color_var", v))
@@ -320,8 +338,16 @@ def read_metrics(folder):
     path = os.path.join(folder, "metrics.jsonl")
     if not os.path.exists(path):
         return pd.DataFrame()
-    with open(path) as fh:
-        return pd.DataFrame([json.loads(line) for line in fh if line.strip()])
+    rows = []
+    with open(path, errors="replace") as fh:
+        for line in fh:
+            try:
+                row = json.loads(line)
+            except ValueError:  # a torn line after a crash
+                continue
+            if isinstance(row, dict):
+                rows.append(row)
+    return pd.DataFrame(rows)
 
 
 def curve_metrics(curves, asked):
@@ -438,6 +464,13 @@ def records_or_exit(args):
     frame = where(frame, parse_pairs(args.where))
     if frame.empty:
         raise SystemExit(f"no finished runs match {' '.join(args.where)}")
+    asked = list(getattr(args, "group_by", None) or []) + (
+        [args.columns] if getattr(args, "columns", None) else [])
+    unknown = [k for k in asked if k not in frame.columns]
+    if unknown:
+        known = ", ".join(sorted(c for c in frame.columns if not c.startswith("_"))[:30])
+        raise SystemExit(f"unknown key {unknown[0]!r} for --group_by/--columns; the records "
+                         f"have: {known} ...")
     return frame
 
 

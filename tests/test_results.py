@@ -165,3 +165,29 @@ def test_ledger_copies_small_records_once_and_never_overwrites(ledger, tmp_path,
                       "--into", str(into)])
     assert "0 files added" in capsys.readouterr().out and str(mine) in str(exc.value)
     assert mine.read_text() == "{}"
+
+
+def test_damaged_records_are_skipped_with_a_warning(ledger, capsys):
+    (ledger / "cmnist_var0.020_seed1_lnl" / "results.json").write_text("{torn")
+    with open(ledger / "cmnist_var0.020_seed0_lnl" / "metrics.jsonl", "a") as fh:
+        fh.write('{"epoch": 3, "test')
+    results.main(["table", str(ledger), "--where", "variant=lnl", "--group_by", "variant"])
+    captured = capsys.readouterr()
+    assert "skipped" in captured.err and "seed1" in captured.err
+    assert "| LNL | 1 |" in captured.out  # the damaged run is left out, the other counted
+    assert len(results.read_metrics(str(ledger / "cmnist_var0.020_seed0_lnl"))) == 0
+
+
+def test_a_run_reached_twice_through_a_link_counts_once(ledger, tmp_path, capsys):
+    os.symlink(ledger / "cmnist_var0.020_seed0_lnl", tmp_path / "again")
+    results.main(["table", str(ledger), str(tmp_path), "--where", "variant=lnl", "seed=0",
+                  "--group_by", "variant"])
+    assert "| LNL | 1 |" in capsys.readouterr().out
+
+
+def test_unknown_group_key_and_missing_folder_are_one_line(ledger):
+    with pytest.raises(SystemExit, match="unknown key 'bogus'"):
+        results.main(["table", str(ledger), "--group_by", "bogus"])
+    for command in ("status", "table"):
+        with pytest.raises(SystemExit, match="is not a folder"):
+            results.main([command, str(ledger / "missing")])
