@@ -33,6 +33,7 @@ import argparse
 import fnmatch
 import glob
 import json
+import math
 import os
 import shutil
 import signal
@@ -40,6 +41,7 @@ import subprocess
 import sys
 import tarfile
 import time
+import zlib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.append(ROOT)  # data_handler's MNIST file names (imported where used: it loads torch)
@@ -242,9 +244,13 @@ def restore_state(out, outputs, lease_dir):
     if glob.glob(os.path.join(outputs, STATE_GLOB)) or not tars:
         return
     for tar in tars:
-        with tarfile.open(tar) as tf:
-            members = safe_members(tf)
-            tf.extractall(outputs, members=members)
+        try:
+            with tarfile.open(tar) as tf:
+                members = safe_members(tf)
+                tf.extractall(outputs, members=members)
+        except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
+            raise SystemExit(f"state archive {tar} is damaged ({str(exc)[:120]}); remove it "
+                             "to start the table afresh, or restore it from where it came")
         say(out, f"restored {len(members)} files from {tar}")
 
 
@@ -399,8 +405,12 @@ def cmd_collect(opts, out):
         raise SystemExit(f"{unpacked} exists and was not written by this script; move it aside")
     archives = []
     for tar in tars:  # every archive is checked before anything is replaced
-        with tarfile.open(tar) as tf:
-            archives.append((tar, safe_members(tf)))
+        try:
+            with tarfile.open(tar) as tf:
+                archives.append((tar, safe_members(tf)))
+        except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
+            raise SystemExit(f"state archive {tar} is damaged ({str(exc)[:120]}); nothing was "
+                             "collected; fetch the call's files again")
     keep = state_dir(opts, not gpu)
     os.makedirs(keep, exist_ok=True)
     for old in glob.glob(os.path.join(keep, "state_*.tar.gz")):
@@ -482,6 +492,22 @@ def parse_args(argv=None):
             opts.steps):
         p.error(f"steps: prove, bench and/or table (each once), or stage, or collect FOLDER; "
                 f"got {' '.join(opts.steps)}")
+    if not (opts.budget > 0 and math.isfinite(opts.budget)):
+        p.error(f"--budget must be a positive number of seconds; got {opts.budget}")
+    for name in ("group", "seeds"):
+        if getattr(opts, name) < 1:
+            p.error(f"--{name} must be at least 1; got {getattr(opts, name)}")
+    if opts.epochs is not None and opts.epochs < 1:
+        p.error(f"--epochs must be at least 1; got {opts.epochs}")
+    if any(n < 1 for n in opts.sweep_runs):
+        p.error(f"--sweep_runs must be at least 1 each; got {opts.sweep_runs}")
+    for sigma in opts.sigmas:
+        try:
+            ok = 0 < float(sigma) < 1
+        except ValueError:
+            ok = False
+        if not ok:
+            p.error(f"--sigmas: {sigma!r} is not a sigma^2 in (0, 1)")
     if opts.tiny:
         opts.device = "cpu"
     if not opts.epochs:

@@ -92,3 +92,28 @@ def test_table_rehearsal_packs_restores_elsewhere_and_fills_the_ledger(tmp_path,
                 (tmp_path / "a" / run / name).read_bytes()
     assert json.load(open(out2 / "table_state.json"))["state"] == state["state"]
     assert not (out2 / "table.log").exists() or "epoch 1/1" not in (out2 / "table.log").read_text()
+
+
+@pytest.mark.parametrize("argv", [["table", "--budget", "-5"], ["table", "--sigmas", "abc"],
+                                  ["table", "--group", "0"], ["table", "--seeds", "0"],
+                                  ["bench", "--sweep_runs", "0"]])
+def test_bad_arguments_exit_2_not_3(argv, capsys):
+    """Exit 3 means "call again": a driver looping on it would never stop."""
+    with pytest.raises(SystemExit) as exc:
+        gpu_lease.parse_args(argv)
+    assert exc.value.code == 2 and "error" in capsys.readouterr().err
+
+
+def test_a_damaged_state_archive_is_one_line(tmp_path):
+    lease, runs = tmp_path / "lease", tmp_path / "runs"
+    lease.mkdir()
+    (lease / "state_0.tar.gz").write_bytes(b"\x1f\x8b\x08\x00not really gzip")
+    with pytest.raises(SystemExit, match="is damaged"):
+        gpu_lease.restore_state(str(tmp_path), str(runs), str(lease))
+    out = tmp_path / "back"
+    out.mkdir()
+    (out / "state_0.tar.gz").write_bytes((lease / "state_0.tar.gz").read_bytes())
+    with pytest.raises(SystemExit, match="is damaged"):
+        gpu_lease.main(["collect", str(out), "--lease_dir", str(lease), "--unpack_dir",
+                        str(tmp_path / "unpacked"), "--ledger", str(tmp_path / "ledger"),
+                        "--records_dir", str(tmp_path / "rec")])
