@@ -115,7 +115,14 @@ def _atomic_write(path, write_fn):
             os.remove(tmp)  # the old file under the final name is untouched
         if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
             raise disk_full(path) from None
+        if isinstance(exc, RuntimeError) and shutil.disk_usage(folder).free < LOW_SPACE:
+            # torch.save reports a full disk as a RuntimeError ("file write failed",
+            # "unexpected pos ..."), not as an OSError
+            raise disk_full(path) from None
         raise
+
+
+LOW_SPACE = 64 * 2 ** 20  # below this, a failed write is taken for a full disk
 
 
 def disk_full(path):

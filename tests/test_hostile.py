@@ -605,3 +605,35 @@ def test_resume_with_fewer_epochs_than_done_is_one_line(world, mnist_root, capsy
     cli.main(argv)
     expect_refusal(world, argv + ["--epochs", "1", "--resume"], 2,
                    ["--epochs 1", "already trained 2 epochs"], capsys)
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A real 3 MiB filesystem (tmpfs; needs root, as CI and this machine have)."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    import subprocess
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mount)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (not root?)")
+    yield mount
+    subprocess.run(["umount", str(mount)], capture_output=True)
+
+
+def test_a_really_full_disk_is_one_line_and_keeps_the_last_checkpoint(mnist_root, tiny_disk,
+                                                                      capsys):
+    """torch.save on a full filesystem raises RuntimeError, not OSError: still one line."""
+    argv = common(mnist_root, tiny_disk / "out", "full") + ["--method", "baseline"]
+    cli.main(argv)
+    last = tiny_disk / "out" / "full" / "checkpoints" / "last.pth"
+    before = last.read_bytes()
+    free = shutil.disk_usage(tiny_disk).free
+    (tiny_disk / "filler").write_bytes(b"\0" * max(free - len(before) // 2, 0))
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exc:
+        cli.main(argv + ["--epochs", "2", "--resume"])
+    err = capsys.readouterr().err
+    assert exc.value.code == 1 and "Traceback" not in err, err
+    lines = [line for line in err.splitlines() if line.startswith("error")]
+    assert len(lines) == 1 and "no space left" in lines[0] and "--resume" in lines[0], err
+    assert last.read_bytes() == before
