@@ -575,6 +575,16 @@ def cmd_status(args):
 LEDGER_FILES = ("results.json", "metrics.jsonl", "args.json")  # small records, never weights
 
 
+def ledger_name(folder, roots):
+    """A run's place in the ledger: its path under the root it was found in, so members of
+    two sweeps (each folder named seed=0, ...) keep their sweep's name and never collide."""
+    for root in roots:
+        rel = os.path.relpath(folder, root)
+        if rel != "." and not rel.startswith(".."):
+            return rel
+    return os.path.basename(os.path.normpath(folder))
+
+
 def cmd_ledger(args):
     """Copy each finished run's small record into the committed ledger (e.g. results/cmnist):
     GPU machines keep nothing, so what a lease produced must land in the repository. Never
@@ -583,7 +593,7 @@ def cmd_ledger(args):
     frame = records_or_exit(args)
     added, same, differ = [], 0, []
     for folder in frame.folder:
-        dest = os.path.join(args.into, os.path.basename(os.path.normpath(folder)))
+        dest = os.path.join(args.into, ledger_name(folder, args.roots))
         for name in LEDGER_FILES:
             src, dst = os.path.join(folder, name), os.path.join(dest, name)
             if not os.path.exists(src):

@@ -191,3 +191,15 @@ def test_unknown_group_key_and_missing_folder_are_one_line(ledger):
     for command in ("status", "table"):
         with pytest.raises(SystemExit, match="is not a folder"):
             results.main([command, str(ledger / "missing")])
+
+
+def test_the_ledger_holds_two_sweeps_whose_members_share_folder_names(tmp_path, capsys):
+    runs = tmp_path / "outputs"
+    for sweep_name, acc in (("lnl_sweep", 0.8), ("blindeye_sweep", 0.7)):
+        record(runs / sweep_name / "seed=0", {"method": sweep_name.split("_")[0]},
+               test_acc=acc)
+    into = tmp_path / "ledger"
+    results.main(["ledger", str(runs), "--into", str(into)])
+    for sweep_name, acc in (("lnl_sweep", 0.8), ("blindeye_sweep", 0.7)):
+        saved = json.loads((into / sweep_name / "seed=0" / "results.json").read_text())
+        assert saved["test_acc"] == acc
