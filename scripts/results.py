@@ -592,7 +592,11 @@ def cmd_ledger(args):
     different ones are listed and left alone (exit 1), so nothing there is overwritten."""
     frame = records_or_exit(args)
     added, same, differ = [], 0, []
+    into = os.path.realpath(args.into)
     for folder in frame.folder:
+        real = os.path.realpath(folder)
+        if os.path.commonpath([real, into]) == into:
+            continue  # the ledger's own copy, found again under a root that holds the ledger
         dest = os.path.join(args.into, ledger_name(folder, args.roots))
         for name in LEDGER_FILES:
             src, dst = os.path.join(folder, name), os.path.join(dest, name)
