@@ -4,6 +4,7 @@ every owner's list into one argument group, and check_ranges refuses a value out
 declared range with one line before anything runs. A new method or dataset thus brings its
 flags with it; the parser and main.py never change for it.
 """
+import argparse
 from dataclasses import dataclass
 
 
@@ -87,3 +88,14 @@ class FromDataset:
 def is_unset(value):
     return isinstance(value, FromDataset)
 
+
+
+def sigma2(text):
+    """argparse type: a Colored-MNIST sigma^2 in (0, 1), as the papers print it ("0.020")."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a sigma^2 in (0, 1)")
+    return f"{value:.3f}"

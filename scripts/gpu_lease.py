@@ -45,6 +45,7 @@ import zlib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.append(ROOT)  # data_handler's MNIST file names (imported where used: it loads torch)
+from options import sigma2  # noqa: E402  (argparse types only)
 PY = sys.executable
 ISSUE_ORDER = ["0.020", "0.050", "0.035", "0.025", "0.045", "0.030", "0.040"]
 TINY = ["--max_train_samples", "600", "--max_test_samples", "500"]
@@ -457,7 +458,7 @@ def parse_args(argv=None):
                    help="seconds of work before the step stops cleanly (a call may run 600)")
     p.add_argument("--epochs", type=int, default=None,
                    help="table, collect: epochs per stage (default 100; 1 with --tiny)")
-    p.add_argument("--sigmas", nargs="+", default=ISSUE_ORDER, help="table: in this order")
+    p.add_argument("--sigmas", nargs="+", type=sigma2, default=ISSUE_ORDER, help="table: in this order")
     p.add_argument("--group", type=int, default=7, help="table: sigma^2 per sweep")
     p.add_argument("--seeds", type=int, default=1,
                    help="table: seeds 0..N-1 (finished runs are kept: raise N to add seeds)")
@@ -501,13 +502,6 @@ def parse_args(argv=None):
         p.error(f"--epochs must be at least 1; got {opts.epochs}")
     if any(n < 1 for n in opts.sweep_runs):
         p.error(f"--sweep_runs must be at least 1 each; got {opts.sweep_runs}")
-    for sigma in opts.sigmas:
-        try:
-            ok = 0 < float(sigma) < 1
-        except ValueError:
-            ok = False
-        if not ok:
-            p.error(f"--sigmas: {sigma!r} is not a sigma^2 in (0, 1)")
     if opts.tiny:
         opts.device = "cpu"
     if not opts.epochs:

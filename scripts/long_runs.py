@@ -42,6 +42,8 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+from options import sigma2  # noqa: E402
 RESUME_FILES = ("args.json", "metrics.jsonl", "run.log", "pace.json")
 LEDGER_FILES = ("results.json", "metrics.jsonl", "args.json")
 MORE_TO_DO = 3
@@ -452,7 +454,7 @@ def parse_args(argv=None):
     p.add_argument("--budget", type=duration, default=duration("1h"),
                    help="run: wall-clock time to train before saving and stopping")
     p.add_argument("--epochs", type=positive, default=100, help="per stage (the paper's 100)")
-    p.add_argument("--sigmas", nargs="+", default=list(HEADLINE_SIGMAS),
+    p.add_argument("--sigmas", nargs="+", type=sigma2, default=list(HEADLINE_SIGMAS),
                    help="sigma^2 of the plan, in the order they are trained")
     p.add_argument("--lanes", type=positive, default=2, help="runs trained at once")
     p.add_argument("--cores", type=int, default=0, help="cores to share (0: all)")
@@ -470,16 +472,7 @@ def parse_args(argv=None):
                    help="import MNIST's idx files from this folder when data_root lacks them")
     p.add_argument("--tiny", action="store_true", help="512 training images: a rehearsal")
     p.add_argument("--poll", type=float, default=2.0, help=argparse.SUPPRESS)
-    opts = p.parse_args(argv)
-    for sigma in opts.sigmas:
-        try:
-            ok = 0 < float(sigma) < 1
-        except ValueError:
-            ok = False
-        if not ok:
-            p.error(f"--sigmas: {sigma!r} is not a sigma^2 in (0, 1)")
-    opts.sigmas = [f"{float(s):.3f}" for s in opts.sigmas]
-    return opts
+    return p.parse_args(argv)
 
 
 def ensure_mnist(opts):

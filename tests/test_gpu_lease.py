@@ -30,6 +30,13 @@ def archive(path, members):
                 tf.addfile(info, io.BytesIO(data))
 
 
+def collect(tmp_path, out, lease):
+    """`gpu_lease.py collect OUT` into folders under tmp_path."""
+    gpu_lease.main(["collect", str(out), "--lease_dir", str(lease), "--unpack_dir",
+                    str(tmp_path / "unpacked"), "--ledger", str(tmp_path / "ledger"),
+                    "--records_dir", str(tmp_path / "rec")])
+
+
 @pytest.mark.parametrize("bad", ["../escape.txt", "/abs.txt", "cmnist_var0.020_seed0_lnl/../../x",
                                  "someone_elses_folder/f.txt", "cmnist_var0.020_seed0_lnl/l"])
 def test_a_state_archive_with_anything_outside_a_run_folder_is_refused(tmp_path, bad):
@@ -44,9 +51,7 @@ def test_a_state_archive_with_anything_outside_a_run_folder_is_refused(tmp_path,
     out.mkdir()
     (out / "state_0.tar.gz").write_bytes((lease / "state_0.tar.gz").read_bytes())
     with pytest.raises(SystemExit, match="refusing state archive"):
-        gpu_lease.main(["collect", str(out), "--lease_dir", str(lease), "--unpack_dir",
-                        str(tmp_path / "unpacked"), "--ledger", str(tmp_path / "ledger"),
-                        "--records_dir", str(tmp_path / "rec")])
+        collect(tmp_path, out, lease)
     assert not (tmp_path / "unpacked").exists() and not (tmp_path / "ledger").exists()
 
 
@@ -114,6 +119,4 @@ def test_a_damaged_state_archive_is_one_line(tmp_path):
     out.mkdir()
     (out / "state_0.tar.gz").write_bytes((lease / "state_0.tar.gz").read_bytes())
     with pytest.raises(SystemExit, match="is damaged"):
-        gpu_lease.main(["collect", str(out), "--lease_dir", str(lease), "--unpack_dir",
-                        str(tmp_path / "unpacked"), "--ledger", str(tmp_path / "ledger"),
-                        "--records_dir", str(tmp_path / "rec")])
+        collect(tmp_path, out, lease)
