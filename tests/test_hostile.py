@@ -192,6 +192,7 @@ CONFIGS = [("mode: bogus\n", ["mode", "bogus"]), ("lr: [0.1, 0.2]\n", ["lr", "si
             ["aliases"]),
            ("x" * 70000 + ": 1\n", ["KiB"]),
            ("1: 2\nlr: 0.1\n", ["unknown keys", "1"]),
+           ("1: 2\nbogus: 3\n", ["unknown keys", "bogus"]),  # mixed key types: no sort error
            ("lr: '" + "9" * 5000 + "x'\n", ["lr", "..."])]
 
 
