@@ -161,17 +161,22 @@ def check_experiment(args, error, hold=True):
                   "to start it when it is new")
         # --overwrite wins over --resume_if_any (a script passes the latter to every run)
         args.resume = has_run and (args.resume or args.resume_if_any) and not args.overwrite
-    existing = out
-    while not os.path.exists(existing):
-        existing = os.path.dirname(os.path.abspath(existing))
-    if not os.path.isdir(existing) or not os.access(existing, os.W_OK | os.X_OK):
-        error(f"cannot write under {existing} (for {out}); pick a writable --output_dir")
+    if not writable_parent(out):
+        error(f"cannot write under {nearest_existing(out)} (for {out}); pick a writable "
+              "--output_dir")
+
+
+def nearest_existing(path):
+    """path, or its nearest ancestor that exists."""
+    while not os.path.exists(path):
+        path = os.path.dirname(os.path.abspath(path))
+    return path
 
 
 def writable_parent(path):
-    while not os.path.exists(path):
-        path = os.path.dirname(os.path.abspath(path))
-    return os.path.isdir(path) and os.access(path, os.W_OK | os.X_OK)
+    """Whether path's nearest existing ancestor is a folder this process may write into."""
+    existing = nearest_existing(path)
+    return os.path.isdir(existing) and os.access(existing, os.W_OK | os.X_OK)
 
 
 def prediction_target(args, checkpoint, error):
