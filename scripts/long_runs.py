@@ -44,7 +44,9 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 from options import sigma2  # noqa: E402
-RESUME_FILES = ("args.json", "metrics.jsonl", "run.log", "pace.json")
+# what resuming needs (results.json only once finished: a baseline kept for its stage 2)
+RESUME_POINT = ("args.json", "metrics.jsonl", "run.log", "pace.json", "results.json",
+                os.path.join("checkpoints", "last.pth"))
 LEDGER_FILES = ("results.json", "metrics.jsonl", "args.json")
 MORE_TO_DO = 3
 # sigma^2 in the order the headline issue asks for; BlindEye at 0.020 after the first two
@@ -154,16 +156,14 @@ def planned_epochs(run):
     return int(run["flags"][run["flags"].index("--epochs") + 1])
 
 
-def copy_files(src, dst, names, checkpoint=True):
-    """Copy names (and checkpoints/last.pth) from src to dst through temp files + rename."""
+def copy_resume_point(src, dst):
+    """Copy a run's RESUME_POINT files from src to dst, each through a temp file + rename
+    (links are not followed: a resume point holds real files only)."""
     os.makedirs(os.path.join(dst, "checkpoints"), exist_ok=True)
-    pairs = [(n, n) for n in names]
-    if checkpoint:
-        pairs.append((os.path.join("checkpoints", "last.pth"),) * 2)
-    for a, b in pairs:
-        source = os.path.join(src, a)
+    for name in RESUME_POINT:
+        source = os.path.join(src, name)
         if os.path.isfile(source) and not os.path.islink(source):
-            target = os.path.join(dst, b)
+            target = os.path.join(dst, name)
             shutil.copyfile(source, target + ".tmp")
             os.replace(target + ".tmp", target)
 
@@ -202,7 +202,7 @@ class Lifecycle:
                 continue
             check_record(run, keep)
             if not os.path.exists(work):
-                copy_files(keep, work, RESUME_FILES + ("results.json",))
+                copy_resume_point(keep, work)
                 log(f"restored {run['name']} from {keep} (epoch {epochs_done(work)})")
             elif epochs_done(work) < epochs_done(keep):
                 raise SystemExit(
@@ -214,7 +214,7 @@ class Lifecycle:
         """Copy a run's resume point into --keep (its last checkpoint, records and pace)."""
         work = self.work(run)
         if os.path.exists(os.path.join(work, "checkpoints", "last.pth")):
-            copy_files(work, self.keep(run), RESUME_FILES + ("results.json",))
+            copy_resume_point(work, self.keep(run))
 
     def needed_later(self, run):
         """Whether an unfinished run of the plan starts from this one's checkpoint."""
@@ -392,8 +392,9 @@ def seconds_per_epoch(life, run):
         return own, "measured"
     method = run["name"].rsplit("_", 1)[1]
     for other in life.plan:
-        if other["name"].endswith("_" + method) and pace(other) is not None:
-            return pace(other), f"as {other['name']}"
+        other_pace = pace(other) if other["name"].endswith("_" + method) else None
+        if other_pace is not None:
+            return other_pace, f"as {other['name']}"
     return None, ""
 
 
