@@ -9,7 +9,9 @@
 Only runtime.py imports this module. Without it every run takes the plain path (DataLoader
 batches, eager fp32 steps), as --fast off does today.
 """
+import math
 import sys
+import time
 
 import torch
 from torch.utils.data import SequentialSampler
@@ -62,25 +64,42 @@ def channels_last(nets):
     return nets.to(memory_format=torch.channels_last)
 
 
+# The self-check's tolerance: a recorded step and an eager step from the same state run the same
+# float32 kernels, but summation order may differ (atomics in cuDNN's backward, the CPU kernels'
+# alignment-dependent blocking), so a value may differ by a rounding of the update that produced
+# it: SELF_CHECK_RTOL of how much the eager step changed that tensor, plus a few ulps of the value
+# itself. A stale input or a skipped optimizer step is off by the whole update (a ratio near 1).
+# Under bf16 autocast gradients are rounded to 8 bits of mantissa first, hence the looser figure.
+SELF_CHECK_RTOL = {False: 1e-3, True: 3e-2}  # keyed by bf16
+ULPS = 4 * torch.finfo(torch.float32).eps
+
+
 class CapturedStep:
     """The training step on a GPU: the method's whole update (forward, backward, optimizer
     steps) recorded once as a CUDA graph and replayed for every full batch.
     - The first `warmup` steps run eagerly on a side stream, so optimizer state (momentum
       buffers) and cuDNN's choices exist before recording (PyTorch's whole-network recipe).
+    - Every recording checks itself (self_check): one eager step from the same state on the
+      same batch, then the state is put back and the first replay must land on the same
+      networks, optimizer state and metrics. On a mismatch a warning names the largest
+      difference, the eager result is kept and every later step runs eagerly.
     - Batches of another size (an epoch's last) run eagerly.
     - The recorded optimizer steps keep the learning rates of recording time, so a schedule
-      change records again.
+      change records again (and checks again).
     - Non-finite gradients are not screened inside the graph: the Solver checks the step's
       metrics after each replay.
     - If recording fails, a warning says why and every later step runs eagerly."""
 
-    def __init__(self, method, optimizers, batch_size, warmup=3):
-        self.method, self.optimizers, self.warmup = method, optimizers, warmup
-        self.batch_size = batch_size
+    def __init__(self, method, optimizers, batch_size, warmup=3, bf16=False):
+        # at least one eager step: the optimizer state a first step creates must exist before
+        # the self-check puts the state back and the recording reads it
+        self.method, self.optimizers, self.warmup = method, optimizers, max(warmup, 1)
+        self.batch_size, self.rtol = batch_size, SELF_CHECK_RTOL[bool(bf16)]
         self.raw = {k: o.optimizer for k, o in optimizers.items()}
         self.replay = self._graph = self.key = self.inputs = self.outputs = None
         self.stream, self.failed = None, False
         self.eager_steps = self.replays = self.captures = 0
+        self.checks = []  # one per recording: passed, the worst difference, seconds
 
     def _key(self, batch):
         lrs = tuple(g["lr"] for o in self.raw.values() for g in o.param_groups)
@@ -99,16 +118,17 @@ class CapturedStep:
             return self._eager(batch)
         return self._capture(batch, key)
 
-    def _eager(self, batch):
+    def _eager(self, batch, optimizers=None, count=True):
+        optimizers = optimizers or self.optimizers
         if not batch[0].is_cuda:
-            out = self.method.update(batch, self.optimizers)
+            out = self.method.update(batch, optimizers)
         else:
             self.stream = self.stream or torch.cuda.Stream(batch[0].device)
             self.stream.wait_stream(torch.cuda.current_stream())
             with torch.cuda.stream(self.stream):
-                out = self.method.update(batch, self.optimizers)
+                out = self.method.update(batch, optimizers)
             torch.cuda.current_stream().wait_stream(self.stream)
-        self.eager_steps += 1
+        self.eager_steps += count
         return out
 
     def _record(self):
@@ -124,17 +144,132 @@ class CapturedStep:
 
     def _capture(self, batch, key):
         self.replay = self._graph = None  # frees the previous recording (a new learning rate)
-        self.inputs = [t.clone() for t in batch]
+        started = time.perf_counter()
+        before = self._state()
+        expected_out = clone(self._eager(batch, self.raw, count=False))
+        expected = self._state()
+        restore(self._tensors(), before)
+        sync(batch[0])
+        extra = time.perf_counter() - started
+        # the static inputs hold other values while recording (images negated, labels rolled
+        # one place, all still valid), so a replay that kept reading recording-time data (a
+        # stale input) differs from the eager step below; a permuted batch alone would not
+        self.inputs = [0.5 - t if t.is_floating_point() else torch.roll(t, 1, 0)
+                       for t in batch]
         try:
             self.replay, self.outputs = self._record()
         except Exception as exc:  # a method that is not graph-safe after all, a driver limit
-            self.failed, self.key = True, None
+            restore(self._tensors(), expected)
+            self._give_up()
             print(f"warning: recording the training step as a CUDA graph failed ({exc}); "
                   "continuing with eager steps (pass --fast off to skip the attempt).",
                   file=sys.stderr)
-            return self._eager(batch)
+            self.eager_steps += 1
+            return expected_out
+        for static, t in zip(self.inputs, batch):
+            static.copy_(t)
+        self.replay()
+        check = self._check(before, expected, expected_out, extra)
+        if not check["passed"]:
+            restore(self._tensors(), expected)  # the eager step's result: the run stays correct
+            self._give_up()
+            print(f"warning: the recorded training step (CUDA graph) disagrees with an eager "
+                  f"step from the same state: largest difference {check['difference']:.3g} in "
+                  f"{check['in']} (allowed {check['allowed']:.3g}); this step keeps the eager "
+                  "result and every later step runs eagerly (correct, slower). Please report it "
+                  "with results.json's step_path; --fast off skips the recording.",
+                  file=sys.stderr)
+            self.eager_steps += 1
+            return expected_out
         self.key = key
         self.captures += 1
-        self.replay()
         self.replays += 1
         return self.outputs
+
+    def _give_up(self):
+        self.failed, self.key = True, None
+        self.replay = self._graph = None
+
+    # ------------------------------------------------------------------ the self-check
+    def _tensors(self):
+        """Every tensor a step may change, by name: the networks' parameters and buffers (BatchNorm
+        statistics) and the optimizers' state (momentum buffers)."""
+        nets = self.method.nets
+        names = {id(p): n for n, p in nets.named_parameters()}
+        out = {f"parameter {n}": p for n, p in nets.named_parameters()}
+        out.update({f"buffer {n}": b for n, b in nets.named_buffers()})
+        for key, opt in self.raw.items():
+            for p, state in opt.state.items():
+                for k, v in state.items():
+                    if torch.is_tensor(v):
+                        out[f"optimizer {key}: {k} of {names.get(id(p), '?')}"] = v
+        return out
+
+    def _state(self):
+        return {n: t.detach().clone() for n, t in self._tensors().items()}
+
+    def _check(self, before, expected, expected_out, extra):
+        """Compare the first replay's state and metrics with the eager step's (SELF_CHECK_RTOL);
+        record the outcome, the largest difference relative to what it was allowed, and the check's
+        own cost (the eager step, the state copies and this comparison: `extra` + its time)."""
+        started = time.perf_counter()
+        sync(self.inputs[0])
+        got, worst = self._tensors(), (0.0, 0.0, 0.0, "(all equal)")
+        for name in expected.keys() | got.keys() | expected_out.keys() | self.outputs.keys():
+            is_metric = name in expected_out
+            want = expected_out.get(name) if is_metric else expected.get(name)
+            have = self.outputs.get(name) if is_metric else got.get(name)
+            if want is None or have is None or want.shape != have.shape:
+                worst = (math.inf, math.inf, 0.0, f"{name} (missing or reshaped)")
+                break
+            want, have = want.detach().double(), have.detach().double()
+            scale = want.abs().max() if want.numel() else want.new_zeros(())
+            if is_metric:  # no 'before' for a metric: relative to the value itself
+                allowed = self.rtol * scale
+            else:
+                prior = before.get(name)
+                change = ((want - prior.double()).abs().max() if prior is not None
+                          and want.numel() else scale)
+                allowed = self.rtol * change + ULPS * scale
+            diff = float((have - want).abs().max()) if want.numel() else 0.0
+            diff = math.inf if math.isnan(diff) else diff
+            allowed = float(allowed)
+            ratio = diff / allowed if allowed > 0 else (0.0 if diff == 0 else math.inf)
+            if ratio > worst[0]:
+                worst = (ratio, diff, allowed, ("metric " if is_metric else "") + name)
+        ratio, diff, allowed, name = worst
+        check = {"passed": ratio <= 1.0, "difference": diff, "allowed": allowed, "in": name,
+                 "seconds": round(extra + time.perf_counter() - started, 4)}
+        self.checks.append(check)
+        return check
+
+    def self_check(self):
+        """The outcome for the run's record (provenance step_path)."""
+        if not self.checks:
+            return {"outcome": "not run (no step was recorded)"}
+        failed = [c for c in self.checks if not c["passed"]]
+        worst = failed[0] if failed else max(
+            self.checks, key=lambda c: c["difference"] / c["allowed"] if c["allowed"] else 0)
+        return {"outcome": "failed, fell back to eager steps" if failed else "passed",
+                "checks": len(self.checks), "largest_difference": worst["difference"],
+                "allowed": worst["allowed"], "in": worst["in"], "rtol": self.rtol,
+                "seconds": round(sum(c["seconds"] for c in self.checks), 4)}
+
+
+def sync(t):
+    """Wait for the device's queued work (timing, and reading a replay's results)."""
+    if t.is_cuda:
+        torch.cuda.synchronize(t.device)
+
+
+def clone(outputs):
+    return {k: v.detach().clone() for k, v in outputs.items()}
+
+
+def restore(tensors, saved):
+    """Put saved values back into the same tensors (a recording reads fixed addresses); state
+    that appeared since (a momentum buffer a first step creates) is not in saved and stays."""
+    with torch.no_grad():
+        for name, t in tensors.items():
+            if name in saved:
+                t.copy_(saved[name])

@@ -114,5 +114,6 @@ class Runtime:
         """The method's update recorded as a CUDA graph (fast.CapturedStep) when it is
         graph-safe (fixed shapes, no host sync) and the run allows it; else None (eager)."""
         if self.graphs and method.graph_safe:
-            return fast.CapturedStep(method, optimizers, train_loader.batch_size)
+            return fast.CapturedStep(method, optimizers, train_loader.batch_size,
+                                    bf16=self.bf16)
         return None

@@ -319,17 +319,21 @@ class Solver:
 
     def step_path(self):
         """How this process ran its steps, for the record: batches served from the device
-        (ResidentLoader) or a DataLoader, and the CUDA-graph counts (None: eager steps)."""
+        (ResidentLoader) or a DataLoader, the CUDA-graph counts (None: eager steps) and the
+        recorded step's self-check (fast.CapturedStep: passed, or failed and fell back)."""
         c = self.captured
         return {"resident_data": type(self.train_loader).__name__ == "ResidentLoader",
                 "cuda_graph": None if c is None else {
                     "captures": c.captures, "replays": c.replays, "eager_steps": c.eager_steps,
-                    "failed": c.failed}}
+                    "failed": c.failed},
+                "self_check": ({"outcome": "not applicable (eager steps)"} if c is None
+                               else c.self_check())}
 
     def step_path_text(self):
         data = ("batches on the device" if self.step_path()["resident_data"]
                 else "DataLoader batches")
-        step = (f"recorded as a CUDA graph after {self.captured.warmup} eager steps"
+        step = (f"recorded as a CUDA graph after {self.captured.warmup} eager steps, each "
+                "recording checked against an eager step"
                 if self.captured is not None else "eager")
         precision = "bf16 autocast" if self.runtime.bf16 else (
             "fp32 (TF32 on)" if self.args.tf32 == "on" and self.device.type == "cuda"

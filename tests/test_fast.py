@@ -16,6 +16,7 @@ from torch import optim
 import main as cli
 from data_handler import CMNIST_MEAN, CMNIST_STD, ColorImageDataset, make_loader
 from fast import CapturedStep, ResidentLoader, resident
+from methods import METHODS
 from runtime import Runtime
 from solver import GuardedOptimizer, Solver
 from test_methods import make
@@ -69,9 +70,12 @@ class StandInRecording(CapturedStep):
         return replay, outputs
 
 
-def lnl_pair():
-    """The same LNL method, nets and SGD optimizers twice (eager and recorded)."""
-    nets, method, _, batch = make("lnl")
+GRAPH_SAFE = sorted(name for name, cls in METHODS.items() if cls.graph_safe)
+
+
+def twin_methods(name="lnl"):
+    """The same method, nets and SGD optimizers twice (eager and recorded)."""
+    nets, method, _, batch = make(name)
     twins = []
     for _ in range(2):
         m = type(method)(copy.deepcopy(nets), method.args)
@@ -96,8 +100,9 @@ def batch_stream(batch, device):
     return [tuple(t.to(device) for t in bt) for bt in out]
 
 
-def run_both(step_cls, device, tol):
-    (eager, eager_opts), (fast, fast_opts), batch = *lnl_pair()[0], lnl_pair()[1]
+def run_both(step_cls, device, tol, method="lnl"):
+    (eager, eager_opts), (fast, fast_opts) = twin_methods(method)[0]
+    batch = twin_methods(method)[1]
     for m in (eager, fast):
         m.nets.to(device)
     step = step_cls(fast, fast_opts, batch_size=8, warmup=3)
@@ -122,11 +127,60 @@ def run_both(step_cls, device, tol):
     return step
 
 
-def test_recorded_step_bookkeeping_matches_eager_steps_on_cpu():
-    step = run_both(StandInRecording, torch.device("cpu"), 1e-6)
+@pytest.mark.parametrize("method", GRAPH_SAFE)
+def test_recorded_step_bookkeeping_matches_eager_steps_on_cpu(method):
+    step = run_both(StandInRecording, torch.device("cpu"), 1e-6, method)
     # 3 warm-up steps + the odd-shaped batch ran eagerly; recorded at the first full batch
     # after warm-up and again after the learning rate changed
     assert (step.eager_steps, step.captures, step.replays) == (4, 2, 7)
+    check = step.self_check()  # each recording checked itself against an eager step
+    assert check["outcome"] == "passed" and check["checks"] == 2
+    assert 0 <= check["largest_difference"] <= check["allowed"] and check["seconds"] > 0
+
+
+class NoStep:
+    """An optimizer whose step does nothing (a recording that lost the optimizer step)."""
+
+    def __init__(self, optimizer):
+        self.param_groups, self.zero_grad = optimizer.param_groups, optimizer.zero_grad
+
+    def step(self):
+        pass
+
+
+class SkipsOptimizerStep(StandInRecording):
+    def _record(self):
+        raw, self.raw = self.raw, {k: NoStep(o) for k, o in self.raw.items()}
+        try:
+            return super()._record()
+        finally:
+            self.raw = raw
+
+
+class StaleInput(StandInRecording):
+    """Replays read a copy of the static inputs made at recording time, not the batch copied
+    into them afterwards."""
+
+    def _record(self):
+        live, self.inputs = self.inputs, [t.clone() for t in self.inputs]
+        try:
+            return super()._record()
+        finally:
+            self.inputs = live
+
+
+@pytest.mark.parametrize("broken", [SkipsOptimizerStep, StaleInput])
+def test_self_check_catches_a_broken_recording_and_falls_back(broken, capsys):
+    """run_both compares every step with the eager twin: after the check fails the run must
+    still equal eager training (the eager result kept, every later step eager)."""
+    step = run_both(broken, torch.device("cpu"), 1e-6)
+    assert step.failed and (step.eager_steps, step.captures, step.replays) == (11, 0, 0)
+    err = capsys.readouterr().err
+    assert err.count("disagrees with an eager step") == 1 and "largest difference" in err
+    check = step.self_check()
+    assert check["outcome"] == "failed, fell back to eager steps" and check["checks"] == 1
+    assert check["largest_difference"] > check["allowed"] > 0
+    assert check["in"].split()[0] in ("parameter", "buffer", "optimizer", "metric")
 
 
 class FailingRecording(CapturedStep):
@@ -142,9 +196,11 @@ def test_failed_recording_warns_once_and_every_step_runs_eagerly(capsys):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA GPU")
-def test_cuda_graph_step_matches_eager_steps_on_gpu():
-    step = run_both(CapturedStep, torch.device("cuda"), 1e-5)
+@pytest.mark.parametrize("method", GRAPH_SAFE)
+def test_cuda_graph_step_matches_eager_steps_on_gpu(method):
+    step = run_both(CapturedStep, torch.device("cuda"), 1e-5, method)
     assert (step.eager_steps, step.captures, step.replays) == (4, 2, 7)
+    assert step.self_check()["outcome"] == "passed", step.self_check()
 
 
 def test_fast_and_plain_runs_give_identical_results(mnist_root, tmp_path):
@@ -166,7 +222,8 @@ def test_fast_and_plain_runs_give_identical_results(mnist_root, tmp_path):
             results[fast] = [json.loads(line) for line in fh]
         with open(os.path.join(tmp_path, fast, "results.json")) as fh:  # the record says how
             path = json.load(fh)["provenance"]["step_path"]
-        assert path == {"resident_data": fast == "auto", "cuda_graph": None}  # no GPU here
+        assert path == {"resident_data": fast == "auto", "cuda_graph": None,  # no GPU here
+                        "self_check": {"outcome": "not applicable (eager steps)"}}
         with open(os.path.join(tmp_path, fast, "run.log")) as fh:
             assert ("steps: batches on the device, eager, fp32 on cpu" if fast == "auto" else
                     "steps: DataLoader batches, eager, fp32 on cpu") in fh.read()
