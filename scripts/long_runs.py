@@ -181,9 +181,15 @@ class Lifecycle:
     def keep(self, run):
         return os.path.join(self.opts.keep, run["name"])
 
+    def ledger(self, run):
+        return os.path.join(self.opts.ledger, run["name"])
+
     def state(self, run):
+        """finished (its record in the work folder or in the ledger: a finished run whose
+        resume point was removed is never trained again), running, stopped or not started."""
         folder = self.work(run)
-        if finished(folder, planned_epochs(run)):
+        if finished(folder, planned_epochs(run)) or finished(self.ledger(run),
+                                                             planned_epochs(run)):
             return "finished"
         if held(folder):
             return "running"
@@ -236,7 +242,9 @@ class Lifecycle:
                 self.save(run)
 
     def to_ledger(self, run):
-        dest = os.path.join(self.opts.ledger, run["name"])
+        dest = self.ledger(run)
+        if not finished(self.work(run), planned_epochs(run)):
+            return  # finished elsewhere: the ledger already has its record
         for name in LEDGER_FILES:
             src, dst = os.path.join(self.work(run), name), os.path.join(dest, name)
             if not os.path.exists(src):

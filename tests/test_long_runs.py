@@ -93,6 +93,17 @@ def test_pieces_moved_between_folders_end_as_one_uninterrupted_run(tmp_path, dat
         assert acc(tmp_path) == acc(uninterrupted)
 
 
+def test_a_run_finished_in_the_ledger_is_not_trained_again(tmp_path, data_root, uninterrupted):
+    """A fresh clone has the ledger's records and no resume point of a finished run: the plan
+    counts it as finished instead of starting it over."""
+    shutil.copytree(uninterrupted / "ledger", tmp_path / "ledger")
+    before = digests(tmp_path / "ledger")
+    code, out = drive(tmp_path, data_root, tmp_path / "fresh_clone")
+    assert code == 0 and "every run of the plan finished" in out, out
+    assert "starting" not in out and not os.path.exists(tmp_path / "fresh_clone")
+    assert digests(tmp_path / "ledger") == before
+
+
 def test_a_resume_point_that_does_not_match_its_record_is_refused(tmp_path, data_root):
     code, out = stop_when(tmp_path, data_root, tmp_path / "work",
                           lambda w: epochs_in(w, "baseline") >= 1)
