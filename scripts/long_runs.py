@@ -235,11 +235,16 @@ class Lifecycle:
                 self.to_ledger(run)
                 if self.needed_later(run):
                     self.save(run)
-                elif os.path.exists(self.keep(run)):
-                    shutil.rmtree(self.keep(run))
-                    log(f"{run['name']}: finished; its resume point {self.keep(run)} removed")
+                else:
+                    self.drop(run)
             elif state in ("stopped", "running"):  # running: its last end-of-epoch checkpoint
                 self.save(run)
+
+    def drop(self, run):
+        """A finished run's resume point, once no unfinished run starts from it, is removed."""
+        if os.path.exists(self.keep(run)) and not self.needed_later(run):
+            shutil.rmtree(self.keep(run))
+            log(f"{run['name']}: finished; its resume point {self.keep(run)} removed")
 
     def to_ledger(self, run):
         dest = self.ledger(run)
@@ -415,7 +420,8 @@ def status(life):
     rows = [("run", "state", "epochs", "s/epoch", "time left")]
     for run in life.plan:
         state = life.state(run)
-        folder = life.work(run) if os.path.exists(life.work(run)) else life.keep(run)
+        folder = next((f for f in (life.work(run), life.keep(run), life.ledger(run))
+                       if os.path.exists(f)), life.work(run))
         if state == "not started" and os.path.exists(os.path.join(life.keep(run), "args.json")):
             state = "saved (restored by run)"
         if state == "not started" and run["after"] and not life.ready(run):

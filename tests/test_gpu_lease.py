@@ -1,122 +1,123 @@
-"""scripts/gpu_lease.py, the GPU-first plan's steps, rehearsed on the CPU: the table step's
-state travels as archives (whole run folders, nothing outside them), a run restored from
-them elsewhere is recognised, and collect fills a ledger and rebuilds the table from it."""
-import io
+"""scripts/gpu_lease.py, the GPU lease's steps, rehearsed on the CPU: the long step continues
+the long runs from resume points and brings them back; collect brings home only what is
+further along, refuses a fetched folder holding anything a resume point does not, and keeps
+rehearsal records out of the committed folders."""
 import json
 import os
+import signal
+import subprocess
 import sys
-import tarfile
+import time
 
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "scripts"))
 import gpu_lease  # noqa: E402
+import long_runs  # noqa: E402
+
+BASELINE = "cmnist_var0.020_seed0_baseline"
 
 
-def archive(path, members):
-    """A tar.gz with (name, bytes or None for a folder, or 'link') members."""
-    with tarfile.open(path, "w:gz") as tf:
-        for name, data in members:
-            info = tarfile.TarInfo(name)
-            if data == "link":
-                info.type, info.linkname = tarfile.SYMTYPE, "/etc/passwd"
-                tf.addfile(info)
-            elif data is None:
-                info.type = tarfile.DIRTYPE
-                tf.addfile(info)
-            else:
-                info.size = len(data)
-                tf.addfile(info, io.BytesIO(data))
+def folders(tmp_path):
+    return ["--keep", str(tmp_path / "keep"), "--ledger", str(tmp_path / "ledger"),
+            "--work", str(tmp_path / "work")]
 
 
-def collect(tmp_path, out, lease):
-    """`gpu_lease.py collect OUT` into folders under tmp_path."""
-    gpu_lease.main(["collect", str(out), "--lease_dir", str(lease), "--unpack_dir",
-                    str(tmp_path / "unpacked"), "--ledger", str(tmp_path / "ledger"),
-                    "--records_dir", str(tmp_path / "rec")])
+def test_long_call_continues_the_resume_points_and_collect_brings_the_records_home(
+        tmp_path, mnist_root):
+    """As a lease makes it: the long runs stopped here mid-baseline (their resume point in
+    --keep), then `long --tiny` on another 'machine' continues them to the end, and collect
+    brings the plan's three records into the ledger and retires the resume point."""
+    lease = tmp_path / "lease"
+    mnist = os.path.join(mnist_root, "MNIST", "raw")
+    assert gpu_lease.main(["stage", "--mnist_from", mnist, "--lease_dir", str(lease)]) == 0
+    here = [sys.executable, os.path.join(ROOT, "scripts", "long_runs.py"), "run", "--tiny",
+            "--epochs", "2", "--sigmas", "0.020", "--data_root", mnist_root, "--poll", "0.2",
+            "--keep", str(tmp_path / "keep"), "--ledger", str(tmp_path / "ledger"),
+            "--work", str(tmp_path / "here")]
+    proc = subprocess.Popen(here, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while (long_runs.epochs_done(tmp_path / "here" / BASELINE) < 1 and proc.poll() is None
+           and time.time() < deadline):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)  # as the budget stops it
+    assert proc.wait(timeout=300) == long_runs.MORE_TO_DO
+    assert long_runs.epochs_done(tmp_path / "keep" / BASELINE) == 1
+    out = tmp_path / "out"
+    code = gpu_lease.main(["long", "--tiny", "--budget", "600", "--out", str(out),
+                           "--lease_dir", str(lease), "--runs_dir", str(tmp_path / "gpu"),
+                           "--data_root", mnist_root, *folders(tmp_path)])
+    assert code == 0 and json.load(open(out / "long.json"))["exit"] == 0
+    assert f"{BASELINE}: continuing from epoch 1" in open(out / "long.log").read()
+    gpu_lease.main(["collect", str(out), "--tiny", "--allow_cpu", "--epochs", "2",
+                    "--records_dir", str(tmp_path / "rec"), *folders(tmp_path)])
+    for run in ("baseline", "lnl", "blindeye"):
+        record = json.load(open(tmp_path / "ledger" / f"cmnist_var0.020_seed0_{run}" /
+                                "results.json"))
+        assert record["epochs"] == 2 and 0 <= record["test_acc"] <= 1
+    assert not os.listdir(tmp_path / "keep")  # every run finished: no resume point left
 
 
-@pytest.mark.parametrize("bad", ["../escape.txt", "/abs.txt", "cmnist_var0.020_seed0_lnl/../../x",
-                                 "someone_elses_folder/f.txt", "cmnist_var0.020_seed0_lnl/l"])
-def test_a_state_archive_with_anything_outside_a_run_folder_is_refused(tmp_path, bad):
-    lease, runs = tmp_path / "lease", tmp_path / "runs"
-    lease.mkdir()
-    good = ("cmnist_var0.020_seed0_lnl/metrics.jsonl", b"{}\n")
-    archive(lease / "state_0.tar.gz", [good, (bad, "link" if bad.endswith("/l") else b"x")])
-    with pytest.raises(SystemExit, match="refusing state archive"):
-        gpu_lease.restore_state(str(tmp_path), str(runs), str(lease))
-    assert not runs.exists() or not any(runs.iterdir())  # nothing was unpacked
-    out = tmp_path / "back"
-    out.mkdir()
-    (out / "state_0.tar.gz").write_bytes((lease / "state_0.tar.gz").read_bytes())
-    with pytest.raises(SystemExit, match="refusing state archive"):
-        collect(tmp_path, out, lease)
-    assert not (tmp_path / "unpacked").exists() and not (tmp_path / "ledger").exists()
+def resume_point(folder, epochs, device="cuda:0"):
+    """A fetched resume point of the plan's baseline at `epochs` (its record matches the plan)."""
+    run = long_runs.cmnist_run("0.020", "baseline", 100)
+    flags = run["flags"]
+    args = {k.lstrip("-"): v for k, v in zip(flags[::2], flags[1::2])}
+    os.makedirs(folder / BASELINE / "checkpoints")
+    (folder / BASELINE / "args.json").write_text(json.dumps({**args, "device": device}))
+    (folder / BASELINE / "metrics.jsonl").write_text(
+        "".join(json.dumps({"epoch": e + 1}) + "\n" for e in range(epochs)))
+    (folder / BASELINE / "checkpoints" / "last.pth").write_bytes(b"weights %d" % epochs)
 
 
-def test_table_rehearsal_packs_restores_elsewhere_and_fills_the_ledger(tmp_path, mnist_root):
-    lease, out1, out2 = tmp_path / "lease", tmp_path / "out1", tmp_path / "out2"
-    assert gpu_lease.main(["stage", "--lease_dir", str(lease), "--mnist_from",
-                           os.path.join(mnist_root, "MNIST", "raw")]) == 0
-    common = ["--tiny", "--sigmas", "0.020", "--lease_dir", str(lease), "--data_root",
-              mnist_root]
-    assert gpu_lease.main(["table", *common, "--runs_dir", str(tmp_path / "a"),
-                           "--out", str(out1)]) == 0
-    state = json.load(open(out1 / "table_state.json"))
-    assert state["state"] == {"0.020": {"baseline": 1, "lnl": 1}} and state["epochs"] == 1
-    with tarfile.open(out1 / "state_0.tar.gz") as tf:
-        names = tf.getnames()
-    assert {n.split("/")[0] for n in names} == {"cmnist_var0.020_seed0_baseline",
-                                                "cmnist_var0.020_seed0_lnl"}
-    assert not [n for n in names if os.path.basename(n).startswith("epoch_")]
-    # a CPU rehearsal's records never enter the committed results/ ...
-    ledger, rec = tmp_path / "ledger" / "cmnist", tmp_path / "rec"
-    collect = ["collect", str(out1), "--lease_dir", str(lease), "--unpack_dir",
-               str(tmp_path / "unpacked"), "--ledger", str(ledger), "--records_dir", str(rec),
-               "--epochs", "1"]
-    assert gpu_lease.main(collect) != 0 and not ledger.exists() and not rec.exists()
-    # ... unless asked, into folders of the rehearsal's own
-    assert gpu_lease.main(collect + ["--allow_cpu"]) == 0
-    assert sorted(os.listdir(ledger)) == ["cmnist_var0.020_seed0_baseline",
-                                          "cmnist_var0.020_seed0_lnl"]
-    assert sorted(os.listdir(ledger / "cmnist_var0.020_seed0_lnl")) == [
-        "args.json", "metrics.jsonl", "results.json"]
-    table = (tmp_path / "ledger" / "cmnist_table" / "results.md").read_text()
-    assert "| LNL (ours) |" in table and "Epochs per stage: 1." in table
-    assert (lease / "rehearsal" / "state_0.tar.gz").exists()  # never what a lease carries
-    assert not (lease / "state_0.tar.gz").exists()
-    # a fresh machine: the carried state is restored into another folder and its finished
-    # runs are seen as finished there (nothing trains again, the records are the same bytes)
-    assert gpu_lease.main(["table", *common, "--runs_dir", str(tmp_path / "b"),
-                           "--out", str(out2)]) == 0
-    assert "restored" in (out2 / "lease.log").read_text()
-    for run in ("cmnist_var0.020_seed0_baseline", "cmnist_var0.020_seed0_lnl"):
-        for name in ("results.json", "args.json", "metrics.jsonl"):
-            assert (tmp_path / "b" / run / name).read_bytes() == \
-                (tmp_path / "a" / run / name).read_bytes()
-    assert json.load(open(out2 / "table_state.json"))["state"] == state["state"]
-    assert not (out2 / "table.log").exists() or "epoch 1/1" not in (out2 / "table.log").read_text()
+def test_collect_keeps_the_further_resume_point_and_moves_a_stale_work_folder_aside(
+        tmp_path, capsys):
+    resume_point(tmp_path / "fetched" / "in_progress", 5)
+    resume_point(tmp_path / "keep", 3, device="cpu")
+    resume_point(tmp_path / "work", 3, device="cpu")
+    assert gpu_lease.main(["collect", str(tmp_path / "fetched"), *folders(tmp_path)]) == 0
+    assert long_runs.epochs_done(tmp_path / "keep" / BASELINE) == 5
+    assert not (tmp_path / "work" / BASELINE).exists()  # moved aside, not deleted
+    aside = [n for n in os.listdir(tmp_path / "work") if "before_collect" in n]
+    assert len(aside) == 1 and long_runs.epochs_done(tmp_path / "work" / aside[0]) == 3
+    # an older fetched one never replaces ours
+    (tmp_path / "old").mkdir()
+    resume_point(tmp_path / "old" / "in_progress", 4)
+    gpu_lease.main(["collect", str(tmp_path / "old"), *folders(tmp_path)])
+    assert long_runs.epochs_done(tmp_path / "keep" / BASELINE) == 5
+    assert "kept" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("argv", [["table", "--budget", "-5"], ["table", "--sigmas", "abc"],
-                                  ["table", "--group", "0"], ["table", "--seeds", "0"],
-                                  ["bench", "--sweep_runs", "0"]])
+def test_collect_refuses_a_link_and_skips_cpu_resume_points(tmp_path, capsys):
+    resume_point(tmp_path / "cpu" / "in_progress", 5, device="cpu")
+    gpu_lease.main(["collect", str(tmp_path / "cpu"), *folders(tmp_path)])
+    assert "not trained on a CUDA GPU" in capsys.readouterr().out
+    assert not (tmp_path / "keep").exists()
+    resume_point(tmp_path / "bad" / "in_progress", 5)
+    os.symlink("/etc/passwd", tmp_path / "bad" / "in_progress" / BASELINE / "run.log")
+    with pytest.raises(SystemExit, match="refusing"):
+        gpu_lease.main(["collect", str(tmp_path / "bad"), *folders(tmp_path)])
+    assert not (tmp_path / "keep").exists()
+
+
+def test_a_rehearsal_is_never_collected_into_the_committed_results(tmp_path, capsys):
+    """collect --tiny or --allow_cpu with a committed folder left at its default is refused
+    before anything is read or written."""
+    before = {d: sorted(os.walk(os.path.join(ROOT, "results"))) for d in ("results",)}
+    resume_point(tmp_path / "rehearsal" / "in_progress", 50, device="cpu")
+    for flag in ("--tiny", "--allow_cpu"):
+        with pytest.raises(SystemExit) as exc:
+            gpu_lease.main(["collect", str(tmp_path / "rehearsal"), flag])
+        assert exc.value.code == 2 and "never go into the committed" in capsys.readouterr().err
+    assert {"results": sorted(os.walk(os.path.join(ROOT, "results")))} == before
+
+
+@pytest.mark.parametrize("argv", [["long", "--budget", "-5"], ["long", "--lanes", "0"],
+                                  ["table"], ["bench", "--sweep_runs", "0"],
+                                  ["collect"]])
 def test_bad_arguments_exit_2_not_3(argv, capsys):
     """Exit 3 means "call again": a driver looping on it would never stop."""
     with pytest.raises(SystemExit) as exc:
         gpu_lease.parse_args(argv)
     assert exc.value.code == 2 and "error" in capsys.readouterr().err
-
-
-def test_a_damaged_state_archive_is_one_line(tmp_path):
-    lease, runs = tmp_path / "lease", tmp_path / "runs"
-    lease.mkdir()
-    (lease / "state_0.tar.gz").write_bytes(b"\x1f\x8b\x08\x00not really gzip")
-    with pytest.raises(SystemExit, match="is damaged"):
-        gpu_lease.restore_state(str(tmp_path), str(runs), str(lease))
-    out = tmp_path / "back"
-    out.mkdir()
-    (out / "state_0.tar.gz").write_bytes((lease / "state_0.tar.gz").read_bytes())
-    with pytest.raises(SystemExit, match="is damaged"):
-        collect(tmp_path, out, lease)
