@@ -17,41 +17,14 @@ import pickle
 
 import torch
 
+from options import ARCHITECTURE, DEFINES, RECIPE
 from utils import ArgError, UserError
 
-# Arguments that fix the shape of the saved networks: a checkpoint loaded under other values
-# cannot fit, so they are compared before load_state_dict.
-ARCH_FIELDS = ("dataset_name", "f_network_name", "g_network_name", "h_network_name",
-               "num_main_classes", "num_bias_classes", "hidden_dim", "resnet_split")
 
-# What a run *is*: resuming under other values would train another run under this one's name.
-DEFINING_FIELDS = ARCH_FIELDS + (
-    "method", "seed", "batch_size", "optimizer", "init_checkpoint", "pretrained",
-    "cmnist_source", "color_var", "data_seed", "max_train_samples", "max_test_samples",
-    "grayscale", "env_from_bias", "random_labels_fraction", "bias_split", "imdb_task",
-    "holdout_fraction", "image_size", "n_envs", "examples_per_env", "spiral_dims",
-    "spiral_revolutions", "spiral_test_examples")
-
-
-def defining_fields():
-    """DEFINING_FIELDS plus every registered dataset's own flags that do not only drive the
-    run: a dataset's flags shape its data, so a dataset added later is covered too."""
-    import dataset_specs  # here, not at the top: checkpoints need not import the data builders
-    extra = tuple(o.name for o in dataset_specs.all_options()
-                  if o.name not in DEFINING_FIELDS and o.name not in DRIVING_FIELDS)
-    return DEFINING_FIELDS + extra
-
-
-# How a run is driven: a resumed run takes the new values (more epochs continue the same
-# schedule, which depends on the epoch index only).
-DRIVING_FIELDS = (
-    "config", "mode", "resume", "resume_if_any", "overwrite", "load_checkpoint_path",
-    "test_output_npy", "output_dir", "experiment_name", "data_root_base", "dogs_cats_lists",
-    "num_workers", "device", "fast", "precision", "tf32", "deterministic", "skip_nonfinite",
-    "sync_bn", "init_fresh_optimizer",
-    "save_every", "checkpoint_every", "eval_every", "epochs", "skip_bad_images")
-# Every other argument is part of the recipe (lr, momentum, weight decay, schedule, method
-# weights): the optimizer state and the method in the checkpoint already carry it.
+def flags_with(roles, *wanted):
+    """The flags whose declared role (options.ROLES, main.build_parser's parser.roles) is one
+    of wanted: a flag added later carries its role with it."""
+    return tuple(name for name, role in roles.items() if role in wanted)
 
 
 class UnsafeCheckpoint(UserError):
@@ -118,10 +91,12 @@ def newest_readable(folder, warn):
     return None, None
 
 
-def check_compatible(ckpt_args, args, path, fields=ARCH_FIELDS):
-    """Refuse, with the fields named, a checkpoint built for other networks or data."""
+def check_compatible(ckpt_args, args, path, roles):
+    """Refuse, with the fields named, a checkpoint built for other networks or data (the flags
+    whose role is ARCHITECTURE)."""
     diffs = [f"{k}: checkpoint={ckpt_args.get(k)!r} vs now={getattr(args, k)!r}"
-             for k in fields if k in ckpt_args and ckpt_args[k] != getattr(args, k)]
+             for k in flags_with(roles, ARCHITECTURE)
+             if k in ckpt_args and ckpt_args[k] != getattr(args, k)]
     if diffs:
         raise CheckpointMismatch(f"checkpoint {path} does not match the current arguments ("
                                  + "; ".join(diffs) + "); pass matching flags or another "
@@ -134,10 +109,11 @@ def _differs(key, old, new):
     return old != new
 
 
-def adopt_resumed_args(ckpt_args, args, path, warn):
+def adopt_resumed_args(ckpt_args, args, path, warn, roles):
     """Resuming: refuse other values of what defines the run; for the recipe, warn and keep
-    the checkpoint's values (so args.json tells the truth); take the new driving values."""
-    defining = defining_fields()
+    the checkpoint's values (so args.json tells the truth); take the new driving values.
+    Returns the recipe values the run keeps ({flag: checkpoint's value})."""
+    defining = flags_with(roles, ARCHITECTURE, DEFINES)
     diffs = [f"{k}: checkpoint={ckpt_args[k]!r} vs now={getattr(args, k)!r}"
              for k in defining if k in ckpt_args and _differs(k, ckpt_args[k],
                                                                 getattr(args, k))]
@@ -146,17 +122,20 @@ def adopt_resumed_args(ckpt_args, args, path, warn):
             f"--resume: {path} belongs to another run ({'; '.join(diffs)}); pass the run's own "
             "values, or start a new run under another --experiment_name (or --overwrite this "
             "one).")
+    kept = {}
+    recipe = flags_with(roles, RECIPE)
     for k, old in sorted(ckpt_args.items()):
-        if k in defining or k in DRIVING_FIELDS or not hasattr(args, k):
+        if k not in recipe or not hasattr(args, k):
             continue
         if getattr(args, k) != old:
             warn(f"warning: --{k} {getattr(args, k)} differs from the resumed run's {old}; "
                  f"the run continues with {old} (start a new run with --init_checkpoint "
                  "to change it).")
-            setattr(args, k, old)
+            kept[k] = old
     if ckpt_args.get("epochs") not in (None, args.epochs):
         warn(f"note: the resumed run was set to {ckpt_args['epochs']} epochs; it now runs to "
              f"{args.epochs} (the schedule depends on the epoch only).")
+    return kept
 
 
 def check_init_optimizer(ckpt, args, path):

@@ -15,10 +15,10 @@ import os
 from dataclasses import dataclass, field
 from typing import Callable
 
-from data_handler import (colored_mnist_datasets, cifar_random_labels_datasets,
+from data_handler import (PALETTES, colored_mnist_datasets, cifar_random_labels_datasets,
                           irm_cmnist_datasets, spiral_datasets)
 from image_datasets import AGE_EDGES, IMDB_TASKS, dogs_cats_datasets, imdb_face_datasets
-from options import Option
+from options import DRIVES, Option
 from utils import UserError
 
 B_KINDS = ("bias", "environment")
@@ -43,6 +43,13 @@ class DatasetSpec:
     balanced_envs: bool = False  # training batches hold --batch_size of every environment
     file_backed: bool = False  # decoded from image files per batch (else resident in memory):
     #                            worker processes, a dropped last partial batch, eval batch 256
+    title: str = None         # its name in tables (scripts/results.py); None: its name
+    report: tuple = ("test_acc",)  # the metrics its table shows, in order
+    pivot: str = None         # the flag its table spreads into columns (sigma^2, the split)
+    describe: Callable = None  # args -> a few words for figure titles ("σ²=0.020")
+    bias_colours: Callable = None  # args -> RGB per bias class (confusion-matrix rows)
+    variants: tuple = ()      # (key, label, test(config)): a setting of its flags the papers
+    #                           name as a method of its own (the grayscale oracle)
 
     @property
     def eval_batch(self):
@@ -59,6 +66,10 @@ class DatasetSpec:
 
     def default_run_name(self, args):
         return self.run_name(args) if self.run_name else self.name
+
+    def words(self, args):
+        """What figure titles say about the data (e.g. Colored MNIST's sigma^2), or ''."""
+        return self.describe(args) if self.describe else ""
 
 
 DATASETS = {}
@@ -99,6 +110,10 @@ register_dataset(DatasetSpec(
     b_flags={"environment": "--env_from_bias"},
     classes=10, bias_classes=8,  # digits; 8 bins per colour channel of h's per-pixel target
     run_name=lambda args: f"var{args.color_var:.3f}",
+    title="Colored MNIST (test accuracy)", pivot="color_var",
+    describe=lambda args: f"σ²={args.color_var:.3f}",
+    bias_colours=lambda args: PALETTES[getattr(args, "cmnist_palette", "authors")],
+    variants=(("gray", "Gray", lambda c: c.get("grayscale")),),
     options=(
         Option("cmnist_source", "ours", "build Colored MNIST here, or read the authors' "
                "released .npy", choices=("ours", "official")),
@@ -114,6 +129,7 @@ register_dataset(DatasetSpec(
 
 register_dataset(DatasetSpec(
     "IRMColoredMNIST", irm_cmnist_datasets, b="environment",
+    title="IRM Colored MNIST", report=("train_acc", "test_acc"),
     classes=1))  # label = digit < 5: one logit
 
 SPIRAL_OPTIONS = (
@@ -125,11 +141,14 @@ SPIRAL_OPTIONS = (
     Option("spiral_test_examples", 2000, "SpiralSignatures", range="> 0"))
 register_dataset(DatasetSpec(
     "SpiralSignatures", spiral_datasets, b="environment", classes=1,  # the arm: one logit
-    balanced_envs=True, options=SPIRAL_OPTIONS))
+    balanced_envs=True, options=SPIRAL_OPTIONS,
+    title="AND-mask synthetic memorisation (spiral + signatures)",
+    report=("train_acc", "test_acc")))
 
 register_dataset(DatasetSpec(
     "CIFAR10RandomLabels", cifar_random_labels_datasets, b="environment",  # each example its own
-    classes=10,
+    classes=10, title="CIFAR-10 with random labels",
+    report=("train_acc", "mislabeled_acc", "test_acc"),
     options=(Option("random_labels_fraction", 0.0, "CIFAR10RandomLabels: fraction of training "
                     "labels randomized", range="[0, 1]"),)))
 
@@ -139,17 +158,18 @@ IMAGE_FILE_OPTIONS = (
            "IMDBFace: EB1 (women 0-29 + men 40+, the default) or EB2 (women 40+ + men 0-29)"),
     Option("image_size", 224, "real-image benchmarks: side", range=">= 32"),
     Option("skip_bad_images", switch=True, help="decode every image first; skip (and log) "
-           "unreadable ones instead of stopping"))
+           "unreadable ones instead of stopping", role=DRIVES))
 register_dataset(DatasetSpec(
     "DogsCats", dogs_cats_datasets, b="bias",
     classes=2, bias_classes=2,  # cat, dog; dark, bright
     bias_splits=("TB1", "TB2"), file_backed=True,
     run_name=lambda args: f"DogsCats_{args.bias_split}",
+    title="Dogs and Cats", report=("test_acc", "mixed_acc"), pivot="bias_split",
     options=IMAGE_FILE_OPTIONS + (
         Option("holdout_fraction", 0.1, "DogsCats: share of each training cell held out for the "
                "unbiased 'mixed' evaluation set", range="[0, 1)"),
         Option("dogs_cats_lists", None, "DogsCats: folder with list_bright.txt and "
-               "list_dark.txt (default: <data_root_base>/dogs_vs_cats/lists)"))))
+               "list_dark.txt (default: <data_root_base>/dogs_vs_cats/lists)", role=DRIVES))))
 
 IMDB_CLASSES = {"gender": 2, "age_bin": len(AGE_EDGES) - 1}  # per column of the manifests
 register_dataset(DatasetSpec(
@@ -158,6 +178,7 @@ register_dataset(DatasetSpec(
     bias_classes=lambda args: IMDB_CLASSES[IMDB_TASKS[args.imdb_task][1]],
     bias_splits=("EB1", "EB2"), file_backed=True,
     run_name=lambda args: f"IMDBFace_{args.bias_split}_{args.imdb_task}",
+    title="IMDB-Face", report=("test_acc", "opposite_acc"), pivot="bias_split",
     options=IMAGE_FILE_OPTIONS + (
         Option("imdb_task", "gender", "IMDBFace: predict gender (bias: age class) or the age "
                "class (bias: gender)", choices=("gender", "age")),)))

@@ -14,19 +14,19 @@ import torch
 import yaml
 from torch import nn
 
-import run_folder
-from checkpoints import (adopt_resumed_args, check_compatible, check_init_optimizer,
-                         check_init_unchanged, init_source, newest_readable,
-                         read_checkpoint)
 import dataset_specs
+import lifecycle
 import methods
+import run_folder
 import sweep
 from data_handler import make_loader
 from dataset_specs import DATASETS, b_mismatch, build_datasets
+from lifecycle import with_values
 from methods import METHODS
 from network import NETWORKS, build_network
-from options import FromDataset, add_groups, check_ranges, is_unset
-from run_folder import checkpoint_dir, experiment_dir
+from options import (ARCHITECTURE, DEFINES, DRIVES, RECIPE, FromDataset, add_groups,
+                     check_ranges, is_unset)
+from run_folder import experiment_dir
 from runtime import DEVICE_PATTERN, Runtime, init_distributed
 from solver import Solver
 from utils import (ArgError, DiskFull, RunStopped, UserError, dist_world, log,
@@ -47,114 +47,124 @@ def build_parser():
     p = OneLineParser(prog="main.py", description="Train and test networks on biased data "
                                 "(Learning Not to Learn, Kim et al., CVPR 2019).",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--config", default=None,
-                   help="YAML file whose keys (flag names) become defaults; flags win")
-    p.add_argument("--mode", choices=("train", "test"), default="train")
-    p.add_argument("--method", choices=sorted(METHODS), default="lnl",
-                   help="training method (registry in methods.py)")
+    p.roles = {}  # flag -> its role for a run (options.ROLES), declared with the flag
+
+    def add(group, role, *names, **kwargs):
+        action = group.add_argument(*names, **kwargs)
+        p.roles[action.dest] = role
+    add(p, DRIVES, "--config", default=None,
+        help="YAML file whose keys (flag names) become defaults; flags win")
+    add(p, DRIVES, "--mode", choices=("train", "test"), default="train")
+    add(p, DEFINES, "--method", choices=sorted(METHODS), default="lnl",
+        help="training method (registry in methods.py)")
 
     d = p.add_argument_group("data")
-    d.add_argument("--dataset_name", default="ColoredMNIST", help=f"one of {', '.join(DATASETS)}")
-    d.add_argument("--data_root_base", default="./data")
-    d.add_argument("--data_seed", type=int, default=0,
-                   help="seed of the dataset construction (same data for every --seed)")
-    d.add_argument("--max_train_samples", type=int, default=0,
-                   help="use the first N (0 = all; a seeded random N of image files)")
-    d.add_argument("--max_test_samples", type=int, default=0,
-                   help="use the first N of each evaluation set (0 = all; as above)")
-    d.add_argument("--num_workers", type=int, default=-1,
-                   help="DataLoader worker processes; -1 = none for in-memory datasets, "
-                        "min(8, CPUs) for image files (decoding off the main process)")
-    d.add_argument("--grayscale", action="store_true",
-                   help="train and test on grayscale images (the 'Gray' oracle)")
+    add(d, ARCHITECTURE, "--dataset_name", default="ColoredMNIST",
+        help=f"one of {', '.join(DATASETS)}")
+    add(d, DRIVES, "--data_root_base", default="./data")
+    add(d, DEFINES, "--data_seed", type=int, default=0,
+        help="seed of the dataset construction (same data for every --seed)")
+    add(d, DEFINES, "--max_train_samples", type=int, default=0,
+        help="use the first N (0 = all; a seeded random N of image files)")
+    add(d, DEFINES, "--max_test_samples", type=int, default=0,
+        help="use the first N of each evaluation set (0 = all; as above)")
+    add(d, DRIVES, "--num_workers", type=int, default=-1,
+        help="DataLoader worker processes; -1 = none for in-memory datasets, "
+        "min(8, CPUs) for image files (decoding off the main process)")
+    add(d, DEFINES, "--grayscale", action="store_true",
+        help="train and test on grayscale images (the 'Gray' oracle)")
 
     n = p.add_argument_group("networks")
-    n.add_argument("--f_network_name", default="cmnist_f", help=f"one of {', '.join(NETWORKS)}")
-    n.add_argument("--g_network_name", default="cmnist_g")
-    n.add_argument("--h_network_name", default="cmnist_h")
-    n.add_argument("--num_main_classes", type=int, default=FromDataset("ColoredMNIST: 10"),
-                   help="g's outputs (1 = one logit, a binary task)")
-    n.add_argument("--num_bias_classes", type=int, default=FromDataset("ColoredMNIST: 8"),
-                   help="h's classes per head (bins per colour channel on ColoredMNIST)")
-    n.add_argument("--hidden_dim", type=int, default=390,
-                   help="width of the MLP networks (irm_mlp_*, spiral_mlp_*)")
-    n.add_argument("--resnet_split", type=int, choices=(1, 2, 3, 4), default=3,
-                   help="resnet18_*: the last ResNet-18 stage in f (g runs the rest)")
-    n.add_argument("--pretrained", action="store_true",
-                   help="resnet18_*: start from torchvision's ImageNet weights")
+    add(n, ARCHITECTURE, "--f_network_name", default="cmnist_f",
+        help=f"one of {', '.join(NETWORKS)}")
+    add(n, ARCHITECTURE, "--g_network_name", default="cmnist_g")
+    add(n, ARCHITECTURE, "--h_network_name", default="cmnist_h")
+    add(n, ARCHITECTURE, "--num_main_classes", type=int, default=FromDataset("ColoredMNIST: 10"),
+        help="g's outputs (1 = one logit, a binary task)")
+    add(n, ARCHITECTURE, "--num_bias_classes", type=int, default=FromDataset("ColoredMNIST: 8"),
+        help="h's classes per head (bins per colour channel on ColoredMNIST)")
+    add(n, ARCHITECTURE, "--hidden_dim", type=int, default=390,
+        help="width of the MLP networks (irm_mlp_*, spiral_mlp_*)")
+    add(n, ARCHITECTURE, "--resnet_split", type=int, choices=(1, 2, 3, 4), default=3,
+        help="resnet18_*: the last ResNet-18 stage in f (g runs the rest)")
+    add(n, DEFINES, "--pretrained", action="store_true",
+        help="resnet18_*: start from torchvision's ImageNet weights")
 
     t = p.add_argument_group("training (reference recipe)")
-    t.add_argument("--epochs", type=int, default=100)
-    t.add_argument("--batch_size", type=int, default=128,
-                   help="0 = full batch; per environment on " + ", ".join(
-                       name for name, spec in DATASETS.items() if spec.balanced_envs))
-    t.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd")
-    t.add_argument("--lr", type=float, default=0.001,
-                   help="0.01 for the baseline stage, 0.001 for the LNL stage")
-    t.add_argument("--momentum", type=float, default=0.9)
-    t.add_argument("--weight_decay", type=float, default=5e-4)
-    t.add_argument("--lr_decay_period", type=int, default=40, help="epochs between lr decays")
-    t.add_argument("--lr_decay_rate", type=float, default=0.1)
-    t.add_argument("--seed", type=int, default=0, help="training seed (init, shuffle)")
-    t.add_argument("--device", default="auto",
-                   help="auto, cpu or cuda[:N] (under torchrun: each process its local GPU)")
-    t.add_argument("--deterministic", action="store_true",
-                   help="deterministic kernels only: bit-identical runs for the same seed")
-    t.add_argument("--fast", choices=("auto", "off"), default="auto",
-                   help="auto: in-memory datasets live on the device and are batched there, "
-                        "and on CUDA a graph-safe method's training step (baseline, lnl, "
-                        "blindeye; SGD; one process) is recorded once as a CUDA graph and "
-                        "replayed; off: DataLoader batches and eager steps (the plain path)")
-    t.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
-                   help="bf16: bfloat16 autocast for training and evaluation, and "
-                        "channels_last weights (a GPU speed option; fp32 is the reference)")
-    t.add_argument("--tf32", choices=("off", "on"), default="off",
-                   help="on: float32 convolutions and matmuls on a GPU's TF32 tensor cores "
-                        "(10-bit mantissa); off: full float32, as the reference computed")
-    t.add_argument("--skip_nonfinite", action="store_true",
-                   help="skip (and count) steps with a non-finite loss instead of stopping")
-    t.add_argument("--sync_bn", action="store_true",
-                   help="torchrun on GPUs: synchronise BatchNorm statistics across processes")
+    add(t, DRIVES, "--epochs", type=int, default=100)
+    add(t, DEFINES, "--batch_size", type=int, default=128,
+        help="0 = full batch; per environment on " + ", ".join(
+        name for name, spec in DATASETS.items() if spec.balanced_envs))
+    add(t, DEFINES, "--optimizer", choices=("sgd", "adam"), default="sgd")
+    add(t, RECIPE, "--lr", type=float, default=0.001,
+        help="0.01 for the baseline stage, 0.001 for the LNL stage")
+    add(t, RECIPE, "--momentum", type=float, default=0.9)
+    add(t, RECIPE, "--weight_decay", type=float, default=5e-4)
+    add(t, RECIPE, "--lr_decay_period", type=int, default=40, help="epochs between lr decays")
+    add(t, RECIPE, "--lr_decay_rate", type=float, default=0.1)
+    add(t, DEFINES, "--seed", type=int, default=0, help="training seed (init, shuffle)")
+    add(t, DRIVES, "--device", default="auto",
+        help="auto, cpu or cuda[:N] (under torchrun: each process its local GPU)")
+    add(t, DRIVES, "--deterministic", action="store_true",
+        help="deterministic kernels only: bit-identical runs for the same seed")
+    add(t, DRIVES, "--fast", choices=("auto", "off"), default="auto",
+        help="auto: in-memory datasets live on the device and are batched there, "
+        "and on CUDA a graph-safe method's training step ("
+        + ", ".join(n for n, c in METHODS.items() if c.graph_safe) + "; SGD; one process) "
+        "is recorded once as a CUDA graph (checked against an eager step) and "
+        "replayed; off: DataLoader batches and eager steps (the plain path)")
+    add(t, DRIVES, "--precision", choices=("fp32", "bf16"), default="fp32",
+        help="bf16: bfloat16 autocast for training and evaluation, and "
+        "channels_last weights (a GPU speed option; fp32 is the reference)")
+    add(t, DRIVES, "--tf32", choices=("off", "on"), default="off",
+        help="on: float32 convolutions and matmuls on a GPU's TF32 tensor cores "
+        "(10-bit mantissa); off: full float32, as the reference computed")
+    add(t, DRIVES, "--skip_nonfinite", action="store_true",
+        help="skip (and count) steps with a non-finite loss instead of stopping")
+    add(t, DRIVES, "--sync_bn", action="store_true",
+        help="torchrun on GPUs: synchronise BatchNorm statistics across processes")
 
     o = p.add_argument_group("outputs and checkpoints")
-    o.add_argument("--experiment_name", default=None,
-                   help="folder under --output_dir (default: "
-                        "<method>_<var<color_var> or dataset>_seed<seed>). A sweep's runs are "
-                        "<name>/<flag>=<value>,... over the flags given several values "
-                        "(<name> defaults to 'sweep'), or this name with {flag} filled in "
-                        "when it holds such fields, e.g. 'cmnist_var{color_var}_seed{seed}'")
-    o.add_argument("--output_dir", default="./outputs")
-    o.add_argument("--save_every", type=int, default=10, help="keep a checkpoint every N epochs")
-    o.add_argument("--checkpoint_every", type=int, default=1,
-                   help="refresh checkpoints/last.pth every N epochs (resume point)")
-    o.add_argument("--eval_every", type=int, default=1, help="test accuracy every N epochs")
-    o.add_argument("--init_checkpoint", default=None,
-                   help="start f, g from this checkpoint (stage 2 from the baseline; in a "
-                        "sweep {flag} fields are filled per run, as in --experiment_name): their "
-                        "weights and, as in the LNL authors' trainer, their optimizer state "
-                        "(momentum; the saved lr for the first epoch, then the schedule)")
-    o.add_argument("--init_fresh_optimizer", action="store_true",
-                   help="with --init_checkpoint: take the weights only and start f, g's "
-                        "optimizer fresh at --lr")
-    o.add_argument("--resume", action="store_true",
-                   help="continue this experiment from its newest checkpoint (an error if it "
-                        "has none)")
-    o.add_argument("--resume_if_any", action="store_true",
-                   help="continue from the newest checkpoint if there is one, else start the "
-                        "run (what the run scripts use, so a re-run picks up where it stopped)")
-    o.add_argument("--overwrite", action="store_true",
-                   help="start an existing experiment again: delete the files its earlier "
-                        "run wrote (checkpoints, logs, metrics, results), nothing else")
-    o.add_argument("--load_checkpoint_path", default=None,
-                   help="test mode: checkpoint to evaluate (default: the experiment's last.pth)")
-    o.add_argument("--test_output_npy", default=None,
-                   help="test mode: where to write predictions, a .npy path inside "
-                        "--output_dir; a bare name lands in outputs/<experiment>/ (default: "
-                        "outputs/<experiment>/test_predictions.npy)")
+    add(o, DRIVES, "--experiment_name", default=None,
+        help="folder under --output_dir (default: "
+        "<method>_<var<color_var> or dataset>_seed<seed>). A sweep's runs are "
+        "<name>/<flag>=<value>,... over the flags given several values "
+        "(<name> defaults to 'sweep'), or this name with {flag} filled in "
+        "when it holds such fields, e.g. 'cmnist_var{color_var}_seed{seed}'")
+    add(o, DRIVES, "--output_dir", default="./outputs")
+    add(o, DRIVES, "--save_every", type=int, default=10, help="keep a checkpoint every N epochs")
+    add(o, DRIVES, "--checkpoint_every", type=int, default=1,
+        help="refresh checkpoints/last.pth every N epochs (resume point)")
+    add(o, DRIVES, "--eval_every", type=int, default=1, help="test accuracy every N epochs")
+    add(o, DEFINES, "--init_checkpoint", default=None,
+        help="start f, g from this checkpoint (stage 2 from the baseline; in a "
+        "sweep {flag} fields are filled per run, as in --experiment_name): their "
+        "weights and, as in the LNL authors' trainer, their optimizer state "
+        "(momentum; the saved lr for the first epoch, then the schedule)")
+    add(o, DRIVES, "--init_fresh_optimizer", action="store_true",
+        help="with --init_checkpoint: take the weights only and start f, g's "
+        "optimizer fresh at --lr")
+    add(o, DRIVES, "--resume", action="store_true",
+        help="continue this experiment from its newest checkpoint (an error if it "
+        "has none)")
+    add(o, DRIVES, "--resume_if_any", action="store_true",
+        help="continue from the newest checkpoint if there is one, else start the "
+        "run (what the run scripts use, so a re-run picks up where it stopped)")
+    add(o, DRIVES, "--overwrite", action="store_true",
+        help="start an existing experiment again: delete the files its earlier "
+        "run wrote (checkpoints, logs, metrics, results), nothing else")
+    add(o, DRIVES, "--load_checkpoint_path", default=None,
+        help="test mode: checkpoint to evaluate (default: the experiment's last.pth)")
+    add(o, DRIVES, "--test_output_npy", default=None,
+        help="test mode: where to write predictions, a .npy path inside "
+        "--output_dir; a bare name lands in outputs/<experiment>/ (default: "
+        "outputs/<experiment>/test_predictions.npy)")
 
     # the flags each method and dataset declares next to its own code
-    add_groups(p, "--method", {name: cls.options for name, cls in sorted(METHODS.items())})
-    add_groups(p, "--dataset_name", {name: spec.options for name, spec in DATASETS.items()})
+    add_groups(p, "--method", {name: cls.options for name, cls in sorted(METHODS.items())},
+               RECIPE)
+    add_groups(p, "--dataset_name", {name: spec.options for name, spec in DATASETS.items()},
+               DEFINES)
     sweep.make_sweepable(p)
     return p
 
@@ -288,17 +298,31 @@ def validate_run(parser, args):
         parser.error(mismatch)
 
 
-def validate(parser, args):
-    """Bad values stop here with one line from argparse (exit 2), before anything is written.
-    What depends on the dataset (class counts, --bias_split, the run name) comes from its
-    spec (dataset_specs.py)."""
+def resolve(parser, args):
+    """The values left to the dataset's spec and to the run's name, resolved once into a new
+    namespace: the class counts, --bias_split, --experiment_name, --num_workers -1 (auto).
+    What a checkpoint decides (resuming, testing) is resolved in lifecycle.resolve_start."""
     if args.dataset_name not in DATASETS:
         parser.error(f"unknown --dataset_name '{args.dataset_name}'; known: {', '.join(DATASETS)}")
     spec = DATASETS[args.dataset_name]
-    for key, value in (("num_main_classes", spec.classes), ("num_bias_classes",
-                                                             spec.bias_classes)):
-        if is_unset(getattr(args, key)):
-            setattr(args, key, dataset_specs.resolve(value, args))
+    args = with_values(args, **{key: dataset_specs.resolve(value, args) for key, value in (
+        ("num_main_classes", spec.classes), ("num_bias_classes", spec.bias_classes))
+        if is_unset(getattr(args, key))})
+    if spec.bias_splits and not args.bias_split:
+        args = with_values(args, bias_split=spec.bias_splits[0])
+    if args.experiment_name is None:
+        args = with_values(args, experiment_name=f"{args.method}_{spec.default_run_name(args)}"
+                                                 f"_seed{args.seed}")
+    if args.num_workers == -1:
+        args = with_values(args, num_workers=spec.default_workers())
+    return args
+
+
+def validate(parser, args):
+    """Bad values stop here with one line from argparse (exit 2), before anything is written.
+    What depends on the dataset (class counts, --bias_split, the run name) comes from its
+    spec (dataset_specs.py), resolved before (resolve)."""
+    spec = DATASETS[args.dataset_name]
     validate_numbers(parser, args)
     if args.batch_size < 0:
         parser.error(f"--batch_size must be positive (or 0 = full batch); got {args.batch_size}")
@@ -311,15 +335,12 @@ def validate(parser, args):
         parser.error(f"--method {args.method} trains a bias head: pass a real "
                      "--h_network_name (e.g. cmnist_h), not 'none'")
     if spec.bias_splits:
-        args.bias_split = args.bias_split or spec.bias_splits[0]
         if args.bias_split not in spec.bias_splits:
             parser.error(f"--bias_split {args.bias_split} does not apply to {args.dataset_name}; "
                          f"use one of {', '.join(spec.bias_splits)}")
     elif args.bias_split:
         parser.error("--bias_split applies to "
                      f"{', '.join(n for n, s in DATASETS.items() if s.bias_splits)} only")
-    if args.experiment_name is None:
-        args.experiment_name = f"{args.method}_{spec.default_run_name(args)}_seed{args.seed}"
     validate_run(parser, args)
 
 
@@ -328,7 +349,7 @@ def parse_runs(argv=None):
     values (one run when each has one value), each validated before anything is written."""
     parser = build_parser()
     apply_config(parser, argv)
-    runs = sweep.expand(parser, parser.parse_args(argv))
+    runs = [resolve(parser, args) for args in sweep.expand(parser, parser.parse_args(argv))]
     for args in runs:
         validate(parser, args)
     sweep.check_runs(parser, runs)
@@ -359,59 +380,6 @@ def build_nets(args, input_shape):
           "pretrained": args.pretrained}
     return nn.ModuleDict({role: build_network(getattr(args, f"{role}_network_name"), **kw)
                           for role in ("f", "g", "h")})
-
-
-def adopt_recorded_data(parser, args, recorded, path):
-    """Test mode evaluates on the data the run was trained for: each data flag left at its
-    default takes the checkpoint's recorded value (say --color_var, --grayscale); a flag
-    given with another value is refused in one line rather than testing on other data."""
-    if recorded.get("dataset_name", args.dataset_name) != args.dataset_name:
-        return  # check_compatible names the dataset
-    fields = [o.name for o in DATASETS[args.dataset_name].options] + ["data_seed", "grayscale"]
-    for key in fields:
-        if key not in recorded or getattr(args, key, None) == recorded[key]:
-            continue
-        if getattr(args, key) != parser.get_default(key):
-            parser.error(f"--{key} {getattr(args, key)} contradicts the run's recorded "
-                         f"{recorded[key]} ({path}); test mode evaluates on the run's own data: "
-                         f"drop --{key}")
-        log(f"note: --{key} {recorded[key]}, as the run recorded it")
-        setattr(args, key, recorded[key])
-
-
-def load_start(parser, args):
-    """Read (and check) the checkpoint this run starts from, before anything is written:
-    the newest one of a resumed run, --init_checkpoint, or test mode's checkpoint."""
-    if args.mode == "test":
-        path = run_folder.checkpoint_to_test(args)
-        recorded = read_checkpoint(path).get("args", {})
-        adopt_recorded_data(parser, args, recorded, path)
-        check_compatible(recorded, args, path)
-        args.test_output_npy = run_folder.prediction_target(args, path, parser.error)
-        return None
-    if args.resume:
-        path, ckpt = newest_readable(checkpoint_dir(args), lambda m: log(m, err=True))
-        if ckpt is None:
-            raise UserError(f"no checkpoint in {checkpoint_dir(args)} can be read; start "
-                            "again with --overwrite.")
-        check_compatible(ckpt.get("args", {}), args, path)
-        if ckpt.get("epoch", 0) > args.epochs:  # nothing to train, and args.json would lie
-            parser.error(f"--epochs {args.epochs}: the run has already trained "
-                         f"{ckpt['epoch']} epochs ({path}); pass --epochs {ckpt['epoch']} or "
-                         "more to continue it (or --mode test to evaluate it)")
-        adopt_resumed_args(ckpt.get("args", {}), args, path, lambda m: log(m, err=True))
-        return check_init_unchanged(ckpt.get("init"), lambda m: log(m, err=True),
-                                    args.init_checkpoint)
-    if args.init_checkpoint:
-        if args.overwrite and run_folder.inside(args.init_checkpoint, experiment_dir(args)):
-            parser.error(f"--init_checkpoint {args.init_checkpoint} lies in the run that "
-                         "--overwrite would delete; copy it elsewhere first")
-        ckpt = read_checkpoint(args.init_checkpoint)
-        check_compatible(ckpt.get("args", {}), args, args.init_checkpoint)
-        if not args.init_fresh_optimizer:
-            check_init_optimizer(ckpt, args, args.init_checkpoint)
-        return init_source(args.init_checkpoint, ckpt)
-    return None
 
 
 def check_networks(args, nets, dataset):
@@ -491,28 +459,25 @@ def run(parser, args):
     """Check everything that can be checked, then build data, networks and loaders, write the
     run folder and hand over to the Solver."""
     runtime, start = check_run(parser, args)
-    built = build_run(args)
-    solver = start_run(args, runtime, start, *built)
-    return solver.train() if args.mode == "train" else solver.test()
+    solver = make_solver(start, runtime, *build_run(start.args))
+    return (lifecycle.train(solver, start) if start.kind != "test"
+            else lifecycle.test(solver, start))
 
 
 def check_run(parser, args):
     """What can be checked without writing: the processes, the device, the run folder and the
-    checkpoint this run starts from. Returns (runtime, that checkpoint's source)."""
+    checkpoint this run starts from. Returns (runtime, lifecycle.Start)."""
     local_rank = init_distributed(args.device)
     check_distributed(parser, args, dist_world())
     runtime = Runtime(args, local_rank)
     if args.deterministic:
         set_deterministic()
-    run_folder.check_experiment(args, parser.error, hold=runtime.is_main)
-    return runtime, load_start(parser, args)
+    return runtime, lifecycle.resolve_start(parser, args, hold=runtime.is_main)
 
 
 def build_run(args):
     """The datasets and the networks (seeded by --seed), still without writing anything."""
     set_seed(args.seed)
-    if args.num_workers < 0:
-        args.num_workers = DATASETS[args.dataset_name].default_workers()
     sets = build_datasets(args)
     check_classes(args, sets["train"])
     nets = build_nets(args, sets["train"].input_shape)
@@ -522,11 +487,11 @@ def build_run(args):
     return sets, nets
 
 
-def start_run(args, runtime, start, sets, nets):
-    """Write the run folder, make the loaders and the Solver."""
+def make_solver(start, runtime, sets, nets):
+    """The loaders and the Solver, still without writing anything (lifecycle.train and test
+    open the run folder)."""
+    args = start.args
     spec = DATASETS[args.dataset_name]
-    if runtime.is_main:
-        run_folder.open_run(args, runtime.device)
     train_loader = make_loader(sets.pop("train"), args.batch_size, True, args.seed,
                                args.num_workers, runtime.device,
                                balanced_envs=spec.balanced_envs, rank=runtime.rank,
@@ -534,10 +499,8 @@ def start_run(args, runtime, start, sets, nets):
     eval_loaders = {name: runtime.loader(make_loader(ds, spec.eval_batch, False, args.seed,
                                                      args.num_workers, runtime.device))
                     for name, ds in sets.items()}
-    solver = Solver(args, nets, runtime.loader(train_loader), eval_loaders.pop("test"),
-                    runtime, extra_loaders=eval_loaders)
-    solver.init_source = start
-    return solver
+    return Solver(args, nets, runtime.loader(train_loader), eval_loaders.pop("test"),
+                  runtime, extra_loaders=eval_loaders)
 
 
 def run_sweep(parser, runs):
@@ -549,14 +512,15 @@ def run_sweep(parser, runs):
     for member in members:
         with member.turn():  # its log lines, kept until its run.log opens
             checked.append(check_run(parser, member.args))
-    for member in members:
+    for member, (_, start) in zip(members, checked):
         with member.turn():  # its seed
-            built.append(build_run(member.args))
+            built.append(build_run(start.args))
     for member, (runtime, start), parts in zip(members, checked, built):
         if runtime.device.type == "cuda":
             member.stream = torch.cuda.Stream(runtime.device)
         with member.turn():
-            member.start(start_run(member.args, runtime, start, *parts))
+            solver = make_solver(start, runtime, *parts)
+            member.start(solver, lifecycle.training_steps(solver, start))
     code = sweep.train_together(members)
     if code:
         sys.exit(code)

@@ -108,6 +108,9 @@ class Method:
                              # "environment" (one index per example); checked against the
                              # dataset spec's b before anything runs (dataset_specs.py)
     options = ()             # the method's own flags (options.Option), read as self.args.<name>
+    label = None             # its name in tables and figures (the papers'); None: its key
+    variants = ()            # (key, label, test(config)): a setting of its flags that the
+                             # papers name as a method of its own (ERM = IRM without penalty)
 
     def __init__(self, nets, args):
         self.nets, self.args = nets, args
@@ -131,6 +134,8 @@ class Method:
 @register("baseline")
 class Baseline(Method):
     """Plain cross-entropy on the biased data (the paper's 'Baseline' row)."""
+
+    label = "Baseline"
 
     graph_safe = True
 
@@ -184,6 +189,8 @@ class LearningNotToLearn(_BiasHeadMethod):
     (2) h learns the bias from a fresh f(x) through a gradient reversal layer (scale mu), so f
         is pushed to remove what h can read; f, g and h all step."""
 
+    label = "LNL"
+
     options = (Option("lambda_entropy", 0.01, "weight of h's negative entropy in f, g's loss",
                       range=">= 0"),
                Option("mu_grl", 0.1, "gradient reversal scale", range=">= 0"))
@@ -210,6 +217,8 @@ class BlindEye(_BiasHeadMethod):
     """Turning a Blind Eye (Alvi et al. 2018): f, g learn the label while pushing h's
     prediction towards uniform with the confusion loss (weight --blindeye_alpha); then h
     learns the bias from f's features, detached so that f is not trained to reveal it."""
+
+    label = "BlindEye"
 
     options = (Option("blindeye_alpha", 1.0, "BlindEye: weight of the confusion loss in f, g's "
                       "loss", range=">= 0"),)
@@ -243,6 +252,9 @@ class IRM(Method):
     environments + l2 * sum ||w||^2 + w_p * mean penalty, with w_p = 1 until
     --irm_anneal_iters steps and --irm_penalty_weight after, the loss divided by w_p when
     w_p > 1. --irm_penalty_weight 0 is their ERM run."""
+
+    label = "IRM"
+    variants = (("erm", "ERM", lambda c: c.get("irm_penalty_weight") == 0),)
 
     supports_ddp = False
     needs_b = "environment"
@@ -355,6 +367,11 @@ class ANDMask(_GradientMaskMethod):
     """AND-mask and its geometric-mean variant (--andmask_variant, --andmask_tau,
     --andmask_rescale); tau = 0 with 'and' is plain averaged-gradient descent."""
 
+    label = "AND-mask"
+    variants = (("tau0", "baseline (tau=0)", lambda c: c.get("andmask_tau") == 0),
+                ("andmask_geom", "geom-mean (tau=1)",
+                 lambda c: c.get("andmask_variant") == "geom"))
+
     options = (Option("andmask_variant", "and", "AND-mask: arithmetic mean ('and') or geometric "
                       "mean ('geom')", choices=("and", "geom")),
                Option("andmask_tau", 1.0, "AND-mask: sign-agreement threshold in [0, 1] (0 = "
@@ -394,6 +411,8 @@ class GENMask(_GradientMaskMethod):
     """GEN-mask (ILC fork of the AND-mask code; docs/references.md): per parameter tensor,
     gradient = sum_e p_e g_e with the exact optimal weights of gen_mask_weights
     (--genmask_bound)."""
+
+    label = "GEN-mask"
 
     # p in [-bound, bound]^E summing to 1 must exist for any number of environments E
     options = (Option("genmask_bound", 2.0, "GEN-mask: environment weights lie in [-bound, "

@@ -7,6 +7,15 @@ flags with it; the parser and main.py never change for it.
 import argparse
 from dataclasses import dataclass
 
+# What a flag is to a run, declared with the flag (main.build_parser's add(), Option.role) and
+# read by checkpoints.py when a run resumes or loads a checkpoint:
+ARCHITECTURE = "architecture"  # fixes the saved networks' shapes: every checkpoint must match
+DEFINES = "defines"            # what the run is (data, method, seed): a resumed run keeps it
+RECIPE = "recipe"              # how it learns (lr, method weights): a resumed run keeps the
+#                                checkpoint's value, with a warning
+DRIVES = "drives"              # how it is driven (epochs, device, logging): may change on resume
+ROLES = (ARCHITECTURE, DEFINES, RECIPE, DRIVES)
+
 
 @dataclass(frozen=True)
 class Option:
@@ -21,14 +30,15 @@ class Option:
     choices: tuple = None
     type: type = None
     switch: bool = False
+    role: str = None  # None: the owner's (a dataset's flags define the run, a method's are
+    #                   its recipe)
 
     def add_to(self, group):
         if self.switch:
-            group.add_argument(f"--{self.name}", action="store_true", help=self.help)
-            return
+            return group.add_argument(f"--{self.name}", action="store_true", help=self.help)
         kind = self.type or (str if self.default is None else type(self.default))
-        group.add_argument(f"--{self.name}", type=kind, default=self.default,
-                           choices=self.choices, help=self.help)
+        return group.add_argument(f"--{self.name}", type=kind, default=self.default,
+                                  choices=self.choices, help=self.help)
 
     def problem(self, value):
         """Why value lies outside the declared range, or None."""
@@ -48,10 +58,11 @@ class Option:
         return None if above and below else f"must lie in {self.range}"
 
 
-def add_groups(parser, flag, owners):
-    """Argument groups titled "<flag> <owner>" for owners = {owner name: its options}. An
-    option declared by several owners (the same Option, e.g. the real-image datasets'
-    --image_size) is added once, in a group named after all of them."""
+def add_groups(parser, flag, owners, role):
+    """Argument groups titled "<flag> <owner>" for owners = {owner name: its options}, each
+    flag's role recorded in parser.roles (its Option's, else `role`). An option declared by
+    several owners (the same Option, e.g. the real-image datasets' --image_size) is added
+    once, in a group named after all of them."""
     holders = {}
     for owner, options in owners.items():
         for option in options:
@@ -61,7 +72,8 @@ def add_groups(parser, flag, owners):
         title = f"{flag} {', '.join(names)}"
         if title not in groups:
             groups[title] = parser.add_argument_group(title)
-        option.add_to(groups[title])
+        action = option.add_to(groups[title])
+        parser.roles[action.dest] = option.role or role
 
 
 def check_ranges(parser, args, options):

@@ -114,20 +114,19 @@ def log_hparams(writer, config, metrics, step):
 
 def confusion_panels(args, labels, preds, bias, n_classes, epoch, checkpoint):
     """[(name, (matrix, title, ylabel, xlabel, row_colours))] for the label and the bias
-    confusion matrices, titled with what produced them (run, sigma^2 on Colored MNIST, epoch,
-    checkpoint). A biased model predicts the colour: its mass sits on the bias matrix's
+    confusion matrices, titled with what produced them (run, the dataset spec's words such as
+    Colored MNIST's sigma^2, epoch, checkpoint); the bias rows in the spec's colours. A biased model predicts the colour: its mass sits on the bias matrix's
     diagonal (the paper's Fig. 5 story)."""
-    from data_handler import PALETTES
+    from dataset_specs import DATASETS
     from utils import confusion_matrix
 
+    spec = DATASETS[args.dataset_name]
     by_label = confusion_matrix(labels, preds, n_classes, n_classes)
     by_bias = confusion_matrix(bias, preds, int(np.max(bias)) + 1, n_classes)
     acc = float(np.trace(by_label)) / max(len(labels), 1)
     where = ", ".join(part for part in (
-        f"σ²={args.color_var:.3f}" if args.dataset_name == "ColoredMNIST" else "",
-        f"epoch {epoch}" if epoch is not None else "", checkpoint) if part)
-    colours = (PALETTES[getattr(args, "cmnist_palette", "authors")]
-               if args.dataset_name == "ColoredMNIST" else None)
+        spec.words(args), f"epoch {epoch}" if epoch is not None else "", checkpoint) if part)
+    colours = spec.bias_colours(args) if spec.bias_colours else None
     return [("label", (by_label, f"{args.experiment_name}: accuracy {acc:.3f}\n{where}",
                        "true label", "predicted label", None)),
             ("bias", (by_bias, f"{args.experiment_name}: prediction vs bias attribute\n{where}",

@@ -136,7 +136,9 @@ def check_experiment(args, error, hold=True):
     """Before anything else is written: never overwrite a run silently, never resume one that
     is not there, and the output folder must be writable. error(message) refuses (main.py
     passes its parser's, for one line and exit code 2). hold: take the run's lock first (the
-    main process), so no second process passes these checks while this one runs."""
+    main process), so no second process passes these checks while this one runs. Returns
+    whether the run resumes (its checkpoints are there and --resume or --resume_if_any asks
+    for them, without --overwrite)."""
     out, ckpts = experiment_dir(args), checkpoint_dir(args)
     if not inside(out, args.output_dir):  # a symbolic link out of --output_dir
         error(f"--experiment_name {args.experiment_name} leads outside --output_dir "
@@ -159,11 +161,12 @@ def check_experiment(args, error, hold=True):
             error(f"--resume: experiment '{args.experiment_name}' has no checkpoint in "
                   f"{ckpts}; check the name (and --output_dir), or pass --resume_if_any "
                   "to start it when it is new")
-        # --overwrite wins over --resume_if_any (a script passes the latter to every run)
-        args.resume = has_run and (args.resume or args.resume_if_any) and not args.overwrite
     if not writable_parent(out):
         error(f"cannot write under {nearest_existing(out)} (for {out}); pick a writable "
               "--output_dir")
+    # --overwrite wins over --resume_if_any (a script passes the latter to every run)
+    return (args.mode == "train" and has_run and (args.resume or args.resume_if_any)
+            and not args.overwrite)
 
 
 def nearest_existing(path):

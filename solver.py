@@ -8,7 +8,9 @@ lr_decay_period epochs.
 Under torchrun the networks are wrapped in DistributedDataParallel (one wrapper per network, so
 each of LNL's two backward passes reduces exactly the networks it used) and training metrics are
 averaged over ranks. What is written (checkpoints, metrics, TensorBoard, results, predictions)
-goes through the RunFolder, by rank 0 only; the fast path comes in through the Runtime.
+goes through the run folder it is handed (run_folder.RunFolder), by rank 0 only; the fast path
+comes in through the Runtime. Where a run starts (fresh, stage 2, resumed, tested) is decided
+before the Solver exists (lifecycle.py), which then hands it the starting state.
 """
 import contextlib
 import math
@@ -22,9 +24,7 @@ from torch import nn, optim
 from torch.nn.parallel import DistributedDataParallel
 
 import records
-from checkpoints import check_compatible, check_init_optimizer, read_checkpoint
 from methods import METHODS
-from run_folder import RunFolder, checkpoint_to_test
 from utils import BadInput, RunStopped, format_duration, log, progress, rng_state, set_rng_state
 
 
@@ -128,16 +128,17 @@ def run_to_end(steps):
 
 
 class Solver:
-    """Trains, evaluates and resumes one experiment; its RunFolder writes the files."""
+    """Trains and evaluates one experiment; `run` (its run folder) writes the files."""
 
-    def __init__(self, args, nets, train_loader, test_loader, runtime, extra_loaders=None):
+    def __init__(self, args, nets, train_loader, test_loader, runtime, run=None,
+                 extra_loaders=None):
         self.args, self.runtime, self.device = args, runtime, runtime.device
         self.world, self.is_main = runtime.world, runtime.is_main
         self.nets = runtime.place(nets)
         train_nets = wrap_for_ddp(self.nets, self.device) if self.world > 1 else self.nets
         self.train_loader, self.test_loader = train_loader, test_loader
         self.extra_loaders = extra_loaders or {}
-        self.run = RunFolder(args, self.is_main, self.extra_loaders)
+        self.run = run
         self.last_eval = None  # (labels, preds, bias, n_classes) of the latest test evaluation
         self.method = METHODS[args.method](train_nets, args)
         # evaluation reads the plain networks: no collective calls outside training steps
@@ -162,28 +163,14 @@ class Solver:
         return optim.SGD(params, lr=a.lr, momentum=a.momentum, weight_decay=a.weight_decay)
 
     # ------------------------------------------------------------------ the training loop
-    def train(self):
-        """Train to --epochs (continuing or initialising as asked); write results.json.
-        SIGINT/SIGTERM finish the current step, save a checkpoint and raise RunStopped."""
-        with stop_signals(self._on_signal):
-            return run_to_end(self.training())
-
-    def training(self):
-        """train() one step at a time: a generator that yields after every training step and
-        returns the final test accuracy. A sweep (sweep.py) advances several runs' generators
-        in turn; it handles the signals itself."""
-        args, run = self.args, self.run
+    def training(self, last=None):
+        """Train from the current position to --epochs, one step at a time: a generator that
+        yields after every step (a sweep advances several in turn) and returns the final test
+        accuracy. `last`: the metrics of the last epoch done (a resumed run's). A signal
+        finishes the step in flight, saves a checkpoint and raises RunStopped."""
+        args, run, last = self.args, self.run, last or {}
         self.started = time.time()
-        resumed = args.resume and self.resume()
-        if not resumed and args.init_checkpoint:
-            self.init_from(args.init_checkpoint)
-        finished = run.finished_record(self.epoch)
-        if finished is not None:  # a re-run of a finished run reports it, rewrites nothing
-            log(f"final test_acc={finished['test_acc']:.4f} ({args.experiment_name}, "
-                f"epoch {self.epoch}, finished earlier) -> {run.path}")
-            return finished["test_acc"]
-        last = run.open_logs(self.epoch, resumed)  # drops what a resumed run will redo
-        self.clock = (time.time(), self.epoch)  # for the ETA: this process's pace
+        self.clock = (self.started, self.epoch)  # for the ETA: this process's pace
         log(f"steps: {self.step_path_text()}")
         try:
             while self.epoch < args.epochs:
@@ -263,7 +250,8 @@ class Solver:
     def _to_device(self, batch):
         return tuple(t.to(self.device, non_blocking=True) for t in batch)
 
-    def _on_signal(self, signum, frame):
+    def on_signal(self, signum, frame):
+        """A stop signal's handler (lifecycle.train installs it): stop after this step."""
         self.stop_signal = signum
 
     def _stop_requested(self):
@@ -389,21 +377,18 @@ class Solver:
         out.update({f"{n}_acc": self.evaluate(l) for n, l in self.extra_loaders.items()})
         return out
 
-    def test(self):
-        """Evaluate a checkpoint on the (unbiased) test set; save its predictions (a structured
-        .npy, one row per example) and their summary (<stem>.json: accuracy, checkpoint,
-        confusion matrices)."""
+    def test(self, path, epoch):
+        """Evaluate the loaded weights (from checkpoint `path`, at `epoch`) on the (unbiased)
+        test set; save the predictions (a structured .npy at --test_output_npy, one row per
+        example) and their summary (<stem>.json: accuracy, checkpoint, confusion matrices)."""
         args = self.args
-        path = checkpoint_to_test(args)
-        ckpt = self.load_nets(path)
         probs, labels = self.predict_all(self.test_loader)
         preds = probs.argmax(1)
         acc = float((preds == labels).mean())
-        # main.py resolved the target: inside --output_dir, never a checkpoint or a folder
-        out = args.test_output_npy or os.path.join(self.run.path, "test_predictions.npy")
+        out = args.test_output_npy  # resolved before any write: inside --output_dir, a .npy
         bias = self.test_loader.dataset.bias_index[:len(labels)]
         panels = dict(records.confusion_panels(args, labels, preds, bias, probs.shape[1],
-                                               ckpt.get("epoch"), os.path.basename(path)))
+                                               epoch, os.path.basename(path)))
         summary = {"predictions": os.path.basename(out), "accuracy": acc, "checkpoint": path,
                    "confusion_label": panels["label"][0].tolist(),
                    "confusion_bias": panels["bias"][0].tolist()}
@@ -428,54 +413,37 @@ class Solver:
         """Seconds this run has trained, over every process that resumed it."""
         return self.seconds_before + (time.time() - self.started if self.started else 0.0)
 
-    def load_nets(self, path, modules=("f", "g", "h"), ckpt=None):
-        ckpt = ckpt or read_checkpoint(path)
-        check_compatible(ckpt.get("args", {}), self.args, path)
+    def load_weights(self, nets, modules=("f", "g", "h")):
+        """Networks' weights from a checkpoint's "nets" (those of `modules` it holds)."""
         for k in modules:
-            if k in ckpt["nets"]:
-                self.nets[k].load_state_dict(ckpt["nets"][k])
-        return ckpt
+            if k in nets:
+                self.nets[k].load_state_dict(nets[k])
 
-    def init_from(self, path):
-        """Stage 2's start, as in the LNL authors' trainer (docs/references.md): f, g's weights
-        from a stage-1 checkpoint and, unless --init_fresh_optimizer, their optimizer's state
-        too: momentum buffers, and the saved learning rate, which holds for the first epoch
-        until the schedule (base --lr) sets it from epoch 1 on. The other hyperparameters are
-        the current flags'; h and its optimizer start fresh."""
-        ckpt = self.load_nets(path, modules=("f", "g"))
-        if self.args.init_fresh_optimizer:
-            log(f"initialised f, g from {path} (fresh optimizer)")
-            return
-        check_init_optimizer(ckpt, self.args, path)  # main.py checked it before any write
-        opt = self.optimizers["main"]
+    def take_optimizer_state(self, name, state):
+        """An optimizer's state (momentum buffers and learning rate) from a checkpoint, under
+        this run's other hyperparameters: stage 2 starts from stage 1's as the LNL authors'
+        trainer does (docs/references.md); the saved lr holds for the first epoch, until the
+        schedule (base --lr) sets it. Returns that lr."""
+        opt = self.optimizers[name]
         current = [{k: v for k, v in g.items() if k not in ("params", "lr")}
                    for g in opt.param_groups]
-        opt.load_state_dict(ckpt["optimizers"]["main"])
+        opt.load_state_dict(state)
         for group, hyper in zip(opt.param_groups, current):
             group.update(hyper)  # keeps the checkpoint's lr; initial_lr stays this run's --lr
-        log(f"initialised f, g and their optimizer state from {path} "
-            f"(lr {opt.param_groups[0]['lr']:.3g} for the first epoch)")
+        return opt.param_groups[0]["lr"]
 
-    def resume(self):
-        """Continue from the newest readable checkpoint of this experiment (main.py has checked
-        that one exists and belongs to this run)."""
-        path, ckpt = self.run.newest_checkpoint()
-        if ckpt is None:
-            log(f"no checkpoint to resume from in {self.run.checkpoints}: starting a new run")
-            return False
-        self.load_nets(path, ckpt=ckpt)
+    def load_state(self, state):
+        """Everything state() saved: the Solver continues exactly where it stopped."""
+        self.load_weights(state["nets"])
         for k, o in self.optimizers.items():
-            o.load_state_dict(ckpt["optimizers"][k])
+            o.load_state_dict(state["optimizers"][k])
         for k, s in self.schedulers.items():
-            s.load_state_dict(ckpt["schedulers"][k])
-        self.method.load_state_dict(ckpt.get("method", {}))
-        set_rng_state(ckpt["rng"])
-        self.epoch = ckpt["epoch"]
-        self.step_in_epoch = ckpt.get("step_in_epoch", 0)
-        partial = ckpt.get("partial")
+            s.load_state_dict(state["schedulers"][k])
+        self.method.load_state_dict(state.get("method", {}))
+        set_rng_state(state["rng"])
+        self.epoch = state["epoch"]
+        self.step_in_epoch = state.get("step_in_epoch", 0)
+        partial = state.get("partial")
         self.partial = EpochMeter(partial) if partial else None
-        self.init_source = self.init_source or ckpt.get("init")  # main.py: its new place
-        self.seconds_before = ckpt.get("train_seconds", 0.0)  # absent before 2026-11-23
-        where = f", {self.step_in_epoch} steps into the next" if self.step_in_epoch else ""
-        log(f"resumed from {path} (epoch {self.epoch} of {self.args.epochs} done{where})")
-        return True
+        self.init_source = self.init_source or state.get("init")
+        self.seconds_before = state.get("train_seconds", 0.0)  # absent before 2026-11-23

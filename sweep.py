@@ -4,7 +4,7 @@
 
 trains the cross product of the values (12 runs here). Every run is a whole Solver of its own
 (its seed, data, sigma^2, method, optimizers, schedule and RunFolder); the Sweep advances
-their training generators (Solver.training) one step each in turn. Around a run's turn its
+their training generators (lifecycle.training_steps) one step each in turn. Around a run's turn its
 random state, its log file and (on CUDA) its own stream are swapped in, so a run draws the
 same random numbers, writes the same files and ends with the same weights as alone; on a GPU
 the runs' steps (recorded CUDA graphs) are queued on separate streams and can overlap.
@@ -145,8 +145,9 @@ class Member:
         finally:
             self.rng, self.log = rng_state(), log.swap(outer)
 
-    def start(self, solver):
-        self.solver, self.steps = solver, solver.training()
+    def start(self, solver, steps):
+        """Its Solver and its training generator (lifecycle.training_steps)."""
+        self.solver, self.steps = solver, steps
 
     def advance(self):
         """One step (or the work between steps); False once the run has ended, however."""

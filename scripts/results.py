@@ -38,33 +38,36 @@ import pandas as pd
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PAPER_CSV = os.path.join(ROOT, "results", "paper_numbers.csv")
 DDOF = 1  # sample standard deviation
-# display names, in table order
-LABELS = {"baseline": "Baseline", "blindeye": "BlindEye", "gray": "Gray", "lnl": "LNL",
-          "erm": "ERM", "irm": "IRM", "andmask": "AND-mask", "tau0": "baseline (tau=0)",
-          "andmask_geom": "geom-mean (tau=1)", "genmask": "GEN-mask"}
+sys.path.insert(0, ROOT)
+from dataset_specs import DATASETS  # noqa: E402  (the registries name methods and datasets)
+from methods import METHODS  # noqa: E402
+
+# display names in table order, from the registries: each method, then the variants its flags
+# (or, for the baseline, the dataset's flags) make
+LABELS = {}
+for name, cls in METHODS.items():
+    LABELS[name] = cls.label or name
+    LABELS.update({key: label for key, label, _ in cls.variants})
+    if name == "baseline":  # the data variants (the grayscale oracle) are baselines
+        LABELS.update({key: label for spec in DATASETS.values() for key, label, _
+                       in spec.variants})
 # the presets of `methods`: dataset -> (section title, metrics, pivot column)
-SECTIONS = {"ColoredMNIST": ("Colored MNIST (test accuracy)", ["test_acc"], "color_var"),
-            "IRMColoredMNIST": ("IRM Colored MNIST", ["train_acc", "test_acc"], None),
-            "SpiralSignatures": ("AND-mask synthetic memorisation (spiral + signatures)",
-                                 ["train_acc", "test_acc"], None),
-            "CIFAR10RandomLabels": ("CIFAR-10 with random labels",
-                                    ["train_acc", "mislabeled_acc", "test_acc"], None),
-            "DogsCats": ("Dogs and Cats", ["test_acc", "mixed_acc"], "bias_split"),
-            "IMDBFace": ("IMDB-Face", ["test_acc", "opposite_acc"], "bias_split")}
+SECTIONS = {name: (spec.title or name, list(spec.report), spec.pivot)
+            for name, spec in DATASETS.items()}
 
 
 # --------------------------------------------------------------------------- reading records
 def variant(config):
-    """The method as the papers name it (see the module docstring)."""
+    """The method as the papers name it (see the module docstring): a dataset's variant
+    (the grayscale oracle), else one of the method's own, else the method."""
     method = config.get("method")
-    if config.get("grayscale"):
-        return "gray"
-    if method == "irm" and config.get("irm_penalty_weight") == 0:
-        return "erm"
-    if method == "andmask" and config.get("andmask_tau") == 0:
-        return "tau0"
-    if method == "andmask" and config.get("andmask_variant") == "geom":
-        return "andmask_geom"
+    for spec in DATASETS.values():
+        for key, _, test in spec.variants:
+            if test(config):
+                return key
+    for key, _, test in getattr(METHODS.get(method), "variants", ()):
+        if test(config):
+            return key
     return method
 
 

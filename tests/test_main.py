@@ -127,6 +127,29 @@ def test_lnl_stage_two_from_the_baseline(baseline_run, mnist_root):
     assert row["lr"] == pytest.approx(0.01)
 
 
+def test_each_mode_reads_its_checkpoint_once(baseline_run, mnist_root, monkeypatch):
+    """Where a run starts is decided once (lifecycle.resolve_start): a fresh run reads no
+    checkpoint; stage 2, a resumed run and a test read the one they start from, once."""
+    reads, load = [], torch.load
+
+    def counting_load(path, *args, **kwargs):
+        reads.append(str(path))
+        return load(path, *args, **kwargs)
+    monkeypatch.setattr(torch, "load", counting_load)
+    init = os.path.join(baseline_run, "base", "checkpoints", "last.pth")
+    lnl = ["--method", "lnl", "--init_checkpoint", init, "--experiment_name", "count_lnl"]
+    for argv, expected in (
+            (["--method", "baseline", "--epochs", "1", "--experiment_name", "count_fresh"], []),
+            ([*lnl, "--epochs", "1"], [init]),
+            ([*lnl, "--epochs", "2", "--resume"],
+             [os.path.join(baseline_run, "count_lnl", "checkpoints", "last.pth")]),
+            (["--mode", "test", "--experiment_name", "count_lnl"],
+             [os.path.join(baseline_run, "count_lnl", "checkpoints", "last.pth")])):
+        reads.clear()
+        run(mnist_root, baseline_run, *argv)
+        assert [r for r in reads if r.endswith(".pth")] == expected, argv
+
+
 def test_existing_experiment_is_not_overwritten_silently(baseline_run, mnist_root, capsys):
     with pytest.raises(SystemExit) as exc:
         run(mnist_root, baseline_run, "--method", "baseline", "--epochs", "1",

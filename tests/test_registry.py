@@ -11,7 +11,7 @@ import main as cli
 from data_handler import TripletDataset
 from dataset_specs import DATASETS, DatasetSpec, register_dataset
 from methods import METHODS, Method, register, task_accuracy, task_loss, zero_all
-from options import Option
+from options import ARCHITECTURE, DEFINES, DRIVES, RECIPE, ROLES, Option
 
 
 def toy_datasets(args):
@@ -108,6 +108,24 @@ def test_toy_method_trains_on_toy_dataset_through_main(toys, tmp_path):
                         "--epochs", "3", "--batch_size", "32", "--lr", "0.1", "--toy_size",
                         "80", "--experiment_name", "toy", "--resume"])
     assert exc.value.code == 2
+    # the new method's own flag is its recipe: a resumed run keeps the checkpoint's value
+    cli.main(TOY + ["--config", str(cfg), "--output_dir", str(tmp_path), "--device", "cpu",
+                    "--epochs", "3", "--batch_size", "32", "--lr", "0.1", "--toy_weight",
+                    "0.75", "--experiment_name", "toy", "--resume"])
+    saved = json.load(open(tmp_path / "toy" / "args.json"))
+    assert (saved["toy_weight"], saved["epochs"]) == (0.25, 3)
+
+
+def test_every_flag_declares_its_role_where_it_is_declared(toys):
+    """What a flag is to a run (options.ROLES) is declared with it: main.py's own flags by
+    their add(), a method's and a dataset's by their Option (else their owner's kind)."""
+    parser = cli.build_parser()
+    flags = {a.dest for a in parser._actions if a.dest != "help"}
+    assert set(parser.roles) == flags and set(parser.roles.values()) <= set(ROLES)
+    assert (parser.roles["toy_weight"], parser.roles["toy_size"]) == (RECIPE, DEFINES)
+    assert (parser.roles["dataset_name"], parser.roles["seed"], parser.roles["lr"],
+            parser.roles["epochs"]) == (ARCHITECTURE, DEFINES, RECIPE, DRIVES)
+    assert parser.roles["skip_bad_images"] == DRIVES  # declared so by its Option
 
 
 @pytest.mark.parametrize("dataset", sorted(DATASETS))

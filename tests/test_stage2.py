@@ -4,6 +4,7 @@ import pytest
 import torch
 from torch import nn
 
+import lifecycle
 import main as cli
 from runtime import Runtime
 from solver import Solver
@@ -19,6 +20,13 @@ def solver(*flags):
     _, args = cli.parse_args(["--method", "baseline", "--lr_decay_period", "1",
                               "--lr_decay_rate", "0.5", "--device", "cpu", *flags])
     return Solver(args, nets, None, None, Runtime(args))
+
+
+def init_from(s, path):
+    """Stage 2's start as main.py makes it: lifecycle reads and checks the checkpoint, then
+    hands its state to the Solver."""
+    args = lifecycle.with_values(s.args, init_checkpoint=path)
+    lifecycle.restore(s, lifecycle.init_start(cli.build_parser(), args))
 
 
 @pytest.fixture
@@ -40,7 +48,7 @@ def params(s):
 def test_stage_two_carries_momentum_and_the_checkpoints_lr_for_the_first_epoch(stage1):
     old, path = stage1
     s = solver("--lr", "0.001")
-    s.init_from(path)
+    init_from(s, path)
     opt = s.optimizers["main"]
     assert [g["lr"] for g in opt.param_groups] == [STAGE1_LR]
     bufs = [opt.optimizer.state[p]["momentum_buffer"].clone() for p in params(s)]
@@ -61,7 +69,7 @@ def test_stage_two_carries_momentum_and_the_checkpoints_lr_for_the_first_epoch(s
 def test_fresh_optimizer_flag_takes_the_weights_only(stage1):
     old, path = stage1
     s = solver("--lr", "0.001", "--init_fresh_optimizer")
-    s.init_from(path)
+    init_from(s, path)
     assert all(torch.equal(p, q) for p, q in zip(params(s), params(old)))
     assert s.optimizers["main"].param_groups[0]["lr"] == 0.001
     assert not s.optimizers["main"].optimizer.state
@@ -70,4 +78,4 @@ def test_fresh_optimizer_flag_takes_the_weights_only(stage1):
 def test_another_optimizer_type_names_the_fresh_flag(stage1):
     _, path = stage1
     with pytest.raises(UserError, match="--init_fresh_optimizer"):
-        solver("--lr", "0.001", "--optimizer", "adam").init_from(path)
+        init_from(solver("--lr", "0.001", "--optimizer", "adam"), path)

@@ -1,0 +1,182 @@
+"""A run's lifecycle in one place: where it starts (fresh, from a stage-1 checkpoint, resumed,
+or tested), its folder, and the hand-over to the Solver, which then only trains and evaluates.
+
+    start = resolve_start(parser, args)   # every check; the checkpoint read once
+    solver = Solver(start.args, nets, ...)  # main.py builds data, networks, loaders: no write
+    train(solver, start) or test(solver, start)  # the run folder opened (the first write:
+    #                                       args.json, run.log), the checkpoint's state handed
+    #                                       to the Solver, then its loop or its evaluation
+
+The configuration is resolved here once: `start.args` is a new namespace (the parsed flags plus
+what the start decides: whether to resume, the recipe a resumed run keeps, the data a test
+evaluates on, the prediction file), never the parsed one changed in place, and args.json
+records exactly it. A checkpoint is read once per run (tests count the reads).
+"""
+import argparse
+from dataclasses import dataclass
+from typing import Optional
+
+import run_folder
+from checkpoints import (adopt_resumed_args, check_compatible, check_init_optimizer,
+                         check_init_unchanged, init_source, newest_readable, read_checkpoint)
+from dataset_specs import DATASETS
+from run_folder import RunFolder, checkpoint_dir, experiment_dir
+from solver import run_to_end, stop_signals
+from utils import UserError, log
+
+
+@dataclass
+class Start:
+    """What a run starts from, decided before anything is written."""
+    args: argparse.Namespace       # the resolved configuration (args.json records it)
+    kind: str                      # "fresh", "init" (stage 2), "resume" or "test"
+    path: Optional[str] = None     # the checkpoint it starts from
+    ckpt: Optional[dict] = None    # that checkpoint, read once
+    init: Optional[dict] = None    # the stage-1 checkpoint a stage-2 run started from
+
+
+def with_values(args, **changes):
+    """A copy of args with changes: resolution never edits the namespace it was given."""
+    return argparse.Namespace(**{**vars(args), **changes})
+
+
+def warn(message):
+    log(message, err=True)
+
+
+def resolve_start(parser, args, hold=True):
+    """Check the run folder (taking its lock when hold) and read the checkpoint the run starts
+    from, before anything is written: the newest readable one of a resumed run, its
+    --init_checkpoint, or test mode's. A checkpoint of other networks, data or another run is
+    refused in one line. Returns the Start, with the resolved arguments."""
+    resume = run_folder.check_experiment(args, parser.error, hold=hold)
+    if args.mode == "test":
+        return test_start(parser, args)
+    args = with_values(args, resume=resume)
+    if resume:
+        return resume_start(parser, args)
+    if args.init_checkpoint:
+        return init_start(parser, args)
+    return Start(args, "fresh")
+
+
+def test_start(parser, args):
+    path = run_folder.checkpoint_to_test(args)
+    ckpt = read_checkpoint(path)
+    recorded = ckpt.get("args", {})
+    args = with_values(args, **recorded_data(parser, args, recorded, path))
+    check_compatible(recorded, args, path, parser.roles)
+    args = with_values(args, test_output_npy=run_folder.prediction_target(args, path,
+                                                                          parser.error))
+    return Start(args, "test", path, ckpt)
+
+
+def recorded_data(parser, args, recorded, path):
+    """Test mode evaluates on the data the run was trained for: each data flag left at its
+    default takes the checkpoint's recorded value (say --color_var, --grayscale); a flag
+    given with another value is refused in one line rather than testing on other data.
+    Returns the values to take."""
+    if recorded.get("dataset_name", args.dataset_name) != args.dataset_name:
+        return {}  # check_compatible names the dataset
+    fields = [o.name for o in DATASETS[args.dataset_name].options] + ["data_seed", "grayscale"]
+    taken = {}
+    for key in fields:
+        if key not in recorded or getattr(args, key, None) == recorded[key]:
+            continue
+        if getattr(args, key) != parser.get_default(key):
+            parser.error(f"--{key} {getattr(args, key)} contradicts the run's recorded "
+                         f"{recorded[key]} ({path}); test mode evaluates on the run's own data: "
+                         f"drop --{key}")
+        log(f"note: --{key} {recorded[key]}, as the run recorded it")
+        taken[key] = recorded[key]
+    return taken
+
+
+def resume_start(parser, args):
+    path, ckpt = newest_readable(checkpoint_dir(args), warn)
+    if ckpt is None:
+        raise UserError(f"no checkpoint in {checkpoint_dir(args)} can be read; start "
+                        "again with --overwrite.")
+    check_compatible(ckpt.get("args", {}), args, path, parser.roles)
+    if ckpt.get("epoch", 0) > args.epochs:  # nothing to train, and args.json would lie
+        parser.error(f"--epochs {args.epochs}: the run has already trained "
+                     f"{ckpt['epoch']} epochs ({path}); pass --epochs {ckpt['epoch']} or "
+                     "more to continue it (or --mode test to evaluate it)")
+    args = with_values(args, **adopt_resumed_args(ckpt.get("args", {}), args, path, warn,
+                                                        parser.roles))
+    init = check_init_unchanged(ckpt.get("init"), warn, args.init_checkpoint)
+    return Start(args, "resume", path, ckpt, init)
+
+
+def init_start(parser, args):
+    path = args.init_checkpoint
+    if args.overwrite and run_folder.inside(path, experiment_dir(args)):
+        parser.error(f"--init_checkpoint {path} lies in the run that --overwrite would "
+                     "delete; copy it elsewhere first")
+    ckpt = read_checkpoint(path)
+    check_compatible(ckpt.get("args", {}), args, path, parser.roles)
+    if not args.init_fresh_optimizer:
+        check_init_optimizer(ckpt, args, path)
+    return Start(args, "init", path, ckpt, init_source(path, ckpt))
+
+
+def begin(solver, start):
+    """The run's first write (by the main process): its folder, args.json (or test_args.json)
+    and run.log; the Solver then writes through that RunFolder, and takes the starting
+    checkpoint's state (restore)."""
+    runtime = solver.runtime
+    if runtime.is_main:
+        run_folder.open_run(start.args, runtime.device)
+    solver.run = RunFolder(start.args, runtime.is_main, solver.extra_loaders)
+    restore(solver, start)
+
+
+def restore(solver, start):
+    """The starting checkpoint's state into a new Solver: everything of a resumed run (weights,
+    optimizers, schedule, RNG, the position inside its epoch); f, g and (unless
+    --init_fresh_optimizer) their optimizer state for stage 2, as the LNL authors' trainer
+    starts it (docs/references.md); the weights for a test."""
+    args, ckpt = start.args, start.ckpt
+    solver.init_source = start.init
+    if start.kind == "resume":
+        solver.load_state(ckpt)
+        where = (f", {solver.step_in_epoch} steps into the next" if solver.step_in_epoch
+                 else "")
+        log(f"resumed from {start.path} (epoch {solver.epoch} of {args.epochs} done{where})")
+    elif start.kind == "init":
+        solver.load_weights(ckpt["nets"], ("f", "g"))
+        if args.init_fresh_optimizer:
+            log(f"initialised f, g from {start.path} (fresh optimizer)")
+            return
+        lr = solver.take_optimizer_state("main", ckpt["optimizers"]["main"])
+        log(f"initialised f, g and their optimizer state from {start.path} "
+            f"(lr {lr:.3g} for the first epoch)")
+    elif start.kind == "test":
+        solver.load_weights(ckpt["nets"], ("f", "g", "h"))
+
+
+def training_steps(solver, start):
+    """The run's training as a generator that yields after every step (sweep.py advances
+    several in turn) and returns the final test accuracy. A run that already finished reports
+    its record and rewrites nothing."""
+    begin(solver, start)
+    finished = solver.run.finished_record(solver.epoch)
+    if finished is not None:
+        log(f"final test_acc={finished['test_acc']:.4f} ({start.args.experiment_name}, "
+            f"epoch {solver.epoch}, finished earlier) -> {solver.run.path}")
+        return finished["test_acc"]
+    last = solver.run.open_logs(solver.epoch, start.kind == "resume")  # drops redone epochs
+    return (yield from solver.training(last))
+
+
+def train(solver, start):
+    """Train to --epochs; SIGINT/SIGTERM finish the current step, save a checkpoint and raise
+    RunStopped."""
+    with stop_signals(solver.on_signal):
+        return run_to_end(training_steps(solver, start))
+
+
+def test(solver, start):
+    """Evaluate the starting checkpoint on the test set (Solver.test writes the predictions)."""
+    begin(solver, start)
+    return solver.test(start.path, start.ckpt.get("epoch"))
