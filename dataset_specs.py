@@ -43,6 +43,9 @@ class DatasetSpec:
     balanced_envs: bool = False  # training batches hold --batch_size of every environment
     file_backed: bool = False  # decoded from image files per batch (else resident in memory):
     #                            worker processes, a dropped last partial batch, eval batch 256
+    bias_attribute: bool = True  # its bias_index names a bias attribute (a colour, an age
+    #                              class), whose agreement with the label splits the test set
+    #                              into aligned and conflicting examples; False: an environment
     title: str = None         # its name in tables (scripts/results.py); None: its name
     report: tuple = ("test_acc",)  # the metrics its table shows, in order
     pivot: str = None         # the flag its table spreads into columns (sigma^2, the split)
@@ -141,13 +144,13 @@ SPIRAL_OPTIONS = (
     Option("spiral_test_examples", 2000, "SpiralSignatures", range="> 0"))
 register_dataset(DatasetSpec(
     "SpiralSignatures", spiral_datasets, b="environment", classes=1,  # the arm: one logit
-    balanced_envs=True, options=SPIRAL_OPTIONS,
+    balanced_envs=True, options=SPIRAL_OPTIONS, bias_attribute=False,
     title="AND-mask synthetic memorisation (spiral + signatures)",
     report=("train_acc", "test_acc")))
 
 register_dataset(DatasetSpec(
     "CIFAR10RandomLabels", cifar_random_labels_datasets, b="environment",  # each example its own
-    classes=10, title="CIFAR-10 with random labels",
+    classes=10, title="CIFAR-10 with random labels", bias_attribute=False,
     report=("train_acc", "mislabeled_acc", "test_acc"),
     options=(Option("random_labels_fraction", 0.0, "CIFAR10RandomLabels: fraction of training "
                     "labels randomized", range="[0, 1]"),)))

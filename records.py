@@ -69,17 +69,28 @@ def resolved_config(args, device):
 
 
 def results_record(args, device, started, epochs, metrics, world=1, train_seconds=None,
-                   step_path=None):
+                   step_path=None, correct=None):
     """results.json's content: the flat fields earlier records had (experiment, method,
     dataset, epochs, final metrics) plus config and provenance (with step_path: how the
-    finishing process ran its steps, Solver.step_path())."""
+    finishing process ran its steps, Solver.step_path()). correct (one bool per test
+    example) adds test_acc_ci95, its bootstrap stated in the provenance."""
     prov = provenance(device, started, time.time(), world, train_seconds)
     if step_path is not None:
         prov["step_path"] = step_path
+    interval = {}
+    if correct is not None:
+        interval = {"test_acc_ci95": bootstrap_ci(correct)}
+        prov["test_acc_ci95_method"] = BOOTSTRAP
     return {"experiment": args.experiment_name, "method": args.method,
-            "dataset": args.dataset_name, "epochs": epochs, **metrics,
+            "dataset": args.dataset_name, "epochs": epochs, **metrics, **interval,
             "record_version": RECORD_VERSION,
             "config": resolved_config(args, device), "provenance": prov}
+
+
+def has_bias_attribute(args):
+    """Whether the run's dataset has a bias attribute (its spec's bias_attribute)."""
+    from dataset_specs import DATASETS  # here: records need not import the data builders
+    return DATASETS[args.dataset_name].bias_attribute
 
 
 def bias_agreement(preds, bias_index, n_classes):
@@ -90,6 +101,57 @@ def bias_agreement(preds, bias_index, n_classes):
     if len(bias_index) != len(preds) or bias_index.max(initial=0) >= n_classes:
         return None
     return float((np.asarray(preds) == bias_index).mean())
+
+
+def bias_cells(labels, bias):
+    """The (label, bias) cells the training correlation favours: those where P_train(b | y)
+    exceeds 1/K (K: the bias values seen in training). On Colored MNIST each digit with its
+    own colour; on Dogs and Cats TB1 (cat, dark) and (dog, bright); on IMDB-Face EB1 women
+    with the young age bins and men with the old ones. Returns a sorted array of cell codes
+    y * (B + 1) + b with B the largest bias value (cell_codes)."""
+    labels, bias = np.asarray(labels, np.int64), np.asarray(bias, np.int64)
+    k, top = len(np.unique(bias)), int(bias.max(initial=0))
+    cells = []
+    for y in np.unique(labels):
+        values, counts = np.unique(bias[labels == y], return_counts=True)
+        share = counts / counts.sum()
+        cells += [int(y) * (top + 1) + int(v) for v, c in zip(values, share) if c > 1 / k]
+    return {"codes": np.array(sorted(cells), np.int64), "top": top}
+
+
+def aligned_accuracies(cells, labels, preds, bias):
+    """{test_acc_aligned, test_acc_conflicting}: accuracy on the test examples whose
+    (label, bias) is a cell the training correlation favours (bias_cells), and on the rest.
+    A part without examples is left out."""
+    labels, preds, bias = (np.asarray(a, np.int64) for a in (labels, preds, bias[:len(labels)]))
+    inside = (bias <= cells["top"]) & np.isin(labels * (cells["top"] + 1) + bias,
+                                              cells["codes"])
+    out = {}
+    for name, part in (("test_acc_aligned", inside), ("test_acc_conflicting", ~inside)):
+        if part.any():
+            out[name] = float((preds[part] == labels[part]).mean())
+    return out
+
+
+# The 95% interval of a test accuracy: a bootstrap over the test examples. Resampling n
+# examples with replacement makes the number correct Binomial(n, accuracy), so it is drawn so
+# (the same distribution as resampling the examples, without an n x resamples array).
+BOOTSTRAP = {"method": "bootstrap over test examples", "resamples": 10000, "seed": 0,
+             "level": 0.95}
+
+
+def bootstrap_ci(correct, resamples=BOOTSTRAP["resamples"], seed=BOOTSTRAP["seed"],
+                 level=BOOTSTRAP["level"]):
+    """[low, high]: the central `level` interval of the accuracy over `resamples` bootstrap
+    resamples of the test examples (correct: one bool per example), seeded."""
+    correct = np.asarray(correct, bool)
+    n = len(correct)
+    if n == 0:
+        return [float("nan"), float("nan")]
+    rng = np.random.default_rng(seed)
+    means = rng.binomial(n, correct.mean(), size=resamples) / n
+    tail = (1 - level) / 2
+    return [float(np.quantile(means, tail)), float(np.quantile(means, 1 - tail))]
 
 
 def _hparam_value(v):

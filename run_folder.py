@@ -346,6 +346,8 @@ class RunFolder:
     def _tag(self, key):
         if key == "test_acc":
             return "test/acc"
+        if key.startswith("test_acc_"):  # aligned, conflicting
+            return f"test/acc_{key[len('test_acc_'):]}"
         if key == "bias_agreement":
             return "test/bias_agreement"
         if key.endswith("_acc") and key[:-4] in self.eval_sets:
@@ -369,7 +371,8 @@ class RunFolder:
             return
         atomic_json_dump(record, os.path.join(self.path, "results.json"))
         metrics = {k: v for k, v in record.items() if k.endswith("_acc")
-                   or k in ("bias_agreement", "epochs")}
+                   or k in ("bias_agreement", "epochs", "test_acc_aligned",
+                            "test_acc_conflicting")}
         records.log_hparams(self.writer, record["config"], metrics, epoch)
         for name, panel in panels:
             self.writer.add_figure(f"confusion/{name}", matrix_figure(*panel), epoch)

@@ -98,6 +98,12 @@ class EpochMeter:
         return {k: t / max(count, 1) for k, t in zip(keys, totals)}, skipped
 
 
+def training_labels(dataset):
+    """(labels, bias_index) of a training set as numpy arrays (a device-resident copy too)."""
+    return tuple(torch.as_tensor(getattr(dataset, k)).cpu().numpy()
+                 for k in ("labels", "bias_index"))
+
+
 def wrap_for_ddp(nets, device):
     """One DistributedDataParallel per network that has parameters (LNL's second update uses
     f and h but not g; separate wrappers keep every reduction complete)."""
@@ -155,6 +161,10 @@ class Solver:
         self.init_source = None  # the checkpoint a stage-2 run started from (path, epoch, hash)
         self.started, self.seconds_before = None, 0.0  # for train_seconds()
         self.captured = runtime.recorded_step(self.method, self.optimizers, train_loader)
+        # the (label, bias) cells of the training correlation: test examples in them are
+        # 'aligned', the rest 'conflicting' (records.bias_cells)
+        self.cells = (records.bias_cells(*training_labels(train_loader.dataset))
+                      if train_loader is not None and records.has_bias_attribute(args) else None)
 
     def _optimizer(self, params):
         a = self.args
@@ -332,8 +342,10 @@ class Solver:
     def _finish(self, metrics):
         """results.json and the final TensorBoard record (one event file per run)."""
         args = self.args
+        labels, preds = self.last_eval[:2]
         record = records.results_record(args, self.device, self.started, self.epoch, metrics,
-                                        self.world, self.train_seconds(), self.step_path())
+                                        self.world, self.train_seconds(), self.step_path(),
+                                        correct=labels == preds)
         panels = records.confusion_panels(args, *self.last_eval, epoch=self.epoch,
                                           checkpoint="final weights")
         self.run.write_results(record, panels, self.epoch)
@@ -374,6 +386,8 @@ class Solver:
         agreement = records.bias_agreement(preds, bias, probs.shape[1])
         if agreement is not None:
             out["bias_agreement"] = agreement
+        if self.cells is not None:
+            out.update(records.aligned_accuracies(self.cells, labels, preds, bias))
         out.update({f"{n}_acc": self.evaluate(l) for n, l in self.extra_loaders.items()})
         return out
 

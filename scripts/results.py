@@ -187,8 +187,24 @@ def sort_key(column):
     return column.map(str)
 
 
+# Student's t at 0.975 for 1..30 degrees of freedom (then the normal's 1.96): the 95% interval
+# of a mean over n seeds is mean ± t(n-1) * std / sqrt(n)
+T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179,
+        2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064,
+        2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
+
+
+def mean_ci95(mean, std, n):
+    """(low, high) of the 95% t-interval of a mean over n runs; NaN for n < 2."""
+    if n < 2 or std != std:
+        return float("nan"), float("nan")
+    half = (T975[n - 2] if n - 1 <= len(T975) else 1.96) * std / math.sqrt(n)
+    return mean - half, mean + half
+
+
 def summarise(frame, keys, metrics, ddof=DDOF):
-    """Long form: one row per group and metric with mean, std, n."""
+    """Long form: one row per group and metric with mean, std, n and the 95% interval of the
+    mean (mean_ci95)."""
     parts = []
     for metric in metrics:
         if metric not in frame:
@@ -196,6 +212,10 @@ def summarise(frame, keys, metrics, ddof=DDOF):
         stats = (frame.dropna(subset=[metric]).groupby(keys, dropna=False)[metric]
                  .agg(mean="mean", std=lambda s: s.std(ddof=ddof), n="count").reset_index())
         stats.insert(len(keys), "metric", metric)
+        bounds = [mean_ci95(m, sd, int(n)) for m, sd, n in zip(stats["mean"], stats["std"],
+                                                                stats["n"])]
+        stats["ci95_low"] = [b[0] for b in bounds]
+        stats["ci95_high"] = [b[1] for b in bounds]
         parts.append(stats)
     if not parts:
         raise SystemExit(f"none of the metrics {metrics} is in these records")
@@ -261,8 +281,9 @@ def md_table(header, rows):
     return "\n".join(lines + ["| " + " | ".join(map(str, r)) + " |" for r in rows])
 
 
-def markdown_wide(summary, keys, metrics):
-    """One row per group: n, mean ± std per metric, then the paper's number per metric."""
+def markdown_wide(summary, keys, metrics, paper=True):
+    """One row per group: n, mean ± std per metric, then (paper) the paper's number per
+    metric."""
     rows = []
     for group, part in summary.groupby(keys, dropna=False, sort=False):
         group = group if isinstance(group, tuple) else (group,)
@@ -270,9 +291,11 @@ def markdown_wide(summary, keys, metrics):
         n = max(r.n for r in by_metric.values())
         cells = [fmt(by_metric[m].mean, by_metric[m].std) if m in by_metric else "—"
                  for m in metrics]
-        paper = [fmt_paper(by_metric[m].paper) if m in by_metric else "—" for m in metrics]
-        rows.append([label(k, v) for k, v in zip(keys, group)] + [n] + cells + paper)
-    header = list(keys) + ["n"] + list(metrics) + [f"paper {m}" for m in metrics]
+        published = [fmt_paper(by_metric[m].paper) if m in by_metric else "—"
+                     for m in metrics] if paper else []
+        rows.append([label(k, v) for k, v in zip(keys, group)] + [n] + cells + published)
+    header = (list(keys) + ["n"] + list(metrics)
+              + ([f"paper {m}" for m in metrics] if paper else []))
     return md_table(header, rows)
 
 
@@ -506,8 +529,15 @@ def cmnist_table(frame, paper):
                          "--where epochs=N")
     summary, text = table_text(frame, ["variant", "color_var"], ["test_acc"], "color_var", paper)
     epochs = ", ".join(map(str, lengths))
+    split = ""
+    parts = [m for m in ("test_acc_aligned", "test_acc_conflicting") if m in frame]
+    if parts:  # records from 2026-11-29 on
+        wide = markdown_wide(summarise(frame, ["variant", "color_var"], parts).assign(
+            paper=float("nan")), ["variant", "color_var"], parts, paper=False)
+        split = ("\n\nThe same runs on the test images painted with their digit's training "
+                 "colour (aligned) and with another digit's (conflicting):\n\n" + wide)
     return summary, (f"Test accuracy, final epoch, mean ± sample std (ddof={DDOF}) over seeds, n "
-                     f"runs per cell. Epochs per stage: {epochs}.\n\n{text}\n")
+                     f"runs per cell. Epochs per stage: {epochs}.\n\n{text}{split}\n")
 
 
 def cmd_cmnist(args):
@@ -521,7 +551,8 @@ def cmd_cmnist(args):
     os.makedirs(out, exist_ok=True)
     runs = frame[frame.dataset_name == "ColoredMNIST"].sort_values(
         ["color_var", "seed", "variant"])
-    cols = ["color_var", "seed", "variant", "method", "test_acc", "bias_agreement", "epochs",
+    cols = ["color_var", "seed", "variant", "method", "test_acc", "test_acc_ci95",
+            "test_acc_aligned", "test_acc_conflicting", "bias_agreement", "epochs",
             "commit", "dirty", "device", "wall_time_s", "folder"]
     runs.reindex(columns=cols).rename(columns={"color_var": "sigma2"}).to_csv(
         os.path.join(out, "results.csv"), index=False)

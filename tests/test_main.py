@@ -58,6 +58,20 @@ def test_checkpoints_args_and_tensorboard_scalars(baseline_run):
     assert acc.Scalars("train/lr")[0].value == pytest.approx(0.01)
 
 
+def test_results_json_splits_aligned_and_conflicting_and_gives_an_interval(baseline_run):
+    """A biased baseline is right where the test image wears its digit's training colour and
+    mostly wrong elsewhere; the bootstrap interval holds the accuracy and says how it was
+    drawn; TensorBoard shows both parts."""
+    record = json.load(open(baseline_run / "base" / "results.json"))
+    assert record["test_acc_aligned"] > 0.6 and record["test_acc_conflicting"] < 0.2
+    low, high = record["test_acc_ci95"]
+    assert low <= record["test_acc"] <= high and high - low < 0.1
+    assert record["provenance"]["test_acc_ci95_method"]["resamples"] == 10000
+    events = EventAccumulator(str(baseline_run / "base" / "logs"))
+    events.Reload()
+    assert {"test/acc_aligned", "test/acc_conflicting"} <= set(events.Tags()["scalars"])
+
+
 def test_results_json_carries_config_and_provenance(baseline_run):
     record = json.load(open(os.path.join(baseline_run, "base", "results.json")))
     assert (record["experiment"], record["method"], record["epochs"]) == ("base", "baseline", 3)

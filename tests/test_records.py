@@ -18,6 +18,57 @@ def test_bias_agreement_is_the_share_of_predictions_equal_to_the_bias():
     assert records.bias_agreement(preds, np.array([0, 1, 11, 3]), 2) is None
 
 
+def colour_world(n_test=2000, seed=0):
+    """Colored-MNIST-like arrays: in training every digit wears its own colour; on the test
+    set colours are random."""
+    rng = np.random.default_rng(seed)
+    train_y = rng.integers(0, 10, 5000)
+    test_y, test_colour = rng.integers(0, 10, n_test), rng.integers(0, 10, n_test)
+    return train_y, train_y.copy(), test_y, test_colour
+
+
+def test_a_model_that_reads_only_the_colour_is_right_when_aligned_and_wrong_otherwise():
+    train_y, train_colour, test_y, test_colour = colour_world()
+    cells = records.bias_cells(train_y, train_colour)
+    by_colour = records.aligned_accuracies(cells, test_y, test_colour, test_colour)
+    assert by_colour == {"test_acc_aligned": 1.0, "test_acc_conflicting": 0.0}
+    by_digit = records.aligned_accuracies(cells, test_y, test_y, test_colour)
+    assert by_digit == {"test_acc_aligned": 1.0, "test_acc_conflicting": 1.0}
+    aligned = (test_y == test_colour).mean()  # about 1 in 10 test images
+    assert 0.07 < aligned < 0.13
+
+
+def test_in_pattern_cells_of_the_real_image_splits():
+    """Dogs and Cats TB1 (dark cats, bright dogs) and an IMDB-Face-like split where each
+    gender spans several age bins: a cell is in the pattern when training favours it."""
+    cells = records.bias_cells(np.array([0] * 50 + [1] * 50), np.array([0] * 50 + [1] * 50))
+    got = records.aligned_accuracies(cells, np.array([0, 0, 1, 1]), np.array([0, 0, 0, 0]),
+                                     np.array([0, 1, 1, 0]))
+    assert got == {"test_acc_aligned": 0.5, "test_acc_conflicting": 0.5}
+    women, men = np.zeros(30, int), np.ones(30, int)
+    ages = np.r_[np.arange(30) % 3, 5 + np.arange(30) % 3]  # women 0-2, men 5-7 of 8 bins
+    cells = records.bias_cells(np.r_[women, men], ages)
+    inside = records.aligned_accuracies(cells, np.array([0, 0, 1, 1]), np.array([0, 0, 1, 1]),
+                                        np.array([1, 6, 7, 2]))
+    assert inside == {"test_acc_aligned": 1.0, "test_acc_conflicting": 1.0}
+    first = records.aligned_accuracies(cells, np.array([0, 0]), np.array([0, 1]),
+                                       np.array([2, 6]))
+    assert first == {"test_acc_aligned": 1.0, "test_acc_conflicting": 0.0}
+
+
+def test_bootstrap_interval_covers_the_accuracy_and_narrows_with_more_examples():
+    rng = np.random.default_rng(1)
+    small, large = rng.random(200) < 0.7, rng.random(20000) < 0.7
+    for correct in (small, large):
+        low, high = records.bootstrap_ci(correct)
+        assert low <= correct.mean() <= high
+        assert records.bootstrap_ci(correct) == [low, high]  # seeded: the same interval
+    width = lambda c: np.subtract(*records.bootstrap_ci(c)[::-1])
+    assert width(large) < width(small) / 5  # about sqrt(100) = 10 times narrower
+    # about 1.96 binomial standard errors either side
+    assert width(small) == pytest.approx(2 * 1.96 * np.sqrt(0.7 * 0.3 / 200), rel=0.15)
+
+
 def test_provenance_names_commit_device_versions_and_times():
     prov = records.provenance(torch.device("cpu"), started=100.0, ended=160.5)
     assert prov["wall_time_s"] == 60.5 and prov["started"].startswith("1970-01-01T00:01:40")

@@ -93,6 +93,25 @@ def test_cmnist_preset_writes_table_csv_and_plot(ledger):
     assert (ledger / "c" / "accuracy_vs_var.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_cmnist_table_adds_aligned_and_conflicting_and_a_95_interval_of_the_mean(tmp_path):
+    for seed, (acc, aligned, conflicting) in enumerate([(0.4, 0.9, 0.35), (0.5, 0.95, 0.45)]):
+        record(tmp_path / f"cmnist_var0.020_seed{seed}_baseline",
+               {"method": "baseline", "seed": seed}, test_acc=acc, test_acc_aligned=aligned,
+               test_acc_conflicting=conflicting, test_acc_ci95=[acc - 0.03, acc + 0.03])
+    results.main(["cmnist", str(tmp_path), "--out", str(tmp_path / "c")])
+    md = (tmp_path / "c" / "results.md").read_text()
+    assert ("| variant | color_var | n | test_acc_aligned | test_acc_conflicting |" in md
+            and "| Baseline | 0.020 | 2 | 0.925 ± 0.035 | 0.400 ± 0.071 |" in md)
+    import pandas as pd
+    summary = pd.read_csv(tmp_path / "c" / "summary.csv")
+    row = summary[summary.metric == "test_acc"].iloc[0]
+    # mean 0.45, sample std 0.0707, n 2: t(1) = 12.706, half width 12.706 * 0.0707 / sqrt 2
+    assert row.ci95_low == pytest.approx(0.45 - 0.6353, abs=1e-3)
+    assert row.ci95_high == pytest.approx(0.45 + 0.6353, abs=1e-3)
+    runs = pd.read_csv(tmp_path / "c" / "results.csv")
+    assert {"test_acc_ci95", "test_acc_aligned", "test_acc_conflicting"} <= set(runs.columns)
+
+
 def test_cmnist_table_refuses_to_average_runs_of_several_lengths(ledger):
     record(ledger / "cmnist_var0.020_seed2_lnl", {"seed": 2, "epochs": 100}, test_acc=0.95)
     with pytest.raises(SystemExit, match=r"several lengths \(2, 100 epochs per stage\)"):
