@@ -7,6 +7,7 @@ N(mean[label], sigma^2 I), the test set draws the mean colour independently of t
 and the background stays black.
 """
 import gzip
+import hashlib
 import os
 import pickle
 import zipfile
@@ -52,7 +53,8 @@ PALETTE = PALETTES["authors"]
 # - "intensity": the colour scaled by the stroke's intensity (releases before this one).
 PAINT_RULES = ("mask", "intensity")
 STROKE_MIN = 127
-CACHE_VERSION = "c2"  # bump when a palette or a painting rule changes: invalidates caches
+CACHE_VERSION = "c3"  # bump when a palette or a painting rule changes: invalidates caches
+#                      (c3: the same data as c2, the file now carries its arrays' sha256)
 
 # Input normalisation of the LNL reference (CIFAR statistics).
 CMNIST_MEAN = (0.4914, 0.4822, 0.4465)
@@ -170,20 +172,36 @@ CMNIST_KEYS = ("train_image", "train_label", "train_color_index", "test_image", 
                "test_color_index")
 
 
+def array_digest(arrays):
+    """sha256 over named arrays (name, dtype, shape and bytes of each, in name order): two
+    users with the same digest trained on the same numbers."""
+    h = hashlib.sha256()
+    for name in sorted(arrays):
+        a = np.ascontiguousarray(torch.as_tensor(arrays[name]).cpu().numpy()
+                                 if torch.is_tensor(arrays[name]) else arrays[name])
+        h.update(f"{name}:{a.dtype.str}:{a.shape};".encode())
+        h.update(memoryview(a).cast("B"))
+    return h.hexdigest()
+
+
 def read_cmnist_cache(path):
     """A cached Colored MNIST, or None when it is missing or damaged (a damaged cache is
-    rebuilt, never trusted: every array is read in full and the lengths must agree)."""
+    rebuilt, never trusted: every array is read in full, the lengths must agree and the
+    arrays must hash to the sha256 stored when the cache was built)."""
     if not os.path.exists(path):
         return None
     try:
         with np.load(path) as z:
             data = {k: z[k] for k in CMNIST_KEYS}
+            stored = str(z["sha256"])
         ok = all(len(data[f"{s}_image"]) == len(data[f"{s}_label"]) ==
                  len(data[f"{s}_color_index"]) for s in ("train", "test"))
+        ok = ok and array_digest(data) == stored
     except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error):
         ok = False
     if not ok:
-        log(f"note: the Colored-MNIST cache {path} is damaged; building it again")
+        log(f"note: the Colored-MNIST cache {path} is damaged or changed since it was built "
+            "(its arrays do not match their stored sha256); building it again")
         return None
     return data
 
@@ -223,7 +241,8 @@ def load_or_build_cmnist(data_root_base, color_var, data_seed, output_dir="./out
     if target:
         # a private temp file + rename: runs started together may all build it, none
         # half-reads it
-        atomic_npz_save(data, os.path.join(target, name))
+        atomic_npz_save({**data, "sha256": np.array(array_digest(data))},
+                        os.path.join(target, name))
     return data
 
 
@@ -298,6 +317,11 @@ class TripletDataset(Dataset):
     def __len__(self):
         return len(self.labels)
 
+    def digest(self):
+        """sha256 of the exact arrays this set serves (inputs, labels, b, bias attribute)."""
+        return array_digest({"inputs": self.inputs, "labels": self.labels,
+                             "bias_targets": self.bias_targets, "bias_index": self.bias_index})
+
     @property
     def input_shape(self):
         return tuple(self._inputs(torch.zeros(1, dtype=torch.long)).shape[1:])
@@ -335,6 +359,13 @@ class ColorImageDataset(TripletDataset):
         self.grayscale = grayscale
         self.mean = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
+
+    def digest(self):
+        """The stored images' digest plus what is done to them when served (grayscale, the
+        normalisation)."""
+        return array_digest({"stored": np.frombuffer(super().digest().encode(), np.uint8),
+                             "grayscale": np.array(bool(self.grayscale)),
+                             "mean": self.mean, "std": self.std})
 
     def _inputs(self, idx):
         x = self.inputs[idx].permute(0, 3, 1, 2).float().div_(255.0)

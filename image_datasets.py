@@ -8,6 +8,7 @@ with a missing column or a non-numeric age, an unreadable image. --skip_bad_imag
 every image up front instead, and skips (and logs) the unreadable ones.
 """
 import csv
+import hashlib
 import os
 from concurrent.futures import ThreadPoolExecutor
 
@@ -70,6 +71,15 @@ class ImageFileDataset(Dataset):
 
     def __len__(self):
         return len(self.paths)
+
+    def digest(self):
+        """sha256 of the file list (relative to its common folder, so the same files under
+        another data root agree) with each file's label and bias label."""
+        root = os.path.commonpath(self.paths) if self.paths else ""
+        h = hashlib.sha256()
+        for path, y, b in zip(self.paths, self.labels.tolist(), self.bias_index.tolist()):
+            h.update(f"{os.path.relpath(path, root)}\t{y}\t{b}\n".encode())
+        return h.hexdigest()
 
     @property
     def input_shape(self):

@@ -17,6 +17,7 @@ from torch import nn
 import dataset_specs
 import lifecycle
 import methods
+import records
 import run_folder
 import sweep
 from data_handler import make_loader
@@ -492,6 +493,7 @@ def make_solver(start, runtime, sets, nets):
     open the run folder)."""
     args = start.args
     spec = DATASETS[args.dataset_name]
+    digest = records.data_digest(sets)
     train_loader = make_loader(sets.pop("train"), args.batch_size, True, args.seed,
                                args.num_workers, runtime.device,
                                balanced_envs=spec.balanced_envs, rank=runtime.rank,
@@ -500,7 +502,7 @@ def make_solver(start, runtime, sets, nets):
                                                      args.num_workers, runtime.device))
                     for name, ds in sets.items()}
     return Solver(args, nets, runtime.loader(train_loader), eval_loaders.pop("test"),
-                  runtime, extra_loaders=eval_loaders)
+                  runtime, extra_loaders=eval_loaders, data_sha256=digest)
 
 
 def run_sweep(parser, runs):

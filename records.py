@@ -7,6 +7,7 @@ scripts/results.py can filter and group runs by any configuration key instead of
 folder names.
 """
 import datetime
+import hashlib
 import os
 import platform
 import socket
@@ -68,8 +69,19 @@ def resolved_config(args, device):
     return {**vars(args), "device": str(device), "device_requested": args.device}
 
 
+def data_digest(sets):
+    """sha256 over the digests of every set a run uses (train, test, extra evaluation sets):
+    the exact arrays (in-memory datasets) or file lists with their labels (image files)."""
+    if not all(hasattr(ds, "digest") for ds in sets.values()):
+        return None  # a dataset class without digest(): the record says nothing
+    h = hashlib.sha256()
+    for name in sorted(sets):
+        h.update(f"{name}:{sets[name].digest()};".encode())
+    return h.hexdigest()
+
+
 def results_record(args, device, started, epochs, metrics, world=1, train_seconds=None,
-                   step_path=None, correct=None):
+                   step_path=None, correct=None, data_sha256=None):
     """results.json's content: the flat fields earlier records had (experiment, method,
     dataset, epochs, final metrics) plus config and provenance (with step_path: how the
     finishing process ran its steps, Solver.step_path()). correct (one bool per test
@@ -77,6 +89,8 @@ def results_record(args, device, started, epochs, metrics, world=1, train_second
     prov = provenance(device, started, time.time(), world, train_seconds)
     if step_path is not None:
         prov["step_path"] = step_path
+    if data_sha256 is not None:
+        prov["data_sha256"] = data_sha256
     interval = {}
     if correct is not None:
         interval = {"test_acc_ci95": bootstrap_ci(correct)}

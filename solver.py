@@ -137,7 +137,7 @@ class Solver:
     """Trains and evaluates one experiment; `run` (its run folder) writes the files."""
 
     def __init__(self, args, nets, train_loader, test_loader, runtime, run=None,
-                 extra_loaders=None):
+                 extra_loaders=None, data_sha256=None):
         self.args, self.runtime, self.device = args, runtime, runtime.device
         self.world, self.is_main = runtime.world, runtime.is_main
         self.nets = runtime.place(nets)
@@ -145,6 +145,7 @@ class Solver:
         self.train_loader, self.test_loader = train_loader, test_loader
         self.extra_loaders = extra_loaders or {}
         self.run = run
+        self.data_sha256 = data_sha256  # records.data_digest of the sets the loaders serve
         self.last_eval = None  # (labels, preds, bias, n_classes) of the latest test evaluation
         self.method = METHODS[args.method](train_nets, args)
         # evaluation reads the plain networks: no collective calls outside training steps
@@ -345,7 +346,8 @@ class Solver:
         labels, preds = self.last_eval[:2]
         record = records.results_record(args, self.device, self.started, self.epoch, metrics,
                                         self.world, self.train_seconds(), self.step_path(),
-                                        correct=labels == preds)
+                                        correct=labels == preds,
+                                        data_sha256=self.data_sha256)
         panels = records.confusion_panels(args, *self.last_eval, epoch=self.epoch,
                                           checkpoint="final weights")
         self.run.write_results(record, panels, self.epoch)

@@ -113,6 +113,37 @@ def test_cache_is_built_once(tmp_path, fake_mnist, monkeypatch):
     assert np.array_equal(a["test_image"], b["test_image"])
 
 
+def test_a_changed_cache_fails_its_digest_and_is_built_again(tmp_path, fake_mnist, monkeypatch,
+                                                             capsys):
+    calls = []
+    monkeypatch.setattr(dh, "load_mnist", lambda root: calls.append(root) or fake_mnist)
+    built = dh.load_or_build_cmnist(str(tmp_path), 0.03, 1)
+    path = dh.cmnist_cache_path(str(tmp_path), 0.03, 1)
+    with np.load(path) as z:
+        stored = {k: z[k] for k in z.files}
+    assert str(stored["sha256"]) == dh.array_digest({k: built[k] for k in dh.CMNIST_KEYS})
+    stored["test_label"] = stored["test_label"].copy()
+    stored["test_label"][0] = (stored["test_label"][0] + 1) % 10  # one label changed
+    np.savez(path, **stored)
+    assert dh.read_cmnist_cache(path) is None
+    assert "do not match their stored sha256" in capsys.readouterr().out
+    again = dh.load_or_build_cmnist(str(tmp_path), 0.03, 1)  # rebuilt, not trusted
+    assert len(calls) == 2 and np.array_equal(again["test_label"], built["test_label"])
+
+
+def test_a_runs_data_digest_names_its_exact_data(fake_mnist, monkeypatch, tmp_path):
+    """The same flags give the same sets and the same digest; other data (another sigma^2,
+    fewer examples, the grayscale oracle's inputs) another."""
+    import records
+    monkeypatch.setattr(dh, "load_mnist", lambda root: fake_mnist)
+    root = str(tmp_path)
+    digest = lambda **kw: records.data_digest(build_datasets(Args(data_root_base=root, **kw)))
+    first = digest()
+    assert first == digest() and len(first) == 64
+    others = [digest(color_var=0.05), digest(max_train_samples=100), digest(grayscale=True)]
+    assert len({first, *others}) == 4
+
+
 class Args:
     dataset_name = "ColoredMNIST"
     cmnist_source = "ours"

@@ -67,6 +67,7 @@ def test_results_json_splits_aligned_and_conflicting_and_gives_an_interval(basel
     low, high = record["test_acc_ci95"]
     assert low <= record["test_acc"] <= high and high - low < 0.1
     assert record["provenance"]["test_acc_ci95_method"]["resamples"] == 10000
+    assert len(record["provenance"]["data_sha256"]) == 64
     events = EventAccumulator(str(baseline_run / "base" / "logs"))
     events.Reload()
     assert {"test/acc_aligned", "test/acc_conflicting"} <= set(events.Tags()["scalars"])
