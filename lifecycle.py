@@ -13,12 +13,15 @@ evaluates on, the prediction file), never the parsed one changed in place, and a
 records exactly it. A checkpoint is read once per run (tests count the reads).
 """
 import argparse
+import os
 from dataclasses import dataclass
 from typing import Optional
 
 import run_folder
+import probe as bias_probe
 from checkpoints import (adopt_resumed_args, check_compatible, check_init_optimizer,
-                         check_init_unchanged, init_source, newest_readable, read_checkpoint)
+                         check_init_unchanged, file_digest, init_source, newest_readable,
+                         read_checkpoint)
 from dataset_specs import DATASETS
 from run_folder import RunFolder, checkpoint_dir, experiment_dir
 from solver import run_to_end, stop_signals
@@ -29,7 +32,7 @@ from utils import UserError, log
 class Start:
     """What a run starts from, decided before anything is written."""
     args: argparse.Namespace       # the resolved configuration (args.json records it)
-    kind: str                      # "fresh", "init" (stage 2), "resume" or "test"
+    kind: str                      # "fresh", "init" (stage 2), "resume", "test" or "probe"
     path: Optional[str] = None     # the checkpoint it starts from
     ckpt: Optional[dict] = None    # that checkpoint, read once
     init: Optional[dict] = None    # the stage-1 checkpoint a stage-2 run started from
@@ -52,6 +55,8 @@ def resolve_start(parser, args, hold=True):
     resume = run_folder.check_experiment(args, parser.error, hold=hold)
     if args.mode == "test":
         return test_start(parser, args)
+    if args.mode == "probe":
+        return probe_start(parser, args)
     args = with_values(args, resume=resume)
     if resume:
         return resume_start(parser, args)
@@ -69,6 +74,24 @@ def test_start(parser, args):
     args = with_values(args, test_output_npy=run_folder.prediction_target(args, path,
                                                                           parser.error))
     return Start(args, "test", path, ckpt)
+
+
+def probe_start(parser, args):
+    """--mode probe: the run's checkpoint (as test mode's), its data, and the probe recipe
+    (probe.PROBE_EPOCHS, PROBE_LR) unless --epochs or --lr is given."""
+    path = run_folder.checkpoint_to_test(args)
+    ckpt = read_checkpoint(path)
+    recorded = ckpt.get("args", {})
+    args = with_values(args, **recorded_data(parser, args, recorded, path))
+    check_compatible(recorded, args, path, parser.roles)
+    target = bias_probe.probe_path(experiment_dir(args))
+    if os.path.lexists(target) and not bias_probe.is_probe_record(target):
+        parser.error(f"{target} exists and is not a probe record written by this tool; move "
+                     "it aside")
+    recipe = {k: v for k, v in (("epochs", bias_probe.PROBE_EPOCHS),
+                                ("lr", bias_probe.PROBE_LR))
+              if getattr(args, k) == parser.get_default(k)}
+    return Start(with_values(args, **recipe), "probe", path, ckpt)
 
 
 def recorded_data(parser, args, recorded, path):
@@ -174,6 +197,18 @@ def train(solver, start):
     RunStopped."""
     with stop_signals(solver.on_signal):
         return run_to_end(training_steps(solver, start))
+
+
+def probe(start, runtime, nets, train_loader, test_loader, extra_loaders=None):
+    """--mode probe (probe.py): the run's f, frozen, under a fresh bias head; probe.json."""
+    args = start.args
+    if runtime.is_main:
+        run_folder.open_run(args, runtime.device)
+    nets["f"].load_state_dict(start.ckpt["nets"]["f"])
+    checkpoint = {"path": os.path.abspath(start.path), "epoch": start.ckpt.get("epoch"),
+                  "sha256": file_digest(start.path)}
+    return bias_probe.run_probe(args, nets["f"], nets["h"], train_loader, test_loader,
+                           runtime.device, checkpoint, experiment_dir(args))["probe_bias_acc"]
 
 
 def test(solver, start):

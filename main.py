@@ -55,7 +55,8 @@ def build_parser():
         p.roles[action.dest] = role
     add(p, DRIVES, "--config", default=None,
         help="YAML file whose keys (flag names) become defaults; flags win")
-    add(p, DRIVES, "--mode", choices=("train", "test"), default="train")
+    add(p, DRIVES, "--mode", choices=("train", "test", "probe"), default="train",
+        help="probe: train a fresh bias head on the run's frozen f (the bias left in f)")
     add(p, DEFINES, "--method", choices=sorted(METHODS), default="lnl",
         help="training method (registry in methods.py)")
 
@@ -279,13 +280,20 @@ def validate_numbers(parser, args):
 def validate_run(parser, args):
     """Flags that only make sense together, a run name that stays inside --output_dir, and a
     method that can use what the dataset's b holds."""
-    wrong = TEST_ONLY if args.mode == "train" else TRAIN_ONLY
+    wrong = {"train": TEST_ONLY, "test": TRAIN_ONLY,
+             "probe": TRAIN_ONLY + ("test_output_npy",)}[args.mode]
     misplaced = [f"--{k}" for k in wrong if getattr(args, k)]
     if misplaced:
         hint = (" (to start training from a checkpoint use --init_checkpoint)"
                 if "--load_checkpoint_path" in misplaced else "")
-        parser.error(f"{', '.join(misplaced)} applies to --mode "
-                     f"{'test' if args.mode == 'train' else 'train'} only{hint}")
+        parser.error(f"{', '.join(misplaced)} does not apply to --mode {args.mode}{hint}")
+    if args.mode == "probe" and DATASETS[args.dataset_name].b_kind(args) != "bias":
+        parser.error(f"--mode probe trains a bias head on the run's bias target, and "
+                     f"{args.dataset_name}'s b here is an environment index: there is no bias "
+                     "target to probe")
+    if args.mode == "probe" and args.h_network_name == "none":
+        parser.error("--mode probe trains a fresh head of the run's h architecture: pass "
+                     "--h_network_name (e.g. cmnist_h)")
     if args.resume and args.overwrite:
         parser.error("--resume continues a run and --overwrite starts it again: pass one")
     if not DEVICE_PATTERN.match(args.device):
@@ -460,7 +468,10 @@ def run(parser, args):
     """Check everything that can be checked, then build data, networks and loaders, write the
     run folder and hand over to the Solver."""
     runtime, start = check_run(parser, args)
-    solver = make_solver(start, runtime, *build_run(start.args))
+    sets, nets = build_run(start.args)
+    if start.kind == "probe":
+        return lifecycle.probe(start, runtime, nets, *make_loaders(start.args, runtime, sets))
+    solver = make_solver(start, runtime, sets, nets)
     return (lifecycle.train(solver, start) if start.kind != "test"
             else lifecycle.test(solver, start))
 
@@ -488,12 +499,10 @@ def build_run(args):
     return sets, nets
 
 
-def make_solver(start, runtime, sets, nets):
-    """The loaders and the Solver, still without writing anything (lifecycle.train and test
-    open the run folder)."""
-    args = start.args
+def make_loaders(args, runtime, sets):
+    """(training loader, test loader, {name: other evaluation loader}) by the spec's rules."""
     spec = DATASETS[args.dataset_name]
-    digest = records.data_digest(sets)
+    sets = dict(sets)
     train_loader = make_loader(sets.pop("train"), args.batch_size, True, args.seed,
                                args.num_workers, runtime.device,
                                balanced_envs=spec.balanced_envs, rank=runtime.rank,
@@ -501,8 +510,15 @@ def make_solver(start, runtime, sets, nets):
     eval_loaders = {name: runtime.loader(make_loader(ds, spec.eval_batch, False, args.seed,
                                                      args.num_workers, runtime.device))
                     for name, ds in sets.items()}
-    return Solver(args, nets, runtime.loader(train_loader), eval_loaders.pop("test"),
-                  runtime, extra_loaders=eval_loaders, data_sha256=digest)
+    return runtime.loader(train_loader), eval_loaders.pop("test"), eval_loaders
+
+
+def make_solver(start, runtime, sets, nets):
+    """The loaders and the Solver, still without writing anything (lifecycle.train and test
+    open the run folder)."""
+    train_loader, test_loader, extra = make_loaders(start.args, runtime, sets)
+    return Solver(start.args, nets, train_loader, test_loader, runtime, extra_loaders=extra,
+                  data_sha256=records.data_digest(sets))
 
 
 def run_sweep(parser, runs):

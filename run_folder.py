@@ -31,7 +31,7 @@ RUN_FILES = ("checkpoints/last.pth", "checkpoints/epoch_*.pth", "checkpoints/.tm
 
 # what a run writes in its folder: none of these may be a symbolic link
 LINKABLE = ("checkpoints", "logs", "metrics.jsonl", "results.json", "run.log", "args.json",
-            "test_args.json", ".lock")
+            "test_args.json", "probe_args.json", "probe.json", ".lock")
 
 _held = {}  # folder -> open lock file, kept for the life of the process
 
@@ -254,7 +254,8 @@ def open_run(args, device):
             clear_run_files(out)
     if not (training and finished_record(out, args.epochs)):  # a finished run's args.json
         atomic_json_dump({**vars(args), "device_used": str(device)},  # stays: its record's config
-                         os.path.join(out, "args.json" if training else "test_args.json"))
+                         os.path.join(out, {"train": "args.json", "test": "test_args.json",
+                                            "probe": "probe_args.json"}[args.mode]))
     log.open(os.path.join(out, "run.log"))
 
 

@@ -117,6 +117,10 @@ def flat_row(folder, record):
     config = config_of(folder, record)
     metrics = {k: v for k, v in record.items() if k not in ("config", "provenance")}
     row = {**record.get("provenance", {}), **config, **metrics}
+    probe = read_json(os.path.join(folder, "probe.json")) if os.path.isfile(
+        os.path.join(folder, "probe.json")) else None
+    if isinstance(probe, dict) and "probe_bias_acc" in probe:  # main.py --mode probe
+        row["probe_bias_acc"], row["probe_chance"] = probe["probe_bias_acc"], probe.get("chance")
     row["epochs_planned"] = config.get("epochs")
     row["variant"] = variant({**metrics, **config})
     if "dataset_name" not in row and "dataset" in row:
@@ -530,12 +534,15 @@ def cmnist_table(frame, paper):
     summary, text = table_text(frame, ["variant", "color_var"], ["test_acc"], "color_var", paper)
     epochs = ", ".join(map(str, lengths))
     split = ""
-    parts = [m for m in ("test_acc_aligned", "test_acc_conflicting") if m in frame]
+    parts = [m for m in ("test_acc_aligned", "test_acc_conflicting", "probe_bias_acc",
+                         "probe_chance") if m in frame]
     if parts:  # records from 2026-11-29 on
         wide = markdown_wide(summarise(frame, ["variant", "color_var"], parts).assign(
             paper=float("nan")), ["variant", "color_var"], parts, paper=False)
         split = ("\n\nThe same runs on the test images painted with their digit's training "
-                 "colour (aligned) and with another digit's (conflicting):\n\n" + wide)
+                 "colour (aligned) and with another digit's (conflicting), and the bias a "
+                 "fresh head reads from the frozen f (`main.py --mode probe`; chance: always "
+                 "the most frequent colour bin) where it was run:\n\n" + wide)
     return summary, (f"Test accuracy, final epoch, mean ± sample std (ddof={DDOF}) over seeds, n "
                      f"runs per cell. Epochs per stage: {epochs}.\n\n{text}{split}\n")
 
@@ -552,7 +559,8 @@ def cmd_cmnist(args):
     runs = frame[frame.dataset_name == "ColoredMNIST"].sort_values(
         ["color_var", "seed", "variant"])
     cols = ["color_var", "seed", "variant", "method", "test_acc", "test_acc_ci95",
-            "test_acc_aligned", "test_acc_conflicting", "bias_agreement", "epochs",
+            "test_acc_aligned", "test_acc_conflicting", "probe_bias_acc", "probe_chance",
+            "bias_agreement", "epochs",
             "commit", "dirty", "device", "wall_time_s", "folder"]
     runs.reindex(columns=cols).rename(columns={"color_var": "sigma2"}).to_csv(
         os.path.join(out, "results.csv"), index=False)

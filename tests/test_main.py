@@ -129,6 +129,23 @@ def test_biased_baseline_predicts_the_colour_and_test_mode_writes_npy(baseline_r
         assert open(png, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
 
 
+def test_probe_reads_the_colour_from_a_biased_baseline(baseline_run, mnist_root):
+    """--mode probe: a fresh bias head on the frozen f of a biased baseline reads the colour
+    bins far above chance; probe.json states the recipe and the checkpoint; the run's own
+    files are untouched."""
+    exp = baseline_run / "base"
+    kept = {p: (exp / p).read_bytes() for p in ("results.json", "args.json",
+                                                 "checkpoints/last.pth")}
+    acc = run(mnist_root, baseline_run, "--mode", "probe", "--experiment_name", "base",
+              "--max_train_samples", "2000")
+    probe = json.load(open(exp / "probe.json"))
+    assert probe["probe_bias_acc"] == acc and probe["probe_bias_acc"] > probe["chance"] + 0.2
+    assert 0 < probe["chance"] < 0.6
+    assert probe["recipe"]["epochs"] == 5 and probe["recipe"]["lr"] == 0.01
+    assert probe["checkpoint"]["epoch"] == 3 and len(probe["checkpoint"]["sha256"]) == 64
+    assert {p: (exp / p).read_bytes() for p in kept} == kept
+
+
 def test_lnl_stage_two_from_the_baseline(baseline_run, mnist_root):
     init = os.path.join(baseline_run, "base", "checkpoints", "last.pth")
     # --resume_if_any on a new experiment (as scripts/run_cmnist.sh passes it) starts from init

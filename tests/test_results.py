@@ -98,10 +98,13 @@ def test_cmnist_table_adds_aligned_and_conflicting_and_a_95_interval_of_the_mean
         record(tmp_path / f"cmnist_var0.020_seed{seed}_baseline",
                {"method": "baseline", "seed": seed}, test_acc=acc, test_acc_aligned=aligned,
                test_acc_conflicting=conflicting, test_acc_ci95=[acc - 0.03, acc + 0.03])
+    (tmp_path / "cmnist_var0.020_seed0_baseline" / "probe.json").write_text(json.dumps(
+        {"probe_bias_acc": 0.9, "chance": 0.3}))
     results.main(["cmnist", str(tmp_path), "--out", str(tmp_path / "c")])
     md = (tmp_path / "c" / "results.md").read_text()
-    assert ("| variant | color_var | n | test_acc_aligned | test_acc_conflicting |" in md
-            and "| Baseline | 0.020 | 2 | 0.925 ± 0.035 | 0.400 ± 0.071 |" in md)
+    assert ("| variant | color_var | n | test_acc_aligned | test_acc_conflicting | "
+            "probe_bias_acc | probe_chance |" in md)
+    assert "| Baseline | 0.020 | 2 | 0.925 ± 0.035 | 0.400 ± 0.071 | 0.900 | 0.300 |" in md
     import pandas as pd
     summary = pd.read_csv(tmp_path / "c" / "summary.csv")
     row = summary[summary.metric == "test_acc"].iloc[0]
@@ -109,7 +112,8 @@ def test_cmnist_table_adds_aligned_and_conflicting_and_a_95_interval_of_the_mean
     assert row.ci95_low == pytest.approx(0.45 - 0.6353, abs=1e-3)
     assert row.ci95_high == pytest.approx(0.45 + 0.6353, abs=1e-3)
     runs = pd.read_csv(tmp_path / "c" / "results.csv")
-    assert {"test_acc_ci95", "test_acc_aligned", "test_acc_conflicting"} <= set(runs.columns)
+    assert {"test_acc_ci95", "test_acc_aligned", "test_acc_conflicting",
+            "probe_bias_acc"} <= set(runs.columns)
 
 
 def test_cmnist_table_refuses_to_average_runs_of_several_lengths(ledger):
