@@ -6,6 +6,7 @@ has a mean colour, training strokes are painted with a colour drawn from
 N(mean[label], sigma^2 I), the test set draws the mean colour independently of the label,
 and the background stays black.
 """
+import copy
 import gzip
 import hashlib
 import os
@@ -317,6 +318,15 @@ class TripletDataset(Dataset):
     def __len__(self):
         return len(self.labels)
 
+    def subset(self, idx, train=True):
+        """The examples at idx, in that order (served as this set serves them; train: an
+        in-memory set has no training-only transform)."""
+        part = copy.copy(self)
+        rows = torch.as_tensor(np.asarray(idx), dtype=torch.long)
+        part.inputs, part.labels = self.inputs[rows], self.labels[rows]
+        part.bias_targets, part.bias_index = self.bias_targets[rows], self.bias_index[rows.numpy()]
+        return part
+
     def digest(self):
         """sha256 of the exact arrays this set serves (inputs, labels, b, bias attribute)."""
         return array_digest({"inputs": self.inputs, "labels": self.labels,
@@ -372,6 +382,18 @@ class ColorImageDataset(TripletDataset):
         if self.grayscale:
             x = x.mean(1, keepdim=True).expand_as(x)
         return (x - self.mean) / self.std
+
+
+def split_validation(train, fraction, seed):
+    """(train, validation): a seeded `fraction` of the training examples held out for
+    test-free model selection (--val_fraction). Drawn uniformly from the training set, the
+    validation set is biased as the training set is."""
+    order = np.random.default_rng(seed).permutation(len(train))
+    held = int(round(fraction * len(train)))
+    if not 0 < held < len(train):
+        raise UserError(f"--val_fraction {fraction} of {len(train)} training examples holds "
+                        f"out {held}: pick a fraction that leaves examples on both sides")
+    return train.subset(np.sort(order[held:])), train.subset(np.sort(order[:held]), train=False)
 
 
 def _batch_passthrough(batch):

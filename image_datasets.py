@@ -72,6 +72,15 @@ class ImageFileDataset(Dataset):
     def __len__(self):
         return len(self.paths)
 
+    def subset(self, idx, train=True):
+        """The files at idx; train=False gives them the evaluation transform (a validation
+        set held out of the training files is evaluated, not augmented)."""
+        idx = list(np.asarray(idx))
+        transform = self.transform if train else image_transform(self.image_size, False)
+        return ImageFileDataset([self.paths[i] for i in idx], self.labels[idx],
+                                self.bias_index[idx], [self.sources[i] for i in idx],
+                                transform, self.image_size)
+
     def digest(self):
         """sha256 of the file list (relative to its common folder, so the same files under
         another data root agree) with each file's label and bias label."""

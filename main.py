@@ -20,7 +20,7 @@ import methods
 import records
 import run_folder
 import sweep
-from data_handler import make_loader
+from data_handler import make_loader, split_validation
 from dataset_specs import DATASETS, b_mismatch, build_datasets
 from lifecycle import with_values
 from methods import METHODS
@@ -68,6 +68,10 @@ def build_parser():
         help="seed of the dataset construction (same data for every --seed)")
     add(d, DEFINES, "--max_train_samples", type=int, default=0,
         help="use the first N (0 = all; a seeded random N of image files)")
+    add(d, DEFINES, "--val_fraction", type=float, default=0.0,
+        help="hold out this seeded fraction of the training set (biased as it is), evaluated "
+        "every epoch: the record then names the epoch validation accuracy selects and its "
+        "test accuracy (test_acc_selected) beside the final epoch's and the oracle's")
     add(d, DEFINES, "--max_test_samples", type=int, default=0,
         help="use the first N of each evaluation set (0 = all; as above)")
     add(d, DRIVES, "--num_workers", type=int, default=-1,
@@ -249,7 +253,7 @@ POSITIVE = ("epochs", "save_every", "eval_every", "lr_decay_period", "checkpoint
             "num_main_classes", "num_bias_classes", "hidden_dim", "lr", "lr_decay_rate")
 SEED_MAX = 2 ** 32 - 1  # numpy's seeds are 32-bit
 NON_NEGATIVE = ("seed", "data_seed", "max_train_samples", "max_test_samples", "momentum",
-                "weight_decay")
+                "weight_decay", "val_fraction")
 TRAIN_ONLY = ("init_checkpoint", "resume", "resume_if_any", "overwrite")
 TEST_ONLY = ("load_checkpoint_path", "test_output_npy")
 
@@ -270,6 +274,8 @@ def validate_numbers(parser, args):
         if getattr(args, name) > SEED_MAX:
             parser.error(f"--{name} must be at most {SEED_MAX} (a 32-bit seed); got "
                          f"{getattr(args, name)}")
+    if args.val_fraction >= 1:
+        parser.error(f"--val_fraction must lie in [0, 1); got {args.val_fraction}")
     if args.momentum >= 1:
         parser.error(f"--momentum must lie in [0, 1); got {args.momentum}")
     check_ranges(parser, args, methods.all_options() + dataset_specs.all_options())
@@ -491,6 +497,9 @@ def build_run(args):
     """The datasets and the networks (seeded by --seed), still without writing anything."""
     set_seed(args.seed)
     sets = build_datasets(args)
+    if args.val_fraction:  # held out of training, evaluated each epoch as "val"
+        sets["train"], sets["val"] = split_validation(sets["train"], args.val_fraction,
+                                                      args.data_seed)
     check_classes(args, sets["train"])
     nets = build_nets(args, sets["train"].input_shape)
     check_networks(args, nets, sets["train"])

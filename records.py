@@ -69,6 +69,21 @@ def resolved_config(args, device):
     return {**vars(args), "device": str(device), "device_requested": args.device}
 
 
+def selection(history):
+    """Test-free model selection over a run's epochs (--val_fraction): the epoch with the best
+    validation accuracy (the first, on ties), its test accuracy, and the best test accuracy
+    over the epochs evaluated (the oracle: chosen on the test set, which no honest report may
+    use; recorded only to show the gap). {} without validation accuracies."""
+    rows = [r for r in history if "val_acc" in r and "test_acc" in r]
+    if not rows:
+        return {}
+    chosen = max(rows, key=lambda r: (r["val_acc"], -r["epoch"]))
+    oracle = max(rows, key=lambda r: (r["test_acc"], -r["epoch"]))
+    return {"selected_epoch": chosen["epoch"], "val_acc_selected": chosen["val_acc"],
+            "test_acc_selected": chosen["test_acc"], "test_acc_oracle": oracle["test_acc"],
+            "oracle_epoch": oracle["epoch"]}
+
+
 def data_digest(sets):
     """sha256 over the digests of every set a run uses (train, test, extra evaluation sets):
     the exact arrays (in-memory datasets) or file lists with their labels (image files)."""

@@ -339,6 +339,22 @@ class RunFolder:
         self.writer = SummaryWriter(os.path.join(self.path, "logs"), purge_step=epoch + 1)
         return last
 
+    def history(self):
+        """Every whole metrics.jsonl line of this run, in order ([] when none)."""
+        rows = []
+        try:
+            with open(self.metrics, errors="replace") as fh:
+                for line in fh:
+                    try:
+                        row = json.loads(line)
+                    except ValueError:
+                        continue
+                    if isinstance(row, dict) and isinstance(row.get("epoch"), int):
+                        rows.append(row)
+        except OSError:
+            pass
+        return rows
+
     def finished_record(self, epoch):
         """results.json of a run that has reached --epochs and recorded its results, or None
         (not finished, or stopped between its last checkpoint and its results)."""

@@ -344,6 +344,7 @@ class Solver:
         """results.json and the final TensorBoard record (one event file per run)."""
         args = self.args
         labels, preds = self.last_eval[:2]
+        metrics = {**metrics, **records.selection(self.run.history())}
         record = records.results_record(args, self.device, self.started, self.epoch, metrics,
                                         self.world, self.train_seconds(), self.step_path(),
                                         correct=labels == preds,

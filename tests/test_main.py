@@ -146,6 +146,27 @@ def test_probe_reads_the_colour_from_a_biased_baseline(baseline_run, mnist_root)
     assert {p: (exp / p).read_bytes() for p in kept} == kept
 
 
+def test_a_tiny_lnl_run_with_validation_records_every_diagnostic(baseline_run, mnist_root):
+    """--val_fraction 0.1: a seeded, biased tenth of the training set is evaluated every epoch;
+    the record holds the selected epoch and its test accuracy beside the final and the
+    oracle's, the aligned/conflicting split, the interval and the data's digest."""
+    init = os.path.join(baseline_run, "base", "checkpoints", "last.pth")
+    run(mnist_root, baseline_run, "--method", "lnl", "--epochs", "2", "--init_checkpoint", init,
+        "--experiment_name", "lnl_val", "--val_fraction", "0.1")
+    record = json.load(open(baseline_run / "lnl_val" / "results.json"))
+    rows = metrics(baseline_run, "lnl_val")
+    assert all("val_acc" in r for r in rows)
+    best = max(rows, key=lambda r: (r["val_acc"], -r["epoch"]))
+    assert record["selected_epoch"] == best["epoch"]
+    assert record["test_acc_selected"] == best["test_acc"]
+    assert record["test_acc_oracle"] == max(r["test_acc"] for r in rows)
+    assert record["test_acc"] == rows[-1]["test_acc"]
+    for key in ("test_acc_aligned", "test_acc_conflicting", "test_acc_ci95"):
+        assert key in record
+    assert len(record["provenance"]["data_sha256"]) == 64
+    assert record["config"]["val_fraction"] == 0.1
+
+
 def test_lnl_stage_two_from_the_baseline(baseline_run, mnist_root):
     init = os.path.join(baseline_run, "base", "checkpoints", "last.pth")
     # --resume_if_any on a new experiment (as scripts/run_cmnist.sh passes it) starts from init

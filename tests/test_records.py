@@ -69,6 +69,17 @@ def test_bootstrap_interval_covers_the_accuracy_and_narrows_with_more_examples()
     assert width(small) == pytest.approx(2 * 1.96 * np.sqrt(0.7 * 0.3 / 200), rel=0.15)
 
 
+def test_selection_takes_the_best_validation_epoch_and_shows_the_oracle_apart():
+    history = [{"epoch": 1, "val_acc": 0.5, "test_acc": 0.30},
+               {"epoch": 2, "val_acc": 0.9, "test_acc": 0.40},
+               {"epoch": 3, "val_acc": 0.9, "test_acc": 0.55},  # a tie: the earlier epoch
+               {"epoch": 4, "test_acc": 0.60}]                   # not evaluated on val
+    assert records.selection(history) == {
+        "selected_epoch": 2, "val_acc_selected": 0.9, "test_acc_selected": 0.40,
+        "test_acc_oracle": 0.55, "oracle_epoch": 3}
+    assert records.selection([{"epoch": 1, "test_acc": 0.3}]) == {}
+
+
 def test_provenance_names_commit_device_versions_and_times():
     prov = records.provenance(torch.device("cpu"), started=100.0, ended=160.5)
     assert prov["wall_time_s"] == 60.5 and prov["started"].startswith("1970-01-01T00:01:40")
