@@ -361,3 +361,22 @@ def test_cifar_missing_names_the_fetch_command(tmp_path):
     with pytest.raises(UserError, match="fetch_data.py cifar10"):
         build_datasets(Args(dataset_name="CIFAR10RandomLabels", data_root_base=str(tmp_path),
                                random_labels_fraction=0.1))
+
+
+def test_data_card_draws_each_sigma_and_states_the_agreement(tmp_path, fake_mnist, monkeypatch):
+    """scripts/data_card.py: one PNG per sigma^2 and card.json with the nearest-colour
+    agreement, which the biased training set shows and the unbiased test set does not."""
+    import json
+    import sys
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "scripts"))
+    import data_card
+    monkeypatch.setattr(dh, "load_mnist", lambda root: fake_mnist)
+    assert data_card.main(["--sigmas", "0.020", "0.050", "--data_root", str(tmp_path / "d"),
+                           "--out", str(tmp_path / "card"), "--per_digit", "3"]) == 0
+    card = json.load(open(tmp_path / "card" / "card.json"))
+    for sigma in ("0.020", "0.050"):
+        png = tmp_path / "card" / f"card_var{sigma}.png"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        figures = card["agreement"][sigma]
+        assert figures["train"] > 0.5 > 0.3 > figures["test"]
+    assert card["agreement"]["0.020"]["train"] >= card["agreement"]["0.050"]["train"]

@@ -1,0 +1,100 @@
+"""A data card for our Colored MNIST: per sigma^2, the palette and a grid of training and test
+samples per digit (PNG), with how often an image's colour is nearest its own digit's mean
+colour (the agreement figures docs/references.md §1a quotes), into outputs/data_card/.
+
+    python scripts/data_card.py                          # every sigma^2 of the paper
+    python scripts/data_card.py --sigmas 0.020 --out docs/img
+
+The data are built (or read from the cache) exactly as a training run builds them
+(data_handler.load_or_build_cmnist, the same flags and defaults); card.json holds the figures.
+"""
+import argparse
+import json
+import os
+import sys
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+import data_handler as dh  # noqa: E402
+from options import sigma2  # noqa: E402
+
+PAPER_SIGMAS = ("0.020", "0.025", "0.030", "0.035", "0.040", "0.045", "0.050")
+
+
+def agreement(data, split, palette):
+    """The share of a split's images whose stroke colour is nearest their own digit's mean
+    colour (chance 0.1 on the unbiased test set)."""
+    nearest = dh.nearest_colour_index(dh.stroke_colour(data[f"{split}_image"]), palette)
+    return float((nearest == data[f"{split}_label"]).mean())
+
+
+def samples(data, split, per_digit, seed=0):
+    """per_digit images of each digit (rows: digits 0-9), seeded."""
+    rng = np.random.default_rng(seed)
+    labels = data[f"{split}_label"]
+    rows = [data[f"{split}_image"][rng.choice(np.flatnonzero(labels == d), per_digit,
+                                              replace=False)] for d in range(10)]
+    return np.concatenate([np.concatenate(list(r), axis=1) for r in rows], axis=0)
+
+
+def draw(path, sigma, palette_name, paint, data, figures, per_digit):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    palette = dh.PALETTES[palette_name]
+    fig = plt.figure(figsize=(11, 6.6))
+    grid = fig.add_gridspec(2, 2, height_ratios=[1, 9], hspace=0.25, wspace=0.08)
+    swatch = fig.add_subplot(grid[0, :])
+    swatch.imshow(palette[None], aspect="auto")
+    swatch.set_xticks(range(10), [str(d) for d in range(10)])
+    swatch.set_yticks([])
+    swatch.set_title(f"palette '{palette_name}' (digit d's mean colour), painted by {paint}",
+                     fontsize=9)
+    for col, split in enumerate(("train", "test")):
+        ax = fig.add_subplot(grid[1, col])
+        ax.imshow(samples(data, split, per_digit))
+        ax.set_yticks([14 + 28 * d for d in range(10)], [str(d) for d in range(10)])
+        ax.set_xticks([])
+        ax.set_title(f"{split}: colour nearest its digit's on {figures[split]:.1%} of "
+                     f"{len(data[f'{split}_label']):,} images", fontsize=9)
+    fig.suptitle(f"Colored MNIST, σ² = {sigma}: training biased (each digit near its "
+                 "colour), test unbiased (random colours)", fontsize=10)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--sigmas", nargs="+", type=sigma2, default=list(PAPER_SIGMAS))
+    p.add_argument("--palette", choices=sorted(dh.PALETTES), default="authors")
+    p.add_argument("--paint", choices=dh.PAINT_RULES, default="mask")
+    p.add_argument("--data_seed", type=int, default=0)
+    p.add_argument("--data_root", default=os.path.join(ROOT, "data"))
+    p.add_argument("--out", default=os.path.join(ROOT, "outputs", "data_card"))
+    p.add_argument("--per_digit", type=int, default=12, help="samples per digit and split")
+    opts = p.parse_args(argv)
+    if not 1 <= opts.per_digit <= 50:
+        p.error(f"--per_digit must lie in [1, 50]; got {opts.per_digit}")
+    os.makedirs(opts.out, exist_ok=True)
+    palette = dh.PALETTES[opts.palette]
+    card = {"palette": opts.palette, "paint": opts.paint, "data_seed": opts.data_seed,
+            "agreement": {}}
+    for sigma in opts.sigmas:
+        data = dh.load_or_build_cmnist(opts.data_root, float(sigma), opts.data_seed, opts.out,
+                                       opts.palette, opts.paint)
+        figures = {split: agreement(data, split, palette) for split in ("train", "test")}
+        card["agreement"][sigma] = figures
+        path = os.path.join(opts.out, f"card_var{sigma}.png")
+        draw(path, sigma, opts.palette, opts.paint, data, figures, opts.per_digit)
+        print(f"σ² {sigma}: nearest-colour agreement train {figures['train']:.1%}, test "
+              f"{figures['test']:.1%} -> {path}")
+    with open(os.path.join(opts.out, "card.json"), "w") as fh:
+        json.dump(card, fh, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
