@@ -290,9 +290,12 @@ def validate_run(parser, args):
              "probe": TRAIN_ONLY + ("test_output_npy",)}[args.mode]
     misplaced = [f"--{k}" for k in wrong if getattr(args, k)]
     if misplaced:
+        train_only = any(k.lstrip("-") in TRAIN_ONLY for k in misplaced)
         hint = (" (to start training from a checkpoint use --init_checkpoint)"
                 if "--load_checkpoint_path" in misplaced else "")
-        parser.error(f"{', '.join(misplaced)} does not apply to --mode {args.mode}{hint}")
+        also = " (or probe)" if misplaced == ["--load_checkpoint_path"] else ""
+        parser.error(f"{', '.join(misplaced)} applies to --mode "
+                     f"{'train' if train_only else 'test'} only{also}{hint}")
     if args.mode == "probe" and DATASETS[args.dataset_name].b_kind(args) != "bias":
         parser.error(f"--mode probe trains a bias head on the run's bias target, and "
                      f"{args.dataset_name}'s b here is an environment index: there is no bias "
