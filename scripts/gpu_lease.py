@@ -9,11 +9,13 @@ On the GPU machine (everything is written under --out, which defaults to $OUT th
           for a few hundred steps on CUDA with --fast auto and --fast off: baseline, LNL and
           BlindEye on Colored MNIST (300 steps; stage 2 from the baseline), IRM and AND-mask on
           IRM's Colored MNIST (their presets). Writes prove.md / prove.json.
-  bench   scripts/benchmark.py at its full-size defaults (eager and fast, fp32 and bf16), then
-          the sweep (LNL, fast path) at --sweep_runs runs. Writes bench.json, bench_sweep.jsonl.
+  bench   scripts/benchmark.py at full size (60,000 images; eager and fast, fp32 and bf16; one
+          timed epoch per row), then the sweep (LNL, fast path) at --sweep_runs runs. Writes
+          bench.json, bench_sweep.jsonl.
   long    the CPU headline's long runs (scripts/long_runs.py: the same plan, resume points and
           ledger) continued on the GPU for the budget: results/in_progress and results/cmnist
-          are copied under --out, trained there, and come back with the call's files.
+          are copied in, trained there, and packed into --out as long_runs.tar.gz.00, .01, ...
+          (the device tool brings back at most 8 files, 2 folders down: a resume point is 3).
 Here, on the development machine (no GPU):
   stage   MNIST's four idx files into .lease/mnist (the call's carry).
   collect FOLDER  what a call brought back (the device tool's files_at): prove/bench records
@@ -31,9 +33,12 @@ import json
 import math
 import os
 import shutil
+import re
 import signal
 import subprocess
 import sys
+import tarfile
+import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -43,6 +48,15 @@ PY = sys.executable
 TINY = ["--max_train_samples", "600", "--max_test_samples", "500"]
 KEEP, LEDGER = (os.path.join(ROOT, "results", d) for d in ("in_progress", "cmnist"))
 PROVE_STEPS = 300  # training steps per Colored-MNIST prove run (batch 128)
+# What the device tool brings back from $OUT (its README, "Limits"): at most 8 files, 16 MiB
+# each, 64 MiB together, none more than 2 folders down. A resume point is 3 folders down
+# (in_progress/<run>/checkpoints/last.pth) and a plan holds dozens of files, so a long call
+# packs its resume points and records into one archive, cut into parts that fit.
+RETURN_FILES, RETURN_FILE_BYTES, RETURN_TOTAL_BYTES, RETURN_DEPTH = 8, 16 << 20, 64 << 20, 2
+ARCHIVE, PART_BYTES = "long_runs.tar.gz", 15 << 20
+# what collect reads from an archive it is handed (untrusted): caps before any byte is written
+MEMBER_BYTES, UNPACKED_BYTES, MEMBERS = 64 << 20, 512 << 20, 2000
+RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*\Z")
 
 
 def say(out, text):
@@ -217,8 +231,10 @@ def cmd_prove(opts, out):
 
 # --------------------------------------------------------------------------- bench
 def cmd_bench(opts, out):
+    # one timed epoch per row (after its warm-up): three took 165 s of a 450 s call on an
+    # H200 (2026-11-30) and left the sweep 45 s, too few to finish
     small = (["--device", "cpu", "--train_samples", "256", "--epochs", "1"] if opts.tiny
-             else ["--device", opts.device])
+             else ["--device", opts.device, "--epochs", "1"])
     say(out, f"bench on {device_line()}")
     code, sec = run(out, [PY, "scripts/benchmark.py", *small], "bench.log",
                     min(300, seconds_left(opts)))
@@ -257,10 +273,13 @@ def copy_plain_tree(src, dst):
 
 
 def cmd_long(opts, out):
-    """Continue the long runs for the budget on this device (scripts/long_runs.py), their
-    resume points and ledger copied under --out so that they come back with the call."""
+    """Continue the long runs for the budget on this device (scripts/long_runs.py) from the
+    resume points and ledger carried in; at the end both are packed into --out (pack)."""
     env = mnist_env(opts)
-    keep, ledger = os.path.join(out, "in_progress"), os.path.join(out, "cmnist")
+    scratch = os.path.normpath(os.path.join(ROOT, opts.runs_dir)) + "_returned"
+    if os.path.isdir(scratch):  # this tool's own folder, from an earlier call on this machine
+        shutil.rmtree(scratch)
+    keep, ledger = os.path.join(scratch, "in_progress"), os.path.join(scratch, "cmnist")
     plan = ["--epochs", str(opts.epochs)]
     if opts.tiny:  # its own small plan: never from the committed resume points (other runs)
         plan += ["--tiny", "--sigmas", "0.020"]
@@ -281,8 +300,52 @@ def cmd_long(opts, out):
     with open(os.path.join(out, "long.json"), "w") as fh:
         json.dump({**device_line(), "exit": code, "seconds": sec, "lanes": opts.lanes,
                    "status": status.splitlines()}, fh, indent=1)
-    say(out, f"long runs: exit {code} after {sec} s (3: more to do)\n{status}")
+    parts = pack(scratch, out)
+    say(out, f"long runs: exit {code} after {sec} s (3: more to do); resume points and records "
+             f"in {', '.join(parts)}\n{status}")
     return code
+
+
+def pack(folder, out):
+    """folder's in_progress/ and cmnist/ (plain files only) as one gzip'd tar in out, cut into
+    parts of PART_BYTES (long_runs.tar.gz.00, .01, ...) so that the call's reply carries them."""
+    whole = os.path.join(out, ARCHIVE)
+    with tarfile.open(whole, "w:gz", compresslevel=1) as tar:
+        for top in ("in_progress", "cmnist"):
+            for d, dirs, files in os.walk(os.path.join(folder, top)):
+                dirs.sort()
+                for name in sorted(files):
+                    path = os.path.join(d, name)
+                    if os.path.isfile(path) and not os.path.islink(path):
+                        tar.add(path, arcname=os.path.relpath(path, folder), recursive=False)
+    parts = []
+    with open(whole, "rb") as fh:
+        for index, chunk in enumerate(iter(lambda: fh.read(PART_BYTES), b"")):
+            parts.append(f"{ARCHIVE}.{index:02d}")
+            with open(os.path.join(out, parts[-1]), "wb") as part:
+                part.write(chunk)
+    os.remove(whole)
+    return parts
+
+
+def returnable(out):
+    """One line per file under out that the device tool would not bring back (RETURN_*)."""
+    lines, total, count = [], 0, 0
+    for d, _, files in os.walk(out):
+        for name in sorted(files):
+            path = os.path.join(d, name)
+            rel = os.path.relpath(path, out)
+            size = os.path.getsize(path)
+            count, total = count + 1, total + size
+            if rel.count(os.sep) > RETURN_DEPTH:
+                lines.append(f"{rel}: more than {RETURN_DEPTH} folders down")
+            elif size > RETURN_FILE_BYTES:
+                lines.append(f"{rel}: {size} bytes, over {RETURN_FILE_BYTES}")
+            elif count > RETURN_FILES:
+                lines.append(f"{rel}: file {count}, over {RETURN_FILES}")
+            elif total > RETURN_TOTAL_BYTES:
+                lines.append(f"{rel}: {total} bytes in all, over {RETURN_TOTAL_BYTES}")
+    return lines
 
 
 # --------------------------------------------------------------------------- here
@@ -325,8 +388,7 @@ def plain_files(folder, allowed):
             rel = os.path.relpath(path, folder)
             if os.path.islink(path) or (name in files and rel not in allowed) or (
                     name in dirs and rel != "checkpoints"):
-                raise SystemExit(f"refusing {folder}: {rel!r} is not a file a resume point or "
-                                 "record holds (nothing was collected from it)")
+                refuse(folder, f"{rel!r} is not a file a resume point or record holds")
             if name in files:
                 found.append(rel)
     return found
@@ -395,27 +457,87 @@ def collect_long(opts, src):
             life.drop(run)
 
 
+def refuse(src, why):
+    raise SystemExit(f"refusing {src}: {why} (nothing was collected from it)")
+
+
+def unpack(src, dest):
+    """A long call's archive parts in src, read into dest (a fresh folder). The archive came
+    from another machine, so it is read as untrusted: only regular files at
+    in_progress/<run>/<a resume point's file> or cmnist/<run>/<a record's file>, each within
+    MEMBER_BYTES and UNPACKED_BYTES in all, are written (by this code, never by tarfile's
+    extract); anything else refuses the whole archive in one line before a file is written."""
+    import long_runs  # scripts/long_runs.py: what a resume point and a record hold
+    names = sorted(n for n in os.listdir(src) if n.startswith(ARCHIVE + "."))
+    if names != [f"{ARCHIVE}.{i:02d}" for i in range(len(names))]:
+        refuse(src, f"the archive's parts are not {ARCHIVE}.00, .01, ... in order: {names}")
+    whole, size = os.path.join(dest, ARCHIVE), 0
+    with open(whole, "wb") as fh:
+        for name in names:
+            path = os.path.join(src, name)
+            if os.path.islink(path) or not os.path.isfile(path):
+                refuse(src, f"{name} is not a plain file")
+            size += os.path.getsize(path)
+            if size > 2 * RETURN_TOTAL_BYTES:
+                refuse(src, f"its archive is larger than a call's reply can be ({size} bytes)")
+            with open(path, "rb") as part:
+                shutil.copyfileobj(part, fh)
+    allowed = {"in_progress": set(long_runs.RESUME_POINT), "cmnist": set(long_runs.LEDGER_FILES)}
+    try:
+        with tarfile.open(whole, "r:gz") as tar:
+            members, total = [], 0
+            for m in tar:
+                if m.isdir():
+                    continue
+                if not m.isreg():
+                    refuse(src, f"{m.name!r} is a link or a special file, not a plain file")
+                parts = m.name.split("/")
+                if not (len(parts) > 2 and parts[0] in allowed
+                        and RUN_NAME.match(parts[1]) and "/".join(parts[2:]) in allowed[parts[0]]):
+                    refuse(src, f"{m.name!r} is not a file a resume point or record holds")
+                total += m.size
+                if m.size > MEMBER_BYTES or total > UNPACKED_BYTES or len(members) >= MEMBERS:
+                    refuse(src, f"its archive unpacks to more than a plan's runs hold ({m.name!r})")
+                members.append(m)
+            for m in members:
+                path = os.path.join(dest, *m.name.split("/"))
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                with tar.extractfile(m) as data, open(path, "wb") as fh:
+                    shutil.copyfileobj(data, fh)
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        refuse(src, f"its archive cannot be read ({exc}); fetch the call's files again")
+    os.remove(whole)
+    return dest
+
+
 def cmd_collect(opts, out):
-    """Keep what a call brought back: prove/bench records into --records_dir (GPU records
-    only, unless --allow_cpu), then a long call's resume points and records."""
+    """Keep what a call brought back: a long call's archive is read (and checked) first; then
+    prove/bench records into --records_dir (GPU records only, unless --allow_cpu), then the
+    long call's resume points and records."""
     src = opts.folder
     if not os.path.isdir(src):
         raise SystemExit(f"{src} is not a folder: pass the files_at folder of the call's reply")
-    names = [n for n in ("prove.json", "prove.md", "bench.json", "bench_sweep.jsonl",
-                         "long.json", "lease.log") if os.path.isfile(os.path.join(src, n))]
-    gpu = any(from_gpu(os.path.join(src, n)) for n in names if n.endswith(("json", "jsonl")))
-    if names and not (gpu or opts.allow_cpu):
-        print(f"records not kept: those in {src} were not made on a CUDA GPU (a rehearsal? "
-              "pass --allow_cpu with --records_dir elsewhere)")
-        names = []
-    stamp = time.strftime("%Y%m%d_%H%M%S")
-    for name in names:
-        stem, ext = os.path.splitext(name)
-        os.makedirs(opts.records_dir, exist_ok=True)
-        dest = os.path.join(opts.records_dir, f"{stamp}_{stem}{ext}")
-        shutil.copy(os.path.join(src, name), dest)
-        print(f"kept {dest}")
-    collect_long(opts, src)
+    with tempfile.TemporaryDirectory(prefix="lease_collect_") as unpacked:
+        packed = any(n.startswith(ARCHIVE + ".") for n in os.listdir(src))
+        fetched = unpack(src, unpacked) if packed else src  # else a folder laid out by hand
+        names = [n for n in ("prove.json", "prove.md", "bench.json", "bench_sweep.jsonl",
+                             "long.json", "lease.log") if os.path.isfile(os.path.join(src, n))]
+        gpu = any(from_gpu(os.path.join(src, n)) for n in names if n.endswith(("json", "jsonl")))
+        if names and not (gpu or opts.allow_cpu):
+            print(f"records not kept: those in {src} were not made on a CUDA GPU (a rehearsal? "
+                  "pass --allow_cpu with --records_dir elsewhere)")
+            names = []
+        stamp = time.strftime("%Y%m%d_%H%M%S")
+        for name in names:
+            stem, ext = os.path.splitext(name)
+            os.makedirs(opts.records_dir, exist_ok=True)
+            dest, n = os.path.join(opts.records_dir, f"{stamp}_{stem}{ext}"), 1
+            while os.path.exists(dest):  # two collects in one second: never over another's
+                n += 1
+                dest = os.path.join(opts.records_dir, f"{stamp}_{n}_{stem}{ext}")
+            shutil.copy(os.path.join(src, name), dest)
+            print(f"kept {dest}")
+        collect_long(opts, fetched)
     return 0
 
 
@@ -503,6 +625,9 @@ def main(argv=None):
     if opts.steps[0] not in ("stage", "collect"):
         os.makedirs(opts.out, exist_ok=True)
     codes = [steps[step](opts, opts.out) for step in opts.steps]
+    if opts.steps[0] not in ("stage", "collect"):
+        for line in returnable(opts.out):
+            say(opts.out, f"WARNING: the device tool will not bring back {line}")
     return next((c for c in codes if c), 0)
 
 

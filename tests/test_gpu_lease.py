@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import tarfile
 import time
 
 import pytest
@@ -50,6 +51,9 @@ def test_long_call_continues_the_resume_points_and_collect_brings_the_records_ho
                            "--data_root", mnist_root, *folders(tmp_path)])
     assert code == 0 and json.load(open(out / "long.json"))["exit"] == 0
     assert f"{BASELINE}: continuing from epoch 1" in open(out / "long.log").read()
+    # what the device tool brings back: at most 8 files, none more than 2 folders down
+    assert gpu_lease.returnable(out) == [] and not (out / "in_progress").exists()
+    assert (out / "long_runs.tar.gz.00").is_file()
     gpu_lease.main(["collect", str(out), "--tiny", "--allow_cpu", "--epochs", "2",
                     "--records_dir", str(tmp_path / "rec"), *folders(tmp_path)])
     for run in ("baseline", "lnl", "blindeye"):
@@ -87,6 +91,59 @@ def test_collect_keeps_the_further_resume_point_and_moves_a_stale_work_folder_as
     gpu_lease.main(["collect", str(tmp_path / "old"), *folders(tmp_path)])
     assert long_runs.epochs_done(tmp_path / "keep" / BASELINE) == 5
     assert "kept" in capsys.readouterr().out
+
+
+def test_returnable_names_what_the_device_tool_would_leave_behind(tmp_path):
+    """The reply of a call carries at most 8 files, 16 MiB each, 2 folders down (the lease of
+    2026-11-30 lost its resume points, 3 folders down, to this)."""
+    deep = tmp_path / "in_progress" / BASELINE / "checkpoints"
+    deep.mkdir(parents=True)
+    (deep / "last.pth").write_bytes(b"x")
+    with open(tmp_path / "big.bin", "wb") as fh:
+        fh.truncate(gpu_lease.RETURN_FILE_BYTES + 1)
+    for i in range(8):
+        (tmp_path / f"f{i}.txt").write_text("x")
+    lines = gpu_lease.returnable(tmp_path)
+    assert any("last.pth: more than 2 folders down" in ln for ln in lines)
+    assert any(ln.startswith("big.bin:") and "over" in ln for ln in lines)
+    assert any(ln.startswith("f7.txt: file 9, over 8") for ln in lines)
+    assert gpu_lease.returnable(tmp_path / "in_progress" / BASELINE) == []
+
+
+def test_collect_reads_a_packed_resume_point(tmp_path):
+    resume_point(tmp_path / "gpu" / "in_progress", 5)
+    (tmp_path / "out").mkdir()
+    assert gpu_lease.pack(tmp_path / "gpu", tmp_path / "out") == ["long_runs.tar.gz.00"]
+    assert gpu_lease.main(["collect", str(tmp_path / "out"), *folders(tmp_path)]) == 0
+    assert long_runs.epochs_done(tmp_path / "keep" / BASELINE) == 5
+    assert (tmp_path / "keep" / BASELINE / "checkpoints" / "last.pth").read_bytes() == b"weights 5"
+
+
+def hostile_archive(out, name, link=False):
+    """A long call's archive whose one member is a link or is named `name`."""
+    out.mkdir()
+    with tarfile.open(out / "long_runs.tar.gz.00", "w:gz") as tar:
+        info = tarfile.TarInfo(name)
+        if link:
+            info.type, info.linkname = tarfile.SYMTYPE, "/etc/passwd"
+            tar.addfile(info)
+        else:
+            info.size = 4
+            tar.addfile(info, __import__("io").BytesIO(b"evil"))
+
+
+@pytest.mark.parametrize("name,link", [
+    (f"in_progress/{BASELINE}/run.log", True),            # a link
+    (f"in_progress/{BASELINE}/../../../escape.txt", False),  # a path out of the folder
+    ("/tmp/absolute.txt", False),
+    (f"in_progress/{BASELINE}/evil.py", False),           # not a file a resume point holds
+    (f"cmnist/..hidden/results.json", False)])
+def test_collect_refuses_a_hostile_archive_and_writes_nothing(tmp_path, name, link):
+    hostile_archive(tmp_path / "out", name, link)
+    with pytest.raises(SystemExit, match="refusing .*(link|not a file a resume).*nothing was"):
+        gpu_lease.main(["collect", str(tmp_path / "out"), *folders(tmp_path),
+                        "--records_dir", str(tmp_path / "rec")])
+    assert not any((tmp_path / d).exists() for d in ("keep", "ledger", "rec", "escape.txt"))
 
 
 def test_collect_refuses_a_link_and_skips_cpu_resume_points(tmp_path, capsys):
