@@ -18,7 +18,7 @@ import torch
 from torch import optim
 
 from methods import IGNORE_INDEX, as_heads, bias_cross_entropy
-from utils import atomic_json_dump, log, progress
+from utils import atomic_json_dump, log, progress, read_small_json
 
 PROBE_EPOCHS = 5
 PROBE_LR = 0.01
@@ -99,15 +99,8 @@ def run_probe(args, f, h, train_loader, test_loader, device, checkpoint, folder)
 
 def is_probe_record(path):
     """Whether path is a probe.json this tool wrote (never replace another file)."""
-    import json
-    if os.path.islink(path) or not os.path.isfile(path) or os.path.getsize(path) > 1 << 16:
-        return False
-    try:
-        with open(path) as fh:
-            data = json.load(fh)
-    except (OSError, ValueError):
-        return False
-    return isinstance(data, dict) and "probe_bias_acc" in data
+    data = read_small_json(path, 1 << 16)
+    return data is not None and "probe_bias_acc" in data
 
 
 def chance_of(targets, k):

@@ -22,7 +22,7 @@ from torch.utils.tensorboard import SummaryWriter
 import records
 from checkpoints import list_checkpoints, newest_readable
 from utils import (ArgError, atomic_json_dump, atomic_np_save, atomic_torch_save, log,
-                   matrix_figure, save_matrix_png)
+                   matrix_figure, read_small_json, save_matrix_png)
 
 # Files a training run writes, relative to its folder; --overwrite removes these and no others.
 RUN_FILES = ("checkpoints/last.pth", "checkpoints/epoch_*.pth", "checkpoints/.tmp-*",
@@ -229,16 +229,8 @@ def is_prediction_file(path):
 
 def is_prediction_summary(path, npy):
     """Whether path is the summary a test run wrote for the prediction file npy."""
-    if os.path.islink(path) or not os.path.isfile(path):
-        return False
-    if os.path.getsize(path) > SUMMARY_MAX_BYTES:
-        return False
-    try:
-        with open(path) as fh:
-            data = json.load(fh)
-    except (OSError, ValueError):
-        return False
-    return isinstance(data, dict) and data.get("predictions") == os.path.basename(npy)
+    data = read_small_json(path, SUMMARY_MAX_BYTES)
+    return data is not None and data.get("predictions") == os.path.basename(npy)
 
 
 def open_run(args, device):

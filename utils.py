@@ -141,6 +141,19 @@ def atomic_json_dump(obj, path):
         (json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n").encode()))
 
 
+def read_small_json(path, max_bytes=1 << 20):
+    """The JSON object in path when path is a plain file (not a link) of at most max_bytes;
+    else None. For deciding whether a file is one this tool wrote before replacing it."""
+    if os.path.islink(path) or not os.path.isfile(path) or os.path.getsize(path) > max_bytes:
+        return None
+    try:
+        with open(path) as fh:
+            data = json.load(fh)
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
 def atomic_np_save(obj, path):
     _atomic_write(path, lambda fh: np.save(fh, obj, allow_pickle=False))
 
