@@ -394,18 +394,25 @@ def plain_files(folder, allowed):
     return found
 
 
+def fetched_runs(src, kind, plan):
+    """(name, folder) of each run folder in src/kind (in_progress or cmnist) that the headline
+    plan holds, in name order; any other folder is skipped with one line."""
+    top = os.path.join(src, kind)
+    for name in sorted(os.listdir(top)) if os.path.isdir(top) else []:
+        if name in plan:
+            yield name, os.path.join(top, name)
+        else:
+            print(f"skipped {os.path.join(top, name)}: not a run of the headline plan")
+
+
 def collect_long(opts, src):
     """A long call's resume points and records: a fetched resume point replaces ours only when
     it is further along (and our long runs are not running); a record the ledger lacks is
     added; anything else is kept as it is, with one line."""
     import long_runs  # scripts/long_runs.py, beside this file: the plan and its checks
     plan = {r["name"]: r for r in long_runs.headline_plan(opts.epochs, tiny=opts.tiny)}
-    fetched = os.path.join(src, "in_progress")
-    for name in sorted(os.listdir(fetched)) if os.path.isdir(fetched) else []:
-        theirs, ours = os.path.join(fetched, name), os.path.join(opts.keep, name)
-        if name not in plan:
-            print(f"skipped {theirs}: not a run of the headline plan")
-            continue
+    for name, theirs in fetched_runs(src, "in_progress", plan):
+        ours = os.path.join(opts.keep, name)
         plain_files(theirs, set(long_runs.RESUME_POINT))
         long_runs.check_record(plan[name], theirs)
         args = long_runs.read_json(os.path.join(theirs, "args.json"), {})
@@ -426,13 +433,12 @@ def collect_long(opts, src):
             aside = f"{work}.before_collect_{time.strftime('%Y%m%d_%H%M%S')}"
             os.replace(work, aside)  # the tool's own work folder, behind now: kept, not deleted
             print(f"  its older work folder moved aside to {aside}")
-    records = os.path.join(src, "cmnist")
-    for name in sorted(os.listdir(records)) if os.path.isdir(records) else []:
-        theirs, dest = os.path.join(records, name), os.path.join(opts.ledger, name)
-        if name not in plan:
-            print(f"skipped {theirs}: not a run of the headline plan")
-            continue
+    for name, theirs in fetched_runs(src, "cmnist", plan):
+        dest = os.path.join(opts.ledger, name)
         files = plain_files(theirs, set(long_runs.LEDGER_FILES))
+        if "results.json" not in files:
+            print(f"skipped {theirs}: it holds no results.json (not a finished run's record)")
+            continue
         record = long_runs.read_json(os.path.join(theirs, "results.json"), {}) or {}
         device = str(record.get("config", {}).get("device", "")) if isinstance(
             record, dict) else ""
