@@ -507,7 +507,11 @@ def main(argv=None):
     opts = parse_args(argv)
     life = Lifecycle(headline_plan(opts.epochs, opts.sigmas, opts.tiny), opts)
     if opts.command == "status":
-        status(life)
+        try:
+            status(life)
+            sys.stdout.flush()
+        except BrokenPipeError:  # `status | head`: the reader has what it wanted
+            sys.stdout = open(os.devnull, "w")
         return 0
     if opts.command == "save":
         life.settle()
