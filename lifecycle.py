@@ -65,12 +65,19 @@ def resolve_start(parser, args, hold=True):
     return Start(args, "fresh")
 
 
-def test_start(parser, args):
+def trained_run(parser, args):
+    """A finished run's checkpoint (--mode test and probe), read once, and the arguments with
+    the data it was trained on: (path, checkpoint, args)."""
     path = run_folder.checkpoint_to_test(args)
     ckpt = read_checkpoint(path)
     recorded = ckpt.get("args", {})
     args = with_values(args, **recorded_data(parser, args, recorded, path))
     check_compatible(recorded, args, path, parser.roles)
+    return path, ckpt, args
+
+
+def test_start(parser, args):
+    path, ckpt, args = trained_run(parser, args)
     args = with_values(args, test_output_npy=run_folder.prediction_target(args, path,
                                                                           parser.error))
     return Start(args, "test", path, ckpt)
@@ -79,11 +86,7 @@ def test_start(parser, args):
 def probe_start(parser, args):
     """--mode probe: the run's checkpoint (as test mode's), its data, and the probe recipe
     (probe.PROBE_EPOCHS, PROBE_LR) unless --epochs or --lr is given."""
-    path = run_folder.checkpoint_to_test(args)
-    ckpt = read_checkpoint(path)
-    recorded = ckpt.get("args", {})
-    args = with_values(args, **recorded_data(parser, args, recorded, path))
-    check_compatible(recorded, args, path, parser.roles)
+    path, ckpt, args = trained_run(parser, args)
     target = bias_probe.probe_path(experiment_dir(args))
     if os.path.lexists(target) and not bias_probe.is_probe_record(target):
         parser.error(f"{target} exists and is not a probe record written by this tool; move "
