@@ -71,7 +71,7 @@ NO_TESTS = || { rc=$$?; [ $$rc -ne 5 ] || echo "no tests collected for this lane
 test: setup_dev
 	$(PYTEST) -m "not slow" tests $(NO_TESTS)
 
-# the paper-reproduction runs (-m slow): one full IRM restart, IRM and ERM (about 7 minutes)
+# the paper-reproduction runs (-m slow): one full IRM restart, IRM and ERM (7-15 minutes on 2 cores)
 test_repro: setup_dev
 	$(PYTEST) -m slow tests $(NO_TESTS)
 

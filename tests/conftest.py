@@ -2,8 +2,11 @@
 import os
 import sys
 
-import numpy as np
-import pytest
+# as main.py sets it before torch is imported (the in-process runs share this process's torch)
+os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
