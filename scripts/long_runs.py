@@ -319,7 +319,7 @@ def record_pace(life, lane):
     work = life.work(lane.run)
     path = os.path.join(work, "pace.json")
     pace = read_json(path, {}) or {}
-    key = f"{lane.threads}_threads"
+    key = f"{device_kind(life.opts.device)}_{lane.threads}_threads"
     entry = pace.get(key, {"seconds": 0.0, "epochs": 0})
     entry["seconds"] += time.time() - lane.started
     entry["epochs"] += epochs_done(work) - lane.epochs_at_start
@@ -390,13 +390,28 @@ def run_plan(life, opts):
 
 
 # --------------------------------------------------------------------------- status
+def device_kind(device):
+    """cpu, cuda, ...: --device without its index. Pace is kept per kind: a run continued on a
+    GPU must not make the CPU's estimate (or the other way round)."""
+    return str(device).split(":")[0]
+
+
+def pace_kind(key):
+    """The device kind of a pace.json entry ("cuda_4_threads"); entries written before pace
+    was kept per kind ("1_threads") were all measured on the CPU."""
+    return "cpu" if key[:1].isdigit() else key.split("_")[0]
+
+
 def seconds_per_epoch(life, run):
-    """Measured seconds per epoch of this run, else of another run of the same method."""
+    """Measured seconds per epoch on this device kind (--device) of this run, else of another
+    run of the same method."""
+    kind = device_kind(life.opts.device)
+
     def pace(r):
         for folder in (life.work(r), life.keep(r)):
             data = read_json(os.path.join(folder, "pace.json"), {}) or {}
-            secs = sum(v["seconds"] for v in data.values())
-            eps = sum(v["epochs"] for v in data.values())
+            mine = [v for k, v in data.items() if pace_kind(k) == kind]
+            secs, eps = sum(v["seconds"] for v in mine), sum(v["epochs"] for v in mine)
             if eps > 0:
                 return secs / eps
         return None

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+import types
 
 import pytest
 
@@ -160,3 +161,22 @@ def test_low_priority_sets_nice_and_autogroup_nice():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          preexec_fn=long_runs.low_priority).stdout.split()
     assert out == ["19", "19"], out
+
+
+def test_the_pace_of_one_device_never_estimates_another(tmp_path):
+    """A run continued on a GPU (4 lanes) keeps its CPU pace apart: `status` on the CPU
+    estimates from CPU pieces only (entries from before the device was recorded are CPU's)."""
+    run = long_runs.cmnist_run("0.020", "lnl", 100)
+    os.makedirs(tmp_path / "keep" / run["name"])
+    (tmp_path / "keep" / run["name"] / "pace.json").write_text(json.dumps({
+        "1_threads": {"seconds": 1000.0, "epochs": 4},
+        "cpu_1_threads": {"seconds": 200.0, "epochs": 1},
+        "cuda_4_threads": {"seconds": 25.0, "epochs": 5}}))
+
+    def life(device):
+        opts = types.SimpleNamespace(work=str(tmp_path / "work"), keep=str(tmp_path / "keep"),
+                                     ledger=str(tmp_path / "ledger"), device=device)
+        return long_runs.Lifecycle([run], opts)
+    assert long_runs.seconds_per_epoch(life("cpu"), run) == (240.0, "measured")
+    assert long_runs.seconds_per_epoch(life("cuda:0"), run) == (5.0, "measured")
+    assert long_runs.seconds_per_epoch(life("mps"), run) == (None, "")
