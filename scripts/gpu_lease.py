@@ -261,15 +261,22 @@ def cmd_bench(opts, out):
 
 
 # --------------------------------------------------------------------------- long
-def copy_plain_tree(src, dst):
-    """src's plain files (no links) into dst, folders created; nothing when src is absent."""
-    for folder, _, files in os.walk(src):
-        rel = os.path.relpath(folder, src)
-        for name in files:
+def plain_tree(src):
+    """(path, path relative to src) of src's plain files (no links), in name order; nothing
+    when src is absent."""
+    for folder, dirs, files in os.walk(src):
+        dirs.sort()
+        for name in sorted(files):
             path = os.path.join(folder, name)
             if os.path.isfile(path) and not os.path.islink(path):
-                os.makedirs(os.path.join(dst, rel), exist_ok=True)
-                shutil.copyfile(path, os.path.join(dst, rel, name))
+                yield path, os.path.relpath(path, src)
+
+
+def copy_plain_tree(src, dst):
+    """src's plain files (no links) into dst, folders created; nothing when src is absent."""
+    for path, rel in plain_tree(src):
+        os.makedirs(os.path.dirname(os.path.join(dst, rel)), exist_ok=True)
+        shutil.copyfile(path, os.path.join(dst, rel))
 
 
 def cmd_long(opts, out):
@@ -312,12 +319,8 @@ def pack(folder, out):
     whole = os.path.join(out, ARCHIVE)
     with tarfile.open(whole, "w:gz", compresslevel=1) as tar:
         for top in ("in_progress", "cmnist"):
-            for d, dirs, files in os.walk(os.path.join(folder, top)):
-                dirs.sort()
-                for name in sorted(files):
-                    path = os.path.join(d, name)
-                    if os.path.isfile(path) and not os.path.islink(path):
-                        tar.add(path, arcname=os.path.relpath(path, folder), recursive=False)
+            for path, rel in plain_tree(os.path.join(folder, top)):
+                tar.add(path, arcname=os.path.join(top, rel), recursive=False)
     parts = []
     with open(whole, "rb") as fh:
         for index, chunk in enumerate(iter(lambda: fh.read(PART_BYTES), b"")):
