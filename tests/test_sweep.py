@@ -41,17 +41,19 @@ def assert_same_nets(a, b):
 
 
 def test_each_run_of_a_sweep_ends_with_the_weights_of_the_same_run_alone(mnist_root, tmp_path):
-    """baseline and LNL x sigma^2 0.020, 0.050, seed 3: 4 runs of 200 steps each."""
+    """baseline and LNL x sigma^2 0.020, 0.050, seed 3: 4 runs of 60 steps each (2 epochs, so
+    the learning-rate decay between them is part of each run)."""
     sweep = argv(mnist_root, tmp_path / "sweep", "--method", "baseline", "lnl",
                  "--color_var", "0.020", "0.050", "--seed", "3", "--lr", "0.01",
-                 "--experiment_name", "s")
+                 "--experiment_name", "s", n_train="240")
     accs = cli.main(sweep)
     names = [f"s/method={m},color_var={v}" for m in ("baseline", "lnl") for v in ("0.020", "0.050")]
     assert sorted(accs) == sorted(names)
     for i, name in enumerate(names):
         method, var = name.split("method=")[1].split(",color_var=")
         alone = cli.main(argv(mnist_root, tmp_path / "alone", "--method", method, "--color_var",
-                              var, "--seed", "3", "--lr", "0.01", "--experiment_name", f"a{i}"))
+                              var, "--seed", "3", "--lr", "0.01", "--experiment_name", f"a{i}",
+                              n_train="240"))
         assert accs[name] == alone
         assert_same_nets(nets(tmp_path / "sweep", name), nets(tmp_path / "alone", f"a{i}"))
         folder = tmp_path / "sweep" / name
