@@ -487,6 +487,27 @@ def table_text(frame, keys, metrics, column, paper):
     return summary, text
 
 
+def is_ledger(root):
+    """A folder of run records none of which keeps a checkpoint: what `ledger` writes (and a
+    committed results/ folder is)."""
+    folders = run_folders([root])
+    return bool(folders) and not any(os.path.isdir(os.path.join(f, "checkpoints"))
+                                     for f in folders)
+
+
+def out_folder(args, name, suffix):
+    """--out, or ROOT/<name> beside the runs read. A ledger is never written into (its folder
+    holds run records only, and is often committed): there --out must be given."""
+    if args.out:
+        return args.out
+    root = args.roots[0]
+    if is_ledger(root):
+        stem = os.path.normpath(root)
+        raise SystemExit(f"{root} is a ledger (run records without checkpoints), so nothing is "
+                         f"written into it: give --out, e.g. --out {stem}_{suffix}")
+    return os.path.join(root, name)
+
+
 def records_or_exit(args):
     frame = load_records(args.roots)
     if frame.empty:
@@ -555,7 +576,7 @@ def cmd_cmnist(args):
     if "dataset_name" not in frame or not (frame.dataset_name == "ColoredMNIST").any():
         raise SystemExit(f"no finished Colored-MNIST runs under {', '.join(args.roots)}; run "
                          "scripts/run_cmnist_table.sh first")
-    out = args.out or os.path.join(args.roots[0], "cmnist_table")
+    out = out_folder(args, "cmnist_table", "table")
     paper = load_paper()
     summary, text = cmnist_table(frame, paper)
     os.makedirs(out, exist_ok=True)
@@ -593,7 +614,7 @@ def cmd_methods(args):
             _, text = table_text(part, keys, metrics, None, paper)
         parts.append(f"## {title}\n\n{text}")
     text = "\n\n".join(parts) + "\n"
-    out = args.out or os.path.join(args.roots[0], "methods_table")
+    out = out_folder(args, "methods_table", "table")
     os.makedirs(out, exist_ok=True)
     with open(os.path.join(out, "results.md"), "w") as fh:
         fh.write(text)
@@ -603,7 +624,7 @@ def cmd_methods(args):
 
 def cmd_curves(args):
     frame = records_or_exit(args)
-    out = args.out or os.path.join(args.roots[0], "curves")
+    out = out_folder(args, "curves", "curves")
     written = plot_curves(frame, args.group_by, args.metrics, out)
     print("\n".join(written) if written else "no metrics.jsonl to plot")
 
@@ -694,11 +715,11 @@ def build_parser():
     t.add_argument("--final", default=None,
                    help="print 'LABEL test_acc=<mean>' last, for the first group key's LABEL")
     command("cmnist", cmd_cmnist, "the Colored-MNIST table and accuracy_vs_var.png "
-            "(default --out: ROOT/cmnist_table)")
+            "(default --out: ROOT/cmnist_table; required for a ledger)")
     command("methods", cmd_methods, "every method x benchmark in one Markdown file "
-            "(default --out: ROOT/methods_table)")
+            "(default --out: ROOT/methods_table; required for a ledger)")
     c = command("curves", cmd_curves, "per-epoch curves from metrics.jsonl, one PNG per group "
-                "(default --out: ROOT/curves)", [])
+                "(default --out: ROOT/curves; required for a ledger)", [])
     c.add_argument("--group_by", nargs="+", default=["variant", "dataset_name"])
     g = command("ledger", cmd_ledger, "copy finished runs' results.json, metrics.jsonl and "
                 "args.json into a committed ledger folder (never checkpoints)")

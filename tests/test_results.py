@@ -13,9 +13,9 @@ import results  # noqa: E402
 
 
 def record(folder, config, epochs_done=None, curve=None, **metrics):
-    """A run folder as main.py leaves it: args.json, metrics.jsonl and (when finished)
-    results.json with the config inside."""
-    folder.mkdir(parents=True)
+    """A run folder as main.py leaves it: args.json, metrics.jsonl, checkpoints/ and (when
+    finished) results.json with the config inside."""
+    (folder / "checkpoints").mkdir(parents=True)
     config = {"dataset_name": "ColoredMNIST", "method": "lnl", "seed": 0, "color_var": 0.02,
               "grayscale": False, "epochs": 2, "experiment_name": folder.name, **config}
     (folder / "args.json").write_text(json.dumps(config))
@@ -168,7 +168,6 @@ def test_status_lists_finished_running_stopped_and_never_started(tmp_path, capsy
 
 def test_ledger_copies_small_records_once_and_never_overwrites(ledger, tmp_path, capsys):
     into = tmp_path / "results" / "cmnist"
-    (ledger / "cmnist_var0.020_seed0_lnl" / "checkpoints").mkdir()
     (ledger / "cmnist_var0.020_seed0_lnl" / "checkpoints" / "last.pth").write_bytes(b"w")
     results.main(["ledger", str(ledger), "--where", "dataset_name=ColoredMNIST",
                   "--into", str(into)])
@@ -176,7 +175,13 @@ def test_ledger_copies_small_records_once_and_never_overwrites(ledger, tmp_path,
                                         "cmnist_var0.050_seed0_gray"]
     assert sorted(os.listdir(into / "cmnist_var0.020_seed0_lnl")) == [
         "args.json", "metrics.jsonl", "results.json"]  # no checkpoints
-    # the table is rebuilt from the ledger alone
+    # the table is rebuilt from the ledger alone, written where --out says: never into the
+    # ledger, which holds run records only
+    for command in ("cmnist", "methods", "curves"):
+        with pytest.raises(SystemExit, match=f"is a ledger .* --out {into}_"):
+            results.main([command, str(into)])
+    assert sorted(os.listdir(into)) == ["cmnist_var0.020_seed0_lnl", "cmnist_var0.020_seed1_lnl",
+                                        "cmnist_var0.050_seed0_gray"]
     results.main(["cmnist", str(into), "--out", str(tmp_path / "t")])
     assert "| LNL (ours) | 0.850 ± 0.071 (n=2) | — |" in (tmp_path / "t" / "results.md").read_text()
     # again: nothing added; a ledger file that differs is kept and named
