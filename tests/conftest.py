@@ -4,6 +4,10 @@ import sys
 
 # as main.py sets it before torch is imported (the in-process runs share this process's torch)
 os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # a pytest-xdist worker (`make test`): one thread here and in the runs it starts, as
+    # workers with a thread per core each would fight over the cores
+    os.environ["OMP_NUM_THREADS"] = "1"
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
