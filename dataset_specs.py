@@ -15,8 +15,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Callable
 
-from data_handler import (PALETTES, colored_mnist_datasets, cifar_random_labels_datasets,
-                          irm_cmnist_datasets, spiral_datasets)
+from andmask_datasets import cifar_random_labels_datasets, spiral_datasets
+from colored_mnist import PALETTES, colored_mnist_datasets, irm_cmnist_datasets
 from image_datasets import AGE_EDGES, IMDB_TASKS, dogs_cats_datasets, imdb_face_datasets
 from options import DRIVES, Option
 from utils import UserError

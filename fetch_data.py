@@ -19,7 +19,7 @@ import numpy as np
 import requests
 
 import image_datasets as imd
-from data_handler import MNIST_FILES, find_idx, mnist_raw_dir, read_bytes, read_idx
+from colored_mnist import MNIST_FILES, find_idx, mnist_raw_dir, read_bytes, read_idx
 from utils import UserError, progress
 
 # md5 of the *decompressed* idx files, so any re-compression of the .gz files still verifies.

@@ -35,7 +35,8 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from data_handler import CMNIST_MEAN, CMNIST_STD, ColorImageDataset, color_bin_target, make_loader  # noqa: E402
+from colored_mnist import CMNIST_MEAN, CMNIST_STD, color_bin_target  # noqa: E402
+from data_handler import ColorImageDataset, make_loader  # noqa: E402
 import main as cli  # noqa: E402
 from runtime import Runtime, resolve_device  # noqa: E402
 from solver import Solver  # noqa: E402

@@ -9,7 +9,7 @@ repository that takes them (a parameter named args, or start, which carries them
 object holds them (self.args: the Solver, the run folder, a method), collapses
 consecutive calls within one file, and prints one JSON line: the files in order of entry, how
 many distinct files, and how many times the walk re-enters a file it had already left. Data
-building (data_handler, dataset_specs) counts like everything else.
+building (colored_mnist, dataset_specs) counts like everything else.
 """
 import argparse
 import json

@@ -6,7 +6,7 @@ colour (the agreement figures docs/references.md §1a quotes), into outputs/data
     python scripts/data_card.py --sigmas 0.020 --out docs/img
 
 The data are built (or read from the cache) exactly as a training run builds them
-(data_handler.load_or_build_cmnist, the same flags and defaults); card.json holds the figures.
+(colored_mnist.load_or_build_cmnist, the same flags and defaults); card.json holds the figures.
 """
 import argparse
 import json
@@ -17,7 +17,7 @@ import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-import data_handler as dh  # noqa: E402
+import colored_mnist as cm  # noqa: E402
 from options import sigma2  # noqa: E402
 
 PAPER_SIGMAS = ("0.020", "0.025", "0.030", "0.035", "0.040", "0.045", "0.050")
@@ -26,7 +26,7 @@ PAPER_SIGMAS = ("0.020", "0.025", "0.030", "0.035", "0.040", "0.045", "0.050")
 def agreement(data, split, palette):
     """The share of a split's images whose stroke colour is nearest their own digit's mean
     colour (chance 0.1 on the unbiased test set)."""
-    nearest = dh.nearest_colour_index(dh.stroke_colour(data[f"{split}_image"]), palette)
+    nearest = cm.nearest_colour_index(cm.stroke_colour(data[f"{split}_image"]), palette)
     return float((nearest == data[f"{split}_label"]).mean())
 
 
@@ -43,7 +43,7 @@ def draw(path, sigma, palette_name, paint, data, figures, per_digit):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    palette = dh.PALETTES[palette_name]
+    palette = cm.PALETTES[palette_name]
     fig = plt.figure(figsize=(11, 6.6))
     grid = fig.add_gridspec(2, 2, height_ratios=[1, 9], hspace=0.25, wspace=0.08)
     swatch = fig.add_subplot(grid[0, :])
@@ -69,8 +69,8 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--sigmas", nargs="+", type=sigma2, default=list(PAPER_SIGMAS))
-    p.add_argument("--palette", choices=sorted(dh.PALETTES), default="authors")
-    p.add_argument("--paint", choices=dh.PAINT_RULES, default="mask")
+    p.add_argument("--palette", choices=sorted(cm.PALETTES), default="authors")
+    p.add_argument("--paint", choices=cm.PAINT_RULES, default="mask")
     p.add_argument("--data_seed", type=int, default=0)
     p.add_argument("--data_root", default=os.path.join(ROOT, "data"))
     p.add_argument("--out", default=os.path.join(ROOT, "outputs", "data_card"))
@@ -79,11 +79,11 @@ def main(argv=None):
     if not 1 <= opts.per_digit <= 50:
         p.error(f"--per_digit must lie in [1, 50]; got {opts.per_digit}")
     os.makedirs(opts.out, exist_ok=True)
-    palette = dh.PALETTES[opts.palette]
+    palette = cm.PALETTES[opts.palette]
     card = {"palette": opts.palette, "paint": opts.paint, "data_seed": opts.data_seed,
             "agreement": {}}
     for sigma in opts.sigmas:
-        data = dh.load_or_build_cmnist(opts.data_root, float(sigma), opts.data_seed, opts.out,
+        data = cm.load_or_build_cmnist(opts.data_root, float(sigma), opts.data_seed, opts.out,
                                        opts.palette, opts.paint)
         figures = {split: agreement(data, split, palette) for split in ("train", "test")}
         card["agreement"][sigma] = figures

@@ -42,7 +42,7 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.append(ROOT)  # data_handler's MNIST file names (imported where used: it loads torch)
+sys.path.append(ROOT)  # colored_mnist's MNIST file names (imported where used: it loads torch)
 sys.path.append(os.path.dirname(os.path.abspath(__file__)))  # long_runs, beside this file
 PY = sys.executable
 TINY = ["--max_train_samples", "600", "--max_test_samples", "500"]
@@ -113,7 +113,7 @@ def run(out, cmd, log_name, timeout, env=None):
 
 def mnist_env(opts):
     """The environment the run scripts and tests need to find MNIST without the internet."""
-    from data_handler import MNIST_FILES, find_idx
+    from colored_mnist import MNIST_FILES, find_idx
     src = os.path.join(opts.lease_dir, "mnist")
     if not all(find_idx(src, f) for f in MNIST_FILES.values()):
         raise SystemExit(f"MNIST is not in {src}; run `python scripts/gpu_lease.py stage` on "
@@ -354,7 +354,7 @@ def returnable(out):
 # --------------------------------------------------------------------------- here
 def cmd_stage(opts, out):
     """Copy MNIST's four idx files into .lease/mnist (the device machine has no internet)."""
-    from data_handler import MNIST_FILES, find_idx
+    from colored_mnist import MNIST_FILES, find_idx
     dest = os.path.join(opts.lease_dir, "mnist")
     os.makedirs(dest, exist_ok=True)
     for f in MNIST_FILES.values():  # each gzip'd (.gz) or raw

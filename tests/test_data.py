@@ -4,6 +4,8 @@ import numpy as np
 import pytest
 import torch
 
+import andmask_datasets
+import colored_mnist as cm
 import data_handler as dh
 import fetch_data
 from dataset_specs import build_datasets
@@ -16,7 +18,7 @@ def test_color_bin_target_on_hand_made_pixels():
     img[0, 1, 1] = (0, 31, 32)       # -> ignore, bin 0, bin 1
     img[0, 1, 3] = (255, 224, 223)   # -> bins 7, 7, 6
     img[0, 0, 0] = (255, 255, 255)   # even position: dropped by the resize
-    t = dh.color_bin_target(img)
+    t = cm.color_bin_target(img)
     assert t.shape == (1, 3, 14, 14) and t.dtype == np.uint8
     assert t[0, :, 0, 0].tolist() == [dh.IGNORE_INDEX, 0, 1]
     assert t[0, :, 0, 1].tolist() == [7, 7, 6]
@@ -29,7 +31,7 @@ def test_color_bin_target_on_hand_made_pixels():
 def test_paint_intensity_keeps_background_black_and_scales_colour():
     gray = np.zeros((1, 28, 28), np.uint8)
     gray[0, 5, 5], gray[0, 6, 6] = 255, 128
-    out = dh.paint(gray, np.array([[1.0, 0.5, 0.0]]), "intensity")
+    out = cm.paint(gray, np.array([[1.0, 0.5, 0.0]]), "intensity")
     assert out[0, 5, 5].tolist() == [255, 128, 0]
     assert out[0, 6, 6].tolist() == [128, 64, 0]
     assert out.sum() == 255 + 128 + 128 + 64
@@ -38,7 +40,7 @@ def test_paint_intensity_keeps_background_black_and_scales_colour():
 def test_paint_mask_puts_one_flat_colour_on_the_stroke_and_nothing_elsewhere():
     gray = np.zeros((1, 28, 28), np.uint8)
     gray[0, 5, 5], gray[0, 6, 6], gray[0, 7, 7] = 255, 128, 127  # 127: an edge, not stroke
-    out = dh.paint(gray, np.array([[1.0, 0.5, 0.2]]))
+    out = cm.paint(gray, np.array([[1.0, 0.5, 0.2]]))
     assert out[0, 5, 5].tolist() == out[0, 6, 6].tolist() == [255, 128, 51]
     assert out[0, 7, 7].tolist() == [0, 0, 0]
     assert out.sum() == 2 * (255 + 128 + 51)
@@ -47,40 +49,40 @@ def test_paint_mask_puts_one_flat_colour_on_the_stroke_and_nothing_elsewhere():
 def test_mask_painting_gives_h_a_target_of_colour_alone(mnist_root):
     """With the colour flat on the stroke, every non-ignored pixel of an image has the same
     colour bins (the image's colour); scaled by intensity, edges add other bins (shape)."""
-    mnist = dh.load_mnist(mnist_root)
+    mnist = cm.load_mnist(mnist_root)
     mnist = {k: v[:300] for k, v in mnist.items()}
     for rule, one_bin in (("mask", True), ("intensity", False)):
-        data = dh.build_colored_mnist(mnist, 0.02, 0, rule=rule)
-        target = dh.color_bin_target(data["train_image"])
+        data = cm.build_colored_mnist(mnist, 0.02, 0, rule=rule)
+        target = cm.color_bin_target(data["train_image"])
         bins_per_channel = [len(set(t[c][t[c] != dh.IGNORE_INDEX].tolist()))
                             for t in target for c in range(3)]
         assert (max(bins_per_channel) == 1) == one_bin, (rule, max(bins_per_channel))
 
 
 def test_every_palette_is_chromatic_and_the_default_has_no_zero_channel():
-    for name, palette in dh.PALETTES.items():
+    for name, palette in cm.PALETTES.items():
         assert palette.shape == (10, 3) and len({tuple(c) for c in palette}) == 10, name
-    authors = dh.PALETTES["authors"] * 255
+    authors = cm.PALETTES["authors"] * 255
     assert (authors.max(1) - authors.min(1) >= 30).all()  # no white or gray digit
     assert (authors.min(1) > 0).all()  # a zero channel would be background to h
 
 
 def test_build_is_deterministic_in_data_seed(fake_mnist):
-    a = dh.build_colored_mnist(fake_mnist, 0.02, data_seed=3)
-    b = dh.build_colored_mnist(fake_mnist, 0.02, data_seed=3)
-    c = dh.build_colored_mnist(fake_mnist, 0.02, data_seed=4)
+    a = cm.build_colored_mnist(fake_mnist, 0.02, data_seed=3)
+    b = cm.build_colored_mnist(fake_mnist, 0.02, data_seed=3)
+    c = cm.build_colored_mnist(fake_mnist, 0.02, data_seed=4)
     for k in a:
         assert np.array_equal(a[k], b[k])
     assert not np.array_equal(a["train_image"], c["train_image"])
 
 
 def test_real_training_set_is_biased_and_test_set_is_not(mnist_root):
-    data = dh.load_or_build_cmnist(mnist_root, 0.020, data_seed=0)
+    data = cm.load_or_build_cmnist(mnist_root, 0.020, data_seed=0)
     for split in ("train", "test"):
         images = data[f"{split}_image"]
         assert images.shape[1:] == (28, 28, 3) and images.dtype == np.uint8
-    colour_pred = lambda s: dh.nearest_colour_index(dh.stroke_colour(data[f"{s}_image"]),
-                                                    dh.PALETTE)
+    colour_pred = lambda s: cm.nearest_colour_index(cm.stroke_colour(data[f"{s}_image"]),
+                                                    cm.PALETTE)
     train_agree = (colour_pred("train") == data["train_label"]).mean()
     test_agree = (colour_pred("test") == data["test_label"]).mean()
     # chance is 0.1; not 1.0, as the jitter (sd 0.14 per channel) carries some colours nearer
@@ -97,37 +99,37 @@ def test_real_training_set_is_biased_and_test_set_is_not(mnist_root):
 def test_weaker_bias_at_larger_variance(mnist_root):
     agree = []
     for var in (0.020, 0.050):
-        data = dh.load_or_build_cmnist(mnist_root, var, data_seed=0)
-        pred = dh.nearest_colour_index(dh.stroke_colour(data["train_image"][:10000]), dh.PALETTE)
+        data = cm.load_or_build_cmnist(mnist_root, var, data_seed=0)
+        pred = cm.nearest_colour_index(cm.stroke_colour(data["train_image"][:10000]), cm.PALETTE)
         agree.append((pred == data["train_label"][:10000]).mean())
     assert agree[0] > agree[1] + 0.1
 
 
 def test_cache_is_built_once(tmp_path, fake_mnist, monkeypatch):
     calls = []
-    monkeypatch.setattr(dh, "load_mnist", lambda root: calls.append(root) or fake_mnist)
-    a = dh.load_or_build_cmnist(str(tmp_path), 0.03, 1)
-    b = dh.load_or_build_cmnist(str(tmp_path), 0.03, 1)
+    monkeypatch.setattr(cm, "load_mnist", lambda root: calls.append(root) or fake_mnist)
+    a = cm.load_or_build_cmnist(str(tmp_path), 0.03, 1)
+    b = cm.load_or_build_cmnist(str(tmp_path), 0.03, 1)
     assert len(calls) == 1
-    assert os.path.exists(dh.cmnist_cache_path(str(tmp_path), 0.03, 1))
+    assert os.path.exists(cm.cmnist_cache_path(str(tmp_path), 0.03, 1))
     assert np.array_equal(a["test_image"], b["test_image"])
 
 
 def test_a_changed_cache_fails_its_digest_and_is_built_again(tmp_path, fake_mnist, monkeypatch,
                                                              capsys):
     calls = []
-    monkeypatch.setattr(dh, "load_mnist", lambda root: calls.append(root) or fake_mnist)
-    built = dh.load_or_build_cmnist(str(tmp_path), 0.03, 1)
-    path = dh.cmnist_cache_path(str(tmp_path), 0.03, 1)
+    monkeypatch.setattr(cm, "load_mnist", lambda root: calls.append(root) or fake_mnist)
+    built = cm.load_or_build_cmnist(str(tmp_path), 0.03, 1)
+    path = cm.cmnist_cache_path(str(tmp_path), 0.03, 1)
     with np.load(path) as z:
         stored = {k: z[k] for k in z.files}
-    assert str(stored["sha256"]) == dh.array_digest({k: built[k] for k in dh.CMNIST_KEYS})
+    assert str(stored["sha256"]) == dh.array_digest({k: built[k] for k in cm.CMNIST_KEYS})
     stored["test_label"] = stored["test_label"].copy()
     stored["test_label"][0] = (stored["test_label"][0] + 1) % 10  # one label changed
     np.savez(path, **stored)
-    assert dh.read_cmnist_cache(path) is None
+    assert cm.read_cmnist_cache(path) is None
     assert "do not match their stored sha256" in capsys.readouterr().out
-    again = dh.load_or_build_cmnist(str(tmp_path), 0.03, 1)  # rebuilt, not trusted
+    again = cm.load_or_build_cmnist(str(tmp_path), 0.03, 1)  # rebuilt, not trusted
     assert len(calls) == 2 and np.array_equal(again["test_label"], built["test_label"])
 
 
@@ -135,7 +137,7 @@ def test_a_runs_data_digest_names_its_exact_data(fake_mnist, monkeypatch, tmp_pa
     """The same flags give the same sets and the same digest; other data (another sigma^2,
     fewer examples, the grayscale oracle's inputs) another."""
     import records
-    monkeypatch.setattr(dh, "load_mnist", lambda root: fake_mnist)
+    monkeypatch.setattr(cm, "load_mnist", lambda root: fake_mnist)
     root = str(tmp_path)
     digest = lambda **kw: records.data_digest(build_datasets(Args(data_root_base=root, **kw)))
     first = digest()
@@ -162,11 +164,11 @@ class Args:
 
 
 def test_official_file_format_loads(tmp_path, fake_mnist):
-    ours = dh.build_colored_mnist(fake_mnist, 0.02, 0)
+    ours = cm.build_colored_mnist(fake_mnist, 0.02, 0)
     official = {"train_image": ours["train_image"], "train_label": ours["train_label"],
                 "test_image": ours["test_image"], "test_label": ours["test_label"],
                 "test_gray": fake_mnist["test_images"]}
-    np.save(dh.official_cmnist_path(str(tmp_path), 0.02), official)
+    np.save(cm.official_cmnist_path(str(tmp_path), 0.02), official)
     sets = build_datasets(Args(cmnist_source="official", data_root_base=str(tmp_path)))
     train, test = sets["train"], sets["test"]
     assert len(train) == 200 and len(test) == 100
@@ -188,10 +190,10 @@ def test_missing_mnist_names_the_fetch_command(tmp_path):
 
 
 def test_batches_are_x_y_b_and_shuffle_depends_on_epoch(tmp_path, fake_mnist):
-    data = dh.build_colored_mnist(fake_mnist, 0.02, 0)
+    data = cm.build_colored_mnist(fake_mnist, 0.02, 0)
     ds = dh.ColorImageDataset(data["train_image"], data["train_label"],
-                                dh.color_bin_target(data["train_image"]),
-                                data["train_color_index"], dh.CMNIST_MEAN, dh.CMNIST_STD)
+                                cm.color_bin_target(data["train_image"]),
+                                data["train_color_index"], cm.CMNIST_MEAN, cm.CMNIST_STD)
     loader = dh.make_loader(ds, 64, True, seed=1, num_workers=0, device=torch.device("cpu"))
     x, y, b = next(iter(loader))
     assert x.dtype == torch.float32 and x.shape == (64, 3, 28, 28)
@@ -213,9 +215,9 @@ def test_full_batch_is_the_whole_set_in_stored_order_without_a_copy():
 
 
 def test_grayscale_inputs_have_equal_channels_before_normalising(fake_mnist):
-    data = dh.build_colored_mnist(fake_mnist, 0.02, 0)
+    data = cm.build_colored_mnist(fake_mnist, 0.02, 0)
     ds = dh.ColorImageDataset(data["train_image"], data["train_label"],
-                                dh.color_bin_target(data["train_image"]), data["train_label"],
+                                cm.color_bin_target(data["train_image"]), data["train_label"],
                                 (0, 0, 0), (1, 1, 1), grayscale=True)
     x, _, _ = ds.__getitems__([0, 1])
     assert torch.equal(x[:, 0], x[:, 1]) and torch.equal(x[:, 1], x[:, 2])
@@ -225,7 +227,7 @@ def test_truncated_idx_file_is_reported(tmp_path):
     path = tmp_path / "t10k-labels-idx1-ubyte"
     path.write_bytes(bytes([0, 0, 8, 1]) + (100).to_bytes(4, "big") + bytes(10))
     with pytest.raises(UserError, match="truncated"):
-        dh.read_idx(str(path))
+        cm.read_idx(str(path))
 
 
 def test_fetch_from_folder_rejects_a_corrupt_file(tmp_path, mnist_root):
@@ -246,9 +248,9 @@ def test_fetch_from_folder_rejects_a_corrupt_file(tmp_path, mnist_root):
 
 # ----------------------------------------------------------------------------- IRM Colored MNIST
 def test_irm_environments_have_the_published_agreement_rates(mnist_root):
-    envs, test = dh.build_irm_cmnist(dh.load_mnist(mnist_root), data_seed=0)
-    digits = dh.load_mnist(mnist_root)["train_labels"]
-    for (x, y, colour), e in zip(envs + [test], dh.IRM_TRAIN_ENVS + (dh.IRM_TEST_ENV,)):
+    envs, test = cm.build_irm_cmnist(cm.load_mnist(mnist_root), data_seed=0)
+    digits = cm.load_mnist(mnist_root)["train_labels"]
+    for (x, y, colour), e in zip(envs + [test], cm.IRM_TRAIN_ENVS + (cm.IRM_TEST_ENV,)):
         n = len(y)
         tol = 4 * np.sqrt(0.25 / n)  # four standard errors
         assert x.shape == (n, 2, 14, 14) and x.dtype == np.float32
@@ -309,7 +311,7 @@ def test_env_balanced_sampler_gives_every_env_equal_share_per_batch():
 
 
 def test_env_from_bias_makes_b_the_colour_index(fake_mnist, monkeypatch, tmp_path):
-    monkeypatch.setattr(dh, "load_mnist", lambda root: fake_mnist)
+    monkeypatch.setattr(cm, "load_mnist", lambda root: fake_mnist)
     sets = build_datasets(Args(data_root_base=str(tmp_path), env_from_bias=True))
     _, y, b = sets["train"].__getitems__(list(range(20)))
     assert b.shape == (20,) and torch.equal(b, y)  # training colour = the digit's colour
@@ -346,7 +348,7 @@ def test_random_labels_are_uniform_over_all_classes_including_the_true_one():
     """AND-mask authors' CIFAR-10 setup: a randomized label is uniform over all 10 classes, so
     it says nothing about the image (excluding the true class would leak it)."""
     labels = np.arange(50000) % 10
-    noisy, randomized = dh.randomize_labels(labels, 0.5, 10, np.random.default_rng(0))
+    noisy, randomized = andmask_datasets.randomize_labels(labels, 0.5, 10, np.random.default_rng(0))
     assert randomized.sum() == 25000 and (noisy[~randomized] == labels[~randomized]).all()
     drawn, true = noisy[randomized], labels[randomized]
     assert abs((drawn == true).mean() - 0.1) < 0.01  # 1/10 keep their label by chance
@@ -370,7 +372,7 @@ def test_data_card_draws_each_sigma_and_states_the_agreement(tmp_path, fake_mnis
     import sys
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "scripts"))
     import data_card
-    monkeypatch.setattr(dh, "load_mnist", lambda root: fake_mnist)
+    monkeypatch.setattr(cm, "load_mnist", lambda root: fake_mnist)
     assert data_card.main(["--sigmas", "0.020", "0.050", "--data_root", str(tmp_path / "d"),
                            "--out", str(tmp_path / "card"), "--per_digit", "3"]) == 0
     card = json.load(open(tmp_path / "card" / "card.json"))

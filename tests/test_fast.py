@@ -14,7 +14,8 @@ import torch
 from torch import optim
 
 import main as cli
-from data_handler import CMNIST_MEAN, CMNIST_STD, ColorImageDataset, make_loader
+from colored_mnist import CMNIST_MEAN, CMNIST_STD
+from data_handler import ColorImageDataset, make_loader
 from fast import CapturedStep, ResidentLoader, resident
 from methods import METHODS
 from runtime import Runtime

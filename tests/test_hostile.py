@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-import data_handler
+import colored_mnist
 import fetch_data
 import main as cli
 import run_folder
@@ -294,14 +294,14 @@ def test_networks_that_cannot_read_the_dataset(world, mnist_root, capsys):
 def test_damaged_mnist_files(world, tmp_path, capsys):
     data = tmp_path / "data" / "MNIST" / "raw"
     data.mkdir(parents=True)
-    for stem in data_handler.MNIST_FILES.values():
+    for stem in colored_mnist.MNIST_FILES.values():
         (data / f"{stem}.gz").write_bytes(gzip.compress(b"\0\0\x08\x01\0\0\0\x01x"))
     (data / "t10k-labels-idx1-ubyte.gz").write_bytes(b"plain text, not gzip")
     (data / "train-labels-idx1-ubyte.gz").write_bytes(gzip.compress(b"\0" * 4000)[:30])
     for stem, words in (("t10k-labels-idx1-ubyte", ["damaged", "fetch"]),
                         ("train-labels-idx1-ubyte", ["damaged", "fetch"])):
         with pytest.raises(utils.UserError) as err:
-            data_handler.read_idx(str(data / f"{stem}.gz"))
+            colored_mnist.read_idx(str(data / f"{stem}.gz"))
         for w in words:
             assert w in str(err.value)
     # fetch_data --from refuses the damaged folder before writing anything
@@ -315,20 +315,20 @@ def test_damaged_mnist_files(world, tmp_path, capsys):
 def small_mnist(monkeypatch):
     """The first 2,000 images of each MNIST split: the cache logic under test does not depend
     on the count, and each Colored-MNIST build then takes a fraction of a second."""
-    real = data_handler.load_mnist
-    monkeypatch.setattr(data_handler, "load_mnist",
+    real = colored_mnist.load_mnist
+    monkeypatch.setattr(colored_mnist, "load_mnist",
                         lambda root: {k: v[:2000] for k, v in real(root).items()})
 
 
 def test_truncated_colored_mnist_cache_is_rebuilt(mnist_root, tmp_path, capsys, small_mnist):
     data = tmp_path / "data"
     shutil.copytree(os.path.join(mnist_root, "MNIST"), data / "MNIST")
-    path = data_handler.cmnist_cache_path(str(data), 0.02, 0)
-    good = data_handler.load_or_build_cmnist(str(data), 0.02, 0, str(tmp_path / "out"))
+    path = colored_mnist.cmnist_cache_path(str(data), 0.02, 0)
+    good = colored_mnist.load_or_build_cmnist(str(data), 0.02, 0, str(tmp_path / "out"))
     whole = open(path, "rb").read()
     for damage in (whole[:len(whole) // 2], whole[:-200], b"garbage"):
         open(path, "wb").write(damage)
-        again = data_handler.load_or_build_cmnist(str(data), 0.02, 0, str(tmp_path / "out"))
+        again = colored_mnist.load_or_build_cmnist(str(data), 0.02, 0, str(tmp_path / "out"))
         assert all(np.array_equal(good[k], again[k]) for k in good)
         assert "damaged" in capsys.readouterr().out
     assert open(path, "rb").read() == whole
@@ -339,20 +339,20 @@ def test_read_only_data_folder_caches_in_the_output_folder(mnist_root, tmp_path,
     """A shared read-only dataset mount (simulated: root ignores file modes)."""
     data, out = tmp_path / "ro", tmp_path / "out"
     shutil.copytree(os.path.join(mnist_root, "MNIST"), data / "MNIST")
-    real = data_handler.writable
-    monkeypatch.setattr(data_handler, "writable",
+    real = colored_mnist.writable
+    monkeypatch.setattr(colored_mnist, "writable",
                         lambda f: not str(f).startswith(str(data)) and real(f))
-    first = data_handler.load_or_build_cmnist(str(data), 0.045, 0, str(out))
+    first = colored_mnist.load_or_build_cmnist(str(data), 0.045, 0, str(out))
     assert not (data / "colored_mnist").exists()
     cached = out / ".cache" / "colored_mnist"
     assert len(os.listdir(cached)) == 1
     assert "cached as" in capsys.readouterr().out
-    again = data_handler.load_or_build_cmnist(str(data), 0.045, 0, str(out))  # read, not built
+    again = colored_mnist.load_or_build_cmnist(str(data), 0.045, 0, str(out))  # read, not built
     assert "building" not in capsys.readouterr().out
     assert np.array_equal(first["train_image"], again["train_image"])
-    monkeypatch.setattr(data_handler, "writable", lambda f: False)
+    monkeypatch.setattr(colored_mnist, "writable", lambda f: False)
     shutil.rmtree(cached)
-    data_handler.load_or_build_cmnist(str(data), 0.045, 0, str(out))
+    colored_mnist.load_or_build_cmnist(str(data), 0.045, 0, str(out))
     assert "kept in memory" in capsys.readouterr().out and not cached.exists()
 
 

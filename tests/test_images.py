@@ -331,7 +331,6 @@ def test_two_epoch_resnet18_run_trains_checkpoints_and_tests(image_root, tmp_pat
     exp = os.path.join(out, "lnl")
     assert sorted(os.listdir(os.path.join(exp, "checkpoints"))) == \
         ["epoch_0001.pth", "epoch_0002.pth", "last.pth"]
-    import json
     rows = [json.loads(l) for l in open(os.path.join(exp, "metrics.jsonl"))]
     assert [r["epoch"] for r in rows] == [1, 2]
     assert all(np.isfinite(r["loss_cls"]) and np.isfinite(r["loss_bias"]) for r in rows)

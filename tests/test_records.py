@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import records
-from data_handler import PALETTE
+from colored_mnist import PALETTE
 from utils import matrix_figure
 
 
