@@ -113,4 +113,15 @@ def test_colour_matrix_shows_its_colours_and_a_labelled_colour_bar():
     assert "share of the row" in bar.get_ylabel()
     swatches = [tuple(p.get_facecolor()[:3]) for p in ax.patches]
     assert swatches == [pytest.approx(tuple(c)) for c in PALETTE]
+    # laid out without overlaps or clipping: the axis label clears the swatches, and every
+    # label and title lies inside the figure
+    fig.canvas.draw()  # lays the ticks and labels out
+    renderer = fig.canvas.get_renderer()
+    label = ax.yaxis.label.get_window_extent(renderer)
+    assert all(label.x1 < p.get_window_extent(renderer).x0 for p in ax.patches)
+    page = fig.bbox
+    for text in (ax.title, ax.xaxis.label, ax.yaxis.label, bar.yaxis.label):
+        box = text.get_window_extent(renderer)
+        assert page.x0 <= box.x0 and box.x1 <= page.x1 and page.y0 <= box.y0 and \
+            box.y1 <= page.y1, text.get_text()
     plt.close(fig)
