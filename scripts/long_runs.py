@@ -315,17 +315,24 @@ def start(life, lane, run):
 
 
 def record_pace(life, lane):
-    """Add this piece's seconds and whole epochs to the run's pace.json."""
+    """Add this piece's whole epochs, and its seconds up to the end of the last of them, to
+    the run's pace.json. The tail after that epoch (the part of an epoch a budget stopped) is
+    left out with its partial epoch: counted, it would charge a short piece for work it did
+    not finish (the next piece's first epoch, continued from the middle, is short by as much)."""
     work = life.work(lane.run)
+    gained = epochs_done(work) - lane.epochs_at_start
+    if gained <= 0 or not os.path.isdir(work):
+        return
     path = os.path.join(work, "pace.json")
     pace = read_json(path, {}) or {}
     key = f"{device_kind(life.opts.device)}_{lane.threads}_threads"
     entry = pace.get(key, {"seconds": 0.0, "epochs": 0})
-    entry["seconds"] += time.time() - lane.started
-    entry["epochs"] += epochs_done(work) - lane.epochs_at_start
+    # metrics.jsonl gets a line as each epoch ends: its time is the last whole epoch's end
+    last_epoch_end = os.path.getmtime(os.path.join(work, "metrics.jsonl"))
+    entry["seconds"] += max(last_epoch_end - lane.started, 0.0)
+    entry["epochs"] += gained
     pace[key] = entry
-    if os.path.isdir(work):
-        write_json(path, pace)
+    write_json(path, pace)
 
 
 def run_plan(life, opts):

@@ -180,3 +180,27 @@ def test_the_pace_of_one_device_never_estimates_another(tmp_path):
     assert long_runs.seconds_per_epoch(life("cpu"), run) == (240.0, "measured")
     assert long_runs.seconds_per_epoch(life("cuda:0"), run) == (5.0, "measured")
     assert long_runs.seconds_per_epoch(life("mps"), run) == (None, "")
+
+
+def test_a_piece_counts_its_seconds_up_to_its_last_whole_epoch(tmp_path):
+    """Stopped 400 s into its third epoch, a piece that finished two epochs 100 s after its
+    start records 2 epochs in 100 s; a piece that finished no epoch records nothing."""
+    run = long_runs.cmnist_run("0.020", "lnl", 100)
+    opts = types.SimpleNamespace(work=str(tmp_path / "work"), keep=str(tmp_path / "keep"),
+                                 ledger=str(tmp_path / "ledger"), device="cpu")
+    life = long_runs.Lifecycle([run], opts)
+    work = tmp_path / "work" / run["name"]
+    work.mkdir(parents=True)
+    metrics = work / "metrics.jsonl"
+    metrics.write_text('{"epoch": 1}\n')
+    lane = long_runs.Lane(1)
+    lane.run, lane.epochs_at_start = run, 1
+    lane.started = time.time() - 500
+    metrics.write_text('{"epoch": 1}\n{"epoch": 2}\n{"epoch": 3}\n')
+    os.utime(metrics, (lane.started + 100, lane.started + 100))
+    long_runs.record_pace(life, lane)
+    entry = json.loads((work / "pace.json").read_text())["cpu_1_threads"]
+    assert entry["epochs"] == 2 and entry["seconds"] == pytest.approx(100, abs=1e-3)
+    lane.epochs_at_start = 3  # the next piece: stopped before it finished an epoch
+    long_runs.record_pace(life, lane)
+    assert json.loads((work / "pace.json").read_text())["cpu_1_threads"] == entry
