@@ -321,7 +321,7 @@ def record_pace(life, lane):
     not finish (the next piece's first epoch, continued from the middle, is short by as much)."""
     work = life.work(lane.run)
     gained = epochs_done(work) - lane.epochs_at_start
-    if gained <= 0 or not os.path.isdir(work):
+    if gained <= 0:  # also when the folder is gone: no metrics.jsonl, no epochs
         return
     path = os.path.join(work, "pace.json")
     pace = read_json(path, {}) or {}

@@ -163,6 +163,13 @@ def test_low_priority_sets_nice_and_autogroup_nice():
     assert out == ["19", "19"], out
 
 
+def lifecycle(tmp_path, run, device):
+    """A plan of one run with its folders under tmp_path (work, keep, ledger)."""
+    opts = types.SimpleNamespace(work=str(tmp_path / "work"), keep=str(tmp_path / "keep"),
+                                 ledger=str(tmp_path / "ledger"), device=device)
+    return long_runs.Lifecycle([run], opts)
+
+
 def test_the_pace_of_one_device_never_estimates_another(tmp_path):
     """A run continued on a GPU (4 lanes) keeps its CPU pace apart: `status` on the CPU
     estimates from CPU pieces only (entries from before the device was recorded are CPU's)."""
@@ -173,10 +180,7 @@ def test_the_pace_of_one_device_never_estimates_another(tmp_path):
         "cpu_1_threads": {"seconds": 200.0, "epochs": 1},
         "cuda_4_threads": {"seconds": 25.0, "epochs": 5}}))
 
-    def life(device):
-        opts = types.SimpleNamespace(work=str(tmp_path / "work"), keep=str(tmp_path / "keep"),
-                                     ledger=str(tmp_path / "ledger"), device=device)
-        return long_runs.Lifecycle([run], opts)
+    life = lambda device: lifecycle(tmp_path, run, device)
     assert long_runs.seconds_per_epoch(life("cpu"), run) == (240.0, "measured")
     assert long_runs.seconds_per_epoch(life("cuda:0"), run) == (5.0, "measured")
     assert long_runs.seconds_per_epoch(life("mps"), run) == (None, "")
@@ -186,9 +190,7 @@ def test_a_piece_counts_its_seconds_up_to_its_last_whole_epoch(tmp_path):
     """Stopped 400 s into its third epoch, a piece that finished two epochs 100 s after its
     start records 2 epochs in 100 s; a piece that finished no epoch records nothing."""
     run = long_runs.cmnist_run("0.020", "lnl", 100)
-    opts = types.SimpleNamespace(work=str(tmp_path / "work"), keep=str(tmp_path / "keep"),
-                                 ledger=str(tmp_path / "ledger"), device="cpu")
-    life = long_runs.Lifecycle([run], opts)
+    life = lifecycle(tmp_path, run, "cpu")
     work = tmp_path / "work" / run["name"]
     work.mkdir(parents=True)
     metrics = work / "metrics.jsonl"

@@ -203,10 +203,9 @@ def test_same_seed_deterministic_runs_are_bit_identical(mnist_root, tmp_path):
     assert not torch.equal(a["nets"]["g"]["6.weight"], c["nets"]["g"]["6.weight"])
 
 
-def flat_weights(run_folder):
+def flat_weights(out, name):
     """Every trained float tensor of f, g and h (BatchNorm's running statistics left out)."""
-    nets = torch.load(os.path.join(run_folder, "checkpoints", "last.pth"),
-                      weights_only=False)["nets"]
+    nets = weights(out, name)["nets"]
     return torch.cat([v.flatten().double() for net in ("f", "g", "h")
                       for k, v in nets[net].items() if v.is_floating_point() and "running" not in k])
 
@@ -245,7 +244,7 @@ def test_torchrun_two_processes_on_gloo_match_one_process(mnist_root, tmp_path):
     for key in ("loss_cls", "loss_bias"):
         a, b = rows["one"][0][key], rows["two"][0][key]
         assert abs(a - b) <= 0.02 * abs(a), (key, a, b)
-    one, two_w, b32 = (flat_weights(tmp_path / name / "run") for name in ("one", "two", "batch32"))
+    one, two_w, b32 = (flat_weights(tmp_path / name, "run") for name in ("one", "two", "batch32"))
     near, far = ((w - one).norm() / one.norm() for w in (two_w, b32))
     assert far > 0.01 and near < 0.25 * far, (near, far)
 
