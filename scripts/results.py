@@ -388,37 +388,85 @@ def curve_metrics(curves, asked):
         c for c in curves if "loss" in c or c == "entropy_term")
 
 
-def plot_curves(frame, keys, metrics, out):
-    """One PNG per group: each metric per epoch, mean ± sample std band over the group's runs."""
+def stage_starts(frame):
+    """{run folder: the run folder it starts from, or None}: a stage-2 run's --init_checkpoint
+    lies in another run's checkpoints/ (Kim et al., CVPR 2019, §4.1: LNL from the baseline's
+    weights). Found by folder name among frame's runs (the ledger keeps the names); a name
+    two runs share matches neither."""
+    names = [os.path.basename(os.path.normpath(f)) for f in frame.folder]
+    by_name = {n: f for n, f in zip(names, frame.folder) if names.count(n) == 1}
+    starts = {}
+    for folder in frame.folder:
+        init = config_of(folder).get("init_checkpoint") or ""
+        start = by_name.get(os.path.basename(os.path.dirname(os.path.dirname(init))))
+        starts[folder] = start if start != folder else None
+    return starts
+
+
+def curve_lines(part, hue, starts):
+    """{line label: (the runs' metrics with the epoch they are drawn at, n runs)}: one line per
+    value of the hue key (one line without hue). A stage-2 run whose start run is drawn in the
+    same figure continues after that run's last epoch, as the recipe trains it."""
+    lines = {}
+    for value, runs in (part.groupby(hue, dropna=False, sort=True) if hue else [(None, part)]):
+        frames = []
+        for folder in runs.folder:
+            metrics = read_metrics(folder)
+            if "epoch" not in metrics:
+                continue
+            start = starts.get(folder)
+            shift = epochs_done(start) if start in set(part.folder) else 0
+            frames.append(metrics.assign(run=folder, epoch=metrics.epoch + shift))
+        if frames:
+            lines["all runs" if hue is None else label(hue, value)] = (
+                pd.concat(frames, ignore_index=True), len(frames))
+    return lines
+
+
+def plot_curves(frame, keys, metrics, out, hue=None):
+    """One PNG per group: each metric per epoch, mean ± sample std band over the group's runs;
+    with hue, one line per value of that key (e.g. baseline and LNL on one set of axes, LNL
+    drawn after the baseline it starts from)."""
     plt = pyplot()
     os.makedirs(out, exist_ok=True)
+    starts = stage_starts(frame)
     written = []
     for group, part in frame.groupby(keys, dropna=False, sort=False):
         group = group if isinstance(group, tuple) else (group,)
-        curves = pd.concat([read_metrics(f).assign(run=f) for f in part.folder],
-                           ignore_index=True)
-        names = curve_metrics(curves, metrics)
-        if curves.empty or not names:
+        lines = curve_lines(part, hue, starts)
+        names = curve_metrics(pd.concat([c for c, _ in lines.values()] or [pd.DataFrame()]),
+                              metrics)
+        if not lines or not names:
             continue
         fig, axes = plt.subplots(1, len(names), figsize=(3.6 * len(names), 3.2), squeeze=False)
         for ax, name in zip(axes[0], names):
-            stats = curves.dropna(subset=[name]).groupby("epoch")[name].agg(
-                ["mean", lambda s: s.std(ddof=DDOF), "count"])
-            stats.columns = ["mean", "std", "n"]
-            spread = stats["std"].fillna(0)
-            if len(stats) == 1:  # evaluated once (e.g. IRM's eval_every = all steps): a bar
-                ax.errorbar(stats.index, stats["mean"], yerr=spread, marker="o", capsize=4)
-            else:
-                ax.plot(stats.index, stats["mean"], marker=".")
-                ax.fill_between(stats.index, stats["mean"] - spread, stats["mean"] + spread,
-                                alpha=0.25)
+            for line, (curves, n) in lines.items():
+                stats = curves.dropna(subset=[name]).groupby("epoch")[name].agg(
+                    ["mean", lambda s: s.std(ddof=DDOF)])
+                if stats.empty:
+                    continue
+                stats.columns = ["mean", "std"]
+                spread = stats["std"].fillna(0)
+                text = None if hue is None else f"{line} (n={n})"
+                if len(stats) == 1:  # evaluated once (e.g. IRM's eval_every = all steps): a bar
+                    ax.errorbar(stats.index, stats["mean"], yerr=spread, marker="o", capsize=4,
+                                label=text)
+                else:
+                    drawn = ax.plot(stats.index, stats["mean"], marker="." if len(stats) < 40
+                                    else None, label=text)
+                    ax.fill_between(stats.index, stats["mean"] - spread,
+                                    stats["mean"] + spread, alpha=0.25,
+                                    color=drawn[0].get_color())
             ax.set(xlabel="epoch", title=name)
+        if hue is not None:
+            axes[0][0].legend(fontsize=7)
         title = ", ".join(f"{k}={label(k, v)}" for k, v in zip(keys, group))
-        fig.suptitle(f"{title}  (n={part.folder.nunique()} runs; band: ± sample std)",
-                     fontsize=9)
+        runs = (f"n={part.folder.nunique()} runs" if hue is None else
+                "n runs per line; a stage-2 run drawn after the run it starts from")
+        fig.suptitle(f"{title}  ({runs}; band: ± sample std)", fontsize=9)
         fig.tight_layout()
-        path = os.path.join(out, re.sub(r"[^\w.=-]+", "_", "_".join(
-            f"{k}={v}" for k, v in zip(keys, group))) + ".png")
+        stem = "_".join(f"{k}={v}" for k, v in zip(keys, group)) + (f"_by_{hue}" if hue else "")
+        path = os.path.join(out, re.sub(r"[^\w.=-]+", "_", stem) + ".png")
         fig.savefig(path, dpi=110)
         plt.close(fig)
         written.append(path)
@@ -515,12 +563,12 @@ def records_or_exit(args):
     frame = where(frame, parse_pairs(args.where))
     if frame.empty:
         raise SystemExit(f"no finished runs match {' '.join(args.where)}")
-    asked = list(getattr(args, "group_by", None) or []) + (
-        [args.columns] if getattr(args, "columns", None) else [])
+    asked = list(getattr(args, "group_by", None) or []) + [
+        getattr(args, k) for k in ("columns", "hue") if getattr(args, k, None)]
     unknown = [k for k in asked if k not in frame.columns]
     if unknown:
         known = ", ".join(sorted(c for c in frame.columns if not c.startswith("_"))[:30])
-        raise SystemExit(f"unknown key {unknown[0]!r} for --group_by/--columns; the records "
+        raise SystemExit(f"unknown key {unknown[0]!r} for --group_by/--columns/--hue; the records "
                          f"have: {known} ...")
     return frame
 
@@ -625,7 +673,7 @@ def cmd_methods(args):
 def cmd_curves(args):
     frame = records_or_exit(args)
     out = out_folder(args, "curves", "curves")
-    written = plot_curves(frame, args.group_by, args.metrics, out)
+    written = plot_curves(frame, args.group_by, args.metrics, out, args.hue)
     print("\n".join(written) if written else "no metrics.jsonl to plot")
 
 
@@ -721,6 +769,10 @@ def build_parser():
     c = command("curves", cmd_curves, "per-epoch curves from metrics.jsonl, one PNG per group "
                 "(default --out: ROOT/curves; required for a ledger)", [])
     c.add_argument("--group_by", nargs="+", default=["variant", "dataset_name"])
+    c.add_argument("--hue", default=None,
+                   help="one line per value of this key in each figure (e.g. variant: baseline "
+                        "and LNL on one set of axes, a stage-2 run drawn after the run it "
+                        "starts from)")
     g = command("ledger", cmd_ledger, "copy finished runs' results.json, metrics.jsonl and "
                 "args.json into a committed ledger folder (never checkpoints)")
     g.add_argument("--into", required=True, help="the ledger folder, e.g. results/cmnist")

@@ -148,6 +148,30 @@ def test_curves_one_png_per_group_with_bands(tmp_path, capsys):
     assert (tmp_path / "c" / "variant=lnl.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_curves_hue_draws_stage_two_after_the_run_it_starts_from(tmp_path):
+    """The recipe's LNL continues from its baseline's last epoch: with --hue variant both are
+    lines of one figure and LNL's epochs follow the baseline's; a figure without the baseline
+    keeps LNL's own epochs."""
+    record(tmp_path / "cmnist_var0.020_seed0_baseline", {"method": "baseline"}, test_acc=0.4,
+           curve=[{"test_acc": 0.3}, {"test_acc": 0.4}])
+    record(tmp_path / "cmnist_var0.020_seed0_lnl", {"init_checkpoint": (
+        "/elsewhere/outputs/cmnist_var0.020_seed0_baseline/checkpoints/last.pth")},
+        test_acc=0.7, curve=[{"test_acc": 0.6}, {"test_acc": 0.7}])
+    frame = results.load_records([str(tmp_path)])
+    starts = results.stage_starts(frame)
+    together = results.curve_lines(frame, "variant", starts)
+    assert sorted(together) == ["Baseline", "LNL"]
+    assert list(together["Baseline"][0].epoch) == [1, 2]
+    assert list(together["LNL"][0].epoch) == [3, 4]
+    alone = results.curve_lines(frame[frame.variant == "lnl"], None, starts)
+    assert list(alone["all runs"][0].epoch) == [1, 2]
+    results.main(["curves", str(tmp_path), "--group_by", "color_var", "--hue", "variant",
+                  "--metrics", "test_acc", "--out", str(tmp_path / "c")])
+    assert os.listdir(tmp_path / "c") == ["color_var=0.020_by_variant.png"]
+    with pytest.raises(SystemExit, match="unknown key 'colour'"):
+        results.main(["curves", str(tmp_path), "--hue", "colour", "--out", str(tmp_path / "d")])
+
+
 def test_status_lists_finished_running_stopped_and_never_started(tmp_path, capsys):
     record(tmp_path / "done", {"seed": 0}, test_acc=0.5)
     record(tmp_path / "live", {"seed": 1}, curve=[{"loss_cls": 1.0}])
