@@ -49,6 +49,8 @@ RESUME_POINT = ("args.json", "metrics.jsonl", "run.log", "pace.json", "results.j
                 os.path.join("checkpoints", "last.pth"))
 LEDGER_FILES = ("results.json", "metrics.jsonl", "args.json")
 MORE_TO_DO = 3
+RECENT_EPOCHS = 10  # status's pace: the newest pieces covering this many epochs
+KEPT_PIECES = 20  # pieces pace.json lists per device kind (its totals keep every piece)
 # sigma^2 in the order the headline issue asks for; BlindEye at 0.020 after the first two
 HEADLINE_SIGMAS = ("0.020", "0.050", "0.035", "0.025", "0.045", "0.030", "0.040")
 
@@ -329,8 +331,10 @@ def record_pace(life, lane):
     entry = pace.get(key, {"seconds": 0.0, "epochs": 0})
     # metrics.jsonl gets a line as each epoch ends: its time is the last whole epoch's end
     last_epoch_end = os.path.getmtime(os.path.join(work, "metrics.jsonl"))
-    entry["seconds"] += max(last_epoch_end - lane.started, 0.0)
+    seconds = max(last_epoch_end - lane.started, 0.0)
+    entry["seconds"] += seconds
     entry["epochs"] += gained
+    entry["pieces"] = (entry.get("pieces", []) + [[round(seconds, 1), gained]])[-KEPT_PIECES:]
     pace[key] = entry
     write_json(path, pace)
 
@@ -409,16 +413,33 @@ def pace_kind(key):
     return "cpu" if key[:1].isdigit() else key.split("_")[0]
 
 
+def recent(entry):
+    """(seconds, epochs) of a pace.json entry's newest pieces covering RECENT_EPOCHS epochs
+    (all of them when fewer): the machine's load now is what the next hours will see, not
+    that of a piece days ago beside other work. The totals' part older than the kept pieces
+    (and entries written before pieces were kept) counts as one oldest piece."""
+    pieces = [(float(s), int(e)) for s, e in entry.get("pieces", [])]
+    older = (entry["seconds"] - sum(s for s, _ in pieces),
+             entry["epochs"] - sum(e for _, e in pieces))
+    seconds, epochs = 0.0, 0
+    for s, e in reversed([older] + pieces):
+        if e > 0:
+            seconds, epochs = seconds + s, epochs + e
+        if epochs >= RECENT_EPOCHS:
+            break
+    return seconds, epochs
+
+
 def seconds_per_epoch(life, run):
-    """Measured seconds per epoch on this device kind (--device) of this run, else of another
-    run of the same method."""
+    """Measured seconds per epoch on this device kind (--device) of this run's recent pieces,
+    else of another run of the same method."""
     kind = device_kind(life.opts.device)
 
     def pace(r):
         for folder in (life.work(r), life.keep(r)):
             data = read_json(os.path.join(folder, "pace.json"), {}) or {}
-            mine = [v for k, v in data.items() if pace_kind(k) == kind]
-            secs, eps = sum(v["seconds"] for v in mine), sum(v["epochs"] for v in mine)
+            mine = [recent(v) for k, v in data.items() if pace_kind(k) == kind]
+            secs, eps = sum(s for s, _ in mine), sum(e for _, e in mine)
             if eps > 0:
                 return secs / eps
         return None

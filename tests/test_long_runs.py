@@ -203,6 +203,23 @@ def test_a_piece_counts_its_seconds_up_to_its_last_whole_epoch(tmp_path):
     long_runs.record_pace(life, lane)
     entry = json.loads((work / "pace.json").read_text())["cpu_1_threads"]
     assert entry["epochs"] == 2 and entry["seconds"] == pytest.approx(100, abs=1e-3)
+    assert entry["pieces"] == [[100.0, 2]]
     lane.epochs_at_start = 3  # the next piece: stopped before it finished an epoch
     long_runs.record_pace(life, lane)
     assert json.loads((work / "pace.json").read_text())["cpu_1_threads"] == entry
+
+
+def test_the_estimate_follows_the_newest_pieces(tmp_path):
+    """40 epochs at 450 s beside other work, then pieces of 5 and 6 epochs at 200 s: the
+    estimate is the newest pieces' pace once they cover RECENT_EPOCHS (10) epochs, and
+    reaches back into older ones while they cover fewer."""
+    run = long_runs.cmnist_run("0.020", "lnl", 100)
+    os.makedirs(tmp_path / "keep" / run["name"])
+    pace = tmp_path / "keep" / run["name"] / "pace.json"
+    life = lifecycle(tmp_path, run, "cpu")
+    pace.write_text(json.dumps({"cpu_1_threads": {
+        "seconds": 18000.0 + 1000 + 1200, "epochs": 51, "pieces": [[1000.0, 5], [1200.0, 6]]}}))
+    assert long_runs.seconds_per_epoch(life, run) == (200.0, "measured")
+    pace.write_text(json.dumps({"cpu_1_threads": {
+        "seconds": 18000.0 + 1200, "epochs": 46, "pieces": [[1200.0, 6]]}}))
+    assert long_runs.seconds_per_epoch(life, run)[0] == pytest.approx(19200 / 46)
