@@ -1,7 +1,7 @@
 """One spec per dataset (--dataset_name): how it is built, its classes, what its b is, how it is
 loaded, its default run name and its own flags. main.py reads these facts from here and
-nowhere else; adding a dataset is a builder function and one DatasetSpec entry below (see the
-README, "Adding a dataset").
+nowhere else; adding a dataset is a builder function and one DatasetSpec entry below (see
+docs/architecture.md, "Adding a dataset").
 
 b, the third element of every batch (x, y, b), is one of two kinds (B_KINDS):
   "bias"         h's target: colour bins per pixel on Colored MNIST (LNL, Kim et al. 2019,
