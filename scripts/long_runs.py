@@ -326,16 +326,15 @@ def record_pace(life, lane):
     if gained <= 0:  # also when the folder is gone: no metrics.jsonl, no epochs
         return
     path = os.path.join(work, "pace.json")
-    pace = read_json(path, {}) or {}
+    pace = read_json(path, {})
+    pace = pace if isinstance(pace, dict) else {}  # damaged: start it again
     key = f"{device_kind(life.opts.device)}_{lane.threads}_threads"
-    entry = pace.get(key, {"seconds": 0.0, "epochs": 0})
+    total, pieces = pace_entry(pace.get(key)) or ((0.0, 0), [])
     # metrics.jsonl gets a line as each epoch ends: its time is the last whole epoch's end
     last_epoch_end = os.path.getmtime(os.path.join(work, "metrics.jsonl"))
     seconds = max(last_epoch_end - lane.started, 0.0)
-    entry["seconds"] += seconds
-    entry["epochs"] += gained
-    entry["pieces"] = (entry.get("pieces", []) + [[round(seconds, 1), gained]])[-KEPT_PIECES:]
-    pace[key] = entry
+    pace[key] = {"seconds": total[0] + seconds, "epochs": total[1] + gained,
+                 "pieces": (pieces + [[round(seconds, 1), gained]])[-KEPT_PIECES:]}
     write_json(path, pace)
 
 
@@ -413,14 +412,27 @@ def pace_kind(key):
     return "cpu" if key[:1].isdigit() else key.split("_")[0]
 
 
+def pace_entry(entry):
+    """((seconds, epochs) in total, [[seconds, epochs] per kept piece]) of a pace.json entry,
+    or None when it is not what record_pace writes (a resume point is a handed file: a
+    damaged one measures nothing and is started again)."""
+    try:
+        pieces = [[float(s), int(e)] for s, e in entry.get("pieces", [])]
+        return (float(entry["seconds"]), int(entry["epochs"])), pieces
+    except (AttributeError, KeyError, TypeError, ValueError):
+        return None
+
+
 def recent(entry):
     """(seconds, epochs) of a pace.json entry's newest pieces covering RECENT_EPOCHS epochs
     (all of them when fewer): the machine's load now is what the next hours will see, not
     that of a piece days ago beside other work. The totals' part older than the kept pieces
     (and entries written before pieces were kept) counts as one oldest piece."""
-    pieces = [(float(s), int(e)) for s, e in entry.get("pieces", [])]
-    older = (entry["seconds"] - sum(s for s, _ in pieces),
-             entry["epochs"] - sum(e for _, e in pieces))
+    parsed = pace_entry(entry)
+    if parsed is None:
+        return 0.0, 0
+    (total_s, total_e), pieces = parsed
+    older = (total_s - sum(s for s, _ in pieces), total_e - sum(e for _, e in pieces))
     seconds, epochs = 0.0, 0
     for s, e in reversed([older] + pieces):
         if e > 0:
@@ -437,7 +449,8 @@ def seconds_per_epoch(life, run):
 
     def pace(r):
         for folder in (life.work(r), life.keep(r)):
-            data = read_json(os.path.join(folder, "pace.json"), {}) or {}
+            data = read_json(os.path.join(folder, "pace.json"), {})
+            data = data if isinstance(data, dict) else {}
             mine = [recent(v) for k, v in data.items() if pace_kind(k) == kind]
             secs, eps = sum(s for s, _ in mine), sum(e for _, e in mine)
             if eps > 0:

@@ -204,6 +204,9 @@ def test_a_piece_counts_its_seconds_up_to_its_last_whole_epoch(tmp_path):
     entry = json.loads((work / "pace.json").read_text())["cpu_1_threads"]
     assert entry["epochs"] == 2 and entry["seconds"] == pytest.approx(100, abs=1e-3)
     assert entry["pieces"] == [[100.0, 2]]
+    (work / "pace.json").write_text('{"cpu_1_threads": [1, 2]}')  # damaged: started again
+    long_runs.record_pace(life, lane)
+    assert json.loads((work / "pace.json").read_text())["cpu_1_threads"] == entry
     lane.epochs_at_start = 3  # the next piece: stopped before it finished an epoch
     long_runs.record_pace(life, lane)
     assert json.loads((work / "pace.json").read_text())["cpu_1_threads"] == entry
@@ -223,3 +226,7 @@ def test_the_estimate_follows_the_newest_pieces(tmp_path):
     pace.write_text(json.dumps({"cpu_1_threads": {
         "seconds": 18000.0 + 1200, "epochs": 46, "pieces": [[1200.0, 6]]}}))
     assert long_runs.seconds_per_epoch(life, run)[0] == pytest.approx(19200 / 46)
+    for damaged in ('[1, 2]', '{"cpu_1_threads": {"seconds": "x", "epochs": 2}}',
+                    '{"cpu_1_threads": {"seconds": 1, "epochs": 2, "pieces": [3]}}'):
+        pace.write_text(damaged)  # a handed resume point: no estimate, no traceback
+        assert long_runs.seconds_per_epoch(life, run) == (None, "")
