@@ -4,6 +4,7 @@ across machines through resume points kept in the repository.
     python scripts/long_runs.py run --budget 2h --low_priority   # train until the budget
     python scripts/long_runs.py status                           # where every run stands
     python scripts/long_runs.py save                             # keep the resume points now
+    python scripts/long_runs.py table --readme README.md         # the README's headline table
 
 A plan is a list of main.py runs, some starting from another's last checkpoint (the
 Colored-MNIST recipe's stage 2 starts from its baseline). `run`:
@@ -31,6 +32,7 @@ refused there in one line and nothing is overwritten.
 alone does not yield the CPU to the user's other work once a job has its own session.
 """
 import argparse
+import csv
 import fcntl
 import json
 import os
@@ -51,6 +53,9 @@ LEDGER_FILES = ("results.json", "metrics.jsonl", "args.json")
 MORE_TO_DO = 3
 RECENT_EPOCHS = 10  # status's pace: the newest pieces covering this many epochs
 KEPT_PIECES = 20  # pieces pace.json lists per device kind (its totals keep every piece)
+PAPER_CSV = os.path.join(ROOT, "results", "paper_numbers.csv")
+TABLE_ROWS = (("baseline", "Baseline"), ("lnl", "LNL"), ("blindeye", "BlindEye"))
+TABLE_MARKS = ("<!-- long_runs.py table -->", "<!-- end of long_runs.py table -->")
 # sigma^2 in the order the headline issue asks for; BlindEye at 0.020 after the first two
 HEADLINE_SIGMAS = ("0.020", "0.050", "0.035", "0.025", "0.045", "0.030", "0.040")
 
@@ -493,6 +498,70 @@ def status(life):
         print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
 
 
+# --------------------------------------------------------------------------- the table
+def sigma_of(run):
+    return run["flags"][run["flags"].index("--color_var") + 1]
+
+
+def paper_numbers(path=PAPER_CSV):
+    """{(method, sigma^2): published test accuracy} on Colored MNIST (Kim et al., CVPR 2019,
+    Fig. 4's table; results/paper_numbers.csv)."""
+    with open(path, newline="") as fh:
+        return {(r["variant"], r["color_var"]): float(r["value"]) for r in csv.DictReader(fh)
+                if r["dataset"] == "ColoredMNIST" and r["metric"] == "test_acc"}
+
+
+def cell(life, run):
+    """Ours, from what is kept (never a live work folder): the ledger record's final-epoch test
+    accuracy, else the epochs its resume point holds; '—' where the plan has no such run."""
+    if run is None:
+        return "—"
+    record = read_json(os.path.join(life.ledger(run), "results.json"), {})
+    if (isinstance(record, dict) and isinstance(record.get("test_acc"), (int, float))
+            and finished(life.ledger(run), planned_epochs(run))):
+        return f"{record['test_acc']:.3f}"
+    done = epochs_done(life.keep(run))
+    return f"not finished: {done} of {planned_epochs(run)} epochs" if done else "not started"
+
+
+def headline_table(life):
+    """The README's headline table in Markdown: ours beside the paper's per method and per
+    sigma^2 of the plan that has begun (in the plan's order), built from the ledger and the
+    resume points alone, so that what the README says is what the repository holds."""
+    runs = {(r["name"].rsplit("_", 1)[1], sigma_of(r)): r for r in life.plan}
+    cells = {key: cell(life, run) for key, run in runs.items()}
+    begun = [s for s in dict.fromkeys(sigma_of(r) for r in life.plan)
+             if any(c != "not started" for (_, sigma), c in cells.items() if sigma == s)]
+    paper = paper_numbers()
+    lines = ["| σ² | " + " | ".join(begun) + " |", "|---|" + "---|" * len(begun)]
+    for method, name in TABLE_ROWS:
+        ours = (cells.get((method, s), "—") for s in begun)
+        published = (f"{paper[method, s]:.4f}" if (method, s) in paper else "—" for s in begun)
+        lines += [f"| {name} (ours) | " + " | ".join(ours) + " |",
+                  f"| {name} (paper) | " + " | ".join(published) + " |"]
+    return "\n".join(lines)
+
+
+def write_table(life, path):
+    """Replace the table between TABLE_MARKS in path (the README) with headline_table; a file
+    without both marks is left alone (one line says so)."""
+    try:
+        text = open(path, encoding="utf-8").read()
+    except OSError as exc:
+        raise SystemExit(f"cannot read {path}: {exc.strerror}; pass the README's path")
+    start, end = (text.find(mark) for mark in TABLE_MARKS)
+    if start < 0 or end < start:
+        raise SystemExit(f"{path} has no '{TABLE_MARKS[0]}' ... '{TABLE_MARKS[1]}' block; add "
+                         "the two lines where the table goes (nothing was changed)")
+    start += len(TABLE_MARKS[0])
+    new = text[:start] + "\n" + headline_table(life) + "\n" + text[end:]
+    if new != text:
+        with open(path + ".tmp", "w", encoding="utf-8") as fh:
+            fh.write(new)
+        os.replace(path + ".tmp", path)
+    print(f"{path}: the table {'updated' if new != text else 'already matched'}")
+
+
 # --------------------------------------------------------------------------- command line
 def duration(text):
     """Seconds from '90', '45m', '2h' or '1h30m'."""
@@ -521,7 +590,8 @@ def positive(text):
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("command", choices=("run", "status", "save"))
+    p.add_argument("command", choices=("run", "status", "save", "table"),
+                   help="table: the README's headline table from --ledger and --keep")
     p.add_argument("--budget", type=duration, default=duration("1h"),
                    help="run: wall-clock time to train before saving and stopping")
     p.add_argument("--epochs", type=positive, default=100, help="per stage (the paper's 100)")
@@ -542,6 +612,8 @@ def parse_args(argv=None):
     p.add_argument("--mnist_from", default=None,
                    help="import MNIST's idx files from this folder when data_root lacks them")
     p.add_argument("--tiny", action="store_true", help="512 training images: a rehearsal")
+    p.add_argument("--readme", default=None,
+                   help="table: write it into this file's table block instead of printing it")
     p.add_argument("--poll", type=float, default=2.0, help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
@@ -568,6 +640,12 @@ def main(argv=None):
             sys.stdout.flush()
         except BrokenPipeError:  # `status | head`: the reader has what it wanted
             sys.stdout = open(os.devnull, "w")
+        return 0
+    if opts.command == "table":
+        if opts.readme:
+            write_table(life, opts.readme)
+        else:
+            print(headline_table(life))
         return 0
     if opts.command == "save":
         life.settle()

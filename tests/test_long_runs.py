@@ -230,3 +230,51 @@ def test_the_estimate_follows_the_newest_pieces(tmp_path):
                     '{"cpu_1_threads": {"seconds": 1, "epochs": 2, "pieces": [3]}}'):
         pace.write_text(damaged)  # a handed resume point: no estimate, no traceback
         assert long_runs.seconds_per_epoch(life, run) == (None, "")
+
+
+def test_the_headline_table_is_built_from_the_ledger_and_the_resume_points(tmp_path):
+    """Ours beside the paper's: a finished run's final test accuracy from the ledger, an
+    unfinished one's epochs from its resume point (never a live work folder), a σ² with
+    nothing begun left out, '—' where the plan has no such run."""
+    plan = long_runs.headline_plan(100, ("0.020", "0.050", "0.035"))
+    opts = types.SimpleNamespace(work=str(tmp_path / "work"), keep=str(tmp_path / "keep"),
+                                 ledger=str(tmp_path / "ledger"), device="cpu")
+    life = long_runs.Lifecycle(plan, opts)
+    base = tmp_path / "ledger" / "cmnist_var0.020_seed0_baseline"
+    base.mkdir(parents=True)
+    (base / "results.json").write_text(json.dumps({"epochs": 100, "test_acc": 0.45678}))
+    lnl = tmp_path / "keep" / "cmnist_var0.020_seed0_lnl"
+    lnl.mkdir(parents=True)
+    (lnl / "metrics.jsonl").write_text("".join(f'{{"epoch": {e}}}\n' for e in (1, 2, 3)))
+    live = tmp_path / "work" / "cmnist_var0.035_seed0_baseline"  # not kept: not in the table
+    live.mkdir(parents=True)
+    (live / "metrics.jsonl").write_text('{"epoch": 1}\n')
+    assert long_runs.headline_table(life).splitlines() == [
+        "| σ² | 0.020 |", "|---|---|",
+        "| Baseline (ours) | 0.457 |", "| Baseline (paper) | 0.4055 |",
+        "| LNL (ours) | not finished: 3 of 100 epochs |", "| LNL (paper) | 0.8185 |",
+        "| BlindEye (ours) | not started |", "| BlindEye (paper) | 0.6741 |"]
+
+    readme = tmp_path / "README.md"
+    readme.write_text("# x\n\nno table here\n")
+    with pytest.raises(SystemExit, match="no '<!-- long_runs.py table -->'"):
+        long_runs.write_table(life, str(readme))
+    assert readme.read_text() == "# x\n\nno table here\n"
+    readme.write_text(f"# x\n{long_runs.TABLE_MARKS[0]}\nold\n{long_runs.TABLE_MARKS[1]}\nend\n")
+    long_runs.write_table(life, str(readme))
+    assert readme.read_text() == (f"# x\n{long_runs.TABLE_MARKS[0]}\n"
+                                  f"{long_runs.headline_table(life)}\n"
+                                  f"{long_runs.TABLE_MARKS[1]}\nend\n")
+
+
+def test_the_readme_table_is_what_the_repository_holds():
+    """The README's headline table equals the one built from the committed ledger
+    (results/cmnist) and resume points (results/in_progress): after committing resume points,
+    `python scripts/long_runs.py table --readme README.md` brings it up to date."""
+    opts = long_runs.parse_args(["table"])
+    life = long_runs.Lifecycle(long_runs.headline_plan(opts.epochs, opts.sigmas), opts)
+    readme = open(os.path.join(ROOT, "README.md"), encoding="utf-8").read()
+    assert (f"{long_runs.TABLE_MARKS[0]}\n{long_runs.headline_table(life)}\n"
+            f"{long_runs.TABLE_MARKS[1]}") in readme, (
+        "README.md's table differs from the ledger and resume points: run "
+        "`python scripts/long_runs.py table --readme README.md`")
