@@ -49,7 +49,8 @@ from options import sigma2  # noqa: E402
 # what resuming needs (results.json only once finished: a baseline kept for its stage 2)
 RESUME_POINT = ("args.json", "metrics.jsonl", "run.log", "pace.json", "results.json",
                 os.path.join("checkpoints", "last.pth"))
-LEDGER_FILES = ("results.json", "metrics.jsonl", "args.json")
+# a finished run's small record (probe.json once `main.py --mode probe` ran on it); never weights
+LEDGER_FILES = ("results.json", "metrics.jsonl", "args.json", "probe.json")
 MORE_TO_DO = 3
 RECENT_EPOCHS = 10  # status's pace: the newest pieces covering this many epochs
 KEPT_PIECES = 20  # pieces pace.json lists per device kind (its totals keep every piece)

@@ -41,6 +41,7 @@ DDOF = 1  # sample standard deviation
 sys.path.insert(0, ROOT)
 from dataset_specs import DATASETS  # noqa: E402  (the registries name methods and datasets)
 from methods import METHODS  # noqa: E402
+from long_runs import LEDGER_FILES  # noqa: E402  (a run's small record: one definition)
 
 # display names in table order, from the registries: each method, then the variants its flags
 # (or, for the baseline, the dataset's flags) make
@@ -687,7 +688,6 @@ def cmd_status(args):
                            ("finished", "running", "stopped", "never started")))
 
 
-LEDGER_FILES = ("results.json", "metrics.jsonl", "args.json")  # small records, never weights
 
 
 def ledger_name(folder, roots):
@@ -773,8 +773,8 @@ def build_parser():
                    help="one line per value of this key in each figure (e.g. variant: baseline "
                         "and LNL on one set of axes, a stage-2 run drawn after the run it "
                         "starts from)")
-    g = command("ledger", cmd_ledger, "copy finished runs' results.json, metrics.jsonl and "
-                "args.json into a committed ledger folder (never checkpoints)")
+    g = command("ledger", cmd_ledger, "copy finished runs' results.json, metrics.jsonl, "
+                "args.json and probe.json into a committed ledger folder (never checkpoints)")
     g.add_argument("--into", required=True, help="the ledger folder, e.g. results/cmnist")
     s = sub.add_parser("status", help="a sweep's state: finished, running, stopped, never started")
     s.add_argument("roots", nargs="+")

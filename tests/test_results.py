@@ -193,12 +193,14 @@ def test_status_lists_finished_running_stopped_and_never_started(tmp_path, capsy
 def test_ledger_copies_small_records_once_and_never_overwrites(ledger, tmp_path, capsys):
     into = tmp_path / "results" / "cmnist"
     (ledger / "cmnist_var0.020_seed0_lnl" / "checkpoints" / "last.pth").write_bytes(b"w")
+    (ledger / "cmnist_var0.020_seed0_lnl" / "probe.json").write_text(
+        '{"probe_bias_acc": 0.3, "chance": 0.2}')  # main.py --mode probe ran on it
     results.main(["ledger", str(ledger), "--where", "dataset_name=ColoredMNIST",
                   "--into", str(into)])
     assert sorted(os.listdir(into)) == ["cmnist_var0.020_seed0_lnl", "cmnist_var0.020_seed1_lnl",
                                         "cmnist_var0.050_seed0_gray"]
     assert sorted(os.listdir(into / "cmnist_var0.020_seed0_lnl")) == [
-        "args.json", "metrics.jsonl", "results.json"]  # no checkpoints
+        "args.json", "metrics.jsonl", "probe.json", "results.json"]  # no checkpoints
     # the table is rebuilt from the ledger alone, written where --out says: never into the
     # ledger, which holds run records only
     for command in ("cmnist", "methods", "curves"):
