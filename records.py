@@ -22,8 +22,9 @@ RECORD_VERSION = 2  # 1: name, method, dataset, epochs, metrics; 2: + config, pr
 
 
 def git_state(root=ROOT):
-    """{'commit', 'dirty'} of the code that ran; None for both outside a git checkout.
-    Dirty counts modified tracked files and untracked, not ignored ones (outputs/ is ignored)."""
+    """{'commit', 'dirty'} of the checkout; None for both outside a git checkout. Dirty counts
+    modified tracked files and untracked ones, except ignored ones (outputs/) and results/:
+    records and resume points that the long runs rewrite as they go, not code."""
     def git(*cmd):
         return subprocess.run(["git", "-C", root, *cmd], capture_output=True, text=True,
                               timeout=30)
@@ -31,10 +32,24 @@ def git_state(root=ROOT):
         head = git("rev-parse", "HEAD")
         if head.returncode != 0:
             return {"commit": None, "dirty": None}
-        status = git("status", "--porcelain")
+        status = git("status", "--porcelain", "--", ".", ":(exclude)results")
         return {"commit": head.stdout.strip(), "dirty": bool(status.stdout.strip())}
     except (OSError, subprocess.TimeoutExpired):
         return {"commit": None, "dirty": None}
+
+
+# The code this process runs is the code it loaded, at its start: read the checkout's state then,
+# not when the run ends (a run of hours outlives commits and edits made beside it).
+LOADED_CODE = git_state()
+
+
+def code_text(state=None):
+    """'commit 1a2b3c4d' (+ ' with uncommitted changes'), for a piece's line in run.log."""
+    state = LOADED_CODE if state is None else state
+    if not state["commit"]:
+        return "code outside a git checkout"
+    return f"code at commit {state['commit'][:12]}" + (" with uncommitted changes"
+                                                        if state["dirty"] else "")
 
 
 def device_description(device):
@@ -52,8 +67,12 @@ def _iso(seconds):
 
 def provenance(device, started, ended, world=1, train_seconds=None):
     """Where, when and with what a run ran: started/ended are time.time() values of the
-    process that finished it (wall_time_s); train_time_s adds the processes it resumed from."""
-    return {**git_state(), **device_description(device), "world_size": world,
+    process that finished it (wall_time_s); train_time_s adds the processes it resumed from.
+    commit/dirty describe the code that process loaded (LOADED_CODE); checkout_changed says
+    the checkout's state differed by the end (each piece's code is in run.log)."""
+    changed = git_state() != LOADED_CODE
+    return {**LOADED_CODE, "checkout_changed": changed, **device_description(device),
+            "world_size": world,
             "torch": torch.__version__, "cuda": torch.version.cuda,
             "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available()
             else None,

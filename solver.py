@@ -182,7 +182,7 @@ class Solver:
         args, run, last = self.args, self.run, last or {}
         self.started = time.time()
         self.clock = (self.started, self.epoch)  # for the ETA: this process's pace
-        log(f"steps: {self.step_path_text()}")
+        log(f"steps: {self.step_path_text()}; {records.code_text()}")
         try:
             while self.epoch < args.epochs:
                 lr = self.optimizers["main"].param_groups[0]["lr"]  # the lr it trains at

@@ -1,6 +1,7 @@
 """records.py: the bias diagnostic, provenance, and confusion figures that explain themselves."""
 import argparse
 import os
+import subprocess
 
 import numpy as np
 import pytest
@@ -87,6 +88,41 @@ def test_provenance_names_commit_device_versions_and_times():
     assert prov["commit"] is None or len(prov["commit"]) == 40
     outside = records.git_state(root=os.path.abspath(os.sep))  # not a checkout
     assert outside == {"commit": None, "dirty": None}
+
+
+def test_the_record_names_the_code_the_process_loaded_not_the_checkout_at_its_end(monkeypatch):
+    """A run of hours outlives commits: its record keeps the commit read when the process
+    started, and says whether the checkout changed under it."""
+    loaded = {"commit": "a" * 40, "dirty": False}
+    monkeypatch.setattr(records, "LOADED_CODE", loaded)
+    monkeypatch.setattr(records, "git_state", lambda root=None: {"commit": "b" * 40,
+                                                                 "dirty": False})
+    prov = records.provenance(torch.device("cpu"), started=1.0, ended=2.0)
+    assert prov["commit"] == "a" * 40 and prov["checkout_changed"] is True
+    monkeypatch.setattr(records, "git_state", lambda root=None: dict(loaded))
+    assert records.provenance(torch.device("cpu"), 1.0, 2.0)["checkout_changed"] is False
+    assert records.code_text() == "code at commit aaaaaaaaaaaa"
+    assert records.code_text({"commit": "c" * 40, "dirty": True}).endswith(
+        "with uncommitted changes")
+
+
+def test_dirty_means_code_changed_not_records_under_results(tmp_path):
+    """The long runs rewrite resume points under results/ as they train: that is not code."""
+    env = dict(os.environ, GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t", GIT_COMMITTER_NAME="t",
+               GIT_COMMITTER_EMAIL="t@t")
+    git = lambda *a: subprocess.run(["git", "-C", str(tmp_path), *a], env=env, check=True,
+                                    capture_output=True)
+    git("init", "-q")
+    (tmp_path / "results").mkdir()
+    (tmp_path / "main.py").write_text("x = 1\n")
+    (tmp_path / "results" / "run.log").write_text("epoch 1\n")
+    git("add", "-A")
+    git("commit", "-qm", "c")
+    (tmp_path / "results" / "run.log").write_text("epoch 2\n")
+    (tmp_path / "results" / "new.json").write_text("{}")
+    assert records.git_state(str(tmp_path))["dirty"] is False
+    (tmp_path / "main.py").write_text("x = 2\n")
+    assert records.git_state(str(tmp_path))["dirty"] is True
 
 
 def panels(dataset="ColoredMNIST"):
