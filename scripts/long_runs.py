@@ -49,8 +49,9 @@ from options import sigma2  # noqa: E402
 # what resuming needs (results.json only once finished: a baseline kept for its stage 2)
 RESUME_POINT = ("args.json", "metrics.jsonl", "run.log", "pace.json", "results.json",
                 os.path.join("checkpoints", "last.pth"))
-# a finished run's small record (probe.json once `main.py --mode probe` ran on it); never weights
-LEDGER_FILES = ("results.json", "metrics.jsonl", "args.json", "probe.json")
+# a finished run's small record (probe.json once `main.py --mode probe` ran on it, pace.json
+# where this driver trained it: the pace `status` estimates the plan's later runs by); never weights
+LEDGER_FILES = ("results.json", "metrics.jsonl", "args.json", "probe.json", "pace.json")
 MORE_TO_DO = 3
 RECENT_EPOCHS = 10  # status's pace: the newest pieces covering this many epochs
 KEPT_PIECES = 20  # pieces pace.json lists per device kind (its totals keep every piece)
@@ -454,7 +455,7 @@ def seconds_per_epoch(life, run):
     kind = device_kind(life.opts.device)
 
     def pace(r):
-        for folder in (life.work(r), life.keep(r)):
+        for folder in (life.work(r), life.keep(r), life.ledger(r)):
             data = read_json(os.path.join(folder, "pace.json"), {})
             data = data if isinstance(data, dict) else {}
             mine = [recent(v) for k, v in data.items() if pace_kind(k) == kind]

@@ -182,6 +182,9 @@ def test_the_pace_of_one_device_never_estimates_another(tmp_path):
 
     life = lambda device: lifecycle(tmp_path, run, device)
     assert long_runs.seconds_per_epoch(life("cpu"), run) == (240.0, "measured")
+    # finished: its resume point removed, its pace kept in the ledger for the runs to come
+    shutil.move(str(tmp_path / "keep" / run["name"]), str(tmp_path / "ledger" / run["name"]))
+    assert long_runs.seconds_per_epoch(life("cpu"), run) == (240.0, "measured")
     assert long_runs.seconds_per_epoch(life("cuda:0"), run) == (5.0, "measured")
     assert long_runs.seconds_per_epoch(life("mps"), run) == (None, "")
 
