@@ -408,7 +408,7 @@ def curve_lines(part, hue, starts):
     """{line label: (the runs' metrics with the epoch they are drawn at, n runs)}: one line per
     value of the hue key (one line without hue). A stage-2 run whose start run is drawn in the
     same figure continues after that run's last epoch, as the recipe trains it."""
-    lines = {}
+    lines, drawn = {}, set(part.folder)
     for value, runs in (part.groupby(hue, dropna=False, sort=True) if hue else [(None, part)]):
         frames = []
         for folder in runs.folder:
@@ -416,7 +416,7 @@ def curve_lines(part, hue, starts):
             if "epoch" not in metrics:
                 continue
             start = starts.get(folder)
-            shift = epochs_done(start) if start in set(part.folder) else 0
+            shift = epochs_done(start) if start in drawn else 0
             frames.append(metrics.assign(run=folder, epoch=metrics.epoch + shift))
         if frames:
             lines["all runs" if hue is None else label(hue, value)] = (
