@@ -71,7 +71,9 @@ def provenance(device, started, ended, world=1, train_seconds=None):
     commit/dirty describe the code that process loaded (LOADED_CODE); checkout_changed says
     the checkout's state differed by the end (each piece's code is in run.log)."""
     changed = git_state() != LOADED_CODE
-    return {**LOADED_CODE, "checkout_changed": changed, **device_description(device),
+    # commit_read_at: records before 465dc81 named the checkout at the run's end instead
+    return {**LOADED_CODE, "commit_read_at": "process start", "checkout_changed": changed,
+            **device_description(device),
             "world_size": world,
             "torch": torch.__version__, "cuda": torch.version.cuda,
             "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available()
@@ -115,11 +117,13 @@ def data_digest(sets):
 
 
 def results_record(args, device, started, epochs, metrics, world=1, train_seconds=None,
-                   step_path=None, correct=None, data_sha256=None):
+                   step_path=None, correct=None, data_sha256=None, init=None):
     """results.json's content: the flat fields earlier records had (experiment, method,
     dataset, epochs, final metrics) plus config and provenance (with step_path: how the
     finishing process ran its steps, Solver.step_path()). correct (one bool per test
-    example) adds test_acc_ci95, its bootstrap stated in the provenance."""
+    example) adds test_acc_ci95, its bootstrap stated in the provenance. init: the checkpoint
+    a stage-2 run started from (path, epoch, sha256), so the record names it after the
+    checkpoints are gone (the ledger keeps none)."""
     prov = provenance(device, started, time.time(), world, train_seconds)
     if step_path is not None:
         prov["step_path"] = step_path
@@ -131,7 +135,7 @@ def results_record(args, device, started, epochs, metrics, world=1, train_second
         prov["test_acc_ci95_method"] = BOOTSTRAP
     return {"experiment": args.experiment_name, "method": args.method,
             "dataset": args.dataset_name, "epochs": epochs, **metrics, **interval,
-            "record_version": RECORD_VERSION,
+            "init": init, "record_version": RECORD_VERSION,
             "config": resolved_config(args, device), "provenance": prov}
 
 

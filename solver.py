@@ -25,7 +25,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 import records
 from methods import METHODS
-from utils import BadInput, RunStopped, format_duration, log, progress, rng_state, set_rng_state
+from utils import BadInput, EpochPace, RunStopped, format_duration, log, progress, rng_state, set_rng_state
 
 
 class GuardedOptimizer:
@@ -181,7 +181,7 @@ class Solver:
         finishes the step in flight, saves a checkpoint and raises RunStopped."""
         args, run, last = self.args, self.run, last or {}
         self.started = time.time()
-        self.clock = (self.started, self.epoch)  # for the ETA: this process's pace
+        self.pace = EpochPace(self.started)  # for the ETA: the recent epochs' pace
         log(f"steps: {self.step_path_text()}; {records.code_text()}")
         try:
             while self.epoch < args.epochs:
@@ -310,8 +310,8 @@ class Solver:
         self.run.log_epoch(self.epoch, stats)
         if not self.is_main:
             return
-        start, first = self.clock
-        pace = (time.time() - start) / max(self.epoch - first, 1)
+        self.pace.tick(time.time())
+        pace = self.pace.seconds()
         log(f"epoch {self.epoch}/{self.args.epochs} "
             + " ".join(f"{k}={v:.4g}" for k, v in stats.items())
             + f" ({pace:.1f} s/epoch, ETA {format_duration(pace * (self.args.epochs - self.epoch))})")
@@ -348,7 +348,8 @@ class Solver:
         record = records.results_record(args, self.device, self.started, self.epoch, metrics,
                                         self.world, self.train_seconds(), self.step_path(),
                                         correct=labels == preds,
-                                        data_sha256=self.data_sha256)
+                                        data_sha256=self.data_sha256,
+                                        init=self.init_source)
         panels = records.confusion_panels(args, *self.last_eval, epoch=self.epoch,
                                           checkpoint="final weights")
         self.run.write_results(record, panels, self.epoch)

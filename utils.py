@@ -257,6 +257,28 @@ class Log:
 log = Log()
 
 
+class EpochPace:
+    """Seconds per epoch for an ETA, from the recent epochs: the median of the last `window`
+    epochs' durations. A mean since the process started would carry a pause (a machine shared
+    for half an hour) into every later estimate; the median of the recent ones forgets it as
+    soon as the epochs after it are in the majority, and ignores a short resumed partial epoch."""
+
+    def __init__(self, start, window=5):
+        self.last, self.window, self.durations = start, window, []
+
+    def tick(self, now):
+        """An epoch ended at `now` (time.time())."""
+        self.durations = (self.durations + [now - self.last])[-self.window:]
+        self.last = now
+
+    def seconds(self):
+        ordered = sorted(self.durations)
+        if not ordered:
+            return 0.0
+        mid = len(ordered) // 2
+        return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+
+
 def format_duration(seconds):
     """12 s, 3 min 20 s, 2 h 05 min: for ETAs."""
     seconds = int(round(seconds))

@@ -50,41 +50,68 @@ from options import sigma2  # noqa: E402
 RESUME_POINT = ("args.json", "metrics.jsonl", "run.log", "pace.json", "results.json",
                 os.path.join("checkpoints", "last.pth"))
 # a finished run's small record (probe.json once `main.py --mode probe` ran on it, pace.json
-# where this driver trained it: the pace `status` estimates the plan's later runs by); never weights
-LEDGER_FILES = ("results.json", "metrics.jsonl", "args.json", "probe.json", "pace.json")
+# where this driver trained it: the pace `status` estimates the plan's later runs by; run.log,
+# every piece's lines: where and with what code each ran); never weights
+LEDGER_FILES = ("results.json", "metrics.jsonl", "args.json", "probe.json", "pace.json",
+                "run.log")
 MORE_TO_DO = 3
 RECENT_EPOCHS = 10  # status's pace: the newest pieces covering this many epochs
 KEPT_PIECES = 20  # pieces pace.json lists per device kind (its totals keep every piece)
 PAPER_CSV = os.path.join(ROOT, "results", "paper_numbers.csv")
-TABLE_ROWS = (("baseline", "Baseline"), ("lnl", "LNL"), ("blindeye", "BlindEye"))
+TABLE_ROWS = (("baseline", "Baseline"), ("lnl", "LNL"), ("blindeye", "BlindEye"),
+              ("gray", "Gray"))
 TABLE_MARKS = ("<!-- long_runs.py table -->", "<!-- end of long_runs.py table -->")
-# sigma^2 in the order the headline issue asks for; BlindEye at 0.020 after the first two
+# sigma^2 of the paper's table; the first two are the headline's
 HEADLINE_SIGMAS = ("0.020", "0.050", "0.035", "0.025", "0.045", "0.030", "0.040")
+VARIANTS = ("baseline", "lnl", "blindeye", "gray")  # the table's rows, in its order
+SEEDS = (0, 1, 2)  # seed 0 everywhere; the others at the headline's two sigma^2 (its spread)
 
 
 # --------------------------------------------------------------------------- the plan
-def cmnist_run(sigma, method, epochs, seed=0, tiny=False):
+def cmnist_run(sigma, variant, epochs, seed=0, tiny=False):
     """One run of the reference Colored-MNIST recipe (Kim et al., CVPR 2019, §4.1): stage 1
-    baseline at lr 0.01; stage 2 (LNL, BlindEye) at lr 0.001 from the baseline's last
-    checkpoint. Named as scripts/run_cmnist.sh names it."""
+    (baseline; Gray, the baseline on grayscale images) at lr 0.01; stage 2 (LNL, BlindEye) at
+    lr 0.001 from the baseline's last checkpoint. Named as scripts/run_cmnist.sh names it.
+    `expect`: the values its args.json must record (check_record)."""
     base = f"cmnist_var{sigma}_seed{seed}"
+    method = "baseline" if variant == "gray" else variant
+    stage1 = method == "baseline"
+    expect = {"dataset_name": "ColoredMNIST", "color_var": sigma, "seed": seed, "data_seed": 0,
+              "method": method, "lr": 0.01 if stage1 else 0.001, "grayscale": variant == "gray"}
     flags = ["--dataset_name", "ColoredMNIST", "--color_var", sigma, "--seed", str(seed),
              "--data_seed", "0", "--epochs", str(epochs), "--method", method,
-             "--lr", "0.01" if method == "baseline" else "0.001"]
+             "--lr", "0.01" if stage1 else "0.001"]
+    if variant == "gray":  # the paper's Gray: trained and tested without colour
+        flags.append("--grayscale")
     if tiny:  # the rehearsal: 600 images, for tests
         flags += ["--max_train_samples", "512", "--max_test_samples", "256"]
-    return {"name": f"{base}_{method}", "flags": flags,
-            "after": None if method == "baseline" else f"{base}_baseline"}
+        expect.update(max_train_samples=512, max_test_samples=256)
+    return {"name": f"{base}_{variant}", "flags": flags, "expect": expect, "sigma": sigma,
+            "variant": variant, "seed": seed, "epochs": epochs,
+            "after": None if stage1 else f"{base}_baseline"}
 
 
-def headline_plan(epochs, sigmas=HEADLINE_SIGMAS, tiny=False):
-    """Baseline then LNL per sigma^2 in the issue's order; BlindEye at 0.020 after 0.050."""
-    plan = []
-    for i, sigma in enumerate(sigmas):
-        plan += [cmnist_run(sigma, "baseline", epochs, tiny=tiny),
-                 cmnist_run(sigma, "lnl", epochs, tiny=tiny)]
-        if i == 1 or len(sigmas) == 1:
-            plan.append(cmnist_run(sigmas[0], "blindeye", epochs, tiny=tiny))
+def headline_plan(epochs, sigmas=HEADLINE_SIGMAS, tiny=False, seeds=SEEDS, variants=VARIANTS):
+    """The paper's table in the order issue #34 asks for (the first two sigma^2 are the
+    headline's; a stage-2 run waits for its baseline, the next ready run takes a free lane):
+    1. seed 0 baseline + LNL at the headline sigma^2 (done by 2026-11-30);
+    2. BlindEye at the first sigma^2, then baseline + LNL at the third (in flight on 2026-12-01);
+    3. Gray at the second and the first sigma^2: the shape-only oracle at baseline cost, which
+       says whether shape alone tops out where LNL does;
+    4. the other seeds at the headline sigma^2, baseline + LNL: the headline with its spread;
+    5. baseline + LNL at the remaining sigma^2, in their order;
+    6. BlindEye, then Gray, at every sigma^2 not yet planned."""
+    def runs(sigma, *which, seed=0):
+        return [cmnist_run(sigma, v, epochs, seed, tiny) for v in which if v in variants]
+    head, third, rest = list(sigmas[:2]), list(sigmas[2:3]), list(sigmas[3:])
+    plan = [r for s in head for r in runs(s, "baseline", "lnl")]
+    plan += runs(sigmas[0], "blindeye") + [r for s in third for r in runs(s, "baseline", "lnl")]
+    plan += [r for s in reversed(head) for r in runs(s, "gray")]
+    plan += [r for seed in seeds if seed != 0 for s in head
+             for r in runs(s, "baseline", "lnl", seed=seed)]
+    plan += [r for s in rest for r in runs(s, "baseline", "lnl")]
+    plan += [r for s in sigmas[1:] for r in runs(s, "blindeye")]
+    plan += [r for s in third + rest for r in runs(s, "gray")]
     return plan
 
 
@@ -151,10 +178,8 @@ def check_record(run, folder):
     if not isinstance(record, dict):
         raise SystemExit(f"{folder}/args.json is unreadable; restore it from git "
                          f"(git checkout -- {folder}) or move {folder} aside to start again")
-    flags = run["flags"]
-    for key, value in zip(flags[::2], flags[1::2]):
-        name = key.lstrip("-")
-        if name != "epochs" and not same(record.get(name), value):
+    for name, value in run["expect"].items():
+        if not same(record.get(name), value):
             raise SystemExit(
                 f"{folder} records --{name} {record.get(name)!r}, but the plan's run "
                 f"{run['name']} has --{name} {value}: it is another run's resume point; move "
@@ -162,7 +187,7 @@ def check_record(run, folder):
 
 
 def planned_epochs(run):
-    return int(run["flags"][run["flags"].index("--epochs") + 1])
+    return run["epochs"]
 
 
 def copy_resume_point(src, dst):
@@ -466,11 +491,13 @@ def seconds_per_epoch(life, run):
     own = pace(run)
     if own is not None:
         return own, "measured"
-    method = run["name"].rsplit("_", 1)[1]
-    for other in life.plan:
-        other_pace = pace(other) if other["name"].endswith("_" + method) else None
-        if other_pace is not None:
-            return other_pace, f"as {other['name']}"
+    # another run of its variant, else of its method (Gray trains as the baseline does)
+    method = lambda r: "baseline" if r["variant"] == "gray" else r["variant"]
+    for alike in (lambda r: r["variant"] == run["variant"], lambda r: method(r) == method(run)):
+        for other in life.plan:
+            other_pace = pace(other) if alike(other) and other is not run else None
+            if other_pace is not None:
+                return other_pace, f"as {other['name']}"
     return None, ""
 
 
@@ -501,10 +528,6 @@ def status(life):
 
 
 # --------------------------------------------------------------------------- the table
-def sigma_of(run):
-    return run["flags"][run["flags"].index("--color_var") + 1]
-
-
 def paper_numbers(path=PAPER_CSV):
     """{(method, sigma^2): published test accuracy} on Colored MNIST (Kim et al., CVPR 2019,
     Fig. 4's table; results/paper_numbers.csv)."""
@@ -513,30 +536,63 @@ def paper_numbers(path=PAPER_CSV):
                 if r["dataset"] == "ColoredMNIST" and r["metric"] == "test_acc"}
 
 
-def cell(life, run):
-    """Ours, from what is kept (never a live work folder): the ledger record's final-epoch test
-    accuracy, else the epochs its resume point holds; '—' where the plan has no such run."""
-    if run is None:
-        return "—"
+def final_accuracy(life, run):
+    """A finished run's final-epoch test accuracy from the ledger, else None."""
     record = read_json(os.path.join(life.ledger(run), "results.json"), {})
     if (isinstance(record, dict) and isinstance(record.get("test_acc"), (int, float))
             and finished(life.ledger(run), planned_epochs(run))):
-        return f"{record['test_acc']:.3f}"
-    done = epochs_done(life.keep(run))
-    return f"not finished: {done} of {planned_epochs(run)} epochs" if done else "not started"
+        return float(record["test_acc"])
+    return None
+
+
+def spread(values):
+    """'mean ± std (n = k)' of the seeds' final accuracies (sample std, ddof 1); one seed
+    says n = 1 and no spread."""
+    n = len(values)
+    mean = sum(values) / n
+    if n == 1:
+        return f"{mean:.3f} (n = 1)"
+    std = (sum((v - mean) ** 2 for v in values) / (n - 1)) ** 0.5
+    return f"{mean:.3f} ± {std:.3f} (n = {n})"
+
+
+def cell(life, runs):
+    """Ours for one (method, sigma^2), from what is kept (never a live work folder): the mean
+    ± std over the seeds whose records are in the ledger, with n; then the epochs of the seeds
+    whose resume points hold some; '—' where the plan has no such run."""
+    if not runs:
+        return "—"
+    done = [(r, final_accuracy(life, r)) for r in runs]
+    values = [acc for _, acc in done if acc is not None]
+    going = [(r, epochs_done(life.keep(r))) for r, acc in done if acc is None]
+    going = [(r, e) for r, e in going if e]
+    parts = [spread(values)] if values else []
+    if going:
+        each = ", ".join(f"{e}" + (f" (seed {r['seed']})" if len(runs) > 1 else "")
+                         for r, e in going)
+        parts.append(f"{'not finished: ' if not values else ''}{each} of "
+                     f"{planned_epochs(going[0][0])} epochs")
+    return "; ".join(parts) or "not started"
 
 
 def headline_table(life):
     """The README's headline table in Markdown: ours beside the paper's per method and per
-    sigma^2 of the plan that has begun (in the plan's order), built from the ledger and the
-    resume points alone, so that what the README says is what the repository holds."""
-    runs = {(r["name"].rsplit("_", 1)[1], sigma_of(r)): r for r in life.plan}
-    cells = {key: cell(life, run) for key, run in runs.items()}
-    begun = [s for s in dict.fromkeys(sigma_of(r) for r in life.plan)
+    sigma^2 of the plan that has begun (in the order of HEADLINE_SIGMAS), built from the
+    ledger and the resume points alone, so that what the README says is what the repository
+    holds. A cell pools the seeds: mean ± std with n once two have finished."""
+    runs = {}
+    for r in life.plan:
+        runs.setdefault((r["variant"], r["sigma"]), []).append(r)
+    cells = {key: cell(life, group) for key, group in runs.items()}
+    sigmas = sorted({r["sigma"] for r in life.plan},
+                    key=lambda s: (HEADLINE_SIGMAS + (s,)).index(s))
+    begun = [s for s in sigmas
              if any(c != "not started" for (_, sigma), c in cells.items() if sigma == s)]
     paper = paper_numbers()
     lines = ["| σ² | " + " | ".join(begun) + " |", "|---|" + "---|" * len(begun)]
     for method, name in TABLE_ROWS:
+        if not any((method, s) in runs for s in begun):
+            continue
         ours = (cells.get((method, s), "—") for s in begun)
         published = (f"{paper[method, s]:.4f}" if (method, s) in paper else "—" for s in begun)
         lines += [f"| {name} (ours) | " + " | ".join(ours) + " |",
@@ -589,6 +645,21 @@ def positive(text):
     return value
 
 
+def seed(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number")
+    if not 0 <= value < 2 ** 32:
+        raise argparse.ArgumentTypeError(f"a seed lies in [0, 2^32); got {value}")
+    return value
+
+
+def plan_of(opts):
+    """The plan the options describe (every command of this script, and gpu_lease.py)."""
+    return headline_plan(opts.epochs, opts.sigmas, opts.tiny, opts.seeds, opts.variants)
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -599,6 +670,10 @@ def parse_args(argv=None):
     p.add_argument("--epochs", type=positive, default=100, help="per stage (the paper's 100)")
     p.add_argument("--sigmas", nargs="+", type=sigma2, default=list(HEADLINE_SIGMAS),
                    help="sigma^2 of the plan, in the order they are trained")
+    p.add_argument("--seeds", nargs="+", type=seed, default=list(SEEDS),
+                   help="seeds at the headline's two sigma^2 (the others: seed 0)")
+    p.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS),
+                   help="the table's rows to train (gray: the baseline on grayscale images)")
     p.add_argument("--lanes", type=positive, default=2, help="runs trained at once")
     p.add_argument("--cores", type=int, default=0, help="cores to share (0: all)")
     p.add_argument("--low_priority", action="store_true",
@@ -635,7 +710,7 @@ def ensure_mnist(opts):
 
 def main(argv=None):
     opts = parse_args(argv)
-    life = Lifecycle(headline_plan(opts.epochs, opts.sigmas, opts.tiny), opts)
+    life = Lifecycle(plan_of(opts), opts)
     if opts.command == "status":
         try:
             status(life)

@@ -15,7 +15,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "scripts"))
 import long_runs  # noqa: E402
 
-PLAN = ["--tiny", "--epochs", "3", "--sigmas", "0.020", "--lanes", "2"]
+PLAN = ["--tiny", "--epochs", "3", "--sigmas", "0.020", "--seeds", "0", "--variants", "baseline",
+        "lnl", "blindeye", "--lanes", "2"]
 
 
 def drive(tmp, data, work, *extra, budget="10m"):
@@ -239,7 +240,8 @@ def test_the_headline_table_is_built_from_the_ledger_and_the_resume_points(tmp_p
     """Ours beside the paper's: a finished run's final test accuracy from the ledger, an
     unfinished one's epochs from its resume point (never a live work folder), a σ² with
     nothing begun left out, '—' where the plan has no such run."""
-    plan = long_runs.headline_plan(100, ("0.020", "0.050", "0.035"))
+    plan = long_runs.headline_plan(100, ("0.020", "0.050", "0.035"), seeds=(0,),
+                                   variants=("baseline", "lnl", "blindeye"))
     opts = types.SimpleNamespace(work=str(tmp_path / "work"), keep=str(tmp_path / "keep"),
                                  ledger=str(tmp_path / "ledger"), device="cpu")
     life = long_runs.Lifecycle(plan, opts)
@@ -254,7 +256,7 @@ def test_the_headline_table_is_built_from_the_ledger_and_the_resume_points(tmp_p
     (live / "metrics.jsonl").write_text('{"epoch": 1}\n')
     assert long_runs.headline_table(life).splitlines() == [
         "| σ² | 0.020 |", "|---|---|",
-        "| Baseline (ours) | 0.457 |", "| Baseline (paper) | 0.4055 |",
+        "| Baseline (ours) | 0.457 (n = 1) |", "| Baseline (paper) | 0.4055 |",
         "| LNL (ours) | not finished: 3 of 100 epochs |", "| LNL (paper) | 0.8185 |",
         "| BlindEye (ours) | not started |", "| BlindEye (paper) | 0.6741 |"]
 
@@ -275,9 +277,50 @@ def test_the_readme_table_is_what_the_repository_holds():
     (results/cmnist) and resume points (results/in_progress): after committing resume points,
     `python scripts/long_runs.py table --readme README.md` brings it up to date."""
     opts = long_runs.parse_args(["table"])
-    life = long_runs.Lifecycle(long_runs.headline_plan(opts.epochs, opts.sigmas), opts)
+    life = long_runs.Lifecycle(long_runs.plan_of(opts), opts)
     readme = open(os.path.join(ROOT, "README.md"), encoding="utf-8").read()
     assert (f"{long_runs.TABLE_MARKS[0]}\n{long_runs.headline_table(life)}\n"
             f"{long_runs.TABLE_MARKS[1]}") in readme, (
         "README.md's table differs from the ledger and resume points: run "
         "`python scripts/long_runs.py table --readme README.md`")
+
+
+def test_a_cell_pools_the_seeds_with_their_spread(tmp_path):
+    """Two seeds finished: mean ± sample std with n = 2; a third seed's resume point adds its
+    epochs; one seed alone says n = 1."""
+    plan = long_runs.headline_plan(100, ("0.020", "0.050"), variants=("baseline", "lnl"))
+    opts = types.SimpleNamespace(work=str(tmp_path / "work"), keep=str(tmp_path / "keep"),
+                                 ledger=str(tmp_path / "ledger"), device="cpu")
+    life = long_runs.Lifecycle(plan, opts)
+    for seed, acc in ((0, 0.80), (1, 0.84)):
+        folder = tmp_path / "ledger" / f"cmnist_var0.020_seed{seed}_lnl"
+        folder.mkdir(parents=True)
+        (folder / "results.json").write_text(json.dumps({"epochs": 100, "test_acc": acc}))
+    keep = tmp_path / "keep" / "cmnist_var0.020_seed2_lnl"
+    keep.mkdir(parents=True)
+    (keep / "metrics.jsonl").write_text('{"epoch": 1}\n{"epoch": 2}\n')
+    base = tmp_path / "ledger" / "cmnist_var0.050_seed0_baseline"
+    base.mkdir(parents=True)
+    (base / "results.json").write_text(json.dumps({"epochs": 100, "test_acc": 0.848}))
+    rows = dict(line.split(" | ", 1) for line in long_runs.headline_table(life).splitlines()
+                if "(ours)" in line)
+    assert rows["| LNL (ours)"] == "0.820 ± 0.028 (n = 2); 2 (seed 2) of 100 epochs | not started |"
+    assert rows["| Baseline (ours)"] == "not started | 0.848 (n = 1) |"
+
+
+def test_the_plan_follows_the_issue_order():
+    """Issue #34: BlindEye 0.020 and LNL 0.035 first, then Gray at 0.050 and 0.020, then seeds
+    1 and 2 at the headline's sigma^2, then LNL 0.025, then the rest."""
+    names = [r["name"] for r in long_runs.headline_plan(100)]
+    order = ["cmnist_var0.020_seed0_blindeye", "cmnist_var0.035_seed0_lnl",
+             "cmnist_var0.050_seed0_gray", "cmnist_var0.020_seed0_gray",
+             "cmnist_var0.020_seed1_baseline", "cmnist_var0.020_seed1_lnl",
+             "cmnist_var0.050_seed1_lnl", "cmnist_var0.050_seed2_lnl",
+             "cmnist_var0.025_seed0_lnl", "cmnist_var0.045_seed0_baseline",
+             "cmnist_var0.040_seed0_lnl", "cmnist_var0.050_seed0_blindeye",
+             "cmnist_var0.040_seed0_gray"]
+    assert [names.index(n) for n in order] == sorted(names.index(n) for n in order)
+    assert len(names) == len(set(names)) == 4 * 7 + 2 * 2 * 2  # the table, and its spread
+    gray = long_runs.cmnist_run("0.050", "gray", 100)
+    assert "--grayscale" in gray["flags"] and gray["after"] is None
+    assert gray["expect"]["method"] == "baseline" and gray["expect"]["grayscale"] is True

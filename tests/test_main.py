@@ -1,4 +1,5 @@
 """End-to-end runs of main.py on a few thousand real MNIST images, on the CPU."""
+import hashlib
 import json
 import os
 
@@ -178,6 +179,10 @@ def test_lnl_stage_two_from_the_baseline(baseline_run, mnist_root):
         assert np.isfinite(row[k])
     # stage 2's first epoch runs at the stage-1 checkpoint's lr (LNL authors' trainer)
     assert row["lr"] == pytest.approx(0.01)
+    # the record names the exact checkpoint it started from (the ledger keeps no checkpoints)
+    record = json.load(open(baseline_run / "lnl" / "results.json"))
+    digest = hashlib.sha256(open(init, "rb").read()).hexdigest()
+    assert record["init"]["sha256"] == digest and record["init"]["epoch"] >= 1
 
 
 def test_each_mode_reads_its_checkpoint_once(baseline_run, mnist_root, monkeypatch):

@@ -1,5 +1,6 @@
 """records.py: the bias diagnostic, provenance, and confusion figures that explain themselves."""
 import argparse
+import json
 import os
 import subprocess
 
@@ -123,6 +124,38 @@ def test_dirty_means_code_changed_not_records_under_results(tmp_path):
     assert records.git_state(str(tmp_path))["dirty"] is False
     (tmp_path / "main.py").write_text("x = 2\n")
     assert records.git_state(str(tmp_path))["dirty"] is True
+
+
+def test_a_linked_venv_is_not_uncommitted_code(tmp_path):
+    """A .venv that is a link (a common set-up) is as ignored as a .venv folder: the
+    repository's own .gitignore must match both, or every run is marked dirty."""
+    env = dict(os.environ, GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t", GIT_COMMITTER_NAME="t",
+               GIT_COMMITTER_EMAIL="t@t")
+    git = lambda *a: subprocess.run(["git", "-C", str(tmp_path / "repo"), *a], env=env,
+                                    check=True, capture_output=True)
+    (tmp_path / "repo").mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    git("init", "-q")
+    (tmp_path / "repo" / ".gitignore").write_text(
+        open(os.path.join(records.ROOT, ".gitignore")).read())
+    (tmp_path / "repo" / "main.py").write_text("x = 1\n")
+    git("add", "-A")
+    git("commit", "-qm", "c")
+    os.symlink(tmp_path / "elsewhere", tmp_path / "repo" / ".venv")
+    assert records.git_state(str(tmp_path / "repo"))["dirty"] is False
+
+
+def test_every_ledger_record_says_when_its_commit_was_read():
+    """Records name the code the process loaded at its start; the two written before that
+    rule (465dc81) name the checkout at their end, and say so in a field of their own."""
+    import glob
+    paths = glob.glob(os.path.join(records.ROOT, "results", "cmnist", "*", "results.json"))
+    assert paths
+    for path in paths:
+        prov = json.load(open(path))["provenance"]
+        assert prov.get("commit_read_at") in ("process start", "run end"), path
+        if prov["commit_read_at"] == "run end":
+            assert "commit_note" in prov, path
 
 
 def panels(dataset="ColoredMNIST"):
