@@ -14,6 +14,7 @@ import glob
 import hashlib
 import os
 import pickle
+import zipfile
 
 import torch
 
@@ -43,8 +44,44 @@ def list_checkpoints(folder):
     return ([last] if os.path.exists(last) else []) + epochs
 
 
+def old_format_globals():
+    """What a checkpoint of releases before 2026-11 holds besides tensors and plain values:
+    numpy's RNG state, a uint32 array (and numpy scalars), pickled under numpy 1's module
+    names or numpy 2's. Loading with only these allowed (torch.serialization.safe_globals)
+    reads such a file without a full unpickle: no other class can be built, no code runs."""
+    import numpy as np
+    core = np._core.multiarray
+    return [core._reconstruct, core.scalar, np.ndarray, np.dtype, np.dtypes.UInt32DType,
+            np.dtypes.Int64DType, np.dtypes.Float64DType,
+            (core._reconstruct, "numpy.core.multiarray._reconstruct"),
+            (core.scalar, "numpy.core.multiarray.scalar")]
+
+
+def load_old_format(path):
+    """An old-format checkpoint read with weights_only=True and old_format_globals allowed;
+    pickle.UnpicklingError when it holds anything else."""
+    with torch.serialization.safe_globals(old_format_globals()):
+        return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def what_it_holds(path):
+    """Why a file is not a loadable checkpoint, in words: 'old format' (this tool's, before
+    2026-11: python scripts/convert_checkpoint.py reads it safely), 'foreign' (Python objects
+    this tool never writes) or 'corrupt' (not a PyTorch archive, or a damaged one)."""
+    if not zipfile.is_zipfile(path):
+        return "corrupt"
+    try:
+        ckpt = load_old_format(path)
+    except pickle.UnpicklingError as exc:
+        return "foreign" if "weights only load failed" in str(exc).lower() else "corrupt"
+    except Exception:  # a damaged archive raises many types
+        return "corrupt"
+    return "old format" if isinstance(ckpt, dict) and "nets" in ckpt else "foreign"
+
+
 def read_checkpoint(path):
-    """torch.load with errors a user can act on."""
+    """torch.load with errors a user can act on: a file from anyone is read as tensors and
+    plain values only (weights_only), and one that is not says which of three things it is."""
     if os.path.isdir(path):
         raise UserError(f"checkpoint {path} is a folder; pass a .pth file in it (e.g. "
                         f"{os.path.join(path, 'last.pth')}).")
@@ -55,18 +92,21 @@ def read_checkpoint(path):
         # weights_only: tensors and plain values only; a pickled object that would run code
         # when loaded is refused, never executed (a checkpoint may come from anyone)
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        if "weights only load failed" not in str(exc).lower():
-            raise UserError(f"checkpoint {path} is unreadable (corrupt: {first_line(exc)}); "
-                            "use another checkpoint from the same folder.")
-        raise UnsafeCheckpoint(
-            f"checkpoint {path} holds Python objects besides tensors and plain values (the "
-            "format of releases before 2026-11, or a file made elsewhere); loading it could "
-            "run code, so it was not loaded. If you trust where it came from, convert it "
-            f"once: python scripts/convert_checkpoint.py {path}")
-    except Exception as exc:  # truncated zips raise many types
-        raise UserError(f"checkpoint {path} is unreadable (truncated or corrupt: "
-                        f"{first_line(exc)}); use another checkpoint from the same folder.")
+    except Exception as exc:  # truncated zips and foreign pickles raise many types
+        kind = what_it_holds(path)
+        if kind == "old format":
+            raise UnsafeCheckpoint(
+                f"checkpoint {path} is in the format of releases before 2026-11 (numpy's RNG "
+                "state as a numpy array), which this release does not load as it is; convert "
+                f"it once (no code in it runs): python scripts/convert_checkpoint.py {path}")
+        if kind == "foreign":
+            raise UnsafeCheckpoint(
+                f"checkpoint {path} holds Python objects this tool never writes (a file made "
+                "elsewhere); loading it could run code, so it was not loaded. Use a checkpoint "
+                "a training run of this tool wrote.")
+        raise UserError(f"checkpoint {path} is unreadable (not a PyTorch checkpoint, or a "
+                        f"truncated or corrupt one: {first_line(exc)}); use another checkpoint "
+                        "from the same folder.")
     if not isinstance(ckpt, dict) or "nets" not in ckpt:
         raise UserError(f"checkpoint {path} was not written by this tool (no 'nets' entry).")
     return ckpt

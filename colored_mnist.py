@@ -13,7 +13,8 @@ import numpy as np
 
 from data_handler import (IGNORE_INDEX, ColorImageDataset, TripletDataset, array_digest,
                           first_n)
-from utils import UserError, atomic_npz_save, log
+from safe_files import save_npz
+from utils import UserError, log
 
 # Mean stroke colour per digit (RGB, 0..255), --cmnist_palette. The authors never published
 # their palette (docs/references.md §1a says how these were chosen):
@@ -225,8 +226,8 @@ def load_or_build_cmnist(data_root_base, color_var, data_seed, output_dir="./out
     if target:
         # a private temp file + rename: runs started together may all build it, none
         # half-reads it
-        atomic_npz_save({**data, "sha256": np.array(array_digest(data))},
-                        os.path.join(target, name))
+        save_npz({**data, "sha256": np.array(array_digest(data))},
+                 os.path.join(target, name), target)
     return data
 
 

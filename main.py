@@ -35,6 +35,7 @@ from network import NETWORKS, build_network
 from options import (ARCHITECTURE, DEFINES, DRIVES, RECIPE, FromDataset, add_groups,
                      check_ranges, is_unset)
 from run_folder import experiment_dir
+from safe_files import read_json
 from runtime import DEVICE_PATTERN, Runtime, init_distributed
 from solver import Solver
 from utils import (ArgError, DiskFull, RunStopped, UserError, dist_world, log,
@@ -62,6 +63,10 @@ def build_parser():
         p.roles[action.dest] = role
     add(p, DRIVES, "--config", default=None,
         help="YAML file whose keys (flag names) become defaults; flags win")
+    add(p, DRIVES, "--runs_from", default=None,
+        help="a JSON file listing runs, each a list of main.py arguments, trained together in "
+        "this process as a sweep's runs are (each exactly as alone): what scripts/long_runs.py "
+        "--per_process writes. No other flag goes with it")
     add(p, DRIVES, "--mode", choices=("train", "test", "probe"), default="train",
         help="probe: train a fresh bias head on the run's frozen f (the bias left in f)")
     add(p, DEFINES, "--method", choices=sorted(METHODS), default="lnl",
@@ -369,10 +374,42 @@ def validate(parser, args):
     validate_run(parser, args)
 
 
+RUNS_FROM_MAX = 256  # runs one process may train together
+
+
+def listed_runs(parser, argv):
+    """--runs_from FILE: the argument lists it holds (a handed file, read through the file
+    layer: bounded, typed), or None without the flag."""
+    pre, rest = parser.parse_known_args(argv)
+    if not pre.runs_from:
+        return None
+    if rest or len([a for a in (argv if argv is not None else sys.argv[1:])
+                    if a.startswith("--")]) > 1:
+        parser.error("--runs_from takes no other flags: give each run's flags in the file")
+    try:
+        listed = read_json(pre.runs_from, kind=list)
+    except (OSError, UserError) as exc:
+        parser.error(f"--runs_from {pre.runs_from}: {getattr(exc, 'strerror', None) or exc}")
+    if not 0 < len(listed) <= RUNS_FROM_MAX or not all(
+            isinstance(entry, list) and all(isinstance(a, str) for a in entry)
+            for entry in listed):
+        parser.error(f"--runs_from {pre.runs_from} must list 1 to {RUNS_FROM_MAX} runs, each a "
+                     "list of main.py's arguments as strings")
+    if any("--runs_from" in entry for entry in listed):
+        parser.error(f"--runs_from {pre.runs_from}: a listed run cannot list runs itself")
+    return listed
+
+
 def parse_runs(argv=None):
     """The parser and one namespace per run: the cross product of the sweepable flags'
-    values (one run when each has one value), each validated before anything is written."""
+    values (one run when each has one value), or the runs --runs_from lists, each validated
+    before anything is written."""
     parser = build_parser()
+    listed = listed_runs(parser, argv)
+    if listed is not None:
+        runs = [args for entry in listed for args in parse_runs(entry)[1]]
+        sweep.check_runs(parser, runs)
+        return parser, runs
     apply_config(parser, argv)
     runs = [resolve(parser, args) for args in sweep.expand(parser, parser.parse_args(argv))]
     for args in runs:

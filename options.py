@@ -110,4 +110,9 @@ def sigma2(text):
         value = float("nan")
     if not 0 < value < 1:
         raise argparse.ArgumentTypeError(f"{text!r} is not a sigma^2 in (0, 1)")
-    return f"{value:.3f}"
+    name = f"{value:.3f}"
+    if float(name) != value:  # 0.0201 would train and be named as 0.020, 1e-9 as 0.000
+        raise argparse.ArgumentTypeError(
+            f"{text!r} has more digits than a run's name keeps (three decimals: {name}); pass "
+            "a sigma^2 written with three decimals, e.g. 0.020")
+    return name

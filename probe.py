@@ -18,7 +18,8 @@ import torch
 from torch import optim
 
 from methods import IGNORE_INDEX, as_heads, bias_cross_entropy
-from utils import atomic_json_dump, log, progress, read_small_json
+from safe_files import small_json, write_json
+from utils import log, progress
 
 PROBE_EPOCHS = 5
 PROBE_LR = 0.01
@@ -91,7 +92,8 @@ def run_probe(args, f, h, train_loader, test_loader, device, checkpoint, folder)
                          "f": "frozen, eval mode"},
               "checkpoint": checkpoint, "train_examples": len(train_loader.dataset),
               "test_examples": len(test_loader.dataset)}
-    atomic_json_dump(record, probe_path(folder))
+    root = getattr(args, "output_dir", None) or os.path.dirname(os.path.abspath(folder))
+    write_json(probe_path(folder), record, root)
     log(f"probe_bias_acc={acc:.4f} (chance {chance:.4f}; f of {checkpoint['path']}, epoch "
         f"{checkpoint['epoch']}) -> {probe_path(folder)}")
     return record
@@ -99,7 +101,7 @@ def run_probe(args, f, h, train_loader, test_loader, device, checkpoint, folder)
 
 def is_probe_record(path):
     """Whether path is a probe.json this tool wrote (never replace another file)."""
-    data = read_small_json(path, 1 << 16)
+    data = small_json(path, 1 << 16)
     return data is not None and "probe_bias_acc" in data
 
 

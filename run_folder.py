@@ -21,8 +21,9 @@ from torch.utils.tensorboard import SummaryWriter
 
 import records
 from checkpoints import list_checkpoints, newest_readable
-from utils import (ArgError, atomic_json_dump, atomic_np_save, atomic_torch_save, log,
-                   matrix_figure, read_small_json, save_matrix_png)
+from safe_files import (append_text, read_jsonl, read_run, save_npy, save_torch, small_json,
+                        whole, write_json, write_text)
+from utils import ArgError, log, matrix_figure, save_matrix_png
 
 # Files a training run writes, relative to its folder; --overwrite removes these and no others.
 RUN_FILES = ("checkpoints/last.pth", "checkpoints/epoch_*.pth", "checkpoints/.tmp-*",
@@ -229,7 +230,7 @@ def is_prediction_file(path):
 
 def is_prediction_summary(path, npy):
     """Whether path is the summary a test run wrote for the prediction file npy."""
-    data = read_small_json(path, SUMMARY_MAX_BYTES)
+    data = small_json(path, SUMMARY_MAX_BYTES)
     return data is not None and data.get("predictions") == os.path.basename(npy)
 
 
@@ -244,46 +245,41 @@ def open_run(args, device):
     if training:
         if args.overwrite:
             clear_run_files(out)
-    if not (training and finished_record(out, args.epochs)):  # a finished run's args.json
-        atomic_json_dump({**vars(args), "device_used": str(device)},  # stays: its record's config
-                         os.path.join(out, {"train": "args.json", "test": "test_args.json",
-                                            "probe": "probe_args.json"}[args.mode]))
-    log.open(os.path.join(out, "run.log"))
+    if not (training and finished_record(out, args.epochs, args.output_dir)):
+        # (a finished run's args.json stays: its record's config)
+        write_json(os.path.join(out, {"train": "args.json", "test": "test_args.json",
+                                      "probe": "probe_args.json"}[args.mode]),
+                   {**vars(args), "device_used": str(device)}, args.output_dir)
+    log.open(os.path.join(out, "run.log"), args.output_dir)
 
 
-def finished_record(folder, epochs):
+def finished_record(folder, epochs, root):
     """The results.json of the run in folder if it records exactly `epochs` finished epochs
-    and their test accuracy; else None (no record, an unreadable one, or another length)."""
-    try:
-        with open(os.path.join(folder, "results.json")) as fh:
-            record = json.load(fh)
-    except (OSError, ValueError):
-        return None
-    return record if record.get("epochs") == epochs and "test_acc" in record else None
+    and their test accuracy (safe_files.RunView.finished, the one rule every program uses);
+    else None (no record, a damaged one, or another length)."""
+    view = read_run(folder, root)
+    return view.record if view.finished(epochs) else None
 
 
 # ------------------------------------------------------------------ a run's files
-def trim_metrics(path, epoch):
+def epoch_rows(path, root):
+    """(rows with a whole epoch, lines dropped) of a metrics.jsonl (safe_files.read_jsonl)."""
+    rows, torn = read_jsonl(path, root)
+    kept = [r for r in rows if whole(r.get("epoch")) is not None]
+    return kept, torn + len(rows) - len(kept)
+
+
+def trim_metrics(path, epoch, root):
     """Drop metric lines past the checkpoint a run resumes from (they will be redone);
     return the last line kept, {} when there is none."""
-    if not os.path.exists(path):
+    if not os.path.lexists(path):
         return {}
-    rows, torn = [], 0
-    with open(path, errors="replace") as fh:
-        for line in fh:
-            try:
-                row = json.loads(line)
-            except ValueError:  # a line cut short by a crash mid-write: redone on resume
-                torn += line.strip() != ""
-                continue
-            if isinstance(row, dict) and isinstance(row.get("epoch"), int):
-                rows.append(row)
+    rows, torn = epoch_rows(path, root)
     if torn:
         log(f"note: dropped {torn} incomplete line(s) of {path} (a crash mid-write); those "
             "epochs are redone or were past the checkpoint")
     rows = [r for r in rows if r["epoch"] <= epoch]
-    with open(path, "w") as fh:
-        fh.writelines(json.dumps(r) + "\n" for r in rows)
+    write_text(path, "".join(json.dumps(r) + "\n" for r in rows), root)
     return rows[-1] if rows else {}
 
 
@@ -306,10 +302,11 @@ class RunFolder:
             return
         epoch, mid_epoch = state["epoch"], state["step_in_epoch"]
         final = epoch == self.args.epochs and not mid_epoch
+        root = self.args.output_dir
         if force or final or epoch % self.args.checkpoint_every == 0:
-            atomic_torch_save(state, os.path.join(self.checkpoints, "last.pth"))
+            save_torch(state, os.path.join(self.checkpoints, "last.pth"), root)
         if not mid_epoch and (epoch % self.args.save_every == 0 or final):
-            atomic_torch_save(state, os.path.join(self.checkpoints, f"epoch_{epoch:04d}.pth"))
+            save_torch(state, os.path.join(self.checkpoints, f"epoch_{epoch:04d}.pth"), root)
 
     def newest_checkpoint(self):
         """(path, checkpoint) of the newest readable checkpoint, or (None, None); an unreadable
@@ -327,30 +324,19 @@ class RunFolder:
         (they will be redone). Returns the last metric line kept ({} when none)."""
         if not self.writes:
             return {}
-        last = trim_metrics(self.metrics, epoch) if resumed else {}
+        last = trim_metrics(self.metrics, epoch, self.args.output_dir) if resumed else {}
         self.writer = SummaryWriter(os.path.join(self.path, "logs"), purge_step=epoch + 1)
         return last
 
     def history(self):
         """Every whole metrics.jsonl line of this run, in order ([] when none)."""
-        rows = []
-        try:
-            with open(self.metrics, errors="replace") as fh:
-                for line in fh:
-                    try:
-                        row = json.loads(line)
-                    except ValueError:
-                        continue
-                    if isinstance(row, dict) and isinstance(row.get("epoch"), int):
-                        rows.append(row)
-        except OSError:
-            pass
-        return rows
+        return epoch_rows(self.metrics, self.args.output_dir)[0]
 
     def finished_record(self, epoch):
         """results.json of a run that has reached --epochs and recorded its results, or None
         (not finished, or stopped between its last checkpoint and its results)."""
-        return None if epoch < self.args.epochs else finished_record(self.path, epoch)
+        return (None if epoch < self.args.epochs
+                else finished_record(self.path, epoch, self.args.output_dir))
 
     def _tag(self, key):
         if key == "test_acc":
@@ -370,15 +356,15 @@ class RunFolder:
         for k, v in stats.items():
             self.writer.add_scalar(self._tag(k), v, epoch)
         self.writer.flush()
-        with open(self.metrics, "a") as fh:
-            fh.write(json.dumps({"epoch": epoch, **stats}) + "\n")
+        append_text(self.metrics, json.dumps({"epoch": epoch, **stats}) + "\n",
+                    self.args.output_dir)
 
     def write_results(self, record, panels, epoch):
         """results.json, and in TensorBoard the run's configuration and final metrics (the
         HPARAMS view) and the final confusion matrices as figures."""
         if not self.writes:
             return
-        atomic_json_dump(record, os.path.join(self.path, "results.json"))
+        write_json(os.path.join(self.path, "results.json"), record, self.args.output_dir)
         metrics = {k: v for k, v in record.items() if k.endswith("_acc")
                    or k in ("bias_agreement", "epochs", "test_acc_aligned",
                             "test_acc_conflicting")}
@@ -397,9 +383,10 @@ class RunFolder:
         <stem>_confusion_<name>.png, and the summary line in the log."""
         if not self.writes:
             return
-        atomic_np_save(rows, path)
-        atomic_json_dump(summary, summary_path(path))
+        save_npy(rows, path, self.args.output_dir)
+        write_json(summary_path(path), summary, self.args.output_dir)
         stem = os.path.splitext(path)[0]
         for name, panel in panels.items():
-            save_matrix_png(panel[0], f"{stem}_confusion_{name}.png", *panel[1:])
+            save_matrix_png(panel[0], f"{stem}_confusion_{name}.png", *panel[1:],
+                            root=self.args.output_dir)
         log(f"{line} -> {path}, {stem}.json, {stem}_confusion_{{label,bias}}.png")

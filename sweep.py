@@ -129,7 +129,7 @@ class Member:
         self.args, self.name = args, args.experiment_name
         self.solver = self.steps = self.outcome = self.test_acc = None
         self.rng = None  # its random state between turns
-        self.log = (None, [], f"[{self.name}] ")
+        self.log = (None, [], f"[{self.name}] ", None)
         self.stream = None
 
     @contextlib.contextmanager

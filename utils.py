@@ -1,52 +1,16 @@
-"""Small shared helpers: seeding, process rank, atomic writes, progress bars, errors, the log."""
-import errno
-import json
+"""Small shared helpers: seeding, process rank, progress bars, figures, the log (atomic writes
+and reading handed files: safe_files.py; the errors: errors.py)."""
 import os
 import random
-import shutil
 import sys
-import tempfile
 import time
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-
-_UMASK = os.umask(0)
-os.umask(_UMASK)
-
-
-class UserError(Exception):
-    """An error the user can fix; main.py prints its message (which says what to do) and exits 1."""
-
-
-class ArgError(UserError):
-    """A bad argument found after parsing (a resumed run's settings, a method that cannot use
-    the dataset's b): one line, exit code 2, like argparse's own errors."""
-
-
-class DiskFull(UserError):
-    """No space left while writing a file: the message names the file and the free space."""
-
-
-class BadInput(UserError):
-    """A data file that cannot be used (e.g. an unreadable image), met while training: the
-    Solver saves its progress before stopping. A DataLoader worker's copy of this error
-    arrives with the worker's traceback in its message; only the message itself is kept."""
-
-    def __init__(self, message):
-        if "Original Traceback" in message:
-            message = message.strip().splitlines()[-1].split("BadInput: ", 1)[-1]
-        super().__init__(message)
-
-
-class RunStopped(Exception):
-    """Training stopped on purpose (a signal, a diverged loss): message and exit code."""
-
-    def __init__(self, message, code):
-        super().__init__(message)
-        self.code = code
+from errors import ArgError, BadInput, DiskFull, RunStopped, UserError  # noqa: F401 (re-exported)
+from safe_files import append_text, write_with
 
 
 def set_seed(seed):
@@ -97,71 +61,6 @@ def set_rng_state(state):
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _atomic_write(path, write_fn):
-    """Write to a temp file in the same folder, fsync, then rename, so a crash never
-    leaves a truncated file under the final name."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write_fn(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; honour the user's umask
-        os.replace(tmp, path)
-    except BaseException as exc:
-        if os.path.exists(tmp):
-            os.remove(tmp)  # the old file under the final name is untouched
-        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise disk_full(path) from None
-        if isinstance(exc, RuntimeError) and shutil.disk_usage(folder).free < LOW_SPACE:
-            # torch.save reports a full disk as a RuntimeError ("file write failed",
-            # "unexpected pos ..."), not as an OSError
-            raise disk_full(path) from None
-        raise
-
-
-LOW_SPACE = 64 * 2 ** 20  # below this, a failed write is taken for a full disk
-
-
-def disk_full(path):
-    """The one-line report of a full disk: which file, how much space is left."""
-    free = shutil.disk_usage(os.path.dirname(os.path.abspath(path)) or ".").free
-    return DiskFull(f"no space left on the disk while writing {path} ({free / 2**20:.0f} MiB "
-                    "free); the file under that name is unchanged.")
-
-
-def atomic_torch_save(obj, path):
-    _atomic_write(path, lambda fh: torch.save(obj, fh))
-
-
-def atomic_json_dump(obj, path):
-    _atomic_write(path, lambda fh: fh.write(
-        (json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n").encode()))
-
-
-def read_small_json(path, max_bytes=1 << 20):
-    """The JSON object in path when path is a plain file (not a link) of at most max_bytes;
-    else None. For deciding whether a file is one this tool wrote before replacing it."""
-    if os.path.islink(path) or not os.path.isfile(path) or os.path.getsize(path) > max_bytes:
-        return None
-    try:
-        with open(path) as fh:
-            data = json.load(fh)
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
-def atomic_np_save(obj, path):
-    _atomic_write(path, lambda fh: np.save(fh, obj, allow_pickle=False))
-
-
-def atomic_npz_save(arrays, path):
-    _atomic_write(path, lambda fh: np.savez(fh, **arrays))
-
-
 def progress(iterable, **kwargs):
     """tqdm that stays quiet when stderr is not a terminal (CI logs, pipes)."""
     return tqdm(iterable, disable=not sys.stderr.isatty(), leave=False, dynamic_ncols=True,
@@ -210,13 +109,12 @@ def matrix_figure(matrix, title, ylabel, xlabel, row_colours=None):
     return fig
 
 
-def save_matrix_png(matrix, path, title, ylabel, xlabel, row_colours=None):
-    """matrix_figure written to path as a PNG."""
+def save_matrix_png(matrix, path, title, ylabel, xlabel, row_colours=None, root=None):
+    """matrix_figure written to path (inside root) as a PNG, through the file layer."""
     import matplotlib.pyplot as plt
 
     fig = matrix_figure(matrix, title, ylabel, xlabel, row_colours)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.savefig(path, dpi=120)
+    write_with(path, lambda fh: fig.savefig(fh, format="png", dpi=120), root)
     plt.close(fig)
 
 
@@ -225,7 +123,7 @@ class Log:
     folder exists (e.g. while a dataset is built) are kept and written first when it opens."""
 
     def __init__(self):
-        self.path, self.pending, self.prefix = None, [], ""
+        self.path, self.pending, self.prefix, self.root = None, [], "", None
 
     def __call__(self, message, err=False):
         print(self.prefix + message, file=sys.stderr if err else sys.stdout, flush=True)
@@ -233,24 +131,23 @@ class Log:
         if self.path is None:
             self.pending.append(line)
             return
-        with open(self.path, "a") as fh:
-            fh.write(line)
+        append_text(self.path, line, self.root)
 
-    def open(self, path):
-        """From now on append to path (after the lines kept so far)."""
-        self.path = path
-        with open(path, "a") as fh:
-            fh.writelines(self.pending)
+    def open(self, path, root=None):
+        """From now on append to path (inside root: the file layer's checks) after the lines
+        kept so far."""
+        self.path, self.root = path, root
+        append_text(path, "".join(self.pending), root)
         self.pending = []
 
     def close(self):
-        self.path, self.pending = None, []
+        self.path, self.pending, self.root = None, [], None
 
     def swap(self, state):
-        """Make state = (path, pending lines, terminal prefix) the log's; return the old one
-        (a sweep gives each run its own run.log and a [name] prefix on the terminal)."""
-        old = (self.path, self.pending, self.prefix)
-        self.path, self.pending, self.prefix = state
+        """Make state = (path, pending lines, terminal prefix, root) the log's; return the old
+        one (a sweep gives each run its own run.log and a [name] prefix on the terminal)."""
+        old = (self.path, self.pending, self.prefix, self.root)
+        self.path, self.pending, self.prefix, self.root = state
         return old
 
 

@@ -3,12 +3,14 @@ torch.load(weights_only=True) (tensors and plain values only).
 
     python scripts/convert_checkpoint.py outputs/RUN/checkpoints/last.pth
 
-The old format kept numpy's random state as a numpy array, which only a full unpickle reads,
-and a full unpickle runs whatever code a file carries. So this script is the one place that
-unpickles a checkpoint, and only when you run it: convert only files whose origin you trust.
-The original is kept beside the new file as <name>.pre2026-11 (never overwritten); the new
-file is checked to load with weights_only=True and to hold the same tensors before it takes
-the original's name.
+The old format kept numpy's random state as a numpy array. It is read here with
+weights_only=True and only the few numpy classes that state needs allowed
+(checkpoints.old_format_globals): no other class can be built and no code in the file runs.
+A file that holds anything else (made elsewhere, or damaged) is refused in one line; a full
+unpickle, which runs whatever code a file carries, happens only with --trust-full-unpickle,
+for a file you made yourself or trust who did. The original is kept beside the new file as
+<name>.pre2026-11 (never overwritten); the new file is checked to load with weights_only=True
+and to hold the same tensors before it takes the original's name.
 """
 import argparse
 import io
@@ -19,7 +21,9 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from utils import atomic_torch_save  # noqa: E402
+from checkpoints import load_old_format, what_it_holds  # noqa: E402
+from errors import UserError  # noqa: E402
+from safe_files import save_torch  # noqa: E402
 
 SUFFIX = ".pre2026-11"
 # Colored MNIST before 2026-11 was painted by stroke intensity with the p1 palette; its
@@ -57,35 +61,69 @@ def convert(ckpt):
     return out
 
 
+TRUST_FLAG = "--trust-full-unpickle"
+
+
+def read_old(path, trust):
+    """The old checkpoint at path: read safely (load_old_format), else with a full unpickle
+    when trusted, else UserError with one line saying what the file is and what the flag
+    would mean."""
+    kind = what_it_holds(path)
+    if kind == "old format":
+        return load_old_format(path)
+    if not trust:
+        what = ("is not a PyTorch checkpoint (a text file, a truncated or corrupt one?)"
+                if kind == "corrupt" else
+                "holds Python objects that this tool's old checkpoints never held")
+        raise UserError(
+            f"{path} {what}: it was not converted and nothing in it ran. Converting it would "
+            "need a full unpickle, which runs any code the file carries with your rights; only "
+            f"if you made this file yourself or trust who did, pass {TRUST_FLAG}.")
+    print(f"{path}: full unpickle ({TRUST_FLAG}): any code the file carries runs now")
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def convert_file(path, trust):
+    """Convert one file in place (the original kept as <name>.pre2026-11); one line per file."""
+    backup = path + SUFFIX
+    if os.path.islink(path) or not os.path.isfile(path):
+        raise UserError(f"{path} is not a plain file; pass a checkpoint (.pth)")
+    if os.path.lexists(backup):
+        raise UserError(f"{backup} exists already (converted before?); move it aside first")
+    try:
+        torch.load(path, map_location="cpu", weights_only=True)
+        print(f"{path}: already in the current format; left as it is")
+        return
+    except Exception:  # old format, foreign or corrupt: read_old tells which
+        pass
+    ckpt = read_old(path, trust)
+    if not isinstance(ckpt, dict) or "nets" not in ckpt:
+        raise UserError(f"{path} is not a checkpoint of this tool (no 'nets' entry); nothing "
+                         "was converted")
+    new = convert(ckpt)
+    buffer = io.BytesIO()
+    torch.save(new, buffer)
+    buffer.seek(0)
+    again = torch.load(buffer, weights_only=True)  # proves the new file is safe to load
+    for net, state in ckpt["nets"].items():
+        assert all(torch.equal(state[k], again["nets"][net][k]) for k in state), net
+    os.link(path, backup)  # the original stays, under the backup name
+    save_torch(new, path)
+    print(f"{path}: converted (original kept as {backup})")
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("paths", nargs="+", help="checkpoint files (.pth) to convert in place")
+    p.add_argument(TRUST_FLAG, dest="trust", action="store_true",
+                   help="read a file that is not this tool's old format with a full unpickle, "
+                        "which runs any code it carries: only for files you trust")
     opts = p.parse_args(argv)
     for path in opts.paths:
-        backup = path + SUFFIX
-        if not os.path.isfile(path):
-            p.error(f"{path} is not a file")
-        if os.path.exists(backup):
-            p.error(f"{backup} exists already (converted before?); move it aside first")
         try:
-            torch.load(path, map_location="cpu", weights_only=True)
-            print(f"{path}: already in the current format; left as it is")
-            continue
-        except Exception:
-            pass
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)  # the trusted unpickle
-        if not isinstance(ckpt, dict) or "nets" not in ckpt:
-            p.error(f"{path} is not a checkpoint of this tool (no 'nets' entry)")
-        new = convert(ckpt)
-        buffer = io.BytesIO()
-        torch.save(new, buffer)
-        buffer.seek(0)
-        again = torch.load(buffer, weights_only=True)  # proves the new file is safe to load
-        for net, state in ckpt["nets"].items():
-            assert all(torch.equal(state[k], again["nets"][net][k]) for k in state), net
-        os.link(path, backup)  # the original stays, under the backup name
-        atomic_torch_save(new, path)
-        print(f"{path}: converted (original kept as {backup})")
+            convert_file(path, opts.trust)
+        except UserError as err:  # one line, exit 2; the file and its neighbours unchanged
+            p.error(str(err))
     return 0
 
 

@@ -9,7 +9,6 @@ The data are built (or read from the cache) exactly as a training run builds the
 (colored_mnist.load_or_build_cmnist, the same flags and defaults); card.json holds the figures.
 """
 import argparse
-import json
 import os
 import sys
 
@@ -18,7 +17,9 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 import colored_mnist as cm  # noqa: E402
+from errors import UserError  # noqa: E402
 from options import sigma2  # noqa: E402
+from safe_files import write_json, write_with  # noqa: E402
 
 PAPER_SIGMAS = ("0.020", "0.025", "0.030", "0.035", "0.040", "0.045", "0.050")
 
@@ -61,7 +62,8 @@ def draw(path, sigma, palette_name, paint, data, figures, per_digit):
                      f"{len(data[f'{split}_label']):,} images", fontsize=9)
     fig.suptitle(f"Colored MNIST, σ² = {sigma}: training biased (each digit near its "
                  "colour), test unbiased (random colours)", fontsize=10)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
+    write_with(path, lambda fh: fig.savefig(fh, format="png", dpi=110, bbox_inches="tight"),
+               os.path.dirname(os.path.abspath(path)))
     plt.close(fig)
 
 
@@ -78,7 +80,18 @@ def main(argv=None):
     opts = p.parse_args(argv)
     if not 1 <= opts.per_digit <= 50:
         p.error(f"--per_digit must lie in [1, 50]; got {opts.per_digit}")
-    os.makedirs(opts.out, exist_ok=True)
+    if os.path.lexists(opts.out) and not os.path.isdir(opts.out):
+        p.error(f"--out {opts.out} is a file, not a folder; pass a folder")
+    try:
+        make_card(opts)
+    except UserError as err:  # a damaged cache, a link where a file goes: one line
+        p.error(str(err))
+    return 0
+
+
+def make_card(opts):
+    """The card: per sigma^2 a PNG and its agreement figures; card.json with all of them
+    (each written through the file layer, inside --out)."""
     palette = cm.PALETTES[opts.palette]
     card = {"palette": opts.palette, "paint": opts.paint, "data_seed": opts.data_seed,
             "agreement": {}}
@@ -91,9 +104,7 @@ def main(argv=None):
         draw(path, sigma, opts.palette, opts.paint, data, figures, opts.per_digit)
         print(f"σ² {sigma}: nearest-colour agreement train {figures['train']:.1%}, test "
               f"{figures['test']:.1%} -> {path}")
-    with open(os.path.join(opts.out, "card.json"), "w") as fh:
-        json.dump(card, fh, indent=1)
-    return 0
+    write_json(os.path.join(opts.out, "card.json"), card, opts.out, indent=1)
 
 
 if __name__ == "__main__":

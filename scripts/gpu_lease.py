@@ -44,6 +44,9 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.append(ROOT)  # colored_mnist's MNIST file names (imported where used: it loads torch)
 sys.path.append(os.path.dirname(os.path.abspath(__file__)))  # long_runs, beside this file
+from errors import UserError  # noqa: E402
+from safe_files import (append_text, read_bytes, read_json, read_jsonl, read_run,  # noqa: E402
+                        whole, write_bytes, write_with)
 PY = sys.executable
 TINY = ["--max_train_samples", "600", "--max_test_samples", "500"]
 KEEP, LEDGER = (os.path.join(ROOT, "results", d) for d in ("in_progress", "cmnist"))
@@ -63,8 +66,7 @@ def say(out, text):
     """A progress line on the terminal and in --out's lease.log."""
     line = f"[{time.strftime('%H:%M:%S')}] {text}"
     print(line, flush=True)
-    with open(os.path.join(out, "lease.log"), "a") as fh:
-        fh.write(line + "\n")
+    append_text(os.path.join(out, "lease.log"), line + "\n", out)
 
 
 def group_alive(pgid):
@@ -289,7 +291,8 @@ def cmd_long(opts, out):
     keep, ledger = os.path.join(scratch, "in_progress"), os.path.join(scratch, "cmnist")
     plan = ["--epochs", str(opts.epochs)]
     if opts.tiny:  # its own small plan: never from the committed resume points (other runs)
-        plan += ["--tiny", "--sigmas", "0.020"]
+        plan += ["--tiny", "--sigmas", "0.020", "--seeds", "0", "--variants", "baseline", "lnl",
+                 "blindeye"]
     for mine, there, committed in ((opts.keep, keep, KEEP), (opts.ledger, ledger, LEDGER)):
         if not (opts.tiny and mine == committed):
             copy_plain_tree(mine, there)
@@ -316,11 +319,14 @@ def cmd_long(opts, out):
 def pack(folder, out):
     """folder's in_progress/ and cmnist/ (plain files only) as one gzip'd tar in out, cut into
     parts of PART_BYTES (long_runs.tar.gz.00, .01, ...) so that the call's reply carries them."""
+    import long_runs
+    allowed = {"in_progress": set(long_runs.RESUME_POINT), "cmnist": set(long_runs.LEDGER_FILES)}
     whole = os.path.join(out, ARCHIVE)
     with tarfile.open(whole, "w:gz", compresslevel=1) as tar:
         for top in ("in_progress", "cmnist"):
             for path, rel in plain_tree(os.path.join(folder, top)):
-                tar.add(path, arcname=os.path.join(top, rel), recursive=False)
+                if rel.split(os.sep, 1)[-1] in allowed[top]:  # what collect takes, no more
+                    tar.add(path, arcname=os.path.join(top, rel), recursive=False)
     parts = []
     with open(whole, "rb") as fh:
         for index, chunk in enumerate(iter(lambda: fh.read(PART_BYTES), b"")):
@@ -372,13 +378,18 @@ def cmd_stage(opts, out):
 
 
 def from_gpu(path):
-    """Whether a prove/bench record was made on a CUDA GPU (a CPU rehearsal's is not)."""
+    """Whether a prove/bench record was made on a CUDA GPU (a CPU rehearsal's is not); a
+    damaged or linked record is not (safe_files reads it, bounded)."""
     try:
-        text = open(path).read()
-        first = json.loads(text.splitlines()[0] if path.endswith(".jsonl") else text)
-    except (OSError, ValueError, IndexError):
+        if path.endswith(".jsonl"):
+            rows, _ = read_jsonl(path)
+            first = rows[0] if rows else {}
+        else:
+            first = read_json(path)
+    except (OSError, UserError):
         return False
-    return first.get("gpu", first.get("device", "")) not in ("no CUDA GPU", "") and not str(
+    device = first.get("gpu", first.get("device", ""))
+    return isinstance(device, str) and device not in ("no CUDA GPU", "") and not str(
         first.get("device", "")).startswith("cpu")
 
 
@@ -408,59 +419,97 @@ def fetched_runs(src, kind, plan):
             print(f"skipped {os.path.join(top, name)}: not a run of the headline plan")
 
 
+def fetched_checkpoint(folder, root, epochs):
+    """None when a fetched resume point's checkpoint loads as tensors and plain values only
+    (weights_only: checkpoints.read_checkpoint) and holds the epochs its metrics record; else
+    one line saying why it may not replace ours."""
+    from checkpoints import read_checkpoint  # loads torch: only collect needs it
+    from safe_files import under
+    path = os.path.join(folder, "checkpoints", "last.pth")
+    try:
+        under(path, root)  # plain_files checked the tree: no link anywhere in it
+        ckpt = read_checkpoint(path)
+    except UserError as err:
+        return f"its checkpoint does not load ({err})"
+    if whole(ckpt.get("epoch")) != epochs:
+        return (f"its checkpoint holds epoch {ckpt.get('epoch')!r} but its metrics record "
+                f"{epochs}: the two do not belong together")
+    return None
+
+
+def set_aside(folder, root, into, name):
+    """A copy of a resume point (plain files) under `into`, kept before collect replaces it."""
+    import long_runs
+    dest = os.path.join(into, time.strftime("%Y%m%d_%H%M%S"), name)
+    long_runs.copy_resume_point(folder, dest, root, into)
+    return dest
+
+
 def collect_long(opts, src):
     """A long call's resume points and records: a fetched resume point replaces ours only when
-    it is further along (and our long runs are not running); a record the ledger lacks is
-    added; anything else is kept as it is, with one line."""
+    it is further along, its checkpoint loads (weights only) and holds the epoch its metrics
+    say (and our long runs are not running); what it replaces is kept aside. A record the
+    ledger lacks is added; anything else is kept as it is, with one line."""
     import long_runs  # scripts/long_runs.py, beside this file: the plan and its checks
     plan = {r["name"]: r for r in long_runs.headline_plan(opts.epochs, tiny=opts.tiny)}
+    life = long_runs.Lifecycle(list(plan.values()), opts)
+    top = os.path.join(src, "in_progress")
     for name, theirs in fetched_runs(src, "in_progress", plan):
-        ours = os.path.join(opts.keep, name)
+        run, ours = plan[name], life.keep(plan[name])
         plain_files(theirs, set(long_runs.RESUME_POINT))
-        long_runs.check_record(plan[name], theirs)
-        args = long_runs.read_json(os.path.join(theirs, "args.json"), {})
+        long_runs.check_record(run, theirs, top)
+        args = read_json(os.path.join(theirs, "args.json"), top)
         if not (str(args.get("device", "")).startswith("cuda") or opts.allow_cpu):
             print(f"skipped {theirs}: not trained on a CUDA GPU (a rehearsal? --allow_cpu)")
             continue
-        work = os.path.join(opts.work, name)
+        work = life.work(run)
         if long_runs.held(work):
             raise SystemExit(f"{work} is training here: stop the long runs first "
                              "(pkill -TERM -f 'scripts/long_runs.py run'), then collect again")
-        got, have = long_runs.epochs_done(theirs), long_runs.epochs_done(ours)
+        got, have = read_run(theirs, top).epochs, life.done(run, "keep")
         if got <= have:
             print(f"kept {ours}: at epoch {have}, as far as or further than the fetched {got}")
             continue
-        long_runs.copy_resume_point(theirs, ours)
+        wrong = fetched_checkpoint(theirs, top, got)
+        if wrong:
+            print(f"kept {ours}: the fetched resume point {theirs} claims epoch {got}, but "
+                  f"{wrong}")
+            continue
+        if os.path.lexists(ours):
+            aside = set_aside(ours, opts.keep, opts.replaced, name)
+            print(f"  our resume point at epoch {have} kept aside in {aside}")
+        long_runs.copy_resume_point(theirs, ours, top, opts.keep)
         print(f"{name}: resume point now at epoch {got} (was {have}) in {ours}")
-        if long_runs.epochs_done(work) < got and os.path.exists(work):
+        if life.done(run, "work") < got and os.path.lexists(work):
             aside = f"{work}.before_collect_{time.strftime('%Y%m%d_%H%M%S')}"
             os.replace(work, aside)  # the tool's own work folder, behind now: kept, not deleted
             print(f"  its older work folder moved aside to {aside}")
+    top = os.path.join(src, "cmnist")
     for name, theirs in fetched_runs(src, "cmnist", plan):
-        dest = os.path.join(opts.ledger, name)
+        dest = life.ledger(plan[name])
         files = plain_files(theirs, set(long_runs.LEDGER_FILES))
-        if "results.json" not in files:
-            print(f"skipped {theirs}: it holds no results.json (not a finished run's record)")
+        view = read_run(theirs, top)
+        if not view.finished(long_runs.planned_epochs(plan[name])):
+            print(f"skipped {theirs}: it holds no finished run's record (results.json)"
+                  + (f": {view.damaged}" if view.damaged else ""))
             continue
-        record = long_runs.read_json(os.path.join(theirs, "results.json"), {}) or {}
-        device = str(record.get("config", {}).get("device", "")) if isinstance(
-            record, dict) else ""
+        device = str((view.record.get("config") or {}).get("device", ""))
         if not (device.startswith("cuda") or opts.allow_cpu):
             print(f"skipped {theirs}: not finished on a CUDA GPU (a rehearsal? --allow_cpu)")
             continue
         for rel in files:
             mine = os.path.join(dest, rel)
-            data = open(os.path.join(theirs, rel), "rb").read()
-            if os.path.exists(mine):
-                if open(mine, "rb").read() != data:
+            data = read_bytes(os.path.join(theirs, rel), top)
+            if os.path.lexists(mine):
+                try:
+                    same = read_bytes(mine, opts.ledger) == data
+                except UserError:
+                    same = False
+                if not same:
                     print(f"kept {mine}: the ledger's copy differs from the fetched one")
                 continue
-            os.makedirs(dest, exist_ok=True)
-            with open(mine + ".tmp", "wb") as fh:
-                fh.write(data)
-            os.replace(mine + ".tmp", mine)
+            write_bytes(mine, data, opts.ledger)
             print(f"added {mine}")
-    life = long_runs.Lifecycle(list(plan.values()), opts)
     for run in life.plan:  # ours behind a record that came back: nothing resumes it any more
         if life.state(run) == "finished":
             life.drop(run)
@@ -510,9 +559,8 @@ def unpack(src, dest):
                 members.append(m)
             for m in members:
                 path = os.path.join(dest, *m.name.split("/"))
-                os.makedirs(os.path.dirname(path), exist_ok=True)
-                with tar.extractfile(m) as data, open(path, "wb") as fh:
-                    shutil.copyfileobj(data, fh)
+                with tar.extractfile(m) as data:
+                    write_with(path, lambda fh: shutil.copyfileobj(data, fh), dest)
     except (tarfile.TarError, OSError, EOFError) as exc:
         refuse(src, f"its archive cannot be read ({exc}); fetch the call's files again")
     os.remove(whole)
@@ -539,12 +587,15 @@ def cmd_collect(opts, out):
         stamp = time.strftime("%Y%m%d_%H%M%S")
         for name in names:
             stem, ext = os.path.splitext(name)
-            os.makedirs(opts.records_dir, exist_ok=True)
             dest, n = os.path.join(opts.records_dir, f"{stamp}_{stem}{ext}"), 1
-            while os.path.exists(dest):  # two collects in one second: never over another's
+            while os.path.lexists(dest):  # two collects in one second: never over another's
                 n += 1
                 dest = os.path.join(opts.records_dir, f"{stamp}_{n}_{stem}{ext}")
-            shutil.copy(os.path.join(src, name), dest)
+            try:  # a plain file only: a link's target never travels into a commit
+                data = read_bytes(os.path.join(src, name), src, RETURN_FILE_BYTES)
+            except UserError as err:
+                raise SystemExit(f"refusing {src}: {err} (nothing more was collected)")
+            write_bytes(dest, data, opts.records_dir)
             print(f"kept {dest}")
         collect_long(opts, fetched)
     return 0
@@ -584,6 +635,8 @@ def parse_args(argv=None):
                    help="long, collect: the ledger of finished runs")
     p.add_argument("--work", default=os.path.join(ROOT, "outputs", "long"),
                    help="collect: the local long runs' work folders (long_runs.py --work)")
+    p.add_argument("--replaced", default=os.path.join(ROOT, "outputs", "replaced_by_collect"),
+                   help="collect: where a resume point replaced by a fetched one is kept")
     p.add_argument("--records_dir", default=os.path.join(ROOT, "results", "gpu"),
                    help="collect: where the prove/bench records are kept")
     p.add_argument("--allow_cpu", action="store_true",

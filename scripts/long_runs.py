@@ -34,7 +34,6 @@ alone does not yield the CPU to the user's other work once a job has its own ses
 import argparse
 import csv
 import fcntl
-import json
 import os
 import re
 import shutil
@@ -45,7 +44,10 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+from errors import UserError  # noqa: E402
 from options import sigma2  # noqa: E402
+from safe_files import (append_text, make_folder, number, read_bytes, read_json,  # noqa: E402
+                        read_run, read_text, whole, write_bytes, write_json, write_text)
 # what resuming needs (results.json only once finished: a baseline kept for its stage 2)
 RESUME_POINT = ("args.json", "metrics.jsonl", "run.log", "pace.json", "results.json",
                 os.path.join("checkpoints", "last.pth"))
@@ -116,34 +118,20 @@ def headline_plan(epochs, sigmas=HEADLINE_SIGMAS, tiny=False, seeds=SEEDS, varia
 
 
 # --------------------------------------------------------------------------- run folders
-def read_json(path, default=None):
-    try:
-        with open(path) as fh:
-            return json.load(fh)
-    except (OSError, ValueError):
-        return default
+# Every file here is read and written through safe_files (the repository's one file layer):
+# resume points and records are committed and cloned, so each is a stranger's file. A damaged
+# one counts as absent (a run not finished, no pace) or stops the driver in one line; a link
+# is never followed, copied or written through.
+def epochs_done(folder, root=None):
+    """Epochs a run folder has completed (safe_files.read_run: its metrics' last whole epoch,
+    or its finished record's)."""
+    return read_run(folder, root).epochs
 
 
-def write_json(path, data):
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as fh:
-        json.dump(data, fh, indent=1)
-    os.replace(tmp, path)
-
-
-def epochs_done(folder):
-    """Epochs a run folder has completed: its metrics.jsonl's last whole line."""
-    done = 0
-    try:
-        with open(os.path.join(folder, "metrics.jsonl")) as fh:
-            for line in fh:
-                try:
-                    done = max(done, int(json.loads(line).get("epoch", 0)))
-                except (ValueError, AttributeError):
-                    pass  # a torn last line after a crash
-    except OSError:
-        pass
-    return done
+def finished(folder, epochs, root=None):
+    """The one rule (safe_files.RunView.finished): results.json records exactly `epochs`
+    finished epochs and a finite test accuracy."""
+    return read_run(folder, root).finished(epochs)
 
 
 def held(folder):
@@ -160,46 +148,60 @@ def held(folder):
     return False
 
 
-def finished(folder, epochs):
-    record = read_json(os.path.join(folder, "results.json"), {})
-    return isinstance(record, dict) and record.get("epochs", 0) >= epochs
-
-
 def same(recorded, planned):
+    if isinstance(recorded, bool) or isinstance(planned, bool):
+        return recorded is planned
     try:
         return float(recorded) == float(planned)
     except (TypeError, ValueError):
         return str(recorded) == str(planned)
 
 
-def check_record(run, folder):
+def check_record(run, folder, root):
     """One line (SystemExit) when folder's args.json is not the run the plan names."""
-    record = read_json(os.path.join(folder, "args.json"))
-    if not isinstance(record, dict):
-        raise SystemExit(f"{folder}/args.json is unreadable; restore it from git "
+    try:
+        record = read_json(os.path.join(folder, "args.json"), root)
+    except (OSError, UserError) as err:
+        raise SystemExit(f"{folder}/args.json is unreadable ({err}); restore it from git "
                          f"(git checkout -- {folder}) or move {folder} aside to start again")
     for name, value in run["expect"].items():
-        if not same(record.get(name), value):
+        if not same(record.get(name, False if isinstance(value, bool) else None), value):
             raise SystemExit(
-                f"{folder} records --{name} {record.get(name)!r}, but the plan's run "
+                f"{folder} records --{name} {short(record.get(name))}, but the plan's run "
                 f"{run['name']} has --{name} {value}: it is another run's resume point; move "
                 f"it aside (nothing was changed)")
+
+
+def short(value, limit=60):
+    text = repr(value).replace("\n", " ")
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def planned_epochs(run):
     return run["epochs"]
 
 
-def copy_resume_point(src, dst):
-    """Copy a run's RESUME_POINT files from src to dst, each through a temp file + rename
-    (links are not followed: a resume point holds real files only)."""
-    os.makedirs(os.path.join(dst, "checkpoints"), exist_ok=True)
-    for name in RESUME_POINT:
+def copy_files(names, src, dst, src_root, dst_root):
+    """Copy the named files that src holds into dst, each a plain file (a link is refused in
+    one line: its target would travel into a commit), each written atomically. Returns the
+    names copied."""
+    copied = []
+    for name in names:
         source = os.path.join(src, name)
-        if os.path.isfile(source) and not os.path.islink(source):
-            target = os.path.join(dst, name)
-            shutil.copyfile(source, target + ".tmp")
-            os.replace(target + ".tmp", target)
+        try:
+            data = read_bytes(source, src_root)
+        except FileNotFoundError:
+            continue
+        except UserError as err:
+            raise SystemExit(f"{err} (nothing more was copied from {src})")
+        write_bytes(os.path.join(dst, name), data, dst_root)
+        copied.append(name)
+    return copied
+
+
+def copy_resume_point(src, dst, src_root, dst_root):
+    """A run's RESUME_POINT files from src to dst: plain files only, written atomically."""
+    return copy_files(RESUME_POINT, src, dst, src_root, dst_root)
 
 
 class Lifecycle:
@@ -218,16 +220,21 @@ class Lifecycle:
     def ledger(self, run):
         return os.path.join(self.opts.ledger, run["name"])
 
+    def view(self, run, where):
+        """One reading of the run's folder in work, keep or ledger (safe_files.RunView)."""
+        return read_run(getattr(self, where)(run), getattr(self.opts, where))
+
+    def done(self, run, where):
+        return self.view(run, where).epochs
+
     def state(self, run):
         """finished (its record in the work folder or in the ledger: a finished run whose
         resume point was removed is never trained again), running, stopped or not started."""
-        folder = self.work(run)
-        if finished(folder, planned_epochs(run)) or finished(self.ledger(run),
-                                                             planned_epochs(run)):
+        if any(self.view(run, w).finished(planned_epochs(run)) for w in ("work", "ledger")):
             return "finished"
-        if held(folder):
+        if held(self.work(run)):
             return "running"
-        if os.path.exists(os.path.join(folder, "checkpoints", "last.pth")):
+        if os.path.lexists(os.path.join(self.work(run), "checkpoints", "last.pth")):
             return "stopped"
         return "not started"
 
@@ -238,23 +245,22 @@ class Lifecycle:
         the same flags when it resumes.)"""
         for run in self.plan:
             keep, work = self.keep(run), self.work(run)
-            if not os.path.exists(os.path.join(keep, "args.json")):
+            if not os.path.lexists(os.path.join(keep, "args.json")):
                 continue
-            check_record(run, keep)
-            if not os.path.exists(work):
-                copy_resume_point(keep, work)
-                log(f"restored {run['name']} from {keep} (epoch {epochs_done(work)})")
-            elif epochs_done(work) < epochs_done(keep):
+            check_record(run, keep, self.opts.keep)
+            if not os.path.lexists(work):
+                copy_resume_point(keep, work, self.opts.keep, self.opts.work)
+                log(f"restored {run['name']} from {keep} (epoch {self.done(run, 'work')})")
+            elif self.done(run, "work") < self.done(run, "keep"):
                 raise SystemExit(
-                    f"{work} is at epoch {epochs_done(work)} but its resume point {keep} is at "
-                    f"epoch {epochs_done(keep)}; move {work} aside to continue from the resume "
-                    "point (nothing was changed)")
+                    f"{work} is at epoch {self.done(run, 'work')} but its resume point {keep} "
+                    f"is at epoch {self.done(run, 'keep')}; move {work} aside to continue from "
+                    "the resume point (nothing was changed)")
 
     def save(self, run):
         """Copy a run's resume point into --keep (its last checkpoint, records and pace)."""
-        work = self.work(run)
-        if os.path.exists(os.path.join(work, "checkpoints", "last.pth")):
-            copy_resume_point(work, self.keep(run))
+        if os.path.lexists(os.path.join(self.work(run), "checkpoints", "last.pth")):
+            copy_resume_point(self.work(run), self.keep(run), self.opts.work, self.opts.keep)
 
     def needed_later(self, run):
         """Whether an unfinished run of the plan starts from this one's checkpoint."""
@@ -275,33 +281,66 @@ class Lifecycle:
                 self.save(run)
 
     def drop(self, run):
-        """A finished run's resume point, once no unfinished run starts from it, is removed."""
-        if os.path.exists(self.keep(run)) and not self.needed_later(run):
-            shutil.rmtree(self.keep(run))
-            log(f"{run['name']}: finished; its resume point {self.keep(run)} removed")
+        """A finished run's resume point, once no unfinished run starts from it, is removed
+        (a link there is refused, never followed)."""
+        keep = self.keep(run)
+        if not os.path.lexists(keep) or self.needed_later(run):
+            return
+        if os.path.islink(keep) or not os.path.isdir(keep):
+            raise SystemExit(f"{keep} is a link or not a folder; this tool removes only the "
+                             "resume points it wrote: move it aside")
+        shutil.rmtree(keep)
+        log(f"{run['name']}: finished; its resume point {keep} removed")
 
     def to_ledger(self, run):
-        dest = self.ledger(run)
-        if not finished(self.work(run), planned_epochs(run)):
+        """A finished run's small record (LEDGER_FILES, plain files only) into the ledger; a
+        file already there is never overwritten."""
+        if not self.view(run, "work").finished(planned_epochs(run)):
             return  # finished elsewhere: the ledger already has its record
+        dest, new = self.ledger(run), []
         for name in LEDGER_FILES:
-            src, dst = os.path.join(self.work(run), name), os.path.join(dest, name)
-            if not os.path.exists(src):
-                continue
-            if os.path.exists(dst):
-                if open(dst, "rb").read() != open(src, "rb").read():
+            dst = os.path.join(dest, name)
+            if os.path.lexists(dst):
+                try:
+                    differs = (read_bytes(dst, self.opts.ledger)
+                               != read_bytes(os.path.join(self.work(run), name), self.opts.work))
+                except FileNotFoundError:
+                    differs = False
+                except UserError as err:
+                    raise SystemExit(f"{err} (nothing was copied into {dest})")
+                if differs:
                     log(f"kept {dst}: the ledger's copy differs from the run's (move one aside "
                         "to replace it)")
                 continue
-            os.makedirs(dest, exist_ok=True)
-            shutil.copyfile(src, dst + ".tmp")
-            os.replace(dst + ".tmp", dst)
-            if name == "results.json":
-                log(f"{run['name']}: finished; its record is in {dest}")
+            new.append(name)
+        copied = copy_files(new, self.work(run), dest, self.opts.work, self.opts.ledger)
+        if "results.json" in copied:
+            log(f"{run['name']}: finished; its record is in {dest}")
 
     def ready(self, run):
         return self.state(run) != "finished" and (
             run["after"] is None or self.state(self.by_name[run["after"]]) == "finished")
+
+
+def hold_folders(opts):
+    """`run`'s exclusive hold on --work, --keep and --ledger (an flock on each folder itself,
+    which the kernel drops when the process ends, and which leaves no file in the committed
+    folders): a second driver on the same folders is refused in one line instead of training
+    the same runs and reporting each other's as failed."""
+    held_files = []
+    for folder in dict.fromkeys(os.path.realpath(f) for f in (opts.work, opts.keep,
+                                                              opts.ledger)):
+        make_folder(folder, folder)
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise SystemExit(f"another `long_runs.py run` is using {folder}; wait for it to "
+                             "end (or stop it: pkill -TERM -f 'scripts/long_runs.py run'), "
+                             "or pass other --work/--keep/--ledger folders") from None
+        held_files.append(fd)
+    return held_files
 
 
 # --------------------------------------------------------------------------- training
@@ -321,61 +360,98 @@ def low_priority():
 
 
 class Lane:
-    """One main.py process at a time, with its share of the cores."""
+    """One main.py process at a time, with its share of the cores, training one run of the plan
+    or (--per_process K) up to K together: main.py --runs_from, the sweep engine, which trains
+    each run exactly as alone (on a GPU each on its own CUDA stream)."""
 
-    def __init__(self, threads):
-        self.threads, self.proc, self.run, self.started, self.epochs_at_start = threads, None, \
-            None, 0.0, 0
+    def __init__(self, threads, index=0):
+        self.threads, self.index = threads, index
+        self.proc, self.runs, self.started, self.at_start = None, [], 0.0, {}
 
 
-def start(life, lane, run):
+def run_argv(life, run):
+    """main.py's arguments for one run of the plan, in the work folder."""
     opts = life.opts
-    work = life.work(run)
-    cmd = [sys.executable, os.path.join(ROOT, "main.py"), *run["flags"],
-           "--experiment_name", run["name"], "--output_dir", opts.work,
-           "--data_root_base", opts.data_root, "--device", opts.device, "--resume_if_any"]
+    argv = [*run["flags"], "--experiment_name", run["name"], "--output_dir", opts.work,
+            "--data_root_base", opts.data_root, "--device", opts.device, "--resume_if_any"]
     if run["after"]:
-        cmd += ["--init_checkpoint", os.path.join(life.work(life.by_name[run["after"]]),
-                                                  "checkpoints", "last.pth")]
+        argv += ["--init_checkpoint", os.path.join(life.work(life.by_name[run["after"]]),
+                                                   "checkpoints", "last.pth")]
+    return argv
+
+
+def start(life, lane, runs):
+    """Start the lane's process on runs (one, or several trained together)."""
+    opts = life.opts
+    if len(runs) == 1:
+        args, out_name = run_argv(life, runs[0]), f".{runs[0]['name']}.out"
+    else:  # the list is a file main.py reads through the file layer, like any handed file
+        listing = os.path.join(opts.work, f".lane{lane.index}.json")
+        write_json(listing, [run_argv(life, r) for r in runs], opts.work, indent=1)
+        args, out_name = ["--runs_from", listing], f".lane{lane.index}.out"
     env = {**os.environ, "OMP_NUM_THREADS": str(lane.threads)}
-    os.makedirs(opts.work, exist_ok=True)
-    out = open(os.path.join(opts.work, f".{run['name']}.out"), "a")
-    lane.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                 stdin=subprocess.DEVNULL,
-                                 preexec_fn=low_priority if opts.low_priority else None)
-    lane.run, lane.started, lane.epochs_at_start = run, time.time(), epochs_done(work)
-    log(f"{run['name']}: {'continuing from epoch ' + str(lane.epochs_at_start) if lane.epochs_at_start else 'starting'} "
-        f"({lane.threads} thread{'s' * (lane.threads > 1)}; output {out.name})")
+    out_path = os.path.join(opts.work, out_name)
+    append_text(out_path, "", opts.work)  # made or checked by the file layer: never a link
+    with open(out_path, "a") as out:
+        lane.proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "main.py"), *args],
+                                     cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL,
+                                     preexec_fn=low_priority if opts.low_priority else None)
+    lane.runs, lane.started = list(runs), time.time()
+    lane.at_start = {r["name"]: life.done(r, "work") for r in runs}
+    together = f", {len(runs)} runs in one process" if len(runs) > 1 else ""
+    for run in runs:
+        done = lane.at_start[run["name"]]
+        log(f"{run['name']}: {'continuing from epoch ' + str(done) if done else 'starting'} "
+            f"({lane.threads} thread{'s' * (lane.threads > 1)}{together}; output {out_path})")
+
+
+def pace_key(opts, lane):
+    """pace.json's entry for this lane's layout: device kind, threads and, when several runs
+    share a process, how many (a run among 16 is slower than alone)."""
+    key = f"{device_kind(opts.device)}_{lane.threads}_threads"
+    return key + (f"_{len(lane.runs)}_together" if len(lane.runs) > 1 else "")
 
 
 def record_pace(life, lane):
     """Add this piece's whole epochs, and its seconds up to the end of the last of them, to
-    the run's pace.json. The tail after that epoch (the part of an epoch a budget stopped) is
-    left out with its partial epoch: counted, it would charge a short piece for work it did
-    not finish (the next piece's first epoch, continued from the middle, is short by as much)."""
-    work = life.work(lane.run)
-    gained = epochs_done(work) - lane.epochs_at_start
-    if gained <= 0:  # also when the folder is gone: no metrics.jsonl, no epochs
-        return
-    path = os.path.join(work, "pace.json")
-    pace = read_json(path, {})
-    pace = pace if isinstance(pace, dict) else {}  # damaged: start it again
-    key = f"{device_kind(life.opts.device)}_{lane.threads}_threads"
-    total, pieces = pace_entry(pace.get(key)) or ((0.0, 0), [])
-    # metrics.jsonl gets a line as each epoch ends: its time is the last whole epoch's end
-    last_epoch_end = os.path.getmtime(os.path.join(work, "metrics.jsonl"))
-    seconds = max(last_epoch_end - lane.started, 0.0)
-    pace[key] = {"seconds": total[0] + seconds, "epochs": total[1] + gained,
-                 "pieces": (pieces + [[round(seconds, 1), gained]])[-KEPT_PIECES:]}
-    write_json(path, pace)
+    each of the lane's runs' pace.json. The tail after that epoch (the part of an epoch a budget
+    stopped) is left out with its partial epoch: counted, it would charge a short piece for
+    work it did not finish (the next piece's first epoch, continued from the middle, is short
+    by as much)."""
+    for run in lane.runs:
+        work = life.work(run)
+        gained = life.done(run, "work") - lane.at_start.get(run["name"], 0)
+        if gained <= 0:  # also when the folder is gone: no metrics.jsonl, no epochs
+            continue
+        path = os.path.join(work, "pace.json")
+        pace = read_pace(path, life.opts.work)  # damaged: start it again
+        key = pace_key(life.opts, lane)
+        total, pieces = pace_entry(pace.get(key)) or ((0.0, 0), [])
+        # metrics.jsonl gets a line as each epoch ends: its time is the last whole epoch's end
+        last_epoch_end = os.path.getmtime(os.path.join(work, "metrics.jsonl"))
+        seconds = max(last_epoch_end - lane.started, 0.0)
+        pace[key] = {"seconds": total[0] + seconds, "epochs": total[1] + gained,
+                     "pieces": (pieces + [[round(seconds, 1), gained]])[-KEPT_PIECES:]}
+        write_json(path, pace, life.opts.work, indent=1)
+
+
+def read_pace(path, root):
+    """A pace.json (a handed file: it travels with the resume point), {} when it is missing
+    or damaged."""
+    try:
+        return read_json(path, root, default={})
+    except (OSError, UserError):
+        return {}
 
 
 def run_plan(life, opts):
-    """Train the plan until every run finished or the budget is spent. Returns the exit code."""
+    """Train the plan until every run finished or the budget is spent (the caller holds the
+    folders: hold_folders). Returns the exit code."""
     life.restore()
     deadline = time.time() + opts.budget
     cores = max(1, opts.cores or os.cpu_count() or 1)
-    lanes = [Lane(max(1, cores // opts.lanes)) for _ in range(opts.lanes)]
+    lanes = [Lane(max(1, cores // opts.lanes), i) for i in range(opts.lanes)]
     failed = []
     stopping = [False]
 
@@ -386,25 +462,27 @@ def run_plan(life, opts):
     while True:
         for lane in lanes:
             if lane.proc is not None and lane.proc.poll() is not None:
-                code, run = lane.proc.returncode, lane.run
+                code = lane.proc.returncode
                 record_pace(life, lane)
                 lane.proc = None
-                if life.state(run) == "finished":
+                states = {run["name"]: life.state(run) for run in lane.runs}
+                if "finished" in states.values():
                     life.settle()
-                elif code != 0:
-                    failed.append(run["name"])
-                    log(f"{run['name']}: failed (exit {code}); see "
-                        f"{os.path.join(opts.work, '.' + run['name'] + '.out')}")
+                for name, state in states.items():
+                    if state != "finished" and code != 0:
+                        failed.append(name)
+                        log(f"{name}: failed (exit {code}); see the output named when it "
+                            f"started in {opts.work}")
         out_of_time = stopping[0] or time.time() >= deadline
-        busy = {lane.run["name"] for lane in lanes if lane.proc is not None}
+        busy = {run["name"] for lane in lanes if lane.proc is not None for run in lane.runs}
         if not out_of_time:
             for lane in lanes:
                 if lane.proc is None:
-                    nxt = next((r for r in life.plan if r["name"] not in busy
-                                and r["name"] not in failed and life.ready(r)), None)
-                    if nxt is not None:
-                        start(life, lane, nxt)
-                        busy.add(nxt["name"])
+                    ready = [r for r in life.plan if r["name"] not in busy
+                             and r["name"] not in failed and life.ready(r)][:opts.per_process]
+                    if ready:
+                        start(life, lane, ready)
+                        busy.update(r["name"] for r in ready)
         running = [lane for lane in lanes if lane.proc is not None]
         if out_of_time and running:
             log("budget reached: every run finishes its step and saves a checkpoint")
@@ -448,11 +526,15 @@ def pace_entry(entry):
     """((seconds, epochs) in total, [[seconds, epochs] per kept piece]) of a pace.json entry,
     or None when it is not what record_pace writes (a resume point is a handed file: a
     damaged one measures nothing and is started again)."""
-    try:
-        pieces = [[float(s), int(e)] for s, e in entry.get("pieces", [])]
-        return (float(entry["seconds"]), int(entry["epochs"])), pieces
-    except (AttributeError, KeyError, TypeError, ValueError):
+    if not isinstance(entry, dict) or not isinstance(entry.get("pieces", []), list):
         return None
+    pairs = [p for p in entry.get("pieces", []) if isinstance(p, list) and len(p) == 2]
+    pieces = [[number(s), whole(e)] for s, e in pairs]
+    total = (number(entry.get("seconds")), whole(entry.get("epochs")))
+    values = [v for piece in pieces for v in piece] + list(total)
+    if len(pairs) != len(entry.get("pieces", [])) or any(v is None or v < 0 for v in values):
+        return None  # a value that is not a finite, non-negative number: measures nothing
+    return total, pieces
 
 
 def recent(entry):
@@ -480,9 +562,9 @@ def seconds_per_epoch(life, run):
     kind = device_kind(life.opts.device)
 
     def pace(r):
-        for folder in (life.work(r), life.keep(r), life.ledger(r)):
-            data = read_json(os.path.join(folder, "pace.json"), {})
-            data = data if isinstance(data, dict) else {}
+        for where in ("work", "keep", "ledger"):
+            data = read_pace(os.path.join(getattr(life, where)(r), "pace.json"),
+                             getattr(life.opts, where))
             mine = [recent(v) for k, v in data.items() if pace_kind(k) == kind]
             secs, eps = sum(s for s, _ in mine), sum(e for _, e in mine)
             if eps > 0:
@@ -510,13 +592,13 @@ def status(life):
     rows = [("run", "state", "epochs", "s/epoch", "time left")]
     for run in life.plan:
         state = life.state(run)
-        folder = next((f for f in (life.work(run), life.keep(run), life.ledger(run))
-                       if os.path.exists(f)), life.work(run))
-        if state == "not started" and os.path.exists(os.path.join(life.keep(run), "args.json")):
+        where = next((w for w in ("work", "keep", "ledger")
+                      if os.path.lexists(getattr(life, w)(run))), "work")
+        if state == "not started" and os.path.lexists(os.path.join(life.keep(run), "args.json")):
             state = "saved (restored by run)"
         if state == "not started" and run["after"] and not life.ready(run):
             state = f"waits for {run['after']}"
-        done, total = epochs_done(folder), planned_epochs(run)
+        done, total = life.done(run, where), planned_epochs(run)
         spe, how = seconds_per_epoch(life, run)
         left = None if spe is None else (total - done) * spe
         rows.append((run["name"], state, f"{done}/{total}",
@@ -538,11 +620,8 @@ def paper_numbers(path=PAPER_CSV):
 
 def final_accuracy(life, run):
     """A finished run's final-epoch test accuracy from the ledger, else None."""
-    record = read_json(os.path.join(life.ledger(run), "results.json"), {})
-    if (isinstance(record, dict) and isinstance(record.get("test_acc"), (int, float))
-            and finished(life.ledger(run), planned_epochs(run))):
-        return float(record["test_acc"])
-    return None
+    view = life.view(run, "ledger")
+    return view.record["test_acc"] if view.finished(planned_epochs(run)) else None
 
 
 def spread(values):
@@ -564,7 +643,7 @@ def cell(life, runs):
         return "—"
     done = [(r, final_accuracy(life, r)) for r in runs]
     values = [acc for _, acc in done if acc is not None]
-    going = [(r, epochs_done(life.keep(r))) for r, acc in done if acc is None]
+    going = [(r, life.done(r, "keep")) for r, acc in done if acc is None]
     going = [(r, e) for r, e in going if e]
     parts = [spread(values)] if values else []
     if going:
@@ -603,8 +682,11 @@ def headline_table(life):
 def write_table(life, path):
     """Replace the table between TABLE_MARKS in path (the README) with headline_table; a file
     without both marks is left alone (one line says so)."""
+    root = os.path.dirname(os.path.abspath(path))
     try:
-        text = open(path, encoding="utf-8").read()
+        text = read_text(path, root)
+    except UserError as err:
+        raise SystemExit(f"{err} (nothing was changed)")
     except OSError as exc:
         raise SystemExit(f"cannot read {path}: {exc.strerror}; pass the README's path")
     start, end = (text.find(mark) for mark in TABLE_MARKS)
@@ -614,9 +696,7 @@ def write_table(life, path):
     start += len(TABLE_MARKS[0])
     new = text[:start] + "\n" + headline_table(life) + "\n" + text[end:]
     if new != text:
-        with open(path + ".tmp", "w", encoding="utf-8") as fh:
-            fh.write(new)
-        os.replace(path + ".tmp", path)
+        write_text(path, new, root)  # never through a link (safe_files)
     print(f"{path}: the table {'updated' if new != text else 'already matched'}")
 
 
@@ -674,7 +754,11 @@ def parse_args(argv=None):
                    help="seeds at the headline's two sigma^2 (the others: seed 0)")
     p.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS),
                    help="the table's rows to train (gray: the baseline on grayscale images)")
-    p.add_argument("--lanes", type=positive, default=2, help="runs trained at once")
+    p.add_argument("--lanes", type=positive, default=2,
+                   help="main.py processes at once, each with its share of the cores")
+    p.add_argument("--per_process", type=positive, default=1,
+                   help="runs one process trains together (the sweep engine; on a GPU each on "
+                        "its own CUDA stream): gpu_lease.py measures which layout is fastest")
     p.add_argument("--cores", type=int, default=0, help="cores to share (0: all)")
     p.add_argument("--low_priority", action="store_true",
                    help="nice 19 and autogroup nice 19: yields the CPU to other work")
@@ -709,8 +793,16 @@ def ensure_mnist(opts):
 
 
 def main(argv=None):
+    """The command asked for; a damaged or unsafe file met on the way is one line (exit 1),
+    never a traceback."""
     opts = parse_args(argv)
-    life = Lifecycle(plan_of(opts), opts)
+    try:
+        return command(opts, Lifecycle(plan_of(opts), opts))
+    except UserError as err:  # safe_files: DamagedFile, UnsafePath, DiskFull
+        raise SystemExit(f"error: {err}")
+
+
+def command(opts, life):
     if opts.command == "status":
         try:
             status(life)
@@ -728,6 +820,7 @@ def main(argv=None):
         life.settle()
         log(f"resume points saved in {opts.keep}")
         return 0
+    life.held = hold_folders(opts)  # until the process ends: before anything else is done
     ensure_mnist(opts)
     return run_plan(life, opts)
 

@@ -42,6 +42,10 @@ sys.path.insert(0, ROOT)
 from dataset_specs import DATASETS  # noqa: E402  (the registries name methods and datasets)
 from methods import METHODS  # noqa: E402
 from long_runs import LEDGER_FILES  # noqa: E402  (a run's small record: one definition)
+from errors import UserError  # noqa: E402
+from safe_files import (number, read_bytes, read_jsonl, read_run, valid_record, whole,  # noqa: E402
+                        write_bytes, write_text, write_with)
+from safe_files import read_json as safe_read_json  # noqa: E402
 
 # display names in table order, from the registries: each method, then the variants its flags
 # (or, for the baseline, the dataset's flags) make
@@ -73,55 +77,64 @@ def variant(config):
 
 
 def read_json(path):
-    """A JSON object, or {} with a warning when the file is damaged (a crash, a hand edit):
-    one bad record never stops the table of the others."""
-    try:
-        with open(path) as fh:
-            data = json.load(fh)
-    except (OSError, ValueError, UnicodeDecodeError) as exc:
-        print(f"warning: skipped {path}: unreadable ({str(exc).splitlines()[0][:120]})",
-              file=sys.stderr)
+    """A JSON object read through the file layer (safe_files: bounded, never through a link),
+    or {} with a warning when the file is missing or damaged (a crash, a hand edit): one bad
+    record never stops the table of the others."""
+    folder = os.path.dirname(os.path.abspath(path))
+    try:  # run_folders reached folder through real folders only: the run folder and the
+        return safe_read_json(path, os.path.dirname(folder))  # file are what is left to check
+    except FileNotFoundError:
         return {}
-    if not isinstance(data, dict):
-        print(f"warning: skipped {path}: not a JSON object", file=sys.stderr)
+    except (OSError, UserError) as exc:
+        print(f"warning: skipped {path}: {str(exc).splitlines()[0][:200]}", file=sys.stderr)
         return {}
-    return data
 
 
 def run_folders(roots):
-    """Every folder under roots holding a run's args.json or results.json, each once (a run
-    reached twice, through a link, is one run)."""
+    """Every folder under roots holding a run's args.json or results.json as a plain file,
+    each once, reached through real folders only (a link is never followed: a record found
+    through one could be anyone's file)."""
     for root in roots:
         if not os.path.isdir(root):
             raise SystemExit(f"{root} is not a folder; pass the folder that holds the runs "
                              "(e.g. outputs or results/cmnist)")
     found = {}
     for root in roots:
-        for name in ("args.json", "results.json"):
-            for p in sorted(glob.glob(os.path.join(glob.escape(root), "**", name),
-                                      recursive=True)):
-                found.setdefault(os.path.realpath(os.path.dirname(p)), os.path.dirname(p))
+        for folder, dirs, files in os.walk(root):  # followlinks=False
+            dirs.sort()
+            plain = [n for n in ("args.json", "results.json") if n in files
+                     and not os.path.islink(os.path.join(folder, n))]
+            if plain:
+                found.setdefault(os.path.realpath(folder), folder)
     return sorted(found.values())
+
+
+def plain(mapping):
+    """A handed record's mapping with every value a scalar a table can group by: a list or an
+    object becomes its JSON text (a record is read, never trusted to hold the right types)."""
+    if not isinstance(mapping, dict):
+        return {}
+    return {str(k): v if v is None or isinstance(v, (bool, int, float, str))
+            else json.dumps(v, sort_keys=True, default=str) for k, v in mapping.items()}
 
 
 def config_of(folder, record=None):
     """The run's configuration: the record's own, else args.json's (older records)."""
-    if record and "config" in record:
-        return dict(record["config"])
-    path = os.path.join(folder, "args.json")
-    return read_json(path) if os.path.exists(path) else {}
+    if record and isinstance(record.get("config"), dict):
+        return plain(record["config"])
+    return plain(read_json(os.path.join(folder, "args.json")))
 
 
 def flat_row(folder, record):
     """One table row: provenance, configuration, then the final metrics (which win: 'epochs'
     is the number completed), the derived variant and the folder."""
     config = config_of(folder, record)
-    metrics = {k: v for k, v in record.items() if k not in ("config", "provenance")}
-    row = {**record.get("provenance", {}), **config, **metrics}
-    probe = read_json(os.path.join(folder, "probe.json")) if os.path.isfile(
-        os.path.join(folder, "probe.json")) else None
-    if isinstance(probe, dict) and "probe_bias_acc" in probe:  # main.py --mode probe
-        row["probe_bias_acc"], row["probe_chance"] = probe["probe_bias_acc"], probe.get("chance")
+    metrics = plain({k: v for k, v in record.items() if k not in ("config", "provenance")})
+    row = {**plain(record.get("provenance")), **config, **metrics}
+    probe = read_json(os.path.join(folder, "probe.json"))
+    if number(probe.get("probe_bias_acc")) is not None:  # main.py --mode probe
+        row["probe_bias_acc"], row["probe_chance"] = probe["probe_bias_acc"], number(
+            probe.get("chance"))
     row["epochs_planned"] = config.get("epochs")
     row["variant"] = variant({**metrics, **config})
     if "dataset_name" not in row and "dataset" in row:
@@ -139,9 +152,8 @@ def key_text(key, value):
 
 def load_records(roots):
     """A DataFrame with one row per finished run (a run folder holding results.json)."""
-    records = [(f, read_json(os.path.join(f, "results.json"))) for f in run_folders(roots)
-               if os.path.exists(os.path.join(f, "results.json"))]
-    rows = [flat_row(f, record) for f, record in records if record]
+    records = [(f, read_json(os.path.join(f, "results.json"))) for f in run_folders(roots)]
+    rows = [flat_row(f, record) for f, record in records if valid_record(record)]
     frame = pd.DataFrame(rows)
     if "color_var" in frame:
         frame["color_var"] = frame["color_var"].map(lambda v: key_text("color_var", v))
@@ -361,23 +373,20 @@ def plot_vs_var(summary, paper, path, metric="test_acc"):
            title="Colored MNIST: mean ± sample std over seeds", ylim=(0, 1))
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path, dpi=120)
     plt.close(fig)
 
 
 def read_metrics(folder):
-    path = os.path.join(folder, "metrics.jsonl")
-    if not os.path.exists(path):
+    """A run's metrics.jsonl as a DataFrame, one row per whole epoch (a torn or damaged line
+    is left out; a damaged file is a warning and no rows)."""
+    try:
+        rows, _ = read_jsonl(os.path.join(folder, "metrics.jsonl"),
+                             os.path.dirname(os.path.abspath(folder)))
+    except (OSError, UserError) as exc:
+        print(f"warning: skipped {folder}/metrics.jsonl: {exc}", file=sys.stderr)
         return pd.DataFrame()
-    rows = []
-    with open(path, errors="replace") as fh:
-        for line in fh:
-            try:
-                row = json.loads(line)
-            except ValueError:  # a torn line after a crash
-                continue
-            if isinstance(row, dict):
-                rows.append(row)
+    rows = [r for r in rows if whole(r.get("epoch")) is not None]
     return pd.DataFrame(rows)
 
 
@@ -398,7 +407,8 @@ def stage_starts(frame):
     by_name = {n: f for n, f in zip(names, frame.folder) if names.count(n) == 1}
     starts = {}
     for folder in frame.folder:
-        init = config_of(folder).get("init_checkpoint") or ""
+        init = config_of(folder).get("init_checkpoint")
+        init = init if isinstance(init, str) else ""
         start = by_name.get(os.path.basename(os.path.dirname(os.path.dirname(init))))
         starts[folder] = start if start != folder else None
     return starts
@@ -429,7 +439,6 @@ def plot_curves(frame, keys, metrics, out, hue=None):
     with hue, one line per value of that key (e.g. baseline and LNL on one set of axes, LNL
     drawn after the baseline it starts from)."""
     plt = pyplot()
-    os.makedirs(out, exist_ok=True)
     starts = stage_starts(frame)
     written = []
     for group, part in frame.groupby(keys, dropna=False, sort=False):
@@ -467,8 +476,8 @@ def plot_curves(frame, keys, metrics, out, hue=None):
         fig.suptitle(f"{title}  ({runs}; band: ± sample std)", fontsize=9)
         fig.tight_layout()
         stem = "_".join(f"{k}={v}" for k, v in zip(keys, group)) + (f"_by_{hue}" if hue else "")
-        path = os.path.join(out, re.sub(r"[^\w.=-]+", "_", stem) + ".png")
-        fig.savefig(path, dpi=110)
+        path = out_path(out, re.sub(r"[^\w.=-]+", "_", stem) + ".png")
+        save_figure(fig, path, dpi=110)
         plt.close(fig)
         written.append(path)
     return written
@@ -476,11 +485,10 @@ def plot_curves(frame, keys, metrics, out, hue=None):
 
 # --------------------------------------------------------------------------- sweep state
 def run_state(folder, active_within):
-    """finished (results.json for every planned epoch), running (a file changed within
-    active_within seconds) or stopped."""
-    config = config_of(folder)
-    results = os.path.join(folder, "results.json")
-    if os.path.exists(results) and read_json(results).get("epochs", 0) >= config.get("epochs", 0):
+    """finished (safe_files.RunView.finished: the one rule, for the epochs its args.json
+    plans), running (a file changed within active_within seconds) or stopped."""
+    planned = whole(config_of(folder).get("epochs"))
+    if read_run(folder, os.path.dirname(os.path.abspath(folder))).finished(planned):
         return "finished"
     newest = max((os.path.getmtime(p) for p in glob.glob(os.path.join(folder, "**"),
                                                          recursive=True)), default=0)
@@ -488,12 +496,8 @@ def run_state(folder, active_within):
 
 
 def epochs_done(folder):
-    """results.json's epochs, else the last epoch metrics.jsonl logged."""
-    results = os.path.join(folder, "results.json")
-    if os.path.exists(results):
-        return read_json(results).get("epochs", 0)
-    done = read_metrics(folder)
-    return int(done.epoch.max()) if "epoch" in done else 0
+    """Epochs done (safe_files.read_run: the finished record's, else metrics.jsonl's last)."""
+    return read_run(folder, os.path.dirname(os.path.abspath(folder))).epochs
 
 
 def sweep_state(roots, expect, active_within):
@@ -519,12 +523,31 @@ def sweep_state(roots, expect, active_within):
 
 
 # --------------------------------------------------------------------------- commands
+def out_path(out, name):
+    """A file of --out: the folder must be one (a file there is refused in one line)."""
+    if os.path.lexists(out) and not os.path.isdir(out):
+        raise SystemExit(f"--out {out} is a file, not a folder; pass a folder")
+    return os.path.join(out, name)
+
+
+def save_figure(fig, path, **kwargs):
+    """A figure written through the file layer (atomic, never through a link)."""
+    write_with(path, lambda fh: fig.savefig(fh, format="png", **kwargs),
+               os.path.dirname(os.path.abspath(path)))
+
+
+def save_text(out, name, text):
+    write_text(out_path(out, name), text, out)
+
+
+def save_csv(out, name, frame):
+    save_text(out, name, frame.to_csv(index=False))
+
+
 def write_outputs(out, name, frame, summary, text):
-    os.makedirs(out, exist_ok=True)
-    frame.to_csv(os.path.join(out, f"{name}_runs.csv"), index=False)
-    summary.to_csv(os.path.join(out, f"{name}.csv"), index=False)
-    with open(os.path.join(out, f"{name}.md"), "w") as fh:
-        fh.write(text)
+    save_csv(out, f"{name}_runs.csv", frame)
+    save_csv(out, f"{name}.csv", summary)
+    save_text(out, f"{name}.md", text)
 
 
 def table_text(frame, keys, metrics, column, paper):
@@ -628,7 +651,6 @@ def cmd_cmnist(args):
     out = out_folder(args, "cmnist_table", "table")
     paper = load_paper()
     summary, text = cmnist_table(frame, paper)
-    os.makedirs(out, exist_ok=True)
     runs = frame[frame.dataset_name == "ColoredMNIST"].sort_values(
         ["color_var", "seed", "variant"])
     cols = ["color_var", "seed", "variant", "method", "test_acc", "test_acc_ci95",
@@ -636,12 +658,11 @@ def cmd_cmnist(args):
             "selected_epoch", "test_acc_selected", "test_acc_oracle",
             "bias_agreement", "epochs",
             "commit", "dirty", "device", "wall_time_s", "folder"]
-    runs.reindex(columns=cols).rename(columns={"color_var": "sigma2"}).to_csv(
-        os.path.join(out, "results.csv"), index=False)
-    summary.to_csv(os.path.join(out, "summary.csv"), index=False)
-    with open(os.path.join(out, "results.md"), "w") as fh:
-        fh.write(text)
-    plot_vs_var(summary, paper, os.path.join(out, "accuracy_vs_var.png"))
+    save_csv(out, "results.csv",
+             runs.reindex(columns=cols).rename(columns={"color_var": "sigma2"}))
+    save_csv(out, "summary.csv", summary)
+    save_text(out, "results.md", text)
+    plot_vs_var(summary, paper, out_path(out, "accuracy_vs_var.png"))
     print(text)
     print(f"written to {out}/results.csv, summary.csv, results.md, accuracy_vs_var.png")
 
@@ -664,9 +685,7 @@ def cmd_methods(args):
         parts.append(f"## {title}\n\n{text}")
     text = "\n\n".join(parts) + "\n"
     out = out_folder(args, "methods_table", "table")
-    os.makedirs(out, exist_ok=True)
-    with open(os.path.join(out, "results.md"), "w") as fh:
-        fh.write(text)
+    save_text(out, "results.md", text)
     print(text)
     print(f"written to {out}/results.md")
 
@@ -705,6 +724,8 @@ def cmd_ledger(args):
     GPU machines keep nothing, so what a lease produced must land in the repository. Never
     checkpoints or data. A record already in the ledger is kept: identical files are skipped,
     different ones are listed and left alone (exit 1), so nothing there is overwritten."""
+    if os.path.lexists(args.into) and not os.path.isdir(args.into):
+        raise SystemExit(f"--into {args.into} is a file, not a folder; pass the ledger's folder")
     frame = records_or_exit(args)
     added, same, differ = [], 0, []
     into = os.path.realpath(args.into)
@@ -715,20 +736,23 @@ def cmd_ledger(args):
         dest = os.path.join(args.into, ledger_name(folder, args.roots))
         for name in LEDGER_FILES:
             src, dst = os.path.join(folder, name), os.path.join(dest, name)
-            if not os.path.exists(src):
+            try:  # plain files only: a link's target never travels into a commit
+                data = read_bytes(src, os.path.dirname(os.path.abspath(folder)))
+            except FileNotFoundError:
                 continue
-            data = open(src, "rb").read()
-            if os.path.exists(dst):
-                if open(dst, "rb").read() == data:
+            except UserError as err:
+                raise SystemExit(f"{err} (refused: nothing more was copied)")
+            if os.path.lexists(dst):
+                try:
+                    theirs = read_bytes(dst, args.into)
+                except (FileNotFoundError, UserError):
+                    theirs = None
+                if theirs == data:
                     same += 1
                 else:
                     differ.append(dst)
                 continue
-            os.makedirs(dest, exist_ok=True)
-            tmp = os.path.join(dest, f".{name}.tmp")
-            with open(tmp, "wb") as fh:
-                fh.write(data)
-            os.replace(tmp, dst)
+            write_bytes(dst, data, args.into)
             added.append(dst)
     print("\n".join(f"added {p}" for p in added))
     print(f"{len(added)} files added to {args.into}, {same} already there")
@@ -792,7 +816,10 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     if getattr(args, "metrics", None) == []:
         args.metrics = None
-    args.func(args)
+    try:
+        args.func(args)
+    except UserError as err:  # a damaged or unsafe file (safe_files): one line, exit 1
+        raise SystemExit(f"error: {err}")
 
 
 if __name__ == "__main__":

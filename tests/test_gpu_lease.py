@@ -11,6 +11,7 @@ import tarfile
 import time
 
 import pytest
+import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "scripts"))
@@ -22,7 +23,7 @@ BASELINE = "cmnist_var0.020_seed0_baseline"
 
 def folders(tmp_path):
     return ["--keep", str(tmp_path / "keep"), "--ledger", str(tmp_path / "ledger"),
-            "--work", str(tmp_path / "work")]
+            "--work", str(tmp_path / "work"), "--replaced", str(tmp_path / "replaced")]
 
 
 def test_long_call_continues_the_resume_points_and_collect_brings_the_records_home(
@@ -34,7 +35,8 @@ def test_long_call_continues_the_resume_points_and_collect_brings_the_records_ho
     mnist = os.path.join(mnist_root, "MNIST", "raw")
     assert gpu_lease.main(["stage", "--mnist_from", mnist, "--lease_dir", str(lease)]) == 0
     here = [sys.executable, os.path.join(ROOT, "scripts", "long_runs.py"), "run", "--tiny",
-            "--epochs", "2", "--sigmas", "0.020", "--data_root", mnist_root, "--poll", "0.2",
+            "--epochs", "2", "--sigmas", "0.020", "--seeds", "0", "--variants", "baseline",
+            "lnl", "blindeye", "--data_root", mnist_root, "--poll", "0.2",
             "--keep", str(tmp_path / "keep"), "--ledger", str(tmp_path / "ledger"),
             "--work", str(tmp_path / "here")]
     proc = subprocess.Popen(here, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -63,16 +65,17 @@ def test_long_call_continues_the_resume_points_and_collect_brings_the_records_ho
     assert not os.listdir(tmp_path / "keep")  # every run finished: no resume point left
 
 
-def resume_point(folder, epochs, device="cuda:0"):
-    """A fetched resume point of the plan's baseline at `epochs` (its record matches the plan)."""
+def resume_point(folder, epochs, device="cuda:0", checkpoint_epoch=None):
+    """A fetched resume point of the plan's baseline at `epochs` (its record matches the plan;
+    its checkpoint, a small one of this tool's format, at checkpoint_epoch, else epochs)."""
     run = long_runs.cmnist_run("0.020", "baseline", 100)
-    flags = run["flags"]
-    args = {k.lstrip("-"): v for k, v in zip(flags[::2], flags[1::2])}
     os.makedirs(folder / BASELINE / "checkpoints")
-    (folder / BASELINE / "args.json").write_text(json.dumps({**args, "device": device}))
+    (folder / BASELINE / "args.json").write_text(json.dumps({**run["expect"], "device": device}))
     (folder / BASELINE / "metrics.jsonl").write_text(
         "".join(json.dumps({"epoch": e + 1}) + "\n" for e in range(epochs)))
-    (folder / BASELINE / "checkpoints" / "last.pth").write_bytes(b"weights %d" % epochs)
+    epoch = epochs if checkpoint_epoch is None else checkpoint_epoch
+    torch.save({"nets": {"f": {"w": torch.full((2,), float(epoch))}}, "epoch": epoch},
+               folder / BASELINE / "checkpoints" / "last.pth")
 
 
 def test_collect_keeps_the_further_resume_point_and_moves_a_stale_work_folder_aside(
@@ -116,7 +119,8 @@ def test_collect_reads_a_packed_resume_point(tmp_path):
     assert gpu_lease.pack(tmp_path / "gpu", tmp_path / "out") == ["long_runs.tar.gz.00"]
     assert gpu_lease.main(["collect", str(tmp_path / "out"), *folders(tmp_path)]) == 0
     assert long_runs.epochs_done(tmp_path / "keep" / BASELINE) == 5
-    assert (tmp_path / "keep" / BASELINE / "checkpoints" / "last.pth").read_bytes() == b"weights 5"
+    kept = torch.load(tmp_path / "keep" / BASELINE / "checkpoints" / "last.pth", weights_only=True)
+    assert kept["epoch"] == 5
 
 
 def hostile_archive(out, name, link=False):

@@ -102,7 +102,7 @@ def test_a_run_finished_in_the_ledger_is_not_trained_again(tmp_path, data_root, 
     before = digests(tmp_path / "ledger")
     code, out = drive(tmp_path, data_root, tmp_path / "fresh_clone")
     assert code == 0 and "every run of the plan finished" in out, out
-    assert "starting" not in out and not os.path.exists(tmp_path / "fresh_clone")
+    assert "starting" not in out and os.listdir(tmp_path / "fresh_clone") == []
     assert digests(tmp_path / "ledger") == before
 
 
@@ -200,7 +200,7 @@ def test_a_piece_counts_its_seconds_up_to_its_last_whole_epoch(tmp_path):
     metrics = work / "metrics.jsonl"
     metrics.write_text('{"epoch": 1}\n')
     lane = long_runs.Lane(1)
-    lane.run, lane.epochs_at_start = run, 1
+    lane.runs, lane.at_start = [run], {run["name"]: 1}
     lane.started = time.time() - 500
     metrics.write_text('{"epoch": 1}\n{"epoch": 2}\n{"epoch": 3}\n')
     os.utime(metrics, (lane.started + 100, lane.started + 100))
@@ -211,7 +211,7 @@ def test_a_piece_counts_its_seconds_up_to_its_last_whole_epoch(tmp_path):
     (work / "pace.json").write_text('{"cpu_1_threads": [1, 2]}')  # damaged: started again
     long_runs.record_pace(life, lane)
     assert json.loads((work / "pace.json").read_text())["cpu_1_threads"] == entry
-    lane.epochs_at_start = 3  # the next piece: stopped before it finished an epoch
+    lane.at_start = {run["name"]: 3}  # the next piece: stopped before it finished an epoch
     long_runs.record_pace(life, lane)
     assert json.loads((work / "pace.json").read_text())["cpu_1_threads"] == entry
 

@@ -8,7 +8,8 @@ import lifecycle
 import main as cli
 from runtime import Runtime
 from solver import Solver
-from utils import UserError, atomic_torch_save
+from safe_files import save_torch
+from utils import UserError
 
 STAGE1_LR = 0.0042  # a decayed stage-1 lr, distinct from stage 2's --lr 0.001
 X, Y = torch.randn(6, 4), torch.tensor([0, 1, 2, 0, 1, 2])
@@ -37,7 +38,7 @@ def stage1(tmp_path):
     for group in s.optimizers["main"].param_groups:
         group["lr"] = STAGE1_LR
     path = str(tmp_path / "stage1.pth")
-    atomic_torch_save(s.state(), path)
+    save_torch(s.state(), path)
     return s, path
 
 

@@ -170,3 +170,39 @@ def test_benchmark_times_n_runs_as_a_sweep_against_one_by_one(capsys):
     assert row["sweep_model_epochs_per_s"] > 0 and row["one_by_one_model_epochs_per_s"] > 0
     assert row["ratio"] == pytest.approx(
         row["sweep_model_epochs_per_s"] / row["one_by_one_model_epochs_per_s"], rel=0.05)
+
+
+def test_unrelated_runs_listed_in_one_process_end_as_each_alone(mnist_root, tmp_path, capsys):
+    """--runs_from (what long_runs.py --per_process writes): a Gray baseline and an LNL stage 2
+    from another run's checkpoint, other sigma^2 and seeds, in one process; each ends with the
+    weights it ends with alone. A listed run that lists runs, or a flag beside the list, is one
+    line."""
+    base = argv(mnist_root, tmp_path / "alone", "--method", "baseline", "--lr", "0.01",
+                "--experiment_name", "b", n_train="160", epochs="1")
+    cli.main(base)
+    init = str(tmp_path / "alone" / "b" / "checkpoints" / "last.pth")
+    runs = {"gray": ["--method", "baseline", "--grayscale", "--color_var", "0.050", "--seed",
+                     "4", "--lr", "0.01"],
+            "lnl": ["--method", "lnl", "--init_checkpoint", init, "--seed", "5"]}
+    listing = []
+    for name, flags in runs.items():
+        cli.main(argv(mnist_root, tmp_path / "alone", *flags, "--experiment_name", name,
+                      n_train="160"))
+        listing.append(argv(mnist_root, tmp_path / "together", *flags, "--experiment_name",
+                            name, n_train="160"))
+    (tmp_path / "runs.json").write_text(json.dumps(listing))
+    accs = cli.main(["--runs_from", str(tmp_path / "runs.json")])
+    assert sorted(accs) == sorted(runs)
+    for name in runs:
+        assert_same_nets(nets(tmp_path / "together", name), nets(tmp_path / "alone", name))
+    capsys.readouterr()
+    for bad, says in (([["--runs_from", "x.json"]], "cannot list runs"), ([[1, 2]], "each a list"),
+                      ({"a": 1}, "not the list")):
+        (tmp_path / "bad.json").write_text(json.dumps(bad))
+        with pytest.raises(SystemExit) as exc:
+            cli.main(["--runs_from", str(tmp_path / "bad.json")])
+        err = capsys.readouterr().err
+        assert exc.value.code == 2 and says in err and len(err.strip().splitlines()) == 1, err
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["--runs_from", str(tmp_path / "runs.json"), "--epochs", "3"])
+    assert exc.value.code == 2 and "no other flags" in capsys.readouterr().err
