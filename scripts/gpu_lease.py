@@ -1,34 +1,40 @@
-"""A GPU lease as two device-tool calls (issue #24: 15 minutes of GPU in all, the machine's
-start included, in commands of at most 10 minutes). A lent machine is bare, has its own
-python3 and torch (2.11), no internet, and goes back after the lease, so each call carries its
-inputs in (.lease/ and the committed results/) and brings its records out ($OUT).
+"""A GPU lease that trains (issues #24, #34: 15 minutes of GPU in all, the machine's start
+included, in commands of at most 10 minutes). A lent machine is bare, has its own python3 and
+torch, no internet, and goes back after the lease, so each call carries its inputs in (.lease/
+and the committed results/) and brings its records out ($OUT).
 
 On the GPU machine (everything is written under --out, which defaults to $OUT there):
-  prove   tests/test_fast.py with CUDA visible (the real CUDA-graph tests, with the recorded
-          step's self-check on every graph-safe method, must pass, not skip), then every method
-          for a few hundred steps on CUDA with --fast auto and --fast off: baseline, LNL and
-          BlindEye on Colored MNIST (300 steps; stage 2 from the baseline), IRM and AND-mask on
-          IRM's Colored MNIST (their presets). Writes prove.md / prove.json.
-  bench   scripts/benchmark.py at full size (60,000 images; eager and fast, fp32 and bf16; one
-          timed epoch per row), then the sweep (LNL, fast path) at --sweep_runs runs. Writes
-          bench.json, bench_sweep.jsonl.
-  long    the CPU headline's long runs (scripts/long_runs.py: the same plan, resume points and
-          ledger) continued on the GPU for the budget: results/in_progress and results/cmnist
-          are copied in, trained there, and packed into --out as long_runs.tar.gz.00, .01, ...
+  lease   the plan of docs/gpu_lease.md in one call: smoke; prove only when the training code
+          changed since the last passing prove (results/gpu/*_prove.json names its code's
+          sha256 and commit); then long, which measures the layouts first.
+  smoke   at most a minute: CUDA visible, one recorded step per graph-safe method with its
+          self-check passing (tests/test_fast.py's real CUDA-graph tests). smoke.json.
+  prove   tests/test_fast.py with CUDA visible, then every method for a few hundred steps on
+          CUDA with --fast auto and --fast off: baseline, LNL and BlindEye on Colored MNIST
+          (300 steps; stage 2 from the baseline), IRM and AND-mask on IRM's Colored MNIST.
+          prove.md / prove.json, naming the training code's sha256 and commit.
+  bench   scripts/benchmark.py at full size, then the sweep at --sweep_runs runs (on demand:
+          a lease measures its layouts on the plan itself). bench.json, bench_sweep.jsonl.
+  long    the CPU's long runs (scripts/long_runs.py: the same plan, resume points and ledger)
+          continued on the GPU: the Colored-MNIST sets built in parallel first; each candidate
+          layout (--layouts: N processes, or one process training N runs together on their own
+          CUDA streams) trains the plan for --measure_s while its throughput is measured; the
+          fastest trains the rest of the budget. long.json holds every candidate's figure.
+          Resume points and records are packed into --out as long_runs.tar.gz.00, .01, ...
           (the device tool brings back at most 8 files, 2 folders down: a resume point is 3).
 Here, on the development machine (no GPU):
-  stage   MNIST's four idx files into .lease/mnist (the call's carry).
-  collect FOLDER  what a call brought back (the device tool's files_at): prove/bench records
-          into results/gpu/; resume points further along than ours into results/in_progress/;
-          finished runs' records the ledger lacks into results/cmnist/. Nothing is overwritten
-          that is not behind what came back.
+  stage   MNIST's four idx files into .lease/mnist and the commit into .lease/code.json.
+  collect FOLDER  what a call brought back (the device tool's files_at): smoke, prove, bench and
+          long records into results/gpu/; resume points further along than ours (their
+          checkpoint loaded, weights only, and its epoch checked) into results/in_progress/,
+          ours kept aside; finished runs' records the ledger lacks into results/cmnist/.
 
---tiny rehearses any step on the CPU in a minute or two (600 training images, short presets; a
-long rehearsal trains its own tiny plan, never the committed resume points).
-docs/gpu_lease.md has the calls to make, in order.
+--tiny rehearses any step on the CPU (600 training images, short presets; a long rehearsal
+trains its own tiny plan, never the committed resume points). docs/gpu_lease.md has the calls.
 """
 import argparse
 import glob
+import hashlib
 import json
 import math
 import os
@@ -40,13 +46,14 @@ import sys
 import tarfile
 import tempfile
 import time
+import types
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.append(ROOT)  # colored_mnist's MNIST file names (imported where used: it loads torch)
 sys.path.append(os.path.dirname(os.path.abspath(__file__)))  # long_runs, beside this file
 from errors import UserError  # noqa: E402
 from safe_files import (append_text, read_bytes, read_json, read_jsonl, read_run,  # noqa: E402
-                        whole, write_bytes, write_with)
+                        read_text, whole, write_bytes, write_json, write_text, write_with)
 PY = sys.executable
 TINY = ["--max_train_samples", "600", "--max_test_samples", "500"]
 KEEP, LEDGER = (os.path.join(ROOT, "results", d) for d in ("in_progress", "cmnist"))
@@ -57,6 +64,9 @@ PROVE_STEPS = 300  # training steps per Colored-MNIST prove run (batch 128)
 # packs its resume points and records into one archive, cut into parts that fit.
 RETURN_FILES, RETURN_FILE_BYTES, RETURN_TOTAL_BYTES, RETURN_DEPTH = 8, 16 << 20, 64 << 20, 2
 ARCHIVE, PART_BYTES = "long_runs.tar.gz", 15 << 20
+# the steps' logs, packed into the archive (logs/<name>); collect keeps them beside the records
+LOG_FILES = ("smoke.log", "prove_pytest.log", "prove_runs.log", "bench.log", "long.log",
+             "prove.md")
 # what collect reads from an archive it is handed (untrusted): caps before any byte is written
 MEMBER_BYTES, UNPACKED_BYTES, MEMBERS = 64 << 20, 512 << 20, 2000
 RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*\Z")
@@ -216,17 +226,17 @@ def cmd_prove(opts, out):
         failed.append(f"tests/test_fast.py (exit {tests['exit']})")
     if want_graph and graph_tests < len(graph_safe):
         failed.append("a real CUDA-graph test did not pass")
-    report = {**info, "tests": tests, "runs": rows, "failed": failed}
-    with open(os.path.join(out, "prove.json"), "w") as fh:
-        json.dump(report, fh, indent=1)
+    report = {**info, **code_state(opts.lease_dir), "tests": tests, "runs": rows,
+              "failed": failed}
+    write_json(os.path.join(out, "prove.json"), report, out, indent=1)
     head = list(max(rows, key=len)) if rows else []
-    with open(os.path.join(out, "prove.md"), "w") as fh:
-        fh.write(f"# prove: {info}\n\ntests/test_fast.py: {tests['summary']} (real CUDA-graph "
-                 f"tests passed: {graph_tests})\n\n"
-                 f"| {' | '.join(head)} |\n|{'---|' * len(head)}\n")
-        for r in rows:
-            fh.write(f"| {' | '.join(str(r.get(k, '')) for k in head)} |\n")
-        fh.write(f"\nfailed: {', '.join(failed) or 'nothing'}\n")
+    write_text(os.path.join(out, "prove.md"),
+               f"# prove: {info}\n\ncode: commit {report['commit']}, training code sha256 "
+               f"{report['code_sha256']}\n\ntests/test_fast.py: {tests['summary']} (real "
+               f"CUDA-graph tests passed: {graph_tests})\n\n"
+               f"| {' | '.join(head)} |\n|{'---|' * len(head)}\n"
+               + "".join(f"| {' | '.join(str(r.get(k, '')) for k in head)} |\n" for r in rows)
+               + f"\nfailed: {', '.join(failed) or 'nothing'}\n", out)
     say(out, f"prove: {'FAILED: ' + ', '.join(failed) if failed else 'all passed'}")
     return 1 if failed else 0
 
@@ -281,52 +291,269 @@ def copy_plain_tree(src, dst):
         shutil.copyfile(path, os.path.join(dst, rel))
 
 
+# --------------------------------------------------------------------------- smoke
+GRAPH_SAFE = ("baseline", "lnl", "blindeye")
+SMOKE_SECONDS = 60
+
+
+def cmd_smoke(opts, out):
+    """At most a minute: CUDA visible, and one recorded step per graph-safe method whose
+    self-check passes (tests/test_fast.py's real CUDA-graph test, one per method). Fails the
+    lease (exit 1) when it does not pass: no minute goes to training on a broken path. On a
+    CPU rehearsal (--tiny) those tests skip and the smoke says so."""
+    info = device_line()
+    code, sec = run(out, [PY, "-m", "pytest", "-q", "-rA", "-p", "no:cacheprovider",
+                          "tests/test_fast.py", "-k", "cuda_graph_step_matches_eager"],
+                    "smoke.log", min(SMOKE_SECONDS, max(seconds_left(opts), 1)))
+    text = read_text(os.path.join(out, "smoke.log"), out)
+    passed = text.count("PASSED tests/test_fast.py::test_cuda_graph_step_matches_eager")
+    cuda = info["gpu"] != "no CUDA GPU"
+    ok = (code == 0 and passed == len(GRAPH_SAFE)) if cuda else opts.tiny
+    record = {**info, "exit": code, "seconds": sec, "recorded_steps_checked": passed,
+              "passed": ok, **code_state(opts.lease_dir)}
+    write_json(os.path.join(out, "smoke.json"), record, out, indent=1)
+    say(out, f"smoke ({sec} s): CUDA {'visible' if cuda else 'not visible'}; recorded steps "
+             f"whose self-check passed: {passed} of {len(GRAPH_SAFE)} -> "
+             f"{'passed' if ok else 'FAILED: see smoke.log'}"
+             + ("" if cuda else " (a CPU rehearsal: nothing to record)"))
+    return 0 if ok else 1
+
+
+# --------------------------------------------------------------------------- prove, when needed
+# what a prove proves: the code that trains (its steps, networks, data, the fast path)
+TRAINING_CODE = ("fast.py", "solver.py", "methods.py", "network.py", "runtime.py",
+                 "data_handler.py", "colored_mnist.py", "dataset_specs.py", "image_datasets.py",
+                 "andmask_datasets.py")
+
+
+def code_digest():
+    """sha256 of the training code (TRAINING_CODE, names and bytes)."""
+    h = hashlib.sha256()
+    for name in TRAINING_CODE:
+        h.update(f"{name}:".encode() + read_bytes(os.path.join(ROOT, name), ROOT) + b";")
+    return h.hexdigest()
+
+
+def code_state(lease_dir=os.path.join(ROOT, ".lease")):
+    """{'commit', 'code_sha256'}: the checkout's commit (read by git here; on a lent machine,
+    whose copy has no history, the one `stage` wrote into .lease/code.json) and the training
+    code's digest, which decides whether a prove is needed."""
+    try:
+        done = subprocess.run(["git", "-C", ROOT, "rev-parse", "HEAD"], capture_output=True,
+                              text=True, timeout=30)
+        commit = done.stdout.strip() if done.returncode == 0 else None
+    except (OSError, subprocess.TimeoutExpired):
+        commit = None
+    if commit is None:
+        try:
+            staged = read_json(os.path.join(lease_dir, "code.json"), lease_dir, default={})
+            commit = staged.get("commit") if isinstance(staged.get("commit"), str) else None
+        except (OSError, UserError):
+            pass
+    return {"commit": commit, "code_sha256": code_digest()}
+
+
+def last_passing_prove(records_dir, digest):
+    """The newest prove record in records_dir that passed on this training code, or None."""
+    if not os.path.isdir(records_dir):
+        return None
+    for name in sorted(os.listdir(records_dir), reverse=True):
+        if not name.endswith("_prove.json"):
+            continue
+        try:
+            record = read_json(os.path.join(records_dir, name), records_dir)
+        except (OSError, UserError):
+            continue
+        if record.get("failed") == [] and record.get("code_sha256") == digest:
+            return {"record": name, "commit": record.get("commit")}
+    return None
+
+
+def prove_needed(opts, out):
+    """Whether this lease must run the full prove: only when the training code changed since
+    the last prove that passed (results/gpu/*_prove.json names its code's digest and commit)."""
+    state = code_state(opts.lease_dir)
+    last = last_passing_prove(opts.records_dir, state["code_sha256"])
+    if last is None or opts.prove == "always":
+        say(out, "prove: the training code has no passing prove yet (or --prove always): "
+                 "running it")
+        return True
+    say(out, f"prove: skipped, the training code is the one {last['record']} proved (commit "
+             f"{last['commit']}); each recording's self-check still runs in every run")
+    return False
+
+
+# --------------------------------------------------------------------------- long
+MNIST_TRAIN = 60000  # Colored MNIST's training images (max_train_samples 0)
+# an epoch's cost relative to LNL's (2026-11-30 on one CPU core: about 85 s per baseline epoch,
+# 250 s per LNL epoch): the unit a lease's throughput is counted in
+LNL_EPOCH_WEIGHT = {"baseline": 1 / 3, "gray": 1 / 3, "lnl": 1.0, "blindeye": 1.0}
+STAMP = re.compile(r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) steps: ")
+
+
+def progress(folder):
+    """(training examples done, the time this piece's first step was logged): from the run's
+    checkpoint (epochs and the examples of its partial epoch) and run.log's last 'steps:' line.
+    None when the run has no readable checkpoint."""
+    from checkpoints import read_checkpoint
+    try:
+        ckpt = read_checkpoint(os.path.join(folder, "checkpoints", "last.pth"))
+        args = ckpt.get("args") or {}
+        size = whole(args.get("max_train_samples")) or MNIST_TRAIN
+        partial = ckpt.get("partial") or {}
+        done = whole(ckpt.get("epoch")) * size + (whole(partial.get("count")) or 0)
+        stamps = STAMP.findall(read_text(os.path.join(folder, "run.log"),
+                                         os.path.dirname(folder)))
+    except (OSError, UserError, TypeError):
+        return None
+    first = time.mktime(time.strptime(stamps[-1], "%Y-%m-%d %H:%M:%S")) if stamps else None
+    return done, size, first
+
+
+def layout_figures(life, before):
+    """What one candidate layout trained: per run, the examples since `before` over the
+    seconds from its first logged step to its checkpoint's save (the start-up is left out:
+    a layout is chosen for the minutes after it); summed over runs."""
+    epochs_per_s, lnl_per_s, runs = 0.0, 0.0, 0
+    for run in life.plan:
+        folder = life.work(run)
+        now = progress(folder)
+        if now is None or now[2] is None:
+            continue
+        gained = now[0] - (before.get(run["name"]) or (0,))[0]
+        window = os.path.getmtime(os.path.join(folder, "checkpoints", "last.pth")) - now[2]
+        if gained <= 0 or window <= 0:
+            continue
+        rate = gained / now[1] / window
+        epochs_per_s += rate
+        lnl_per_s += rate * LNL_EPOCH_WEIGHT.get(run["variant"], 1.0)
+        runs += 1
+    return {"runs_trained": runs, "epochs_per_s": round(epochs_per_s, 4),
+            "lnl_epochs_per_min": round(60 * lnl_per_s, 2)}
+
+
+def build_caches(out, opts, sigmas, env):
+    """The Colored-MNIST sets of the plan's sigma^2, built in parallel processes (a minute each
+    on one core; a bare machine has none): before any timing, so no layout pays for them."""
+    code = ("import sys, colored_mnist as c; "
+            "c.load_or_build_cmnist(sys.argv[1], float(sys.argv[2]), 0)")
+    procs = [subprocess.Popen([PY, "-c", code, opts.data_root, s], cwd=ROOT, env={
+        **os.environ, **env, "OMP_NUM_THREADS": "1"}, stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL) for s in sigmas]
+    codes = [p.wait() for p in procs]
+    say(out, f"Colored-MNIST sets of sigma^2 {', '.join(sigmas)} ready (exits {codes})")
+
+
+def parse_layout(text):
+    """'4x1' -> (4 processes, 1 run each); '1x8' -> one process training 8 runs together."""
+    m = re.fullmatch(r"(\d+)x(\d+)", text)
+    if not m or not all(int(g) >= 1 for g in m.groups()):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a layout LANESxPER_PROCESS (e.g. 4x1, "
+                                         "1x8)")
+    return int(m.group(1)), int(m.group(2))
+
+
 def cmd_long(opts, out):
-    """Continue the long runs for the budget on this device (scripts/long_runs.py) from the
-    resume points and ledger carried in; at the end both are packed into --out (pack)."""
+    """Continue the long runs on this device (scripts/long_runs.py) from the resume points and
+    ledger carried in. First each candidate layout (--layouts) trains the plan for about
+    --measure_s seconds and its throughput is measured; the fastest trains for the rest of the
+    budget. Every candidate's figure goes into long.json. At the end resume points and records
+    are packed into --out (pack)."""
+    import long_runs
     env = mnist_env(opts)
+    ensure_mnist(out, env, opts)
     scratch = os.path.normpath(os.path.join(ROOT, opts.runs_dir)) + "_returned"
     if os.path.isdir(scratch):  # this tool's own folder, from an earlier call on this machine
         shutil.rmtree(scratch)
     keep, ledger = os.path.join(scratch, "in_progress"), os.path.join(scratch, "cmnist")
     plan = ["--epochs", str(opts.epochs)]
     if opts.tiny:  # its own small plan: never from the committed resume points (other runs)
-        plan += ["--tiny", "--sigmas", "0.020", "--seeds", "0", "--variants", "baseline", "lnl",
-                 "blindeye"]
+        plan += ["--tiny", "--sigmas", "0.020"]
     for mine, there, committed in ((opts.keep, keep, KEEP), (opts.ledger, ledger, LEDGER)):
         if not (opts.tiny and mine == committed):
             copy_plain_tree(mine, there)
+    work = os.path.join(ROOT, opts.runs_dir)
+    folders = ["--keep", keep, "--ledger", ledger, "--work", work]
+    life = long_runs.Lifecycle(long_runs.plan_of(long_runs.parse_args(
+        ["status", *plan, *folders])), types.SimpleNamespace(work=work, keep=keep,
+                                                              ledger=ledger, device=opts.device))
+    build_caches(out, opts, sorted({r["sigma"] for r in life.plan}), env)
+
+    def train(layout, budget, log_name="long.log"):
+        lanes, per_process = layout
+        return run(out, [PY, "scripts/long_runs.py", "run", *plan, *folders,
+                         "--device", opts.device, "--budget", f"{max(budget, 1):.0f}",
+                         "--lanes", str(lanes), "--per_process", str(per_process),
+                         "--data_root", opts.data_root, "--mnist_from", env["MNIST_FROM"]],
+                   log_name, budget + 90, env)
+
+    figures, code, trained = [], 0, 0.0
+    candidates = [] if opts.layout else list(opts.layouts)
+    life.restore()  # the resume points carried in become work folders: progress starts there
+    for layout in candidates:
+        if seconds_left(opts) < opts.measure_s + 120:  # keep time to train the chosen one
+            break
+        before = {r["name"]: progress(life.work(r)) for r in life.plan}
+        code, sec = train(layout, opts.measure_s)
+        trained += sec
+        figures.append({"layout": f"{layout[0]}x{layout[1]}", "lanes": layout[0],
+                        "per_process": layout[1], "seconds": sec, "exit": code,
+                        **layout_figures(life, before)})
+        say(out, f"layout {figures[-1]['layout']}: {figures[-1]}")
+        if code not in (0, long_runs.MORE_TO_DO):
+            break
+    best = opts.layout or (max(figures, key=lambda f: f["lnl_epochs_per_min"])
+                           if figures else None)
+    chosen = best if isinstance(best, tuple) else (
+        (best["lanes"], best["per_process"]) if best else (opts.lanes, 1))
     budget = seconds_left(opts)
-    say(out, f"long runs on {device_line()} for {budget:.0f} s, {opts.lanes} at once")
-    code, sec = run(out, [PY, "scripts/long_runs.py", "run", *plan, "--device", opts.device,
-                          "--budget", f"{max(budget, 1):.0f}", "--lanes", str(opts.lanes),
-                          "--keep", keep, "--ledger", ledger,
-                          "--work", os.path.join(ROOT, opts.runs_dir),
-                          "--data_root", opts.data_root, "--mnist_from", env["MNIST_FROM"]],
-                    "long.log", budget + 90, env)
-    status = subprocess.run([PY, "scripts/long_runs.py", "status", *plan, "--keep", keep,
-                             "--ledger", ledger, "--work", os.path.join(ROOT, opts.runs_dir)],
+    if code in (0, long_runs.MORE_TO_DO) and budget > 30:
+        say(out, f"long runs on {device_line()} for {budget:.0f} s, layout "
+                 f"{chosen[0]}x{chosen[1]} ({'measured fastest' if figures else 'as asked'})")
+        code, sec = train(chosen, budget)
+        trained += sec
+    status = subprocess.run([PY, "scripts/long_runs.py", "status", *plan, *folders],
                             cwd=ROOT, capture_output=True, text=True).stdout
-    with open(os.path.join(out, "long.json"), "w") as fh:
-        json.dump({**device_line(), "exit": code, "seconds": sec, "lanes": opts.lanes,
-                   "status": status.splitlines()}, fh, indent=1)
-    parts = pack(scratch, out)
-    say(out, f"long runs: exit {code} after {sec} s (3: more to do); resume points and records "
-             f"in {', '.join(parts)}\n{status}")
+    write_json(os.path.join(out, "long.json"),
+               {**device_line(), **code_state(opts.lease_dir), "exit": code,
+                "seconds_training": trained,
+                "layouts": figures, "chosen": f"{chosen[0]}x{chosen[1]}",
+                "status": status.splitlines()}, out, indent=1)
+    opts.scratch = scratch  # main() packs it with the step logs once every step has ended
+    say(out, f"long runs: exit {code} after {trained:.0f} s of training (3: more to do)\n"
+             f"{status}")
     return code
 
 
+def cmd_lease(opts, out):
+    """The whole lease in one call: smoke (a minute at most), the full prove only when the
+    training code changed since the last passing one, then the long runs (layouts measured,
+    the fastest trains the rest)."""
+    if cmd_smoke(opts, out):
+        return 1
+    if opts.prove != "never" and prove_needed(opts, out) and cmd_prove(opts, out):
+        return 1
+    return cmd_long(opts, out)
+
+
 def pack(folder, out):
-    """folder's in_progress/ and cmnist/ (plain files only) as one gzip'd tar in out, cut into
-    parts of PART_BYTES (long_runs.tar.gz.00, .01, ...) so that the call's reply carries them."""
+    """folder's in_progress/ and cmnist/ (plain files only; none without a folder) and the
+    steps' logs in out (LOG_FILES, moved in: the reply carries at most 8 files) as one gzip'd
+    tar in out, cut into parts of PART_BYTES (long_runs.tar.gz.00, .01, ...)."""
     import long_runs
     allowed = {"in_progress": set(long_runs.RESUME_POINT), "cmnist": set(long_runs.LEDGER_FILES)}
     whole = os.path.join(out, ARCHIVE)
+    logs = [n for n in LOG_FILES if os.path.isfile(os.path.join(out, n))
+            and not os.path.islink(os.path.join(out, n))]
     with tarfile.open(whole, "w:gz", compresslevel=1) as tar:
         for top in ("in_progress", "cmnist"):
-            for path, rel in plain_tree(os.path.join(folder, top)):
+            for path, rel in plain_tree(os.path.join(folder, top)) if folder else ():
                 if rel.split(os.sep, 1)[-1] in allowed[top]:  # what collect takes, no more
                     tar.add(path, arcname=os.path.join(top, rel), recursive=False)
+        for name in logs:
+            tar.add(os.path.join(out, name), arcname=f"logs/{name}", recursive=False)
+    for name in logs:
+        os.remove(os.path.join(out, name))
     parts = []
     with open(whole, "rb") as fh:
         for index, chunk in enumerate(iter(lambda: fh.read(PART_BYTES), b"")):
@@ -359,7 +586,8 @@ def returnable(out):
 
 # --------------------------------------------------------------------------- here
 def cmd_stage(opts, out):
-    """Copy MNIST's four idx files into .lease/mnist (the device machine has no internet)."""
+    """Copy MNIST's four idx files into .lease/mnist (the device machine has no internet) and
+    name the checkout's commit in .lease/code.json."""
     from colored_mnist import MNIST_FILES, find_idx
     dest = os.path.join(opts.lease_dir, "mnist")
     os.makedirs(dest, exist_ok=True)
@@ -370,6 +598,8 @@ def cmd_stage(opts, out):
                              "--mnist_from a folder with MNIST's four idx files (e.g. "
                              "../shared/data/mnist)")
         shutil.copy(src, os.path.join(dest, os.path.basename(src)))
+    write_json(os.path.join(opts.lease_dir, "code.json"), code_state(opts.lease_dir),
+               opts.lease_dir)  # the commit, for a machine whose copy has no git history
     ignored = subprocess.run(["git", "-C", ROOT, "check-ignore", "-q", opts.lease_dir],
                              capture_output=True).returncode
     print(f"MNIST staged in {dest}" + ("" if ignored == 0 else
@@ -550,7 +780,8 @@ def unpack(src, dest):
                 if not m.isreg():
                     refuse(src, f"{m.name!r} is a link or a special file, not a plain file")
                 parts = m.name.split("/")
-                if not (len(parts) > 2 and parts[0] in allowed
+                a_log = parts[0] == "logs" and len(parts) == 2 and parts[1] in LOG_FILES
+                if not (a_log or len(parts) > 2 and parts[0] in allowed
                         and RUN_NAME.match(parts[1]) and "/".join(parts[2:]) in allowed[parts[0]]):
                     refuse(src, f"{m.name!r} is not a file a resume point or record holds")
                 total += m.size
@@ -577,8 +808,9 @@ def cmd_collect(opts, out):
     with tempfile.TemporaryDirectory(prefix="lease_collect_") as unpacked:
         packed = any(n.startswith(ARCHIVE + ".") for n in os.listdir(src))
         fetched = unpack(src, unpacked) if packed else src  # else a folder laid out by hand
-        names = [n for n in ("prove.json", "prove.md", "bench.json", "bench_sweep.jsonl",
-                             "long.json", "lease.log") if os.path.isfile(os.path.join(src, n))]
+        names = [n for n in ("smoke.json", "prove.json", "prove.md", "bench.json",
+                             "bench_sweep.jsonl", "long.json", "lease.log")
+                 if os.path.lexists(os.path.join(src, n))]
         gpu = any(from_gpu(os.path.join(src, n)) for n in names if n.endswith(("json", "jsonl")))
         if names and not (gpu or opts.allow_cpu):
             print(f"records not kept: those in {src} were not made on a CUDA GPU (a rehearsal? "
@@ -597,6 +829,14 @@ def cmd_collect(opts, out):
                 raise SystemExit(f"refusing {src}: {err} (nothing more was collected)")
             write_bytes(dest, data, opts.records_dir)
             print(f"kept {dest}")
+        logs = os.path.join(fetched, "logs")
+        for name in sorted(os.listdir(logs)) if names and os.path.isdir(logs) else []:
+            if name in LOG_FILES:  # prove.md beside its record, the logs in one folder
+                dest = os.path.join(opts.records_dir, f"{stamp}_prove.md" if name == "prove.md"
+                                    else os.path.join(f"{stamp}_logs", name))
+                write_bytes(dest, read_bytes(os.path.join(logs, name), fetched,
+                                             RETURN_FILE_BYTES), opts.records_dir)
+                print(f"kept {dest}")
         collect_long(opts, fetched)
     return 0
 
@@ -605,8 +845,9 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("steps", nargs="+", metavar="step",
-                   help="prove, bench, long (one or more, in this order, sharing --budget); "
-                        "or stage; or collect FOLDER (the folder a call's files came back to)")
+                   help="lease (smoke, prove when the training code changed, long); or smoke, "
+                        "prove, bench, long (one or more, in this order, sharing --budget); or "
+                        "stage; or collect FOLDER (the folder a call's files came back to)")
     p.add_argument("--out", default=os.environ.get("OUT") or os.path.join(ROOT, "outputs",
                                                                           "lease"),
                    help="where the step writes its records (default: $OUT, else outputs/lease)")
@@ -617,7 +858,20 @@ def parse_args(argv=None):
                         "at most 8 minutes)")
     p.add_argument("--epochs", type=int, default=None,
                    help="long, collect: epochs per stage (default 100; 2 with --tiny)")
-    p.add_argument("--lanes", type=int, default=4, help="long: runs trained at once")
+    p.add_argument("--lanes", type=int, default=4,
+                   help="long: processes when no layout is measured")
+    p.add_argument("--layouts", nargs="+", type=parse_layout,
+                   default=[(4, 1), (1, 4), (1, 8), (1, 16)],
+                   help="long: candidate layouts LANESxPER_PROCESS, each timed for --measure_s "
+                        "on the plan itself (4x1: four processes; 1x8: one process training 8 "
+                        "runs together on their own CUDA streams); the fastest trains the rest")
+    p.add_argument("--layout", type=parse_layout, default=None,
+                   help="long: train with this layout, measuring none")
+    p.add_argument("--measure_s", type=float, default=30,
+                   help="long: seconds each candidate layout trains while it is timed")
+    p.add_argument("--prove", choices=("auto", "always", "never"), default="auto",
+                   help="lease: auto runs the full prove only when the training code changed "
+                        "since the last passing prove in --records_dir")
     p.add_argument("--sweep_runs", type=int, nargs="+", default=[7],
                    help="bench: sweep sizes timed after the main benchmark")
     p.add_argument("--runs_dir", default=None,
@@ -655,14 +909,18 @@ def parse_args(argv=None):
                     f"results/: pass {', '.join(committed)} elsewhere")
     elif opts.steps == ["stage"]:
         pass
-    elif not set(opts.steps) <= {"prove", "bench", "long"} or len(set(opts.steps)) < len(
-            opts.steps):
-        p.error(f"steps: prove, bench and/or long (each once), or stage, or collect FOLDER; "
-                f"got {' '.join(opts.steps)}")
+    elif opts.steps == ["lease"]:
+        pass
+    elif not set(opts.steps) <= {"smoke", "prove", "bench", "long"} or len(
+            set(opts.steps)) < len(opts.steps):
+        p.error(f"steps: lease; or smoke, prove, bench and/or long (each once); or stage; or "
+                f"collect FOLDER; got {' '.join(opts.steps)}")
     if not (opts.budget > 0 and math.isfinite(opts.budget)):
         p.error(f"--budget must be a positive number of seconds; got {opts.budget}")
     if opts.lanes < 1:
         p.error(f"--lanes must be at least 1; got {opts.lanes}")
+    if not (opts.measure_s > 0 and math.isfinite(opts.measure_s)):
+        p.error(f"--measure_s must be a positive number of seconds; got {opts.measure_s}")
     if opts.epochs is not None and opts.epochs < 1:
         p.error(f"--epochs must be at least 1; got {opts.epochs}")
     if any(n < 1 for n in opts.sweep_runs):
@@ -679,15 +937,21 @@ def parse_args(argv=None):
 
 
 def main(argv=None):
-    """Run the steps asked for in order; the exit code is the first failing step's (prove
-    and bench 1; long 3 while runs are left), else 0."""
+    """Run the steps asked for in order; the exit code is the first failing step's (smoke,
+    prove and bench 1; long 3 while runs are left), else 0."""
     opts = parse_args(argv)
-    steps = {"prove": cmd_prove, "bench": cmd_bench, "long": cmd_long, "stage": cmd_stage,
-             "collect": cmd_collect}
+    steps = {"lease": cmd_lease, "smoke": cmd_smoke, "prove": cmd_prove, "bench": cmd_bench,
+             "long": cmd_long, "stage": cmd_stage, "collect": cmd_collect}
     if opts.steps[0] not in ("stage", "collect"):
         os.makedirs(opts.out, exist_ok=True)
-    codes = [steps[step](opts, opts.out) for step in opts.steps]
+    codes = []
+    for step in opts.steps:
+        codes.append(steps[step](opts, opts.out))
+        if codes[-1] == 1 and step in ("smoke", "prove"):
+            break  # a broken path trains nothing
     if opts.steps[0] not in ("stage", "collect"):
+        parts = pack(getattr(opts, "scratch", None), opts.out)
+        say(opts.out, f"resume points, records and the steps' logs in {', '.join(parts)}")
         for line in returnable(opts.out):
             say(opts.out, f"WARNING: the device tool will not bring back {line}")
     return next((c for c in codes if c), 0)

@@ -50,15 +50,25 @@ def test_long_call_continues_the_resume_points_and_collect_brings_the_records_ho
     out = tmp_path / "out"
     code = gpu_lease.main(["long", "--tiny", "--budget", "600", "--out", str(out),
                            "--lease_dir", str(lease), "--runs_dir", str(tmp_path / "gpu"),
-                           "--data_root", mnist_root, *folders(tmp_path)])
-    assert code == 0 and json.load(open(out / "long.json"))["exit"] == 0
-    assert f"{BASELINE}: continuing from epoch 1" in open(out / "long.log").read()
-    # what the device tool brings back: at most 8 files, none more than 2 folders down
+                           "--data_root", mnist_root, "--layouts", "1x2", "2x1",
+                           "--measure_s", "8", *folders(tmp_path)])
+    record = json.load(open(out / "long.json"))
+    assert code == 0 and record["exit"] == 0
+    # each candidate layout trained the plan while timed; the fastest trained the rest
+    assert [f["layout"] for f in record["layouts"]] == ["1x2", "2x1"]
+    assert all(f["runs_trained"] >= 1 and f["lnl_epochs_per_min"] > 0 for f in record["layouts"])
+    best = max(record["layouts"], key=lambda f: f["lnl_epochs_per_min"])["layout"]
+    assert record["chosen"] == best
+    # what the device tool brings back: at most 8 files, none more than 2 folders down (the
+    # steps' logs travel inside the archive)
     assert gpu_lease.returnable(out) == [] and not (out / "in_progress").exists()
-    assert (out / "long_runs.tar.gz.00").is_file()
+    assert (out / "long_runs.tar.gz.00").is_file() and not (out / "long.log").exists()
     gpu_lease.main(["collect", str(out), "--tiny", "--allow_cpu", "--epochs", "2",
                     "--records_dir", str(tmp_path / "rec"), *folders(tmp_path)])
-    for run in ("baseline", "lnl", "blindeye"):
+    logs = [p for p in os.listdir(tmp_path / "rec") if p.endswith("_logs")]
+    long_log = open(tmp_path / "rec" / logs[0] / "long.log").read()
+    assert f"{BASELINE}: continuing from epoch 1" in long_log
+    for run in ("baseline", "lnl", "blindeye", "gray"):
         record = json.load(open(tmp_path / "ledger" / f"cmnist_var0.020_seed0_{run}" /
                                 "results.json"))
         assert record["epochs"] == 2 and 0 <= record["test_acc"] <= 1
@@ -182,3 +192,39 @@ def test_bad_arguments_exit_2_not_3(argv, capsys):
     with pytest.raises(SystemExit) as exc:
         gpu_lease.parse_args(argv)
     assert exc.value.code == 2 and "error" in capsys.readouterr().err
+
+
+def test_the_full_prove_runs_only_when_the_training_code_changed(tmp_path, capsys):
+    """A passing prove record names the training code's sha256: the next lease skips the
+    prove while the code is the same, runs it once the code changed or the prove failed."""
+    records = tmp_path / "records"
+    records.mkdir()
+    opts = gpu_lease.parse_args(["lease", "--out", str(tmp_path / "out"), "--records_dir",
+                                 str(records), "--lease_dir", str(tmp_path / "lease")])
+    (tmp_path / "out").mkdir()
+    digest = gpu_lease.code_digest()
+    assert gpu_lease.prove_needed(opts, str(tmp_path / "out"))  # no record yet
+    (records / "20261201_000000_prove.json").write_text(json.dumps(
+        {"failed": ["lnl/auto"], "code_sha256": digest, "commit": "a" * 40}))
+    assert gpu_lease.prove_needed(opts, str(tmp_path / "out"))  # it failed
+    (records / "20261202_000000_prove.json").write_text(json.dumps(
+        {"failed": [], "code_sha256": "0" * 64, "commit": "b" * 40}))
+    assert gpu_lease.prove_needed(opts, str(tmp_path / "out"))  # other code
+    (records / "20261203_000000_prove.json").write_text(json.dumps(
+        {"failed": [], "code_sha256": digest, "commit": "c" * 40}))
+    assert not gpu_lease.prove_needed(opts, str(tmp_path / "out"))
+    assert "skipped" in capsys.readouterr().out and "cccccccc" in open(
+        tmp_path / "out" / "lease.log").read()
+    opts.prove = "always"
+    assert gpu_lease.prove_needed(opts, str(tmp_path / "out"))
+
+
+def test_the_smoke_says_what_it_could_check(tmp_path):
+    """On the CPU (a rehearsal) the recorded-step tests skip and the smoke says so; without
+    --tiny a smoke with no CUDA fails, so nothing trains on the wrong device."""
+    for flags, code in ((["--tiny"], 0), ([], 1)):
+        out = tmp_path / f"out{len(flags)}"
+        assert gpu_lease.main(["smoke", "--out", str(out), *flags]) == code
+        record = json.load(open(out / "smoke.json"))
+        assert record["passed"] is (code == 0) and record["recorded_steps_checked"] == 0
+        assert len(record["code_sha256"]) == 64
