@@ -5,7 +5,7 @@ import pickle
 
 import numpy as np
 
-from data_handler import ColorImageDataset, TripletDataset, first_n
+from data_handler import ColorImageDataset, ArrayDataset, first_n
 from utils import UserError
 
 # --------------------------------------------------------------------------- spiral signatures
@@ -41,7 +41,7 @@ def spiral_datasets(args):
                                 args.spiral_revolutions, None, rng)
     x, y, env = np.concatenate(xs), np.concatenate(ys), np.concatenate(envs)
     test_env = np.full(len(ty), args.n_envs)
-    return {"train": TripletDataset(x, y, env, env), "test": TripletDataset(tx, ty, test_env,
+    return {"train": ArrayDataset(x, y, env, env), "test": ArrayDataset(tx, ty, test_env,
                                                                             test_env)}
 
 

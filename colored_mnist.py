@@ -11,7 +11,7 @@ import zlib
 
 import numpy as np
 
-from data_handler import (IGNORE_INDEX, ColorImageDataset, TripletDataset, array_digest,
+from data_handler import (IGNORE_INDEX, ColorImageDataset, ArrayDataset, array_digest,
                           first_n)
 from safe_files import save_npz
 from utils import UserError, log
@@ -211,18 +211,35 @@ def load_or_build_cmnist(data_root_base, color_var, data_seed, output_dir="./out
     .npz (in memory only when neither cache folder can be written)."""
     name = os.path.basename(cmnist_cache_path(data_root_base, color_var, data_seed, palette,
                                               rule))
+    return cached_arrays(
+        name, data_root_base, output_dir,
+        lambda: build_colored_mnist(load_mnist(data_root_base), color_var, data_seed, palette,
+                                    rule),
+        f"Colored MNIST (sigma^2 {color_var:.3f}, data seed {data_seed}, palette {palette}, "
+        f"painted by {rule})")
+
+
+_LOADED = {}  # cache file -> its arrays, read once per process (never written to)
+
+
+def cached_arrays(name, data_root_base, output_dir, build, what):
+    """A coloured MNIST's arrays (CMNIST_KEYS) from the cache file `name` in the first cache
+    folder holding an intact copy (read_cmnist_cache: checked by its stored sha256), else
+    build() them and cache them in the first writable folder (cmnist_cache_dirs)."""
     folders = cmnist_cache_dirs(data_root_base, output_dir)
     for folder in folders:
-        data = read_cmnist_cache(os.path.join(folder, name))
+        path = os.path.abspath(os.path.join(folder, name))
+        if path in _LOADED:  # several runs of one process (a sweep) share one read
+            return _LOADED[path]
+        data = read_cmnist_cache(path)
         if data is not None:
+            _LOADED[path] = data
             return data
     target = next((f for f in folders if writable(f)), None)
-    log(f"building Colored MNIST (sigma^2 {color_var:.3f}, data seed {data_seed}, palette "
-        f"{palette}, painted by {rule}): 70,000 "
-        "images, about a minute on a CPU; "
+    log(f"building {what}: 70,000 images, about a minute on a CPU; "
         + (f"cached as {os.path.join(target, name)}" if target else
            "kept in memory (no writable cache folder)"))
-    data = build_colored_mnist(load_mnist(data_root_base), color_var, data_seed, palette, rule)
+    data = build()
     if target:
         # a private temp file + rename: runs started together may all build it, none
         # half-reads it
@@ -337,7 +354,7 @@ def build_irm_cmnist(mnist, data_seed):
     return envs, test
 
 
-class IRMDataset(TripletDataset):
+class IRMDataset(ArrayDataset):
     """b is the environment index; bias_index is the colour. --grayscale sums the two colour
     channels into one (IRM's grayscale oracle)."""
 

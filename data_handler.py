@@ -1,6 +1,8 @@
-"""The batch contract and the loader layer. Every batch is (x, y, b): input, label, and b, a
-bias target or an environment (what each dataset's b is, and its other facts, are declared in
-dataset_specs.py). The datasets themselves: colored_mnist.py (LNL's and IRM's Colored MNIST),
+"""The batch contract and the loader layer. A batch is a Batch: named tensors (FIELDS), read
+by name. Each dataset spec declares the fields its batches carry (dataset_specs.batch_fields)
+and each method the fields it reads (methods.Method.reads); a method that reads a field its
+dataset lacks is refused in one line before anything runs. The datasets themselves:
+colored_mnist.py (LNL's and IRM's Colored MNIST), lff_cmnist.py (LfF's Colored MNIST),
 andmask_datasets.py (AND-mask's spiral signatures and CIFAR-10 random labels),
 image_datasets.py (Dogs and Cats, IMDB-Face).
 """
@@ -13,8 +15,33 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from utils import UserError
 
-# b's value for "no target here" (a background pixel of a colour-bin target): the loss ignores it
+# bias's value for "no target here" (a background pixel of a colour-bin target): ignored by the loss
 IGNORE_INDEX = 255
+
+# The fields a batch may carry (issue #33), by name.
+FIELDS = {
+    "x": "the input",
+    "y": "the label",
+    "bias": "h's bias target: colour bins per stroke pixel on Colored MNIST (LNL, Kim et al. "
+            "2019, §4.1), an image attribute on Dogs and Cats and IMDB-Face",
+    "env": "an environment index per example (IRM, AND-mask, GEN-mask)",
+    "bias_label": "the image-level bias label: the digit whose colour the image wears, the "
+                  "image attribute (GroupDRO's groups and the worst-group accuracy: (y, it))",
+    "index": "the example's position in its set, the same in every epoch (LfF's per-example "
+             "loss averages, JTT's error set)",
+}
+
+
+class Batch(dict):
+    """One batch: FIELDS name -> tensor, read by name (batch["x"]). A dict, so a DataLoader
+    pins and a worker pickles it as one."""
+
+    @property
+    def size(self):
+        return len(self["y"])
+
+    def to(self, device):
+        return Batch({k: v.to(device, non_blocking=True) for k, v in self.items()})
 
 
 def array_digest(arrays):
@@ -29,15 +56,21 @@ def array_digest(arrays):
     return h.hexdigest()
 
 
-class TripletDataset(Dataset):
-    """In-memory inputs, labels, bias targets b and a per-example bias attribute (for analysis).
-    Batches are built with one tensor op (__getitems__), with no per-sample Python work."""
+class ArrayDataset(Dataset):
+    """In-memory inputs, labels, a per-example target b (h's bias target, or an environment:
+    the field named self.b, set by the dataset's spec) and the image-level bias label
+    (bias_index, also kept as a NumPy array for analysis). Batches carry x, y, b's field,
+    bias_label and index, each built with one tensor op (__getitems__), with no per-sample
+    Python work."""
 
-    def __init__(self, inputs, labels, bias_targets, bias_index):
+    def __init__(self, inputs, labels, bias_targets, bias_index, b="bias"):
         self.inputs = torch.as_tensor(np.ascontiguousarray(inputs))
         self.labels = torch.from_numpy(np.asarray(labels, dtype=np.int64))
         self.bias_targets = torch.as_tensor(np.ascontiguousarray(bias_targets))
         self.bias_index = np.asarray(bias_index, dtype=np.int64)
+        self.b = b
+        self.bias_labels = torch.from_numpy(self.bias_index.copy())
+        self.positions = torch.arange(len(self.labels))
 
     def __len__(self):
         return len(self.labels)
@@ -49,6 +82,8 @@ class TripletDataset(Dataset):
         rows = torch.as_tensor(np.asarray(idx), dtype=torch.long)
         part.inputs, part.labels = self.inputs[rows], self.labels[rows]
         part.bias_targets, part.bias_index = self.bias_targets[rows], self.bias_index[rows.numpy()]
+        part.bias_labels = torch.from_numpy(part.bias_index.copy())
+        part.positions = torch.arange(len(rows))  # its own positions: index is within a set
         return part
 
     def digest(self):
@@ -64,17 +99,18 @@ class TripletDataset(Dataset):
         return self.inputs[idx]
 
     def __getitems__(self, indices):
-        """A batch (x, y, b) for a list or tensor of indices, or a slice (views, no copy)."""
+        """The Batch for a list or tensor of indices, or a slice (views, no copy)."""
         idx = indices if isinstance(indices, slice) else torch.as_tensor(indices,
                                                                           dtype=torch.long)
         if (not isinstance(idx, slice) and len(idx) == len(self)
                 and torch.equal(idx, torch.arange(len(self), device=idx.device))):
             idx = slice(None)  # the whole set in order (full batch): views, not a copy per step
-        return self._inputs(idx), self.labels[idx], self.bias_targets[idx].long()
+        return Batch({"x": self._inputs(idx), "y": self.labels[idx],
+                      self.b: self.bias_targets[idx].long(),
+                      "bias_label": self.bias_labels[idx], "index": self.positions[idx]})
 
     def __getitem__(self, i):
-        x, y, b = self.__getitems__([i])
-        return x[0], y[0], b[0]
+        return {k: v[0] for k, v in self.__getitems__([i]).items()}
 
     def to(self, device):
         """Move every tensor the dataset holds (inputs, labels, b, normalisation) to device."""
@@ -84,12 +120,13 @@ class TripletDataset(Dataset):
         return self
 
 
-class ColorImageDataset(TripletDataset):
+class ColorImageDataset(ArrayDataset):
     """uint8 NHWC colour images, normalised per batch; --grayscale averages the channels first
     (the paper's 'Gray' oracle sees the same images without colour)."""
 
-    def __init__(self, images, labels, bias_targets, bias_index, mean, std, grayscale=False):
-        super().__init__(images, labels, bias_targets, bias_index)
+    def __init__(self, images, labels, bias_targets, bias_index, mean, std, grayscale=False,
+                 b="bias"):
+        super().__init__(images, labels, bias_targets, bias_index, b)
         self.grayscale = grayscale
         self.mean = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)

@@ -3,25 +3,30 @@ loaded, its default run name and its own flags. main.py reads these facts from h
 nowhere else; adding a dataset is a builder function and one DatasetSpec entry below (see
 docs/architecture.md, "Adding a dataset").
 
-b, the third element of every batch (x, y, b), is one of two kinds (B_KINDS):
+A batch's fields are named (data_handler.FIELDS). Every dataset's batches carry x, y and
+index; its b, the per-example target the methods learn from, is one of two kinds (B_KINDS),
+carried as the field of that name:
   "bias"         h's target: colour bins per pixel on Colored MNIST (LNL, Kim et al. 2019,
                  §4.1), an image-level attribute on Dogs and Cats and IMDB-Face (§4.2-4.3);
-  "environment"  one environment index per example (IRM, Arjovsky et al. 2019; AND-mask,
-                 Parascandolo et al. 2021; docs/references.md §2-3).
-Each method declares the kind it needs (Method.needs_b); b_mismatch names a wrong pairing
-before anything runs.
+  "env"          one environment index per example (IRM, Arjovsky et al. 2019; AND-mask,
+                 Parascandolo et al. 2021; docs/references.md §2-3);
+and a dataset with a bias attribute (bias_attribute) carries it as bias_label. Each method
+declares the fields it reads (Method.reads); missing_fields names what a method would read
+that the dataset lacks, before anything runs.
 """
 import os
 from dataclasses import dataclass, field
 from typing import Callable
 
 from andmask_datasets import cifar_random_labels_datasets, spiral_datasets
+from data_handler import FIELDS
 from colored_mnist import PALETTES, colored_mnist_datasets, irm_cmnist_datasets
 from image_datasets import AGE_EDGES, IMDB_TASKS, dogs_cats_datasets, imdb_face_datasets
+from lff_cmnist import LFF_PALETTE, SEVERITY_STD, lff_cmnist_datasets
 from options import DRIVES, Option
 from utils import UserError
 
-B_KINDS = ("bias", "environment")
+B_KINDS = ("bias", "env")
 
 
 def resolve(value, args):
@@ -33,11 +38,11 @@ def resolve(value, args):
 class DatasetSpec:
     name: str
     build: Callable           # args -> {"train": ..., "test": ..., other evaluation sets}
-    b: object                 # "bias" or "environment" (or args -> one of them)
+    b: object                 # "bias" or "env" (or args -> one of them): its b's field
     classes: object           # --num_main_classes unless given: g's outputs (1 = one logit)
     bias_classes: object = 8  # --num_bias_classes unless given: h's classes per head
     options: tuple = ()       # its own flags (options.Option), shown as its --help group
-    b_flags: dict = field(default_factory=dict)  # b kind -> the flag that gives it
+    b_flags: dict = field(default_factory=dict)  # field -> the flag that makes b that field
     bias_splits: tuple = ()   # values of --bias_split; the first is the default
     run_name: Callable = None  # args -> the middle of the default --experiment_name
     balanced_envs: bool = False  # training batches hold --batch_size of every environment
@@ -84,21 +89,35 @@ def register_dataset(spec):
 
 
 def build_datasets(args):
-    """{"train": ..., "test": ..., and any extra named evaluation sets} for --dataset_name."""
+    """{"train": ..., "test": ..., and any extra named evaluation sets} for --dataset_name,
+    their batches' b carried under the field the spec declares (bias or env)."""
     if args.dataset_name not in DATASETS:
         raise UserError(f"unknown dataset '{args.dataset_name}'; known: {', '.join(DATASETS)}.")
-    return DATASETS[args.dataset_name].build(args)
+    spec = DATASETS[args.dataset_name]
+    sets = spec.build(args)
+    for ds in sets.values():
+        ds.b = spec.b_kind(args)
+    return sets
 
 
-def b_mismatch(spec, method, args):
-    """One line when the method needs another kind of b than the dataset's, else None."""
-    kind, needs = spec.b_kind(args), method.needs_b
-    if not needs or needs == kind:
+def batch_fields(spec, args):
+    """The fields the dataset's batches carry under these arguments (data_handler.FIELDS)."""
+    return ("x", "y", spec.b_kind(args)) + (("bias_label",) if spec.bias_attribute else ()) + (
+        "index",)
+
+
+def missing_fields(spec, method, args):
+    """One line when the method reads a field the dataset's batches lack, else None."""
+    fields = batch_fields(spec, args)
+    missing = [f for f in method.reads if f not in fields]
+    if not missing:
         return None
-    hint = (f" (on {spec.name} pass {spec.b_flags[needs]}, or use a preset: configs/)"
-            if needs in spec.b_flags else "; see configs/ for each benchmark's preset")
-    return (f"--method {args.method} needs b to be {'an' if needs[0] == 'e' else 'a'} {needs} "
-            f"label, but {spec.name}'s b is its {kind}{hint}")
+    hint = next((f" (on {spec.name} pass {spec.b_flags[f]}, or use a preset: configs/)"
+                 for f in missing if f in spec.b_flags),
+                "; see configs/ for each benchmark's preset")
+    what = "; ".join(f"'{f}' ({FIELDS[f]})" for f in missing)
+    return (f"--method {args.method} reads the batch field {what}, which {spec.name}'s batches "
+            f"do not carry (they carry {', '.join(fields)}){hint}")
 
 
 def all_options():
@@ -109,8 +128,8 @@ def all_options():
 # --------------------------------------------------------------------------- the datasets
 register_dataset(DatasetSpec(
     "ColoredMNIST", colored_mnist_datasets,
-    b=lambda args: "environment" if args.env_from_bias else "bias",
-    b_flags={"environment": "--env_from_bias"},
+    b=lambda args: "env" if args.env_from_bias else "bias",
+    b_flags={"env": "--env_from_bias"},
     classes=10, bias_classes=8,  # digits; 8 bins per colour channel of h's per-pixel target
     run_name=lambda args: f"var{args.color_var:.3f}",
     title="Colored MNIST (test accuracy)", pivot="color_var",
@@ -131,7 +150,25 @@ register_dataset(DatasetSpec(
                "so environment methods (irm, andmask, genmask) group each batch by colour"))))
 
 register_dataset(DatasetSpec(
-    "IRMColoredMNIST", irm_cmnist_datasets, b="environment",
+    "LfFColoredMNIST", lff_cmnist_datasets, b="bias",  # b: the image-level colour (h's target)
+    classes=10, bias_classes=10,
+    run_name=lambda args: f"LfF{args.lff_conflict_ratio:g}",
+    title="LfF's Colored MNIST (test accuracy)", pivot="lff_conflict_ratio",
+    report=("test_acc", "test_acc_conflicting", "test_worst_group_acc"),
+    describe=lambda args: f"{args.lff_conflict_ratio:.1%} conflicting",
+    bias_colours=lambda args: LFF_PALETTE,
+    options=(
+        Option("lff_conflict_ratio", 0.01, "LfFColoredMNIST: share of training images whose "
+               "colour is another digit's (the paper's 0.005, 0.01, 0.02, 0.05)",
+               range="[0, 0.9]"),
+        Option("lff_severity", 4, "LfFColoredMNIST: colour noise std 0.05, 0.02, 0.01, 0.005, "
+               "0.002 for severity 1..5 (the authors' runs: 4)", choices=tuple(SEVERITY_STD)),
+        Option("lff_input_scale", "authors", "LfFColoredMNIST: authors: x / 255 / 255 (their "
+               "MLP divides the [0, 1] input by 255 again); unit: x / 255",
+               choices=("authors", "unit")))))
+
+register_dataset(DatasetSpec(
+    "IRMColoredMNIST", irm_cmnist_datasets, b="env",
     title="IRM Colored MNIST", report=("train_acc", "test_acc"),
     classes=1))  # label = digit < 5: one logit
 
@@ -143,13 +180,13 @@ SPIRAL_OPTIONS = (
     Option("spiral_revolutions", 3, "SpiralSignatures", range="> 0"),
     Option("spiral_test_examples", 2000, "SpiralSignatures", range="> 0"))
 register_dataset(DatasetSpec(
-    "SpiralSignatures", spiral_datasets, b="environment", classes=1,  # the arm: one logit
+    "SpiralSignatures", spiral_datasets, b="env", classes=1,  # the arm: one logit
     balanced_envs=True, options=SPIRAL_OPTIONS, bias_attribute=False,
     title="AND-mask synthetic memorisation (spiral + signatures)",
     report=("train_acc", "test_acc")))
 
 register_dataset(DatasetSpec(
-    "CIFAR10RandomLabels", cifar_random_labels_datasets, b="environment",  # each example its own
+    "CIFAR10RandomLabels", cifar_random_labels_datasets, b="env",  # each example its own
     classes=10, title="CIFAR-10 with random labels", bias_attribute=False,
     report=("train_acc", "mislabeled_acc", "test_acc"),
     options=(Option("random_labels_fraction", 0.0, "CIFAR10RandomLabels: fraction of training "

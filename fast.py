@@ -16,7 +16,7 @@ import time
 import torch
 from torch.utils.data import SequentialSampler
 
-from data_handler import TripletDataset
+from data_handler import ArrayDataset, Batch
 
 
 class ResidentLoader:
@@ -46,7 +46,7 @@ class ResidentLoader:
 def resident(loader, device):
     """The DataLoader's batches served from the device when its dataset is in memory (a
     ResidentLoader); a file-backed dataset keeps its DataLoader."""
-    if not isinstance(loader.dataset, TripletDataset):
+    if not isinstance(loader.dataset, ArrayDataset):
         return loader
     sampler = None if isinstance(loader.sampler, SequentialSampler) else loader.sampler
     return ResidentLoader(loader.dataset, loader.batch_size, sampler, device, loader.drop_last)
@@ -103,27 +103,27 @@ class CapturedStep:
 
     def _key(self, batch):
         lrs = tuple(g["lr"] for o in self.raw.values() for g in o.param_groups)
-        return tuple((t.shape, t.dtype) for t in batch), lrs
+        return tuple((k, t.shape, t.dtype) for k, t in batch.items()), lrs
 
     def __call__(self, batch):
         key = self._key(batch)
         if key == self.key:
-            for static, t in zip(self.inputs, batch):
-                static.copy_(t)
+            for name, t in batch.items():
+                self.inputs[name].copy_(t)
             self.replay()
             self.replays += 1
             return self.outputs
         if (self.failed or self.eager_steps < self.warmup
-                or batch[0].shape[0] != self.batch_size):
+                or batch.size != self.batch_size):
             return self._eager(batch)
         return self._capture(batch, key)
 
     def _eager(self, batch, optimizers=None, count=True):
         optimizers = optimizers or self.optimizers
-        if not batch[0].is_cuda:
+        if not batch["x"].is_cuda:
             out = self.method.update(batch, optimizers)
         else:
-            self.stream = self.stream or torch.cuda.Stream(batch[0].device)
+            self.stream = self.stream or torch.cuda.Stream(batch["x"].device)
             self.stream.wait_stream(torch.cuda.current_stream())
             with torch.cuda.stream(self.stream):
                 out = self.method.update(batch, optimizers)
@@ -149,13 +149,13 @@ class CapturedStep:
         expected_out = clone(self._eager(batch, self.raw, count=False))
         expected = self._state()
         restore(self._tensors(), before)
-        sync(batch[0])
+        sync(batch["x"])
         extra = time.perf_counter() - started
         # the static inputs hold other values while recording (images negated, labels rolled
         # one place, all still valid), so a replay that kept reading recording-time data (a
         # stale input) differs from the eager step below; a permuted batch alone would not
-        self.inputs = [0.5 - t if t.is_floating_point() else torch.roll(t, 1, 0)
-                       for t in batch]
+        self.inputs = Batch({k: 0.5 - t if t.is_floating_point() else torch.roll(t, 1, 0)
+                             for k, t in batch.items()})
         try:
             self.replay, self.outputs = self._record()
         except Exception as exc:  # a method that is not graph-safe after all, a driver limit
@@ -166,8 +166,8 @@ class CapturedStep:
                   file=sys.stderr)
             self.eager_steps += 1
             return expected_out
-        for static, t in zip(self.inputs, batch):
-            static.copy_(t)
+        for name, t in batch.items():
+            self.inputs[name].copy_(t)
         self.replay()
         check = self._check(before, expected, expected_out, extra)
         if not check["passed"]:
@@ -213,7 +213,7 @@ class CapturedStep:
         record the outcome, the largest difference relative to what it was allowed, and the check's
         own cost (the eager step, the state copies and this comparison: `extra` + its time)."""
         started = time.perf_counter()
-        sync(self.inputs[0])
+        sync(self.inputs["x"])
         got, worst = self._tensors(), (0.0, 0.0, 0.0, "(all equal)")
         for name in expected.keys() | got.keys() | expected_out.keys() | self.outputs.keys():
             is_metric = name in expected_out

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from data_handler import Batch
 from utils import BadInput, UserError, progress
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -68,6 +69,7 @@ class ImageFileDataset(Dataset):
         self.bias_targets = torch.as_tensor(np.asarray(bias, np.int64))
         self.bias_index = np.asarray(bias, np.int64)
         self.transform, self.image_size = transform, image_size
+        self.b = "bias"  # the field its b travels as (dataset_specs.build_datasets)
 
     def __len__(self):
         return len(self.paths)
@@ -103,13 +105,14 @@ class ImageFileDataset(Dataset):
                             "skip unreadable images.") from None
 
     def __getitems__(self, indices):
+        """The Batch of the images at indices (decoded and transformed here, in a worker)."""
         idx = torch.as_tensor(indices, dtype=torch.long)
         x = torch.stack([self._image(i) for i in idx.tolist()])
-        return x, self.labels[idx], self.bias_targets[idx]
+        return Batch({"x": x, "y": self.labels[idx], self.b: self.bias_targets[idx],
+                      "bias_label": self.bias_targets[idx], "index": idx})
 
     def __getitem__(self, i):
-        x, y, b = self.__getitems__([i])
-        return x[0], y[0], b[0]
+        return {k: v[0] for k, v in self.__getitems__([i]).items()}
 
 
 def readable(path):

@@ -28,7 +28,7 @@ import records
 import run_folder
 import sweep
 from data_handler import make_loader, split_validation
-from dataset_specs import DATASETS, b_mismatch, build_datasets
+from dataset_specs import DATASETS, build_datasets, missing_fields
 from lifecycle import with_values
 from methods import METHODS
 from network import NETWORKS, build_network
@@ -323,7 +323,7 @@ def validate_run(parser, args):
     if problem:
         parser.error(f"--experiment_name {args.experiment_name!r} {problem}; give a name (or "
                      "a/b path) that stays inside --output_dir")
-    mismatch = b_mismatch(DATASETS[args.dataset_name], METHODS[args.method], args)
+    mismatch = missing_fields(DATASETS[args.dataset_name], METHODS[args.method], args)
     if mismatch:
         parser.error(mismatch)
 
@@ -440,14 +440,16 @@ def build_nets(args, input_shape):
           "in_features": int(np.prod(input_shape)), "in_channels": input_shape[0],
           "hidden_dim": args.hidden_dim, "resnet_split": args.resnet_split,
           "pretrained": args.pretrained}
-    return nn.ModuleDict({role: build_network(getattr(args, f"{role}_network_name"), **kw)
-                          for role in ("f", "g", "h")})
+    # f, g, h, then the twins the method trains (LfF's f_b, g_b: built as f and g are)
+    roles = ("f", "g", "h") + tuple(METHODS[args.method].twins)
+    return nn.ModuleDict({role: build_network(getattr(args, f"{role[0]}_network_name"), **kw)
+                          for role in roles})
 
 
 def check_networks(args, nets, dataset):
     """One forward pass on two training examples: a network that cannot read the dataset's
     inputs fails here with one line, not in a convolution mid-run."""
-    x, _, _ = dataset.__getitems__(list(range(min(2, len(dataset)))))
+    x = dataset.__getitems__(list(range(min(2, len(dataset)))))["x"]
     try:
         with torch.no_grad():
             nets.eval()

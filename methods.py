@@ -1,22 +1,26 @@
 """Training methods behind one contract, found by --method in METHODS.
 
 Contract (what the Solver relies on, and all it relies on):
-  Method(nets, args)              nets: nn.ModuleDict with f, g, h
+  Method(nets, args, train_set=None)   nets: nn.ModuleDict with f, g, h (and the networks the
+                                  method declares in `twins`); train_set: the training set
+                                  (its size and labels; JTT evaluates it)
   param_groups() -> {name: [params]}   the Solver builds one optimizer + schedule per name
-  update(batch, optimizers) -> {metric: 0-dim tensor}   one training step on batch = (x, y, b);
+  update(batch, optimizers) -> {metric: 0-dim tensor}   one training step on a Batch, whose
+                                  fields (data_handler.FIELDS) it reads by name;
                                   metrics stay on the device (no host sync inside a step)
   predict(x) -> class logits (one logit column = a binary task)
-  state_dict() / load_state_dict(d)    the method's own counters, saved in checkpoints
+  state_dict() / load_state_dict(d)    the method's own state, saved in checkpoints
 
-Environment methods (IRM, AND-mask, GEN-mask) declare needs_b = "environment": b is then one
-environment index per example (the dataset spec declares that its b is one; main.py refuses
-the pairing otherwise): the environment for IRMColoredMNIST and SpiralSignatures, the example
-for CIFAR10RandomLabels, the colour with --env_from_bias. Full-batch training is
---batch_size 0; optimizers are --optimizer {sgd,adam}. Neither needs a method-specific hook.
+Each method declares the batch fields it reads (`reads`): "bias" (h's target), "env" (an
+environment index per example: the environment for IRMColoredMNIST and SpiralSignatures, the
+example for CIFAR10RandomLabels, the colour with --env_from_bias), "bias_label" (the image-level
+bias label), "index" (the example's position). main.py refuses a method that reads a field its
+dataset's batches lack. Full-batch training is --batch_size 0; optimizers are
+--optimizer {sgd,adam}. Neither needs a method-specific hook.
 
 To add a method: subclass Method, implement update(), declare its flags in `options`
 (options.Option: name, default, help, valid range; main.py makes them an argument group and
-checks the ranges) and the kind of b it reads in `needs_b`, decorate with @register("name").
+checks the ranges) and the fields it reads in `reads`, decorate with @register("name").
 A method whose update has fixed shapes and no host synchronisation sets graph_safe = True: on
 CUDA the Solver then records its step once as a CUDA graph and replays it (--fast auto).
 """
@@ -104,15 +108,17 @@ class Method:
     needs_bias_head = False  # True: h must be a real network (--h_network_name not 'none')
     graph_safe = False       # True: update() can be recorded as one CUDA graph
     supports_ddp = True      # False: the update needs the whole batch's environments at once
-    needs_b = None           # what b must be: None (unused), "bias" (h's target) or
-                             # "environment" (one index per example); checked against the
-                             # dataset spec's b before anything runs (dataset_specs.py)
+    reads = ("x", "y")       # the batch fields update() reads (data_handler.FIELDS); checked
+    #                          against the dataset spec's before anything runs
+    twins = ()               # more networks it trains, each built as its namesake is:
+    #                          ("f_b", "g_b") are copies of f and g's architecture, checkpointed
+    #                          and resumed with them
     options = ()             # the method's own flags (options.Option), read as self.args.<name>
     label = None             # its name in tables and figures (the papers'); None: its key
     variants = ()            # (key, label, test(config)): a setting of its flags that the
                              # papers name as a method of its own (ERM = IRM without penalty)
 
-    def __init__(self, nets, args):
+    def __init__(self, nets, args, train_set=None):
         self.nets, self.args = nets, args
 
     def param_groups(self):
@@ -140,7 +146,7 @@ class Baseline(Method):
     graph_safe = True
 
     def update(self, batch, optimizers):
-        x, y, _ = batch
+        x, y = batch["x"], batch["y"]
         zero_all(optimizers)
         logits = self.predict(x)
         loss = task_loss(logits, y)
@@ -155,7 +161,7 @@ class _BiasHeadMethod(Method):
 
     needs_bias_head = True
     graph_safe = True
-    needs_b = "bias"
+    reads = ("x", "y", "bias")
 
     def param_groups(self):
         return {**super().param_groups(), "bias": list(self.nets["h"].parameters())}
@@ -196,7 +202,7 @@ class LearningNotToLearn(_BiasHeadMethod):
                Option("mu_grl", 0.1, "gradient reversal scale", range=">= 0"))
 
     def update(self, batch, optimizers):
-        x, y, b = batch
+        x, y, b = batch["x"], batch["y"], batch["bias"]
         _, logits, loss_cls, neg_ent = self.label_step(x, y, optimizers, negative_entropy,
                                                        self.args.lambda_entropy)
         reversed_feat = grad_reverse(self.nets["f"](x), self.args.mu_grl)  # a fresh f(x)
@@ -224,7 +230,7 @@ class BlindEye(_BiasHeadMethod):
                       "loss", range=">= 0"),)
 
     def update(self, batch, optimizers):
-        x, y, b = batch
+        x, y, b = batch["x"], batch["y"], batch["bias"]
         feat, logits, loss_cls, confusion = self.label_step(
             x, y, optimizers, lambda out: confusion_loss(out, b), self.args.blindeye_alpha)
         return {"loss_cls": loss_cls.detach(), "confusion": confusion.detach(),
@@ -257,7 +263,7 @@ class IRM(Method):
     variants = (("erm", "ERM", lambda c: c.get("irm_penalty_weight") == 0),)
 
     supports_ddp = False
-    needs_b = "environment"
+    reads = ("x", "y", "env")
     options = (Option("irm_penalty_weight", 91257.18613115903, "IRM: penalty weight after "
                       "annealing (0 = the ERM run)", range=">= 0"),
                Option("irm_anneal_iters", 190, "IRM: steps with penalty weight 1 before "
@@ -265,15 +271,14 @@ class IRM(Method):
                Option("irm_l2", 0.00110794568, "IRM: weight of sum ||w||^2 in the loss",
                       range=">= 0"))
 
-    def __init__(self, nets, args):
+    def __init__(self, nets, args, train_set=None):
         super().__init__(nets, args)
         self.step = 0
 
     def update(self, batch, optimizers):
-        x, y, b = batch
+        x, y, env = batch["x"], batch["y"], batch["env"]
         zero_all(optimizers)
         logits = self.predict(x)
-        env = b  # an environment index per example (needs_b, checked against the spec)
         risks, penalties = [], []
         for e in torch.unique(env):
             sel = env == e
@@ -320,11 +325,10 @@ def and_mask_combine(env_grads, tau, variant="and", rescale=False):
     return out
 
 
-def per_env_gradients(method, x, y, b):
+def per_env_gradients(method, x, y, env):
     """Per environment: a forward and backward pass on its own examples (so each backward
     touches only its share of the batch). Returns the logits in batch order, the mean loss
     over environments, the parameters and, per parameter, the stacked gradients (E, *shape)."""
-    env = b
     params = [p for p in method.param_groups()["main"] if p.requires_grad]
     logits, losses, grads = None, [], [[] for _ in params]
     for e in torch.unique(env):
@@ -345,21 +349,22 @@ class _GradientMaskMethod(Method):
     tensor by combine(), written to .grad; the optimizer then adds weight decay and steps."""
 
     supports_ddp = False
-    needs_b = "environment"
+    reads = ("x", "y", "env")
 
     def combine(self, env_grads):
         raise NotImplementedError
 
     def update(self, batch, optimizers):
         zero_all(optimizers)
-        logits, loss, params, grads = per_env_gradients(self, *batch)
+        logits, loss, params, grads = per_env_gradients(self, batch["x"], batch["y"],
+                                                        batch["env"])
         kept = []
         for p, g in zip(params, grads):
             p.grad = self.combine(g)
             kept.append((p.grad != 0).float().mean())
         optimizers["main"].step()
         return {"loss_cls": loss.detach(), "kept_fraction": torch.stack(kept).mean(),
-                "train_acc": task_accuracy(logits, batch[1])}
+                "train_acc": task_accuracy(logits, batch["y"])}
 
 
 @register("andmask")
@@ -421,3 +426,216 @@ class GENMask(_GradientMaskMethod):
     def combine(self, env_grads):
         p = gen_mask_weights(env_grads, self.args.genmask_bound)
         return torch.tensordot(p, env_grads, dims=1)
+
+
+# --------------------------------------------------------------------------- after LNL
+def per_example_ce(logits, y):
+    return F.cross_entropy(logits, y, reduction="none")
+
+
+def gce_loss(logits, y, q, rule="authors"):
+    """LfF's generalized cross-entropy per example, as a cross-entropy weighted by the detached
+    p_y^q: its gradient is p_y^q times CE's, the gradient of (1 - p_y^q) / q (Zhang & Sabuncu
+    2018). rule "authors" adds their code's further factor q (alinlab/LfF module/loss.py:
+    gradient q p_y^q times CE's); "paper" leaves it out."""
+    p_y = torch.softmax(logits, dim=1).gather(1, y[:, None]).squeeze(1).detach()
+    weight = p_y ** q * (q if rule == "authors" else 1.0)
+    return per_example_ce(logits, y) * weight
+
+
+@register("lff")
+class LearningFromFailure(Method):
+    """Learning from Failure (Nam et al., NeurIPS 2020; alinlab/LfF train.py): a biased twin
+    (f_b, g_b) trains on the generalized cross-entropy (gce_loss), which amplifies what is easy
+    (the bias); per training example an exponential moving average of each model's
+    cross-entropy (--lff_ema; the first value taken whole), divided by the largest average of
+    its class, gives w = ema_biased / (ema_biased + ema_debiased); the debiased f, g train on
+    the mean of w x CE. Both step on one backward pass of the sum. Reads the example index."""
+
+    label = "LfF"
+    reads = ("x", "y", "index")
+    twins = ("f_b", "g_b")
+    options = (Option("lff_q", 0.7, "LfF: the GCE's q", range="(0, 1]"),
+               Option("lff_ema", 0.7, "LfF: weight of the old value in the per-example loss "
+                      "average", range="[0, 1)"),
+               Option("lff_gce", "authors", "LfF: authors: the GCE gradient times q, as their "
+                      "code; paper: without q", choices=("authors", "paper")))
+
+    def __init__(self, nets, args, train_set=None):
+        super().__init__(nets, args)
+        self.labels = train_set.labels if train_set is not None else None
+        self.ema = None  # (2, N): the biased and the debiased model's averages
+        self.seen = None  # (2, N): whether an example's average holds a value yet
+
+    def param_groups(self):
+        return {**super().param_groups(),
+                "biased": list(self.nets["f_b"].parameters()) + list(
+                    self.nets["g_b"].parameters())}
+
+    def _averages(self, device):
+        if self.ema is None:
+            self.ema = torch.zeros(2, len(self.labels), device=device)
+            self.seen = torch.zeros(2, len(self.labels), device=device)
+        self.labels = self.labels.to(device)
+        self.ema, self.seen = self.ema.to(device), self.seen.to(device)
+
+    def weights(self, losses, index, y):
+        """Update the averages of the examples at index with their losses (2, B) and return
+        w for each (LfF's re-weighting), normalised per class by the largest average."""
+        a = self.args.lff_ema
+        old, seen = self.ema[:, index], self.seen[:, index]
+        self.ema[:, index] = a * old + (1 - a * seen) * losses
+        self.seen[:, index] = 1.0
+        largest = torch.zeros(2, self.args.num_main_classes, device=losses.device).scatter_reduce_(
+            1, self.labels.expand(2, -1), self.ema, "amax", include_self=False)
+        norm = self.ema[:, index] / largest[:, y]
+        return norm[0] / (norm[0] + norm[1] + 1e-8)
+
+    def update(self, batch, optimizers):
+        x, y, index = batch["x"], batch["y"], batch["index"]
+        self._averages(x.device)
+        zero_all(optimizers)
+        logits_b = self.nets["g_b"](self.nets["f_b"](x))
+        logits_d = self.predict(x)
+        ce_b, ce_d = per_example_ce(logits_b, y), per_example_ce(logits_d, y)
+        w = self.weights(torch.stack([ce_b.detach(), ce_d.detach()]), index, y)
+        loss_b = gce_loss(logits_b, y, self.args.lff_q, self.args.lff_gce).mean()
+        loss_d = (ce_d * w).mean()
+        (loss_b + loss_d).backward()
+        optimizers["biased"].step()
+        optimizers["main"].step()
+        return {"loss_cls": ce_d.detach().mean(), "loss_biased": ce_b.detach().mean(),
+                "lff_weight": w.mean(), "train_acc": task_accuracy(logits_d, y),
+                "train_acc_biased": task_accuracy(logits_b, y)}
+
+    def state_dict(self):
+        return {} if self.ema is None else {"ema": self.ema.cpu(), "seen": self.seen.cpu()}
+
+    def load_state_dict(self, state):
+        self.ema, self.seen = state.get("ema"), state.get("seen")
+
+
+@register("groupdro")
+class GroupDRO(Method):
+    """Group DRO (Sagawa et al., ICLR 2020; kohpangwei/group_DRO loss.py, without its
+    generalization adjustment): groups are (label, image-level bias label); per step each
+    group's mean loss l_g in the batch (0 for a group absent from it), the group weights
+    q_g <- q_g exp(eta l_g) renormalised, and the loss sum_g q_g l_g with the new q."""
+
+    label = "GroupDRO"
+    reads = ("x", "y", "bias_label")
+    options = (Option("groupdro_eta", 0.01, "GroupDRO: step size of the group weights",
+                      range=">= 0"),)
+
+    def __init__(self, nets, args, train_set=None):
+        super().__init__(nets, args)
+        # the bias label's values: a colour's digit on both Colored MNISTs (h's classes on
+        # LNL's are colour bins, not these), an attribute on the real-image sets
+        self.bias_values = (int(train_set.bias_index.max()) + 1 if train_set is not None
+                            else args.num_bias_classes)
+        self.groups = args.num_main_classes * self.bias_values
+        self.q = torch.full((self.groups,), 1.0 / self.groups)
+
+    def update(self, batch, optimizers):
+        x, y, b = batch["x"], batch["y"], batch["bias_label"]
+        zero_all(optimizers)
+        logits = self.predict(x)
+        losses = per_example_ce(logits, y)
+        group = y * self.bias_values + b
+        counts = torch.bincount(group, minlength=self.groups).to(losses.dtype)
+        sums = torch.zeros(self.groups, device=x.device, dtype=losses.dtype).index_add_(
+            0, group, losses)
+        group_loss = sums / counts.clamp(min=1)
+        self.q = self.q.to(x.device) * torch.exp(self.args.groupdro_eta * group_loss.detach())
+        self.q = self.q / self.q.sum()
+        loss = group_loss @ self.q
+        loss.backward()
+        optimizers["main"].step()
+        return {"loss_cls": losses.detach().mean(), "loss_robust": loss.detach(),
+                "largest_group_weight": self.q.max(), "train_acc": task_accuracy(logits, y)}
+
+    def state_dict(self):
+        return {"q": self.q.cpu()}
+
+    def load_state_dict(self, state):
+        if "q" in state:
+            self.q = state["q"]
+
+
+@register("jtt")
+class JustTrainTwice(Method):
+    """Just Train Twice (Liu et al., ICML 2021): plain ERM for the first --jtt_first_epochs
+    epochs (T); then the training examples that model gets wrong form the error set, f and g
+    start again from the run's initial weights (the seed's: a fresh model) with a fresh optimizer
+    state, and train on the cross-entropy with error-set examples weighted --jtt_up times,
+    normalised by the weights' sum. Where we knowingly differ: the authors upsample the error
+    set (copies in the epoch); weighting gives the same expected gradient with the same number
+    of steps per epoch (docs/references.md §5). Reads the example index."""
+
+    label = "JTT"
+    reads = ("x", "y", "index")
+    options = (Option("jtt_first_epochs", 50, "JTT: epochs the first (ERM) model trains, T "
+                      "(SubpopBench: half the training; half of LfF's 100 epochs)",
+                      range="> 0"),
+               Option("jtt_up", 10.0, "JTT: weight of an error-set example (lambda_up)",
+                      range=">= 1"))
+
+    def __init__(self, nets, args, train_set=None):
+        super().__init__(nets, args)
+        self.train_set = train_set
+        # the seed's initial weights: the second model starts from them (not checkpointed: a
+        # resumed run builds its networks from the same seed first)
+        self.initial = {k: {n: t.detach().clone() for n, t in nets[k].state_dict().items()}
+                        for k in ("f", "g")}
+        self.examples_seen, self.errors, self.share = 0, None, torch.zeros(())
+        size = len(train_set) if train_set is not None else 0
+        self.switch_at = args.jtt_first_epochs * size
+
+    @torch.no_grad()
+    def error_set(self, device):
+        """Whether the first model misclassifies each training example (eval mode, in order)."""
+        self.nets.eval()
+        wrong = torch.zeros(len(self.train_set), dtype=torch.bool, device=device)
+        for start in range(0, len(self.train_set), 1000):
+            batch = self.train_set.__getitems__(slice(start, start + 1000))
+            x, y = batch["x"].to(device), batch["y"].to(device)
+            wrong[start:start + len(y)] = self.predict(x).argmax(1) != y
+        self.nets.train()
+        return wrong
+
+    def second_model(self, optimizers, device):
+        """The error set, then f and g back to their initial weights, optimizer state cleared."""
+        self.errors = self.error_set(device)
+        self.share = self.errors.float().mean()
+        for k, state in self.initial.items():
+            self.nets[k].load_state_dict(state)
+        optimizers["main"].state.clear()
+
+    def update(self, batch, optimizers):
+        x, y, index = batch["x"], batch["y"], batch["index"]
+        if self.errors is None and self.examples_seen >= self.switch_at:
+            self.second_model({k: getattr(o, "optimizer", o) for k, o in optimizers.items()},
+                              x.device)
+        zero_all(optimizers)
+        logits = self.predict(x)
+        losses = per_example_ce(logits, y)
+        if self.errors is None:
+            loss = losses.mean()
+        else:
+            w = 1.0 + (self.args.jtt_up - 1.0) * self.errors.to(x.device)[index].float()
+            loss = (w * losses).sum() / w.sum()
+        loss.backward()
+        optimizers["main"].step()
+        self.examples_seen += len(y)
+        return {"loss_cls": losses.detach().mean(), "train_acc": task_accuracy(logits, y),
+                "error_set_share": self.share.to(x.device)}
+
+    def state_dict(self):
+        return {"examples_seen": self.examples_seen,
+                "errors": None if self.errors is None else self.errors.cpu()}
+
+    def load_state_dict(self, state):
+        self.examples_seen = state.get("examples_seen", 0)
+        self.errors = state.get("errors")
+        if self.errors is not None:
+            self.share = self.errors.float().mean()

@@ -268,3 +268,35 @@ class ImageBiasHead(nn.Module):
 def resnet18_h(resnet_split=3, num_bias_classes=2, **_):
     _check_split(resnet_split)
     return ImageBiasHead(RESNET18_WIDTHS[resnet_split], num_bias_classes)
+
+
+@register("lff_mlp_f")
+def lff_mlp_f(in_features=3 * 28 * 28, **_):
+    """LfF's Colored-MNIST MLP without its classifier (Nam et al. 2020; alinlab/LfF
+    module/mlp.py): three hidden layers of 100 with ReLU, PyTorch's default initialisation.
+    (Their input scaling is the dataset's: --lff_input_scale.)"""
+    return _mlp([in_features, 100, 100, 100], nn.ReLU)
+
+
+@register("lff_mlp_g")
+def lff_mlp_g(num_main_classes=10, **_):
+    return nn.Linear(100, num_main_classes)
+
+
+class FeatureBiasHead(nn.Module):
+    """An image-level bias head on a feature vector: a hidden layer of 100 with ReLU, then the
+    bias classes as one head (N, 1, classes): LNL's and BlindEye's h on LfF's MLP (the LNL
+    authors define h only for their convolutional f; this one is ours)."""
+
+    def __init__(self, in_features, num_bias_classes, hidden=100):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(in_features, hidden), nn.ReLU(),
+                                 nn.Linear(hidden, num_bias_classes))
+
+    def forward(self, feat):
+        return self.net(feat).unsqueeze(1)
+
+
+@register("lff_mlp_h")
+def lff_mlp_h(num_bias_classes=10, **_):
+    return FeatureBiasHead(100, num_bias_classes)

@@ -44,8 +44,8 @@ def train_head(f, h, loader, device, epochs, lr):
         loader.sampler.set_epoch(epoch)
         loader.sampler.set_start(0)
         total, count = 0.0, 0
-        for x, _, b in progress(loader, desc=f"probe epoch {epoch + 1}/{epochs}"):
-            x, b = x.to(device), b.to(device)
+        for batch in progress(loader, desc=f"probe epoch {epoch + 1}/{epochs}"):
+            x, b = batch["x"].to(device), batch["bias"].to(device)
             loss = bias_cross_entropy(h(features(f, x)), b)
             opt.zero_grad()
             loss.backward()
@@ -62,8 +62,8 @@ def bias_scores(f, h, loader, device):
     h.eval()
     hits = valid_total = 0
     counts = None  # per head, per class: how often the target takes it
-    for x, _, b in loader:
-        x, target = x.to(device), as_heads(b.to(device).long())
+    for batch in loader:
+        x, target = batch["x"].to(device), as_heads(batch["bias"].to(device).long())
         logits = h(features(f, x))
         valid = target != IGNORE_INDEX
         hits += int(((logits.argmax(dim=2) == target) & valid).sum())

@@ -171,6 +171,20 @@ def bias_cells(labels, bias):
     return {"codes": np.array(sorted(cells), np.int64), "top": top}
 
 
+def worst_group_accuracy(labels, preds, bias):
+    """The lowest accuracy over the (label, bias label) groups that hold examples: the metric
+    GroupDRO (Sagawa et al., ICLR 2020) and JTT (Liu et al., ICML 2021) are judged by. None
+    without examples."""
+    labels, preds = np.asarray(labels, np.int64), np.asarray(preds, np.int64)
+    bias = np.asarray(bias, np.int64)[:len(labels)]
+    if not len(labels):
+        return None
+    groups = labels * (int(bias.max(initial=0)) + 1) + bias
+    _, group, counts = np.unique(groups, return_inverse=True, return_counts=True)
+    hits = np.bincount(group, weights=(preds == labels).astype(np.float64))
+    return float((hits / counts).min())
+
+
 def aligned_accuracies(cells, labels, preds, bias):
     """{test_acc_aligned, test_acc_conflicting}: accuracy on the test examples whose
     (label, bias) is a cell the training correlation favours (bias_cells), and on the rest.

@@ -343,9 +343,9 @@ class RunFolder:
             return "test/acc"
         if key.startswith("test_acc_"):  # aligned, conflicting
             return f"test/acc_{key[len('test_acc_'):]}"
-        if key == "bias_agreement":
-            return "test/bias_agreement"
-        if key.endswith("_acc") and key[:-4] in self.eval_sets:
+        if key in ("bias_agreement", "test_worst_group_acc"):
+            return f"test/{key.replace('test_', '')}"
+        if key.endswith("_acc") and key.split("_")[0] in self.eval_sets:
             return f"test/{key}"
         return f"train/{key}"
 

@@ -147,7 +147,8 @@ class Solver:
         self.run = run
         self.data_sha256 = data_sha256  # records.data_digest of the sets the loaders serve
         self.last_eval = None  # (labels, preds, bias, n_classes) of the latest test evaluation
-        self.method = METHODS[args.method](train_nets, args)
+        train_set = train_loader.dataset if train_loader is not None else None
+        self.method = METHODS[args.method](train_nets, args, train_set=train_set)
         # evaluation reads the plain networks: no collective calls outside training steps
         self.eval_method = METHODS[args.method](self.nets, args)
         self.optimizers = {name: GuardedOptimizer(self._optimizer(params))
@@ -237,7 +238,7 @@ class Solver:
                     raise self._diverged(stats)
                 meter.skipped += 1
             else:
-                meter.add(keys, values, batch[0].shape[0])
+                meter.add(keys, values, batch.size)
             self.step_in_epoch += 1
             if not bar.disable and self.step_in_epoch % 20 == 0:  # a read syncs the device
                 bar.set_postfix(loss=f"{float(stats.get('loss_cls', 0.0)):.3f}")
@@ -259,7 +260,7 @@ class Solver:
 
     # ------------------------------------------------------------------ around the loop
     def _to_device(self, batch):
-        return tuple(t.to(self.device, non_blocking=True) for t in batch)
+        return batch.to(self.device)
 
     def on_signal(self, signum, frame):
         """A stop signal's handler (lifecycle.train installs it): stop after this step."""
@@ -363,7 +364,8 @@ class Solver:
         self.nets.eval()
         probs, labels = [], []
         for batch in progress(loader, desc="eval"):
-            x, y, _ = self._to_device(batch)
+            batch = self._to_device(batch)
+            x, y = batch["x"], batch["y"]
             with self.runtime.autocast():
                 logits = self.eval_method.predict(x).float()
             if logits.shape[1] == 1:  # binary task: one logit -> P(y=0), P(y=1)
@@ -392,7 +394,20 @@ class Solver:
             out["bias_agreement"] = agreement
         if self.cells is not None:
             out.update(records.aligned_accuracies(self.cells, labels, preds, bias))
-        out.update({f"{n}_acc": self.evaluate(l) for n, l in self.extra_loaders.items()})
+            out["test_worst_group_acc"] = records.worst_group_accuracy(labels, preds, bias)
+        for name, loader in self.extra_loaders.items():
+            out.update(self.scores(name, loader))
+        return out
+
+    def scores(self, name, loader):
+        """An extra evaluation set's accuracy ({name}_acc) and, on a dataset with a bias
+        attribute, its worst-group accuracy ({name}_worst_group_acc)."""
+        probs, labels = self.predict_all(loader)
+        preds = probs.argmax(1)
+        out = {f"{name}_acc": float((preds == labels).mean())}
+        if self.cells is not None:
+            out[f"{name}_worst_group_acc"] = records.worst_group_accuracy(
+                labels, preds, loader.dataset.bias_index[:len(labels)])
         return out
 
     def test(self, path, epoch):
@@ -431,9 +446,10 @@ class Solver:
         """Seconds this run has trained, over every process that resumed it."""
         return self.seconds_before + (time.time() - self.started if self.started else 0.0)
 
-    def load_weights(self, nets, modules=("f", "g", "h")):
-        """Networks' weights from a checkpoint's "nets" (those of `modules` it holds)."""
-        for k in modules:
+    def load_weights(self, nets, modules=None):
+        """Networks' weights from a checkpoint's "nets" (those of `modules` it holds; all of
+        this run's networks, twins included, when None)."""
+        for k in modules or self.nets.keys():
             if k in nets:
                 self.nets[k].load_state_dict(nets[k])
 

@@ -25,9 +25,10 @@ from utils import RunStopped, UserError, log, rng_state, set_rng_state
 # Flags that take several values. What a sweep varies in practice: the paper's figure is
 # sigma^2 x method, an honest one adds seeds (and data seeds, for the dataset's own draw), and
 # the learning rate is the one hyperparameter every recipe tunes (and the two stages differ
-# in). Flags that change the work's shape (--epochs, --batch_size, networks) stay single:
-# runs of one sweep advance step for step.
-SWEEPABLE = ("method", "seed", "data_seed", "color_var", "lr")
+# in); LfF's benchmark varies its share of conflicting images as the paper's table does.
+# Flags that change the work's shape (--epochs, --batch_size, networks) stay single: runs of
+# one sweep advance step for step.
+SWEEPABLE = ("method", "seed", "data_seed", "color_var", "lff_conflict_ratio", "lr")
 # Name fields a sweep fills per run (--experiment_name, --init_checkpoint)
 TEMPLATED = ("experiment_name", "init_checkpoint")
 

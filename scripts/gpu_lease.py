@@ -867,8 +867,9 @@ def parse_args(argv=None):
                         "runs together on their own CUDA streams); the fastest trains the rest")
     p.add_argument("--layout", type=parse_layout, default=None,
                    help="long: train with this layout, measuring none")
-    p.add_argument("--measure_s", type=float, default=30,
-                   help="long: seconds each candidate layout trains while it is timed")
+    p.add_argument("--measure_s", type=float, default=45,
+                   help="long: seconds each candidate layout trains while it is timed (its "
+                        "processes' start-up, left out of the figure, is inside them)")
     p.add_argument("--prove", choices=("auto", "always", "never"), default="auto",
                    help="lease: auto runs the full prove only when the training code changed "
                         "since the last passing prove in --records_dir")

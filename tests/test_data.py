@@ -172,7 +172,8 @@ def test_official_file_format_loads(tmp_path, fake_mnist):
     sets = build_datasets(Args(cmnist_source="official", data_root_base=str(tmp_path)))
     train, test = sets["train"], sets["test"]
     assert len(train) == 200 and len(test) == 100
-    x, y, b = train.__getitems__(list(range(8)))
+    batch = train.__getitems__(list(range(8)))
+    x, y, b = batch["x"], batch["y"], batch["bias"]
     assert x.shape == (8, 3, 28, 28) and b.shape == (8, 3, 14, 14)
     assert y.tolist() == ours["train_label"][:8].tolist()
     # colour index of the test images is recovered from the training colours
@@ -195,7 +196,8 @@ def test_batches_are_x_y_b_and_shuffle_depends_on_epoch(tmp_path, fake_mnist):
                                 cm.color_bin_target(data["train_image"]),
                                 data["train_color_index"], cm.CMNIST_MEAN, cm.CMNIST_STD)
     loader = dh.make_loader(ds, 64, True, seed=1, num_workers=0, device=torch.device("cpu"))
-    x, y, b = next(iter(loader))
+    batch = next(iter(loader))
+    x, y, b = batch["x"], batch["y"], batch["bias"]
     assert x.dtype == torch.float32 and x.shape == (64, 3, 28, 28)
     assert y.dtype == torch.int64 and b.dtype == torch.int64 and b.shape == (64, 3, 14, 14)
     order = lambda e: (loader.sampler.set_epoch(e), list(loader.sampler))[1]
@@ -205,13 +207,15 @@ def test_batches_are_x_y_b_and_shuffle_depends_on_epoch(tmp_path, fake_mnist):
 
 def test_full_batch_is_the_whole_set_in_stored_order_without_a_copy():
     x = torch.randn(50, 4)
-    ds = dh.TripletDataset(x, np.arange(50) % 2, np.arange(50) % 3, np.zeros(50))
+    ds = dh.ArrayDataset(x, np.arange(50) % 2, np.arange(50) % 3, np.zeros(50))
     loader = dh.make_loader(ds, 0, True, seed=1, num_workers=0, device=torch.device("cpu"))
-    (bx, by, bb), = list(loader)
+    batch, = list(loader)
+    bx, by = batch["x"], batch["y"]
     assert torch.equal(bx, ds.inputs) and bx.data_ptr() == ds.inputs.data_ptr()
     assert by.tolist() == (np.arange(50) % 2).tolist()
     part = ds.__getitems__([3, 1])  # any other selection is gathered as before
-    assert torch.equal(part[0], x[[3, 1]]) and part[0].data_ptr() != ds.inputs.data_ptr()
+    assert torch.equal(part["x"], x[[3, 1]]) and part["x"].data_ptr() != ds.inputs.data_ptr()
+    assert part["index"].tolist() == [3, 1]  # each example's own position
 
 
 def test_grayscale_inputs_have_equal_channels_before_normalising(fake_mnist):
@@ -219,7 +223,7 @@ def test_grayscale_inputs_have_equal_channels_before_normalising(fake_mnist):
     ds = dh.ColorImageDataset(data["train_image"], data["train_label"],
                                 cm.color_bin_target(data["train_image"]), data["train_label"],
                                 (0, 0, 0), (1, 1, 1), grayscale=True)
-    x, _, _ = ds.__getitems__([0, 1])
+    x = ds.__getitems__([0, 1])["x"]
     assert torch.equal(x[:, 0], x[:, 1]) and torch.equal(x[:, 1], x[:, 2])
 
 
@@ -267,7 +271,7 @@ def test_irm_grayscale_sums_the_two_channels(mnist_root):
     sets = build_datasets(Args(dataset_name="IRMColoredMNIST", data_root_base=mnist_root,
                                   grayscale=True, max_train_samples=100, max_test_samples=50))
     assert sets["train"].input_shape == (1, 14, 14)
-    x, y, b = sets["train"].__getitems__(list(range(100)))
+    b = sets["train"].__getitems__(list(range(100)))["env"]
     assert b.tolist().count(0) == b.tolist().count(1) == 50  # N / 2 from each environment
     assert set(sets["test"].bias_targets.tolist()) == {2}
 
@@ -306,14 +310,16 @@ def test_env_balanced_sampler_gives_every_env_equal_share_per_batch():
                             device=torch.device("cpu"), balanced_envs=True)
     batches = list(loader)
     assert len(batches) == 256 // 32
-    for _, _, b in batches:
+    for batch in batches:
+        b = batch["env"]
         assert torch.bincount(b, minlength=4).tolist() == [32] * 4
 
 
 def test_env_from_bias_makes_b_the_colour_index(fake_mnist, monkeypatch, tmp_path):
     monkeypatch.setattr(cm, "load_mnist", lambda root: fake_mnist)
     sets = build_datasets(Args(data_root_base=str(tmp_path), env_from_bias=True))
-    _, y, b = sets["train"].__getitems__(list(range(20)))
+    batch = sets["train"].__getitems__(list(range(20)))
+    y, b = batch["y"], batch["env"]
     assert b.shape == (20,) and torch.equal(b, y)  # training colour = the digit's colour
 
 

@@ -15,7 +15,7 @@ from torch import optim
 
 import main as cli
 from colored_mnist import CMNIST_MEAN, CMNIST_STD
-from data_handler import ColorImageDataset, make_loader
+from data_handler import Batch, ColorImageDataset, make_loader
 from fast import CapturedStep, ResidentLoader, resident
 from methods import METHODS
 from runtime import Runtime
@@ -36,7 +36,7 @@ def tiny_colour_set(n=37):
 def batches(loader, epoch=0):
     if hasattr(loader.sampler, "set_epoch"):  # training samplers; evaluation keeps the order
         loader.sampler.set_epoch(epoch)
-    return [[t.clone() for t in b] for b in loader]
+    return [{k: t.clone() for k, t in b.items()} for b in loader]
 
 
 @pytest.mark.parametrize("train,drop_last,batch", [(True, False, 8), (True, True, 8),
@@ -51,9 +51,9 @@ def test_resident_loader_yields_the_dataloaders_batches(train, drop_last, batch)
         want, got = batches(plain, epoch), batches(fast, epoch)
         assert len(got) == len(want) == len(plain)
         for a, b in zip(want, got):
-            assert all(torch.equal(s, t) for s, t in zip(a, b))
+            assert list(a) == list(b) and all(torch.equal(a[k], b[k]) for k in a)
     if train and batch:
-        assert not torch.equal(batches(fast, 0)[0][1], batches(fast, 1)[0][1])
+        assert not torch.equal(batches(fast, 0)[0]["y"], batches(fast, 1)[0]["y"])
 
 
 class StandInRecording(CapturedStep):
@@ -90,15 +90,15 @@ def batch_stream(batch, device):
     """Ten batches of new examples (like the first, b with ignored positions), with a smaller
     one (an epoch's last) after the sixth."""
     gen = torch.Generator().manual_seed(0)
-    x, y, b = batch
+    x, y, b = batch["x"], batch["y"], batch["bias"]
     out = []
     for _ in range(10):
         bb = torch.randint(0, 8, b.shape, generator=gen)
         bb[b == 255] = 255
-        out.append((torch.randn(x.shape, generator=gen), torch.randint(0, 10, y.shape,
-                                                                        generator=gen), bb))
-    out.insert(6, tuple(t[:5] for t in out[0]))
-    return [tuple(t.to(device) for t in bt) for bt in out]
+        out.append(Batch({**batch, "x": torch.randn(x.shape, generator=gen),
+                          "y": torch.randint(0, 10, y.shape, generator=gen), "bias": bb}))
+    out.insert(6, Batch({k: t[:5] for k, t in out[0].items()}))
+    return [bt.to(device) for bt in out]
 
 
 def run_both(step_cls, device, tol, method="lnl"):
@@ -163,7 +163,7 @@ class StaleInput(StandInRecording):
     into them afterwards."""
 
     def _record(self):
-        live, self.inputs = self.inputs, [t.clone() for t in self.inputs]
+        live, self.inputs = self.inputs, Batch({k: t.clone() for k, t in self.inputs.items()})
         try:
             return super()._record()
         finally:

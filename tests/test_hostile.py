@@ -112,7 +112,7 @@ CASES = [
     ("irm_on_cmnist", ["--method", "irm", "--experiment_name", "new"], 2,
      ["environment", "--env_from_bias"]),
     ("lnl_with_env_b", ["--method", "lnl", "--env_from_bias", "--experiment_name", "new"], 2,
-     ["bias label"]),
+     ["bias target"]),
     ("workers", ["--num_workers", "-3"], 2, ["--num_workers"]),
 ]
 

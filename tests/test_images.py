@@ -110,7 +110,8 @@ def test_tb_splits_have_the_paper_composition(image_root, split):
     assert count(sets["test"]) == {cell: 10 for cell in outside}     # the whole opposite set
     assert count(sets["mixed"]) == {cell: 2 for cell in inside | outside}  # balanced
     assert not set(sets["train"].paths) & set(sets["mixed"].paths)  # held out means unseen
-    x, y, b = sets["train"].__getitems__([0, 1])
+    batch = sets["train"].__getitems__([0, 1])
+    x, y, b = batch["x"], batch["y"], batch["bias"]
     assert x.shape == (2, 3, 32, 32) and y.dtype == b.dtype == torch.int64
 
 

@@ -6,7 +6,7 @@ import torch
 from torch import nn, optim
 
 import main as cli
-from data_handler import IGNORE_INDEX
+from data_handler import IGNORE_INDEX, Batch
 from methods import METHODS, bias_cross_entropy, confusion_loss, negative_entropy
 from network import build_network
 
@@ -26,12 +26,15 @@ def make(method, **overrides):
             for k, v in m.param_groups().items()}
     x = torch.randn(8, 3, 28, 28)
     y = torch.arange(8) % 10
+    batch = Batch({"x": x, "y": y, "bias_label": (torch.arange(8) + 1) % 10,
+                   "index": torch.arange(8)})
     if method in ENV_METHODS:
-        b = torch.arange(8) % 2
+        batch["env"] = torch.arange(8) % 2
     else:
         b = torch.randint(0, 8, (8, 3, 14, 14))
         b[:, :, :4] = IGNORE_INDEX
-    return nets, m, opts, (x, y, b)
+        batch["bias"] = b
+    return nets, m, opts, batch
 
 
 def snapshot(module):
@@ -52,7 +55,7 @@ def test_one_update_changes_parameters_and_returns_finite_scalars(method):
     assert stats and all(torch.is_tensor(v) and v.dim() == 0 and not v.requires_grad
                          and math.isfinite(float(v)) for v in stats.values())
     assert changed(nets["f"], before["f"]) and changed(nets["g"], before["g"])
-    assert m.predict(batch[0]).shape == (8, 10)
+    assert m.predict(batch["x"]).shape == (8, 10)
 
 
 def test_baseline_leaves_the_bias_head_alone():
@@ -73,7 +76,8 @@ def test_lnl_trains_the_bias_head_and_reports_its_losses():
 
 def test_lnl_adversarial_step_reverses_the_gradient_into_f():
     """In the second update f's gradient is -mu times the one h's loss would give it."""
-    nets, m, opts, (x, y, b) = make("lnl")
+    nets, m, opts, batch = make("lnl")
+    x, b = batch["x"], batch["bias"]
     from network import grad_reverse
     f, h = nets["f"], nets["h"]
     grads = []
@@ -184,7 +188,7 @@ def test_and_mask_update_leaves_disagreeing_parameters_alone():
     _, args = cli.parse_args([])
     m = METHODS["andmask"](nn.ModuleDict({"f": f, "g": nn.Identity()}), args)
     x = torch.tensor([[1.0, 1.0], [1.0, -1.0]])  # env 0 and env 1 disagree on w[1]
-    m.update((x, torch.tensor([1, 1]), torch.tensor([0, 1])),
+    m.update(Batch({"x": x, "y": torch.tensor([1, 1]), "env": torch.tensor([0, 1])}),
              {"main": optim.SGD(f.parameters(), lr=0.1)})
     assert f.weight[0, 1].item() == 1.0 and f.weight[0, 0].item() > 1.0
 

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 import probe
-from data_handler import TripletDataset, make_loader
+from data_handler import ArrayDataset, make_loader
 
 HEADS, K, SIDE = 3, 8, 4
 
@@ -27,7 +27,7 @@ def one_hot_world(n, seed):
     gen = torch.Generator().manual_seed(seed)
     b = torch.randint(0, K, (n, HEADS, SIDE, SIDE), generator=gen)
     x = nn.functional.one_hot(b, K).permute(0, 1, 4, 2, 3).reshape(n, HEADS * K, SIDE, SIDE)
-    return TripletDataset(x.float(), torch.zeros(n, dtype=torch.long), b, torch.zeros(n))
+    return ArrayDataset(x.float(), torch.zeros(n, dtype=torch.long), b, torch.zeros(n))
 
 
 def probe_with(f, tmp_path):

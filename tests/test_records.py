@@ -58,6 +58,17 @@ def test_in_pattern_cells_of_the_real_image_splits():
     assert first == {"test_acc_aligned": 1.0, "test_acc_conflicting": 0.0}
 
 
+def test_worst_group_accuracy_is_the_lowest_over_label_and_bias_groups():
+    """GroupDRO's and JTT's metric: groups (y, bias label) with examples; the mean hides one."""
+    labels = np.array([0, 0, 0, 0, 1, 1, 1, 1])
+    bias = np.array([0, 0, 0, 1, 1, 1, 1, 0])
+    preds = np.array([0, 0, 0, 1, 1, 1, 1, 0])  # right everywhere but group (0, 1) and (1, 0)
+    assert records.worst_group_accuracy(labels, preds, bias) == 0.0
+    preds[3], preds[7] = 0, 1
+    assert records.worst_group_accuracy(labels, preds, bias) == 1.0
+    assert records.worst_group_accuracy([], [], []) is None
+
+
 def test_bootstrap_interval_covers_the_accuracy_and_narrows_with_more_examples():
     rng = np.random.default_rng(1)
     small, large = rng.random(200) < 0.7, rng.random(20000) < 0.7

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 import main as cli
-from data_handler import TripletDataset
-from dataset_specs import DATASETS, DatasetSpec, register_dataset
+from data_handler import ArrayDataset
+from dataset_specs import DATASETS, DatasetSpec, batch_fields, register_dataset
 from methods import METHODS, Method, register, task_accuracy, task_loss, zero_all
 from options import ARCHITECTURE, DEFINES, DRIVES, RECIPE, ROLES, Option
 
@@ -19,7 +19,7 @@ def toy_datasets(args):
     rng = np.random.default_rng(args.data_seed)
     x = rng.standard_normal((args.toy_size, 4)).astype(np.float32)
     y, env = (x[:, 0] > 0).astype(np.int64), np.arange(args.toy_size) % 2
-    return {"train": TripletDataset(x, y, env, env), "test": TripletDataset(x, y, env, env)}
+    return {"train": ArrayDataset(x, y, env, env), "test": ArrayDataset(x, y, env, env)}
 
 
 @pytest.fixture
@@ -30,11 +30,11 @@ def toys():
     @register("toy")
     class Toy(Method):
         """Cross-entropy scaled by --toy_weight."""
-        needs_b = "environment"
+        reads = ("x", "y", "env")
         options = (Option("toy_weight", 0.5, "Toy: loss scale", range="[0, 1]"),)
 
         def update(self, batch, optimizers):
-            x, y, _ = batch
+            x, y = batch["x"], batch["y"]
             zero_all(optimizers)
             logits = self.predict(x)
             loss = self.args.toy_weight * task_loss(logits, y)
@@ -42,7 +42,7 @@ def toys():
             optimizers["main"].step()
             return {"loss_cls": loss.detach(), "train_acc": task_accuracy(logits, y)}
 
-    register_dataset(DatasetSpec("Toy", toy_datasets, b="environment", classes=1,
+    register_dataset(DatasetSpec("Toy", toy_datasets, b="env", classes=1,
                                  options=(Option("toy_size", 64, "Toy: points", range="> 0"),)))
     yield
     for registry, old in zip((METHODS, DATASETS), saved):
@@ -74,7 +74,7 @@ def test_spec_supplies_classes_and_run_name(toys):
     (["--toy_weight", "2"], "--toy_weight must lie in [0, 1]; got 2.0"),
     (["--toy_size", "0"], "--toy_size must be positive; got 0"),
     (["--method", "lnl", "--h_network_name", "cmnist_h"],
-     "--method lnl needs b to be a bias label, but Toy's b is its environment"),
+     "--method lnl reads the batch field 'bias' (h's bias target"),
 ])
 def test_declared_ranges_and_b_kind_are_checked_before_anything_runs(toys, capsys, extra, words):
     with pytest.raises(SystemExit) as exc:
@@ -130,14 +130,15 @@ def test_every_flag_declares_its_role_where_it_is_declared(toys):
 
 @pytest.mark.parametrize("dataset", sorted(DATASETS))
 @pytest.mark.parametrize("method", sorted(METHODS))
-def test_every_method_runs_exactly_on_the_datasets_whose_b_it_needs(method, dataset, capsys):
+def test_every_method_runs_exactly_on_the_datasets_whose_fields_it_reads(method, dataset,
+                                                                         capsys):
     argv = ["--method", method, "--dataset_name", dataset]
-    _, plain = cli.parse_args(["--method", "baseline", *argv[2:]])  # reads no b: accepted
-    needs, kind = METHODS[method].needs_b, DATASETS[dataset].b_kind(plain)
-    if needs in (None, kind):
+    _, plain = cli.parse_args(["--method", "baseline", *argv[2:]])  # reads x, y: accepted
+    fields = batch_fields(DATASETS[dataset], plain)
+    if set(METHODS[method].reads) <= set(fields):
         cli.parse_args(argv)
         return
     with pytest.raises(SystemExit) as exc:
         cli.parse_args(argv)
     err = capsys.readouterr().err.strip().splitlines()
-    assert exc.value.code == 2 and len(err) == 1 and "needs b to be" in err[0], err
+    assert exc.value.code == 2 and len(err) == 1 and "reads the batch field" in err[0], err

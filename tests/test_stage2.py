@@ -8,6 +8,7 @@ import lifecycle
 import main as cli
 from runtime import Runtime
 from solver import Solver
+from data_handler import Batch
 from safe_files import save_torch
 from utils import UserError
 
@@ -34,7 +35,7 @@ def init_from(s, path):
 def stage1(tmp_path):
     s = solver("--lr", "0.01")
     for _ in range(2):  # momentum buffers that are not the last gradient
-        s.step((X, Y, torch.zeros(6, dtype=torch.long)))
+        s.step(Batch({"x": X, "y": Y}))
     for group in s.optimizers["main"].param_groups:
         group["lr"] = STAGE1_LR
     path = str(tmp_path / "stage1.pth")
@@ -57,7 +58,7 @@ def test_stage_two_carries_momentum_and_the_checkpoints_lr_for_the_first_epoch(s
     assert all(torch.equal(a, b) for a, b in zip(bufs, old_bufs))
     # the first step is SGD's: buf <- 0.9 buf + grad + wd p; p <- p - lr_checkpoint * buf
     before = [p.detach().clone() for p in params(s)]
-    s.step((X, Y, torch.zeros(6, dtype=torch.long)))
+    s.step(Batch({"x": X, "y": Y}))
     for p, p0, buf in zip(params(s), before, bufs):
         expect = p0 - STAGE1_LR * (0.9 * buf + p.grad + 5e-4 * p0)
         assert torch.allclose(p.detach(), expect, atol=1e-7)
