@@ -219,7 +219,7 @@ def load_or_build_cmnist(data_root_base, color_var, data_seed, output_dir="./out
         f"painted by {rule})")
 
 
-_LOADED = {}  # cache file -> its arrays, read once per process (never written to)
+_LOADED = {}  # (cache file, its mtime, size, inode) -> its arrays, read once per process
 
 
 def cached_arrays(name, data_root_base, output_dir, build, what):
@@ -229,11 +229,16 @@ def cached_arrays(name, data_root_base, output_dir, build, what):
     folders = cmnist_cache_dirs(data_root_base, output_dir)
     for folder in folders:
         path = os.path.abspath(os.path.join(folder, name))
-        if path in _LOADED:  # several runs of one process (a sweep) share one read
-            return _LOADED[path]
+        try:  # the same file, unchanged since read: several runs of a process share one read
+            st = os.stat(path)
+            key = (path, st.st_mtime_ns, st.st_size, st.st_ino)
+        except OSError:
+            continue
+        if key in _LOADED:
+            return _LOADED[key]
         data = read_cmnist_cache(path)
         if data is not None:
-            _LOADED[path] = data
+            _LOADED[key] = data
             return data
     target = next((f for f in folders if writable(f)), None)
     log(f"building {what}: 70,000 images, about a minute on a CPU; "

@@ -1,5 +1,6 @@
 import itertools
 import math
+import types
 
 import pytest
 import torch
@@ -13,15 +14,30 @@ from network import build_network
 ENV_METHODS = ("irm", "andmask", "genmask")
 
 
+class Sized:
+    """A stand-in training set: its attributes, and a length."""
+
+    def __init__(self, attrs, n):
+        self.__dict__.update(vars(attrs))
+        self.n = n
+
+    def __len__(self):
+        return self.n
+
+
 def make(method, **overrides):
     """Reference nets, the method with the CLI's default arguments, SGD, and a tiny batch whose
     b is LNL's per-pixel target, or two environments for the environment methods."""
     torch.manual_seed(0)
     nets = nn.ModuleDict({"f": build_network("cmnist_f"), "g": build_network("cmnist_g"),
                           "h": build_network("cmnist_h")})
+    for twin in METHODS[method].twins:  # LfF's biased copy
+        nets[twin] = build_network(f"cmnist_{twin[0]}")
     _, args = cli.parse_args([])
     vars(args).update(overrides)
-    m = METHODS[method](nets, args)
+    train = types.SimpleNamespace(labels=torch.arange(8) % 10,
+                                  bias_index=((torch.arange(8) + 1) % 10).numpy())
+    m = METHODS[method](nets, args, train_set=Sized(train, 8))
     opts = {k: optim.SGD(v, lr=0.01, momentum=0.9, weight_decay=5e-4)
             for k, v in m.param_groups().items()}
     x = torch.randn(8, 3, 28, 28)
