@@ -61,11 +61,11 @@ RECENT_EPOCHS = 10  # status's pace: the newest pieces covering this many epochs
 KEPT_PIECES = 20  # pieces pace.json lists per device kind (its totals keep every piece)
 PAPER_CSV = os.path.join(ROOT, "results", "paper_numbers.csv")
 TABLE_ROWS = (("baseline", "Baseline"), ("lnl", "LNL"), ("blindeye", "BlindEye"),
-              ("gray", "Gray"))
+              ("gray", "Gray"), ("lff", "LfF"), ("groupdro", "GroupDRO"), ("jtt", "JTT"))
 TABLE_MARKS = ("<!-- long_runs.py table -->", "<!-- end of long_runs.py table -->")
 # sigma^2 of the paper's table; the first two are the headline's
 HEADLINE_SIGMAS = ("0.020", "0.050", "0.035", "0.025", "0.045", "0.030", "0.040")
-VARIANTS = ("baseline", "lnl", "blindeye", "gray")  # the table's rows, in its order
+VARIANTS = ("baseline", "lnl", "blindeye", "gray", "lff", "groupdro", "jtt")  # the table's rows
 SEEDS = (0, 1, 2)  # seed 0 everywhere; the others at the headline's two sigma^2 (its spread)
 
 
@@ -102,7 +102,9 @@ def headline_plan(epochs, sigmas=HEADLINE_SIGMAS, tiny=False, seeds=SEEDS, varia
        says whether shape alone tops out where LNL does;
     4. the other seeds at the headline sigma^2, baseline + LNL: the headline with its spread;
     5. baseline + LNL at the remaining sigma^2, in their order;
-    6. BlindEye, then Gray, at every sigma^2 not yet planned."""
+    6. BlindEye, then Gray, at every sigma^2 not yet planned;
+    7. LfF, GroupDRO and JTT at the headline sigma^2 (issue #33: the methods after LNL on
+       LNL's ground)."""
     def runs(sigma, *which, seed=0):
         return [cmnist_run(sigma, v, epochs, seed, tiny) for v in which if v in variants]
     head, third, rest = list(sigmas[:2]), list(sigmas[2:3]), list(sigmas[3:])
@@ -114,7 +116,55 @@ def headline_plan(epochs, sigmas=HEADLINE_SIGMAS, tiny=False, seeds=SEEDS, varia
     plan += [r for s in rest for r in runs(s, "baseline", "lnl")]
     plan += [r for s in sigmas[1:] for r in runs(s, "blindeye")]
     plan += [r for s in third + rest for r in runs(s, "gray")]
+    plan += [later_method_run(s, m, epochs, tiny) for s in head for m in AFTER_LNL
+             if m in variants]
     return plan
+
+
+AFTER_LNL = ("lff", "groupdro", "jtt")  # the later methods, on LNL's Colored MNIST at the end
+
+
+def later_method_run(sigma, method, epochs, tiny=False):
+    """A method after LNL on LNL's Colored MNIST (issue #33, 5): LNL's networks and its
+    baseline recipe (SGD, lr 0.01, 100 epochs from scratch); the bias label GroupDRO groups by
+    is the digit whose palette colour the image wears. JTT's T: half the epochs."""
+    run = cmnist_run(sigma, "baseline", epochs, tiny=tiny)
+    run["flags"][run["flags"].index("--method") + 1] = method
+    if method == "jtt":
+        run["flags"] += ["--jtt_first_epochs", str(max(1, epochs // 2))]
+    run["expect"]["method"] = method
+    return {**run, "name": run["name"].replace("_baseline", f"_{method}"), "variant": method}
+
+
+# LfF's benchmark (issue #33, 4): every method with the benchmark's own recipe
+# (configs/lff_cmnist.yaml), x the paper's four shares of conflicting images x 3 seeds
+LFF_RATIOS = ("0.005", "0.01", "0.02", "0.05")
+LFF_METHODS = ("baseline", "lff", "groupdro", "jtt", "lnl", "blindeye")
+LFF_NAMES = {"baseline": "vanilla"}  # the LfF paper's name for the plain model
+
+
+def lff_run(ratio, method, seed, epochs, tiny=False):
+    """One run of LfF's benchmark: the preset's MLP, Adam 1e-3, batch 256, its share of
+    conflicting images, a tenth of the training images held out for selection."""
+    flags = ["--config", os.path.join(ROOT, "configs", "lff_cmnist.yaml"), "--method", method,
+             "--lff_conflict_ratio", ratio, "--seed", str(seed), "--data_seed", "0",
+             "--epochs", str(epochs)]
+    expect = {"dataset_name": "LfFColoredMNIST", "method": method,
+              "lff_conflict_ratio": ratio, "seed": seed, "data_seed": 0}
+    if method == "jtt":
+        flags += ["--jtt_first_epochs", str(max(1, epochs // 2))]
+    if tiny:
+        flags += ["--max_train_samples", "1000", "--max_test_samples", "300"]
+        expect.update(max_train_samples=1000, max_test_samples=300)
+    return {"name": f"lff_ratio{ratio}_seed{seed}_{LFF_NAMES.get(method, method)}",
+            "flags": flags, "expect": expect, "sigma": ratio, "variant": method, "seed": seed,
+            "epochs": epochs, "after": None}
+
+
+def lff_plan(epochs, ratios=LFF_RATIOS, seeds=SEEDS, methods=LFF_METHODS, tiny=False):
+    """Seed by seed (every cell gets a first number before any gets its spread), each share of
+    conflicting images, each method."""
+    return [lff_run(r, m, s, epochs, tiny) for s in seeds for r in ratios for m in methods]
 
 
 # --------------------------------------------------------------------------- run folders
@@ -670,8 +720,10 @@ def headline_table(life):
     paper = paper_numbers()
     lines = ["| σ² | " + " | ".join(begun) + " |", "|---|" + "---|" * len(begun)]
     for method, name in TABLE_ROWS:
-        if not any((method, s) in runs for s in begun):
-            continue
+        if not any((method, s) in runs for s in begun) or (
+                method in AFTER_LNL and all(cells.get((method, s), "—") in ("—", "not started")
+                                            for s in begun)):
+            continue  # a later method's row once it has begun (the paper has none)
         ours = (cells.get((method, s), "—") for s in begun)
         published = (f"{paper[method, s]:.4f}" if (method, s) in paper else "—" for s in begun)
         lines += [f"| {name} (ours) | " + " | ".join(ours) + " |",
@@ -679,9 +731,40 @@ def headline_table(life):
     return "\n".join(lines)
 
 
+LFF_ROWS = (("baseline", "Vanilla"), ("lff", "LfF"), ("groupdro", "GroupDRO"), ("jtt", "JTT"),
+            ("lnl", "LNL"), ("blindeye", "BlindEye"))
+LFF_MARKS = ("<!-- long_runs.py table --plan lff -->",
+             "<!-- end of long_runs.py table --plan lff -->")
+
+
+def lff_table(life):
+    """The README's table of LfF's benchmark: per method and share of conflicting images, the
+    final-epoch test accuracy (mean ± std over the seeds in the ledger, with n), or the epochs
+    the resume points hold. No published number beside it: the LfF paper's table was not read
+    here (docs/references.md §4a)."""
+    runs = {}
+    for r in life.plan:
+        runs.setdefault((r["variant"], r["sigma"]), []).append(r)
+    ratios = list(dict.fromkeys(r["sigma"] for r in life.plan))
+    lines = ["| conflicting | " + " | ".join(f"{float(r):.1%}" for r in ratios) + " |",
+             "|---|" + "---|" * len(ratios)]
+    for method, name in LFF_ROWS:
+        if any((method, r) in runs for r in ratios):
+            lines.append(f"| {name} | " + " | ".join(cell(life, runs.get((method, r), []))
+                                                      for r in ratios) + " |")
+    return "\n".join(lines)
+
+
+def table_of(life):
+    """The plan's README table and its marks."""
+    if getattr(life.opts, "plan", "headline") == "lff":
+        return lff_table(life), LFF_MARKS
+    return headline_table(life), TABLE_MARKS
+
+
 def write_table(life, path):
-    """Replace the table between TABLE_MARKS in path (the README) with headline_table; a file
-    without both marks is left alone (one line says so)."""
+    """Replace the table between the plan's marks in path (the README) with its table
+    (table_of); a file without both marks is left alone (one line says so)."""
     root = os.path.dirname(os.path.abspath(path))
     try:
         text = read_text(path, root)
@@ -689,12 +772,13 @@ def write_table(life, path):
         raise SystemExit(f"{err} (nothing was changed)")
     except OSError as exc:
         raise SystemExit(f"cannot read {path}: {exc.strerror}; pass the README's path")
-    start, end = (text.find(mark) for mark in TABLE_MARKS)
+    table, marks = table_of(life)
+    start, end = (text.find(mark) for mark in marks)
     if start < 0 or end < start:
-        raise SystemExit(f"{path} has no '{TABLE_MARKS[0]}' ... '{TABLE_MARKS[1]}' block; add "
+        raise SystemExit(f"{path} has no '{marks[0]}' ... '{marks[1]}' block; add "
                          "the two lines where the table goes (nothing was changed)")
-    start += len(TABLE_MARKS[0])
-    new = text[:start] + "\n" + headline_table(life) + "\n" + text[end:]
+    start += len(marks[0])
+    new = text[:start] + "\n" + table + "\n" + text[end:]
     if new != text:
         write_text(path, new, root)  # never through a link (safe_files)
     print(f"{path}: the table {'updated' if new != text else 'already matched'}")
@@ -737,14 +821,25 @@ def seed(text):
 
 def plan_of(opts):
     """The plan the options describe (every command of this script, and gpu_lease.py)."""
+    if getattr(opts, "plan", "headline") == "lff":
+        return lff_plan(opts.epochs, opts.ratios, opts.seeds, opts.methods, opts.tiny)
     return headline_plan(opts.epochs, opts.sigmas, opts.tiny, opts.seeds, opts.variants)
+
+
+# each plan's folders: work (under outputs/), keep and ledger (under results/, committed)
+PLAN_FOLDERS = {"headline": ("long", "in_progress", "cmnist"),
+                "lff": ("long_lff", "in_progress_lff", "lff_cmnist")}
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("command", choices=("run", "status", "save", "table"),
-                   help="table: the README's headline table from --ledger and --keep")
+                   help="table: the plan's README table from --ledger and --keep")
+    p.add_argument("--plan", choices=tuple(PLAN_FOLDERS), default="headline",
+                   help="headline: the LNL paper's table (Colored MNIST), then the methods "
+                        "after LNL on it; lff: LfF's Colored MNIST, every method x --ratios x "
+                        "--seeds (its own --keep and --ledger)")
     p.add_argument("--budget", type=duration, default=duration("1h"),
                    help="run: wall-clock time to train before saving and stopping")
     p.add_argument("--epochs", type=positive, default=100, help="per stage (the paper's 100)")
@@ -753,7 +848,12 @@ def parse_args(argv=None):
     p.add_argument("--seeds", nargs="+", type=seed, default=list(SEEDS),
                    help="seeds at the headline's two sigma^2 (the others: seed 0)")
     p.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS),
-                   help="the table's rows to train (gray: the baseline on grayscale images)")
+                   help="headline: the table's rows to train (gray: the baseline on grayscale "
+                        "images)")
+    p.add_argument("--ratios", nargs="+", choices=LFF_RATIOS, default=list(LFF_RATIOS),
+                   help="lff: shares of conflicting training images")
+    p.add_argument("--methods", nargs="+", choices=LFF_METHODS, default=list(LFF_METHODS),
+                   help="lff: methods (baseline: the LfF paper's vanilla)")
     p.add_argument("--lanes", type=positive, default=2,
                    help="main.py processes at once, each with its share of the cores")
     p.add_argument("--per_process", type=positive, default=1,
@@ -763,12 +863,15 @@ def parse_args(argv=None):
     p.add_argument("--low_priority", action="store_true",
                    help="nice 19 and autogroup nice 19: yields the CPU to other work")
     p.add_argument("--device", default="cpu", help="main.py's --device")
-    p.add_argument("--work", default=os.path.join(ROOT, "outputs", "long"),
-                   help="the live run folders")
-    p.add_argument("--keep", default=os.path.join(ROOT, "results", "in_progress"),
-                   help="resume points of unfinished runs (commit or sync this folder)")
-    p.add_argument("--ledger", default=os.path.join(ROOT, "results", "cmnist"),
-                   help="finished runs' small records (committed)")
+    p.add_argument("--work", default=None,
+                   help="the live run folders (default outputs/long, outputs/long_lff with "
+                        "--plan lff)")
+    p.add_argument("--keep", default=None,
+                   help="resume points of unfinished runs (commit or sync this folder; "
+                        "default results/in_progress, results/in_progress_lff with --plan lff)")
+    p.add_argument("--ledger", default=None,
+                   help="finished runs' small records (committed; default results/cmnist, "
+                        "results/lff_cmnist with --plan lff)")
     p.add_argument("--data_root", default=os.path.join(ROOT, "data"))
     p.add_argument("--mnist_from", default=None,
                    help="import MNIST's idx files from this folder when data_root lacks them")
@@ -776,7 +879,12 @@ def parse_args(argv=None):
     p.add_argument("--readme", default=None,
                    help="table: write it into this file's table block instead of printing it")
     p.add_argument("--poll", type=float, default=2.0, help=argparse.SUPPRESS)
-    return p.parse_args(argv)
+    opts = p.parse_args(argv)
+    work, keep, ledger = PLAN_FOLDERS[opts.plan]
+    opts.work = opts.work or os.path.join(ROOT, "outputs", work)
+    opts.keep = opts.keep or os.path.join(ROOT, "results", keep)
+    opts.ledger = opts.ledger or os.path.join(ROOT, "results", ledger)
+    return opts
 
 
 def ensure_mnist(opts):
@@ -814,7 +922,7 @@ def command(opts, life):
         if opts.readme:
             write_table(life, opts.readme)
         else:
-            print(headline_table(life))
+            print(table_of(life)[0])
         return 0
     if opts.command == "save":
         life.settle()

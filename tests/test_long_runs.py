@@ -320,7 +320,43 @@ def test_the_plan_follows_the_issue_order():
              "cmnist_var0.040_seed0_lnl", "cmnist_var0.050_seed0_blindeye",
              "cmnist_var0.040_seed0_gray"]
     assert [names.index(n) for n in order] == sorted(names.index(n) for n in order)
-    assert len(names) == len(set(names)) == 4 * 7 + 2 * 2 * 2  # the table, and its spread
+    # the table, its spread, then LfF, GroupDRO and JTT at the headline's two sigma^2
+    assert len(names) == len(set(names)) == 4 * 7 + 2 * 2 * 2 + 3 * 2
+    assert names[-6:] == [f"cmnist_var{s}_seed0_{m}" for s in ("0.020", "0.050")
+                          for m in ("lff", "groupdro", "jtt")]
     gray = long_runs.cmnist_run("0.050", "gray", 100)
     assert "--grayscale" in gray["flags"] and gray["after"] is None
     assert gray["expect"]["method"] == "baseline" and gray["expect"]["grayscale"] is True
+
+
+def test_lffs_benchmark_is_a_plan_of_its_own(tmp_path):
+    """Every method x the four shares x 3 seeds, seed by seed, in its own folders; its README
+    table pools seeds as the headline's does."""
+    opts = long_runs.parse_args(["status", "--plan", "lff"])
+    assert opts.keep.endswith(os.path.join("results", "in_progress_lff"))
+    assert opts.ledger.endswith(os.path.join("results", "lff_cmnist"))
+    assert opts.work.endswith(os.path.join("outputs", "long_lff"))
+    plan = long_runs.plan_of(opts)
+    assert len(plan) == 6 * 4 * 3 and [r["seed"] for r in plan[:24]] == [0] * 24
+    vanilla = plan[0]
+    assert vanilla["name"] == "lff_ratio0.005_seed0_vanilla" and "--config" in vanilla["flags"]
+    assert vanilla["expect"]["dataset_name"] == "LfFColoredMNIST"
+    opts.ledger, opts.keep = str(tmp_path / "ledger"), str(tmp_path / "keep")
+    life = long_runs.Lifecycle(plan, opts)
+    for seed, acc in ((0, 0.5), (1, 0.7)):
+        folder = tmp_path / "ledger" / f"lff_ratio0.01_seed{seed}_lff"
+        folder.mkdir(parents=True)
+        (folder / "results.json").write_text(json.dumps({"epochs": 100, "test_acc": acc}))
+    rows = {line.split(" | ")[0]: line for line in long_runs.lff_table(life).splitlines()}
+    assert rows["| LfF"] == ("| LfF | not started | 0.600 ± 0.141 (n = 2) | not started | "
+                             "not started |")
+
+
+def test_the_readme_lff_table_is_what_the_repository_holds():
+    opts = long_runs.parse_args(["table", "--plan", "lff"])
+    life = long_runs.Lifecycle(long_runs.plan_of(opts), opts)
+    readme = open(os.path.join(ROOT, "README.md"), encoding="utf-8").read()
+    assert (f"{long_runs.LFF_MARKS[0]}\n{long_runs.lff_table(life)}\n"
+            f"{long_runs.LFF_MARKS[1]}") in readme, (
+        "README.md's LfF table differs from the ledger and resume points: run "
+        "`python scripts/long_runs.py table --plan lff --readme README.md`")
