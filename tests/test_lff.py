@@ -203,3 +203,16 @@ def test_each_new_method_trains_on_lff_cmnist_and_resumes_bit_exactly(method, mn
         assert {"f_b", "g_b"} <= set(nets["straight"]["nets"])
     record = json.load(open(tmp_path / "straight" / "results.json"))
     assert "test_worst_group_acc" in record and "val_worst_group_acc" in record
+
+
+@pytest.mark.parametrize("method", ["lff", "groupdro", "jtt"])
+def test_the_new_methods_train_on_lnls_colored_mnist(method, mnist_root, tmp_path):
+    """The other direction (issue #33, 5): LNL's Colored MNIST and networks; GroupDRO's groups
+    are the digit and the digit whose palette colour the image wears."""
+    acc = cli.main(["--method", method, "--lr", "0.01", "--color_var", "0.020",
+                    "--data_root_base", mnist_root, "--output_dir", str(tmp_path), "--device",
+                    "cpu", "--epochs", "1", "--max_train_samples", "256", "--max_test_samples",
+                    "200", "--jtt_first_epochs", "1", "--experiment_name", method])
+    record = json.load(open(tmp_path / method / "results.json"))
+    assert 0.0 <= acc <= 1.0 and record["method"] == method
+    assert 0.0 <= record["test_worst_group_acc"] <= record["test_acc"]
