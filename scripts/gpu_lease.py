@@ -468,7 +468,8 @@ def cmd_long(opts, out):
     keep, ledger = os.path.join(scratch, "in_progress"), os.path.join(scratch, "cmnist")
     plan = ["--epochs", str(opts.epochs)]
     if opts.tiny:  # its own small plan: never from the committed resume points (other runs)
-        plan += ["--tiny", "--sigmas", "0.020"]
+        plan += ["--tiny", "--sigmas", "0.020", "--seeds", "0", "--variants", "baseline", "lnl",
+                 "blindeye", "gray"]
     for mine, there, committed in ((opts.keep, keep, KEEP), (opts.ledger, ledger, LEDGER)):
         if not (opts.tiny and mine == committed):
             copy_plain_tree(mine, there)

@@ -272,17 +272,19 @@ def test_the_headline_table_is_built_from_the_ledger_and_the_resume_points(tmp_p
                                   f"{long_runs.TABLE_MARKS[1]}\nend\n")
 
 
-def test_the_readme_table_is_what_the_repository_holds():
-    """The README's headline table equals the one built from the committed ledger
-    (results/cmnist) and resume points (results/in_progress): after committing resume points,
-    `python scripts/long_runs.py table --readme README.md` brings it up to date."""
-    opts = long_runs.parse_args(["table"])
+@pytest.mark.parametrize("plan", ["headline", "lff"])
+def test_the_readme_tables_are_what_the_repository_holds(plan):
+    """Each plan's README table equals the one built from its committed ledger and resume
+    points (results/cmnist and in_progress; results/lff_cmnist and in_progress_lff): after
+    committing resume points, `python scripts/long_runs.py table [--plan lff] --readme
+    README.md` brings it up to date."""
+    opts = long_runs.parse_args(["table", "--plan", plan])
     life = long_runs.Lifecycle(long_runs.plan_of(opts), opts)
+    table, marks = long_runs.table_of(life)
     readme = open(os.path.join(ROOT, "README.md"), encoding="utf-8").read()
-    assert (f"{long_runs.TABLE_MARKS[0]}\n{long_runs.headline_table(life)}\n"
-            f"{long_runs.TABLE_MARKS[1]}") in readme, (
-        "README.md's table differs from the ledger and resume points: run "
-        "`python scripts/long_runs.py table --readme README.md`")
+    assert f"{marks[0]}\n{table}\n{marks[1]}" in readme, (
+        f"README.md's {plan} table differs from the ledger and resume points: run "
+        f"`python scripts/long_runs.py table --plan {plan} --readme README.md`")
 
 
 def test_a_cell_pools_the_seeds_with_their_spread(tmp_path):
@@ -350,13 +352,3 @@ def test_lffs_benchmark_is_a_plan_of_its_own(tmp_path):
     rows = {line.split(" | ")[0]: line for line in long_runs.lff_table(life).splitlines()}
     assert rows["| LfF"] == ("| LfF | not started | 0.600 ± 0.141 (n = 2) | not started | "
                              "not started |")
-
-
-def test_the_readme_lff_table_is_what_the_repository_holds():
-    opts = long_runs.parse_args(["table", "--plan", "lff"])
-    life = long_runs.Lifecycle(long_runs.plan_of(opts), opts)
-    readme = open(os.path.join(ROOT, "README.md"), encoding="utf-8").read()
-    assert (f"{long_runs.LFF_MARKS[0]}\n{long_runs.lff_table(life)}\n"
-            f"{long_runs.LFF_MARKS[1]}") in readme, (
-        "README.md's LfF table differs from the ledger and resume points: run "
-        "`python scripts/long_runs.py table --plan lff --readme README.md`")
