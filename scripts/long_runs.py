@@ -884,6 +884,10 @@ def parse_args(argv=None):
     opts.work = opts.work or os.path.join(ROOT, "outputs", work)
     opts.keep = opts.keep or os.path.join(ROOT, "results", keep)
     opts.ledger = opts.ledger or os.path.join(ROOT, "results", ledger)
+    for flag in ("work", "keep", "ledger"):
+        folder = getattr(opts, flag)
+        if os.path.exists(folder) and not os.path.isdir(folder):
+            p.error(f"--{flag} {folder} is a file, not a folder; pass a folder")
     return opts
 
 

@@ -320,7 +320,8 @@ def test_a_full_disk_while_saving_a_resume_point_leaves_the_old_one_and_no_temp(
 
 @pytest.mark.parametrize("argv", [
     ("data_card.py", "--out", "FILE", "--sigmas", "0.020"),
-    ("results.py", "ledger", "RUNS", "--into", "FILE")])
+    ("results.py", "ledger", "RUNS", "--into", "FILE"),
+    ("long_runs.py", "status", "--ledger", "FILE")])
 def test_a_file_where_a_folder_goes_is_one_line(tmp_path, argv):
     (tmp_path / "file").write_text("mine\n")
     run_folder(tmp_path / "runs" / RUN, epochs=2, finished=True)
