@@ -417,6 +417,7 @@ class Lane:
     def __init__(self, threads, index=0):
         self.threads, self.index = threads, index
         self.proc, self.runs, self.started, self.at_start = None, [], 0.0, {}
+        self.probing = None  # the run whose frozen-f probe this lane's process is
 
 
 def run_argv(life, run):
@@ -454,6 +455,39 @@ def start(life, lane, runs):
         done = lane.at_start[run["name"]]
         log(f"{run['name']}: {'continuing from epoch ' + str(done) if done else 'starting'} "
             f"({lane.threads} thread{'s' * (lane.threads > 1)}{together}; output {out_path})")
+
+
+# what a probe's command keeps of its run's flags (its epochs and lr are the probe's own recipe)
+TRAINING_ONLY_FLAGS = ("--epochs", "--lr")
+
+
+def needs_probe(life, run):
+    """Whether a run finished here and its frozen-f probe has not run (main.py --mode probe:
+    how much of the bias a fresh head still reads from the run's f; issues #25, #33)."""
+    work = life.work(run)
+    return (life.view(run, "work").finished(planned_epochs(run))
+            and os.path.lexists(os.path.join(work, "checkpoints", "last.pth"))
+            and not os.path.lexists(os.path.join(work, "probe.json")))
+
+
+def start_probe(life, lane, run):
+    """The lane's next process: the probe of a run that has just finished (a few minutes; its
+    probe.json then travels with the run's record into the ledger)."""
+    opts, flags = life.opts, run["flags"]
+    keep = [a for i, a in enumerate(flags) if a not in TRAINING_ONLY_FLAGS
+            and (i == 0 or flags[i - 1] not in TRAINING_ONLY_FLAGS)]
+    args = [*keep, "--mode", "probe", "--experiment_name", run["name"], "--output_dir",
+            opts.work, "--data_root_base", opts.data_root, "--device", opts.device]
+    out_path = os.path.join(opts.work, f".{run['name']}.probe.out")
+    append_text(out_path, "", opts.work)
+    with open(out_path, "a") as out:
+        lane.proc = subprocess.Popen(
+            [sys.executable, os.path.join(ROOT, "main.py"), *args], cwd=ROOT,
+            env={**os.environ, "OMP_NUM_THREADS": str(lane.threads)}, stdout=out,
+            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            preexec_fn=low_priority if opts.low_priority else None)
+    lane.runs, lane.probing, lane.started = [], run, time.time()
+    log(f"{run['name']}: finished; its frozen-f probe runs (output {out_path})")
 
 
 def pace_key(opts, lane):
@@ -502,7 +536,7 @@ def run_plan(life, opts):
     deadline = time.time() + opts.budget
     cores = max(1, opts.cores or os.cpu_count() or 1)
     lanes = [Lane(max(1, cores // opts.lanes), i) for i in range(opts.lanes)]
-    failed = []
+    failed, unprobed = [], set()
     stopping = [False]
 
     def on_signal(signum, frame):  # the driver itself told to stop: stop like the budget
@@ -511,6 +545,14 @@ def run_plan(life, opts):
     signal.signal(signal.SIGINT, on_signal)
     while True:
         for lane in lanes:
+            if lane.proc is not None and lane.probing is not None and (
+                    lane.proc.poll() is not None):
+                if lane.proc.returncode != 0:  # the run stands; its record lacks a probe
+                    unprobed.add(lane.probing["name"])
+                    log(f"{lane.probing['name']}: its probe failed (exit "
+                        f"{lane.proc.returncode}); the run's record stands without it")
+                lane.proc, lane.probing = None, None
+                life.settle()  # probe.json joins the record in the ledger
             if lane.proc is not None and lane.proc.poll() is not None:
                 code = lane.proc.returncode
                 record_pace(life, lane)
@@ -525,8 +567,15 @@ def run_plan(life, opts):
                             f"started in {opts.work}")
         out_of_time = stopping[0] or time.time() >= deadline
         busy = {run["name"] for lane in lanes if lane.proc is not None for run in lane.runs}
+        busy |= {lane.probing["name"] for lane in lanes if lane.probing is not None}
         if not out_of_time:
             for lane in lanes:
+                probe = next((r for r in life.plan if r["name"] not in busy | unprobed
+                              and needs_probe(life, r)), None)
+                if lane.proc is None and probe is not None:
+                    start_probe(life, lane, probe)
+                    busy.add(probe["name"])
+                    continue
                 if lane.proc is None:
                     ready = [r for r in life.plan if r["name"] not in busy
                              and r["name"] not in failed and life.ready(r)][:opts.per_process]
@@ -540,8 +589,9 @@ def run_plan(life, opts):
                 lane.proc.send_signal(signal.SIGTERM)
             for lane in running:
                 lane.proc.wait()
-                record_pace(life, lane)
-                lane.proc = None
+                if lane.probing is None:
+                    record_pace(life, lane)
+                lane.proc, lane.probing = None, None
             running = []
         if not running:
             break

@@ -98,6 +98,10 @@ def test_pieces_moved_between_folders_end_as_one_uninterrupted_run(tmp_path, dat
 def test_a_run_finished_in_the_ledger_is_not_trained_again(tmp_path, data_root, uninterrupted):
     """A fresh clone has the ledger's records and no resume point of a finished run: the plan
     counts it as finished instead of starting it over."""
+    for run in ("baseline", "lnl", "blindeye"):  # each probed once it finished, as recorded
+        probe = json.load(open(uninterrupted / "ledger" / f"cmnist_var0.020_seed0_{run}" /
+                               "probe.json"))
+        assert 0 <= probe["probe_bias_acc"] <= 1 and probe["checkpoint"]["epoch"] == 3
     shutil.copytree(uninterrupted / "ledger", tmp_path / "ledger")
     before = digests(tmp_path / "ledger")
     code, out = drive(tmp_path, data_root, tmp_path / "fresh_clone")
