@@ -462,12 +462,14 @@ TRAINING_ONLY_FLAGS = ("--epochs", "--lr")
 
 
 def needs_probe(life, run):
-    """Whether a run finished here and its frozen-f probe has not run (main.py --mode probe:
-    how much of the bias a fresh head still reads from the run's f; issues #25, #33)."""
+    """Whether a run finished here and its frozen-f probe has not run, here or wherever its
+    record came from (main.py --mode probe: how much of the bias a fresh head still reads
+    from the run's f; issues #25, #33)."""
     work = life.work(run)
     return (life.view(run, "work").finished(planned_epochs(run))
             and os.path.lexists(os.path.join(work, "checkpoints", "last.pth"))
-            and not os.path.lexists(os.path.join(work, "probe.json")))
+            and not any(os.path.lexists(os.path.join(folder, "probe.json"))
+                        for folder in (work, life.ledger(run))))
 
 
 def start_probe(life, lane, run):
