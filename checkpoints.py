@@ -50,11 +50,15 @@ def old_format_globals():
     names or numpy 2's. Loading with only these allowed (torch.serialization.safe_globals)
     reads such a file without a full unpickle: no other class can be built, no code runs."""
     import numpy as np
-    core = np._core.multiarray
-    return [core._reconstruct, core.scalar, np.ndarray, np.dtype, np.dtypes.UInt32DType,
-            np.dtypes.Int64DType, np.dtypes.Float64DType,
+    core = (np._core if hasattr(np, "_core") else np.core).multiarray  # numpy 2, numpy 1
+    dtypes = [getattr(getattr(np, "dtypes", None), name, None)
+              for name in ("UInt32DType", "Int64DType", "Float64DType")]  # numpy >= 1.25
+    return [core._reconstruct, core.scalar, np.ndarray, np.dtype,
+            *[d for d in dtypes if d is not None],
             (core._reconstruct, "numpy.core.multiarray._reconstruct"),
-            (core.scalar, "numpy.core.multiarray.scalar")]
+            (core._reconstruct, "numpy._core.multiarray._reconstruct"),
+            (core.scalar, "numpy.core.multiarray.scalar"),
+            (core.scalar, "numpy._core.multiarray.scalar")]
 
 
 def load_old_format(path):
