@@ -681,8 +681,9 @@ def collect_long(opts, src):
     it is further along, its checkpoint loads (weights only) and holds the epoch its metrics
     say (and our long runs are not running); what it replaces is kept aside. A record the
     ledger lacks is added; anything else is kept as it is, with one line."""
-    import long_runs  # scripts/long_runs.py, beside this file: the plan and its checks
-    plan = {r["name"]: r for r in long_runs.headline_plan(opts.epochs, tiny=opts.tiny)}
+    import long_runs  # scripts/long_runs.py, beside this file: the runs' folders and checks
+    import plans  # the plans, beside it
+    plan = {r["name"]: r for r in plans.headline_plan(opts.epochs, tiny=opts.tiny)}
     life = long_runs.Lifecycle(list(plan.values()), opts)
     top = os.path.join(src, "in_progress")
     for name, theirs in fetched_runs(src, "in_progress", plan):

@@ -5,9 +5,7 @@ the layer: writes through planted links, links copied into committed records, a 
 that ran code, a good resume point replaced by a bad one, two drivers on one checkout,
 tracebacks on damaged records, silently wrong values. Each must end in success or one line,
 never a traceback, never a write outside the named folders."""
-import contextlib
 import errno
-import io
 import json
 import os
 import subprocess
@@ -25,7 +23,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "scripts"))
 import gpu_lease  # noqa: E402
 import long_runs  # noqa: E402
-import results  # noqa: E402
+import plans  # noqa: E402
 
 RUN = "cmnist_var0.020_seed0_baseline"
 LNL = "cmnist_var0.020_seed0_lnl"
@@ -46,7 +44,7 @@ def one_line_failure(code, out):
 def life(tmp_path, plan=None):
     opts = types.SimpleNamespace(work=str(tmp_path / "work"), keep=str(tmp_path / "keep"),
                                  ledger=str(tmp_path / "ledger"), device="cpu")
-    return long_runs.Lifecycle(plan or long_runs.headline_plan(100, ("0.020",), seeds=(0,)),
+    return long_runs.Lifecycle(plan or plans.headline_plan(100, ("0.020",), seeds=(0,)),
                                opts)
 
 
@@ -54,7 +52,7 @@ def run_folder(folder, epochs=3, finished=False, checkpoint=True):
     """A run folder as main.py leaves it (a small checkpoint of this tool's format)."""
     os.makedirs(folder / "checkpoints", exist_ok=True)
     (folder / "args.json").write_text(json.dumps(
-        long_runs.cmnist_run("0.020", "baseline", 100)["expect"]))
+        plans.cmnist_run("0.020", "baseline", 100)["expect"]))
     (folder / "metrics.jsonl").write_text(
         "".join(json.dumps({"epoch": e + 1, "test_acc": 0.5}) + "\n" for e in range(epochs)))
     (folder / "run.log").write_text("epoch lines\n")
@@ -278,7 +276,7 @@ def test_status_and_table_read_damaged_records_without_a_traceback(tmp_path, cas
     folder = tmp_path / where / RUN
     folder.mkdir(parents=True)
     (folder / "args.json").write_text(json.dumps(
-        long_runs.cmnist_run("0.020", "baseline", 100)["expect"]))
+        plans.cmnist_run("0.020", "baseline", 100)["expect"]))
     (folder / name).write_bytes(data)
     common = ["--work", tmp_path / "work", "--keep", tmp_path / "keep", "--ledger",
               tmp_path / "ledger", "--sigmas", "0.020", "--seeds", "0"]

@@ -17,6 +17,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "scripts"))
 import gpu_lease  # noqa: E402
 import long_runs  # noqa: E402
+import plans  # noqa: E402
 
 BASELINE = "cmnist_var0.020_seed0_baseline"
 
@@ -79,7 +80,7 @@ def test_long_call_continues_the_resume_points_and_collect_brings_the_records_ho
 def resume_point(folder, epochs, device="cuda:0", checkpoint_epoch=None):
     """A fetched resume point of the plan's baseline at `epochs` (its record matches the plan;
     its checkpoint, a small one of this tool's format, at checkpoint_epoch, else epochs)."""
-    run = long_runs.cmnist_run("0.020", "baseline", 100)
+    run = plans.cmnist_run("0.020", "baseline", 100)
     os.makedirs(folder / BASELINE / "checkpoints")
     (folder / BASELINE / "args.json").write_text(json.dumps({**run["expect"], "device": device}))
     (folder / BASELINE / "metrics.jsonl").write_text(
@@ -152,7 +153,7 @@ def hostile_archive(out, name, link=False):
     (f"in_progress/{BASELINE}/../../../escape.txt", False),  # a path out of the folder
     ("/tmp/absolute.txt", False),
     (f"in_progress/{BASELINE}/evil.py", False),           # not a file a resume point holds
-    (f"cmnist/..hidden/results.json", False)])
+    ("cmnist/..hidden/results.json", False)])
 def test_collect_refuses_a_hostile_archive_and_writes_nothing(tmp_path, name, link):
     hostile_archive(tmp_path / "out", name, link)
     with pytest.raises(SystemExit, match="refusing .*(link|not a file a resume).*nothing was"):

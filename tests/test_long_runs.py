@@ -14,6 +14,7 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "scripts"))
 import long_runs  # noqa: E402
+import plans  # noqa: E402
 
 PLAN = ["--tiny", "--epochs", "3", "--sigmas", "0.020", "--seeds", "0", "--variants", "baseline",
         "lnl", "blindeye", "--lanes", "2"]
@@ -131,7 +132,7 @@ def test_a_resume_point_that_does_not_match_its_record_is_refused(tmp_path, data
 def test_a_work_folder_behind_its_resume_point_is_left_alone(tmp_path):
     opts = long_runs.parse_args(["status", "--work", str(tmp_path / "w"), "--keep",
                                  str(tmp_path / "k"), *PLAN])
-    life = long_runs.Lifecycle(long_runs.headline_plan(3, ["0.020"], tiny=True), opts)
+    life = long_runs.Lifecycle(plans.headline_plan(3, ["0.020"], tiny=True), opts)
     name = "cmnist_var0.020_seed0_baseline"
     for folder, epochs in (("k", 2), ("w", 1)):
         os.makedirs(tmp_path / folder / name)
@@ -178,7 +179,7 @@ def lifecycle(tmp_path, run, device):
 def test_the_pace_of_one_device_never_estimates_another(tmp_path):
     """A run continued on a GPU (4 lanes) keeps its CPU pace apart: `status` on the CPU
     estimates from CPU pieces only (entries from before the device was recorded are CPU's)."""
-    run = long_runs.cmnist_run("0.020", "lnl", 100)
+    run = plans.cmnist_run("0.020", "lnl", 100)
     os.makedirs(tmp_path / "keep" / run["name"])
     (tmp_path / "keep" / run["name"] / "pace.json").write_text(json.dumps({
         "1_threads": {"seconds": 1000.0, "epochs": 4},
@@ -197,7 +198,7 @@ def test_the_pace_of_one_device_never_estimates_another(tmp_path):
 def test_a_piece_counts_its_seconds_up_to_its_last_whole_epoch(tmp_path):
     """Stopped 400 s into its third epoch, a piece that finished two epochs 100 s after its
     start records 2 epochs in 100 s; a piece that finished no epoch records nothing."""
-    run = long_runs.cmnist_run("0.020", "lnl", 100)
+    run = plans.cmnist_run("0.020", "lnl", 100)
     life = lifecycle(tmp_path, run, "cpu")
     work = tmp_path / "work" / run["name"]
     work.mkdir(parents=True)
@@ -224,7 +225,7 @@ def test_the_estimate_follows_the_newest_pieces(tmp_path):
     """40 epochs at 450 s beside other work, then pieces of 5 and 6 epochs at 200 s: the
     estimate is the newest pieces' pace once they cover RECENT_EPOCHS (10) epochs, and
     reaches back into older ones while they cover fewer."""
-    run = long_runs.cmnist_run("0.020", "lnl", 100)
+    run = plans.cmnist_run("0.020", "lnl", 100)
     os.makedirs(tmp_path / "keep" / run["name"])
     pace = tmp_path / "keep" / run["name"] / "pace.json"
     life = lifecycle(tmp_path, run, "cpu")
@@ -244,7 +245,7 @@ def test_the_headline_table_is_built_from_the_ledger_and_the_resume_points(tmp_p
     """Ours beside the paper's: a finished run's final test accuracy from the ledger, an
     unfinished one's epochs from its resume point (never a live work folder), a σ² with
     nothing begun left out, '—' where the plan has no such run."""
-    plan = long_runs.headline_plan(100, ("0.020", "0.050", "0.035"), seeds=(0,),
+    plan = plans.headline_plan(100, ("0.020", "0.050", "0.035"), seeds=(0,),
                                    variants=("baseline", "lnl", "blindeye"))
     opts = types.SimpleNamespace(work=str(tmp_path / "work"), keep=str(tmp_path / "keep"),
                                  ledger=str(tmp_path / "ledger"), device="cpu")
@@ -294,7 +295,7 @@ def test_the_readme_tables_are_what_the_repository_holds(plan):
 def test_a_cell_pools_the_seeds_with_their_spread(tmp_path):
     """Two seeds finished: mean ± sample std with n = 2; a third seed's resume point adds its
     epochs; one seed alone says n = 1."""
-    plan = long_runs.headline_plan(100, ("0.020", "0.050"), variants=("baseline", "lnl"))
+    plan = plans.headline_plan(100, ("0.020", "0.050"), variants=("baseline", "lnl"))
     opts = types.SimpleNamespace(work=str(tmp_path / "work"), keep=str(tmp_path / "keep"),
                                  ledger=str(tmp_path / "ledger"), device="cpu")
     life = long_runs.Lifecycle(plan, opts)
@@ -317,7 +318,7 @@ def test_a_cell_pools_the_seeds_with_their_spread(tmp_path):
 def test_the_plan_follows_the_issue_order():
     """Issue #34: BlindEye 0.020 and LNL 0.035 first, then Gray at 0.050 and 0.020, then seeds
     1 and 2 at the headline's sigma^2, then LNL 0.025, then the rest."""
-    names = [r["name"] for r in long_runs.headline_plan(100)]
+    names = [r["name"] for r in plans.headline_plan(100)]
     order = ["cmnist_var0.020_seed0_blindeye", "cmnist_var0.035_seed0_lnl",
              "cmnist_var0.050_seed0_gray", "cmnist_var0.020_seed0_gray",
              "cmnist_var0.020_seed1_baseline", "cmnist_var0.020_seed1_lnl",
@@ -330,7 +331,7 @@ def test_the_plan_follows_the_issue_order():
     assert len(names) == len(set(names)) == 4 * 7 + 2 * 2 * 2 + 3 * 2
     assert names[-6:] == [f"cmnist_var{s}_seed0_{m}" for s in ("0.020", "0.050")
                           for m in ("lff", "groupdro", "jtt")]
-    gray = long_runs.cmnist_run("0.050", "gray", 100)
+    gray = plans.cmnist_run("0.050", "gray", 100)
     assert "--grayscale" in gray["flags"] and gray["after"] is None
     assert gray["expect"]["method"] == "baseline" and gray["expect"]["grayscale"] is True
 

@@ -1,0 +1,116 @@
+"""The long runs' plans: which runs, in which order, with which flags (scripts/long_runs.py
+trains them; gpu_lease.py continues them on a GPU). A run is a dict: its name, main.py flags,
+the values its args.json must record (`expect`), the table cell it fills (`variant`, `sigma`:
+sigma^2, or LfF's share of conflicting images), its seed and epochs, and the run it starts
+from (`after`: a stage-2 run waits for its baseline).
+
+- headline: the LNL paper's Colored-MNIST table (Kim et al., CVPR 2019, Fig. 4) in issue #34's
+  order, its spread at the headline's two sigma^2, then the methods after LNL on that ground;
+- lff: LfF's Colored MNIST (issue #33), every method x the four shares x 3 seeds.
+"""
+import os
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# sigma^2 of the paper's table; the first two are the headline's
+HEADLINE_SIGMAS = ("0.020", "0.050", "0.035", "0.025", "0.045", "0.030", "0.040")
+VARIANTS = ("baseline", "lnl", "blindeye", "gray", "lff", "groupdro", "jtt")  # the table's rows
+SEEDS = (0, 1, 2)  # seed 0 everywhere; the others at the headline's two sigma^2 (its spread)
+
+
+# --------------------------------------------------------------------------- the plan
+def cmnist_run(sigma, variant, epochs, seed=0, tiny=False):
+    """One run of the reference Colored-MNIST recipe (Kim et al., CVPR 2019, §4.1): stage 1
+    (baseline; Gray, the baseline on grayscale images) at lr 0.01; stage 2 (LNL, BlindEye) at
+    lr 0.001 from the baseline's last checkpoint. Named as scripts/run_cmnist.sh names it.
+    `expect`: the values its args.json must record (check_record)."""
+    base = f"cmnist_var{sigma}_seed{seed}"
+    method = "baseline" if variant == "gray" else variant
+    stage1 = method == "baseline"
+    expect = {"dataset_name": "ColoredMNIST", "color_var": sigma, "seed": seed, "data_seed": 0,
+              "method": method, "lr": 0.01 if stage1 else 0.001, "grayscale": variant == "gray"}
+    flags = ["--dataset_name", "ColoredMNIST", "--color_var", sigma, "--seed", str(seed),
+             "--data_seed", "0", "--epochs", str(epochs), "--method", method,
+             "--lr", "0.01" if stage1 else "0.001"]
+    if variant == "gray":  # the paper's Gray: trained and tested without colour
+        flags.append("--grayscale")
+    if tiny:  # the rehearsal: 600 images, for tests
+        flags += ["--max_train_samples", "512", "--max_test_samples", "256"]
+        expect.update(max_train_samples=512, max_test_samples=256)
+    return {"name": f"{base}_{variant}", "flags": flags, "expect": expect, "sigma": sigma,
+            "variant": variant, "seed": seed, "epochs": epochs,
+            "after": None if stage1 else f"{base}_baseline"}
+
+
+def headline_plan(epochs, sigmas=HEADLINE_SIGMAS, tiny=False, seeds=SEEDS, variants=VARIANTS):
+    """The paper's table in the order issue #34 asks for (the first two sigma^2 are the
+    headline's; a stage-2 run waits for its baseline, the next ready run takes a free lane):
+    1. seed 0 baseline + LNL at the headline sigma^2 (done by 2026-11-30);
+    2. BlindEye at the first sigma^2, then baseline + LNL at the third (in flight on 2026-12-01);
+    3. Gray at the second and the first sigma^2: the shape-only oracle at baseline cost, which
+       says whether shape alone tops out where LNL does;
+    4. the other seeds at the headline sigma^2, baseline + LNL: the headline with its spread;
+    5. baseline + LNL at the remaining sigma^2, in their order;
+    6. BlindEye, then Gray, at every sigma^2 not yet planned;
+    7. LfF, GroupDRO and JTT at the headline sigma^2 (issue #33: the methods after LNL on
+       LNL's ground)."""
+    def runs(sigma, *which, seed=0):
+        return [cmnist_run(sigma, v, epochs, seed, tiny) for v in which if v in variants]
+    head, third, rest = list(sigmas[:2]), list(sigmas[2:3]), list(sigmas[3:])
+    plan = [r for s in head for r in runs(s, "baseline", "lnl")]
+    plan += runs(sigmas[0], "blindeye") + [r for s in third for r in runs(s, "baseline", "lnl")]
+    plan += [r for s in reversed(head) for r in runs(s, "gray")]
+    plan += [r for seed in seeds if seed != 0 for s in head
+             for r in runs(s, "baseline", "lnl", seed=seed)]
+    plan += [r for s in rest for r in runs(s, "baseline", "lnl")]
+    plan += [r for s in sigmas[1:] for r in runs(s, "blindeye")]
+    plan += [r for s in third + rest for r in runs(s, "gray")]
+    plan += [later_method_run(s, m, epochs, tiny) for s in head for m in AFTER_LNL
+             if m in variants]
+    return plan
+
+
+AFTER_LNL = ("lff", "groupdro", "jtt")  # the later methods, on LNL's Colored MNIST at the end
+
+
+def later_method_run(sigma, method, epochs, tiny=False):
+    """A method after LNL on LNL's Colored MNIST (issue #33, 5): LNL's networks and its
+    baseline recipe (SGD, lr 0.01, 100 epochs from scratch); the bias label GroupDRO groups by
+    is the digit whose palette colour the image wears. JTT's T: half the epochs."""
+    run = cmnist_run(sigma, "baseline", epochs, tiny=tiny)
+    run["flags"][run["flags"].index("--method") + 1] = method
+    if method == "jtt":
+        run["flags"] += ["--jtt_first_epochs", str(max(1, epochs // 2))]
+    run["expect"]["method"] = method
+    return {**run, "name": run["name"].replace("_baseline", f"_{method}"), "variant": method}
+
+
+# LfF's benchmark (issue #33, 4): every method with the benchmark's own recipe
+# (configs/lff_cmnist.yaml), x the paper's four shares of conflicting images x 3 seeds
+LFF_RATIOS = ("0.005", "0.01", "0.02", "0.05")
+LFF_METHODS = ("baseline", "lff", "groupdro", "jtt", "lnl", "blindeye")
+LFF_NAMES = {"baseline": "vanilla"}  # the LfF paper's name for the plain model
+
+
+def lff_run(ratio, method, seed, epochs, tiny=False):
+    """One run of LfF's benchmark: the preset's MLP, Adam 1e-3, batch 256, its share of
+    conflicting images, a tenth of the training images held out for selection."""
+    flags = ["--config", os.path.join(ROOT, "configs", "lff_cmnist.yaml"), "--method", method,
+             "--lff_conflict_ratio", ratio, "--seed", str(seed), "--data_seed", "0",
+             "--epochs", str(epochs)]
+    expect = {"dataset_name": "LfFColoredMNIST", "method": method,
+              "lff_conflict_ratio": ratio, "seed": seed, "data_seed": 0}
+    if method == "jtt":
+        flags += ["--jtt_first_epochs", str(max(1, epochs // 2))]
+    if tiny:
+        flags += ["--max_train_samples", "1000", "--max_test_samples", "300"]
+        expect.update(max_train_samples=1000, max_test_samples=300)
+    return {"name": f"lff_ratio{ratio}_seed{seed}_{LFF_NAMES.get(method, method)}",
+            "flags": flags, "expect": expect, "sigma": ratio, "variant": method, "seed": seed,
+            "epochs": epochs, "after": None}
+
+
+def lff_plan(epochs, ratios=LFF_RATIOS, seeds=SEEDS, methods=LFF_METHODS, tiny=False):
+    """Seed by seed (every cell gets a first number before any gets its spread), each share of
+    conflicting images, each method."""
+    return [lff_run(r, m, s, epochs, tiny) for s in seeds for r in ratios for m in methods]
