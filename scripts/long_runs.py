@@ -57,6 +57,7 @@ RESUME_POINT = ("args.json", "metrics.jsonl", "run.log", "pace.json", "results.j
 LEDGER_FILES = ("results.json", "metrics.jsonl", "args.json", "probe.json", "pace.json",
                 "run.log")
 MORE_TO_DO = 3
+APPENDED = ("run.log",)  # a record's file that grows after the run ends (its probe's lines)
 RECENT_EPOCHS = 10  # status's pace: the newest pieces covering this many epochs
 KEPT_PIECES = 20  # pieces pace.json lists per device kind (its totals keep every piece)
 PAPER_CSV = os.path.join(ROOT, "results", "paper_numbers.csv")
@@ -242,8 +243,9 @@ class Lifecycle:
         log(f"{run['name']}: finished; its resume point {keep} removed")
 
     def to_ledger(self, run):
-        """A finished run's small record (LEDGER_FILES, plain files only) into the ledger; a
-        file already there is never overwritten."""
+        """A finished run's small record (LEDGER_FILES, plain files only) into the ledger. A
+        file already there is never overwritten, but for a log the run has since extended
+        (the ledger's copy is the start of the run's: its probe's lines came after it)."""
         if not self.view(run, "work").finished(planned_epochs(run)):
             return  # finished elsewhere: the ledger already has its record
         dest, new = self.ledger(run), []
@@ -251,13 +253,15 @@ class Lifecycle:
             dst = os.path.join(dest, name)
             if os.path.lexists(dst):
                 try:
-                    differs = (read_bytes(dst, self.opts.ledger)
-                               != read_bytes(os.path.join(self.work(run), name), self.opts.work))
+                    theirs = read_bytes(dst, self.opts.ledger)
+                    ours = read_bytes(os.path.join(self.work(run), name), self.opts.work)
                 except FileNotFoundError:
-                    differs = False
+                    continue
                 except UserError as err:
                     raise SystemExit(f"{err} (nothing was copied into {dest})")
-                if differs:
+                if name in APPENDED and len(ours) > len(theirs) and ours.startswith(theirs):
+                    new.append(name)  # the same log, longer: nothing in the ledger is lost
+                elif ours != theirs:
                     log(f"kept {dst}: the ledger's copy differs from the run's (move one aside "
                         "to replace it)")
                 continue

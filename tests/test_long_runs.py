@@ -357,3 +357,23 @@ def test_lffs_benchmark_is_a_plan_of_its_own(tmp_path):
     rows = {line.split(" | ")[0]: line for line in long_runs.lff_table(life).splitlines()}
     assert rows["| LfF"] == ("| LfF | not started | 0.600 ± 0.141 (n = 2) | not started | "
                              "not started |")
+
+
+def test_the_ledger_takes_a_log_the_run_has_since_extended_and_nothing_else(tmp_path):
+    """A probe appends to run.log after the record went to the ledger: the longer log replaces
+    its start there; any other difference is kept and said."""
+    run = plans.cmnist_run("0.020", "baseline", 2)
+    life = lifecycle(tmp_path, run, "cpu")
+    work, ledger = tmp_path / "work" / run["name"], tmp_path / "ledger" / run["name"]
+    work.mkdir(parents=True)
+    (work / "results.json").write_text(json.dumps({"epochs": 2, "test_acc": 0.5}))
+    (work / "run.log").write_text("epoch 1\nepoch 2\n")
+    life.to_ledger(run)
+    (work / "run.log").write_text("epoch 1\nepoch 2\nprobe\n")
+    life.to_ledger(run)
+    assert (ledger / "run.log").read_text() == "epoch 1\nepoch 2\nprobe\n"
+    (work / "results.json").write_text(json.dumps({"epochs": 2, "test_acc": 0.9}))
+    (work / "run.log").write_text("something else\n")
+    life.to_ledger(run)
+    assert json.loads((ledger / "results.json").read_text())["test_acc"] == 0.5
+    assert (ledger / "run.log").read_text() == "epoch 1\nepoch 2\nprobe\n"
