@@ -19,6 +19,7 @@ import numpy as np
 import requests
 
 import image_datasets as imd
+import safe_files
 from colored_mnist import MNIST_FILES, find_idx, mnist_raw_dir, read_bytes, read_idx
 from utils import UserError, progress
 
@@ -51,10 +52,8 @@ def import_mnist(src, data_root_base):
         files[stem] = data
     os.makedirs(dest, exist_ok=True)
     for stem, data in files.items():
-        tmp = os.path.join(dest, f".{stem}.tmp")
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, os.path.join(dest, stem))
+        # a unique temp name: two runs importing at once (long_runs.py's two plans) both succeed
+        safe_files.write_bytes(os.path.join(dest, stem), data, root=dest)
     print(f"MNIST imported from {src} into {dest} (checksums verified)")
 
 

@@ -250,6 +250,27 @@ def test_fetch_from_folder_rejects_a_corrupt_file(tmp_path, mnist_root):
     assert exc.value.code == 1
 
 
+def test_two_imports_at_once_both_succeed(tmp_path, mnist_root, monkeypatch):
+    """long_runs.py's two plans import MNIST at the same moment on a fresh clone: the second
+    import runs while the first is between writing a file and renaming it into place."""
+    src = os.path.join(mnist_root, "MNIST", "raw")
+    dest = str(tmp_path / "dest")
+    real_replace, nested = os.replace, []
+
+    def replace_after_another_import(*args, **kwargs):
+        if not nested:
+            nested.append(True)
+            fetch_data.import_mnist(src, dest)
+        return real_replace(*args, **kwargs)
+
+    monkeypatch.setattr(os, "replace", replace_after_another_import)
+    fetch_data.import_mnist(src, dest)
+    monkeypatch.undo()
+    assert nested and sorted(os.listdir(os.path.join(dest, "MNIST", "raw"))) == sorted(
+        os.listdir(src))
+    assert cm.load_mnist(dest)["train_labels"].shape == (60000,)
+
+
 # ----------------------------------------------------------------------------- IRM Colored MNIST
 def test_irm_environments_have_the_published_agreement_rates(mnist_root):
     envs, test = cm.build_irm_cmnist(cm.load_mnist(mnist_root), data_seed=0)
