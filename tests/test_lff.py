@@ -216,3 +216,17 @@ def test_the_new_methods_train_on_lnls_colored_mnist(method, mnist_root, tmp_pat
     record = json.load(open(tmp_path / method / "results.json"))
     assert 0.0 <= acc <= 1.0 and record["method"] == method
     assert 0.0 <= record["test_worst_group_acc"] <= record["test_acc"]
+
+
+@pytest.mark.parametrize("method", ["lnl", "blindeye"])
+def test_lnl_and_blindeye_train_on_lff_cmnist_their_bias_head_reading_the_colour(
+        method, mnist_root, tmp_path):
+    """LNL meets LfF on LfF's ground (issue #33, 4): h reads the image-level colour label (one of
+    ten) from f's features, so it learns it well above chance while g learns the digit."""
+    cli.main(["--config", "configs/lff_cmnist.yaml", "--method", method, "--data_root_base",
+              mnist_root, "--output_dir", str(tmp_path), "--device", "cpu",
+              "--max_train_samples", "2000", "--max_test_samples", "300", "--batch_size", "64",
+              "--epochs", "8", "--experiment_name", method])
+    rows = [json.loads(line) for line in open(tmp_path / method / "metrics.jsonl")]
+    assert rows[-1]["bias_acc"] > 0.3  # chance: 0.1
+    assert max(r["train_acc"] for r in rows) > 0.3  # BlindEye's confusion term makes it wander
