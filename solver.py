@@ -159,6 +159,7 @@ class Solver:
         self.epoch = 0           # epochs completed
         self.step_in_epoch = 0   # steps completed in the current epoch
         self.partial = None      # EpochMeter of the current epoch so far
+        self.epoch_share = 1.0   # the part of the last epoch's steps this process ran
         self.stop_signal = 0
         self.init_source = None  # the checkpoint a stage-2 run started from (path, epoch, hash)
         self.started, self.seconds_before = None, 0.0  # for train_seconds()
@@ -196,7 +197,7 @@ class Solver:
                 last = {**stats, "lr": lr}
                 if self.epoch % args.eval_every == 0 or self.epoch == args.epochs:
                     last.update(self.evaluate_all())
-                self._report(last)
+                self._report(last, self.epoch_share)
                 run.save_checkpoint(self.state())
             if "test_acc" not in last or self.last_eval is None:
                 # nothing was left to train: evaluate the finished run (its figures need it)
@@ -227,6 +228,7 @@ class Solver:
         loader.sampler.set_epoch(self.epoch)
         loader.sampler.set_start(self.step_in_epoch * loader.batch_size)
         meter = self.partial = self.partial or EpochMeter()  # checkpointed with the position
+        resumed_at = self.step_in_epoch
         bar = progress(loader, desc=f"epoch {self.epoch + 1}/{self.args.epochs}")
         for batch in bar:
             batch = self._to_device(batch)
@@ -245,6 +247,8 @@ class Solver:
             if self._stop_requested():
                 return None
             yield
+        # a resumed epoch's first steps ran in an earlier process: this one's pace is its share
+        self.epoch_share = 1.0 - resumed_at / max(self.step_in_epoch, 1)
         self.step_in_epoch, self.partial = 0, None
         means, skipped = meter.averages(self.device, self.world)
         if self.args.skip_nonfinite:
@@ -306,12 +310,13 @@ class Solver:
             f"checkpoint saved in {self.run.checkpoints}. Continue with the same command "
             "plus --resume.", 128 + self.stop_signal)
 
-    def _report(self, stats):
-        """An epoch's metrics into the run folder, and its line (with the ETA) in the log."""
+    def _report(self, stats, share=1.0):
+        """An epoch's metrics into the run folder, and its line (with the ETA) in the log;
+        `share`: the part of the epoch's steps this process ran (less after a resume)."""
         self.run.log_epoch(self.epoch, stats)
         if not self.is_main:
             return
-        self.pace.tick(time.time())
+        self.pace.tick(time.time(), share)
         pace = self.pace.seconds()
         log(f"epoch {self.epoch}/{self.args.epochs} "
             + " ".join(f"{k}={v:.4g}" for k, v in stats.items())

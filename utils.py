@@ -158,14 +158,15 @@ class EpochPace:
     """Seconds per epoch for an ETA, from the recent epochs: the median of the last `window`
     epochs' durations. A mean since the process started would carry a pause (a machine shared
     for half an hour) into every later estimate; the median of the recent ones forgets it as
-    soon as the epochs after it are in the majority, and ignores a short resumed partial epoch."""
+    soon as the epochs after it are in the majority. An epoch resumed part-way counts at its
+    whole-epoch rate: its duration divided by the share of its steps this process ran."""
 
     def __init__(self, start, window=5):
         self.last, self.window, self.durations = start, window, []
 
-    def tick(self, now):
-        """An epoch ended at `now` (time.time())."""
-        self.durations = (self.durations + [now - self.last])[-self.window:]
+    def tick(self, now, share=1.0):
+        """An epoch ended at `now` (time.time()); this process ran `share` of its steps."""
+        self.durations = (self.durations + [(now - self.last) / max(share, 1e-3)])[-self.window:]
         self.last = now
 
     def seconds(self):
