@@ -272,7 +272,16 @@ class Lifecycle:
 
     def ready(self, run):
         return self.state(run) != "finished" and (
-            run["after"] is None or self.state(self.by_name[run["after"]]) == "finished")
+            run["after"] is None or self.state(self.by_name[run["after"]]) == "finished"
+            and self.start_kept(run))
+
+    def start_kept(self, run):
+        """Whether the checkpoint a stage-2 run starts from is here: in its start run's work
+        folder, or in its resume point (which `run` restores). A start run that finished before
+        this run was planned may have lost it: then this run cannot start."""
+        after = self.by_name[run["after"]]
+        return any(os.path.lexists(os.path.join(getattr(self, where)(after), "checkpoints",
+                                                "last.pth")) for where in ("work", "keep"))
 
 
 def hold_folders(opts):
@@ -602,7 +611,8 @@ def status(life):
         if state == "not started" and os.path.lexists(os.path.join(life.keep(run), "args.json")):
             state = "saved (restored by run)"
         if state == "not started" and run["after"] and not life.ready(run):
-            state = f"waits for {run['after']}"
+            state = (f"waits for {run['after']}" if life.state(life.by_name[run["after"]])
+                     != "finished" else f"cannot start: {run['after']}'s checkpoint is not kept")
         done, total = life.done(run, where), planned_epochs(run)
         spe, how = seconds_per_epoch(life, run)
         left = None if spe is None else (total - done) * spe
@@ -687,7 +697,8 @@ def headline_table(life):
 
 
 LFF_ROWS = (("baseline", "Vanilla"), ("lff", "LfF"), ("groupdro", "GroupDRO"), ("jtt", "JTT"),
-            ("lnl", "LNL"), ("blindeye", "BlindEye"))
+            ("lnl", "LNL"), ("blindeye", "BlindEye"), ("lnl_stage2", "LNL, stage 2 from vanilla"),
+            ("blindeye_stage2", "BlindEye, stage 2 from vanilla"))
 LFF_MARKS = ("<!-- long_runs.py table --plan lff -->",
              "<!-- end of long_runs.py table --plan lff -->")
 

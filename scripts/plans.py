@@ -67,7 +67,22 @@ def headline_plan(epochs, sigmas=HEADLINE_SIGMAS, tiny=False, seeds=SEEDS, varia
     plan += [r for s in third + rest for r in runs(s, "gray")]
     plan += [later_method_run(s, m, epochs, tiny) for s in head for m in AFTER_LNL
              if m in variants]
-    return plan
+    if set(variants) == set(VARIANTS):
+        return plan
+    return with_start_runs(plan, headline_plan(epochs, sigmas, tiny, seeds))
+
+
+def with_start_runs(plan, whole):
+    """The plan with the run each stage-2 run starts from (found in `whole`, the plan with
+    every variant) placed before the first run that needs it: `--variants lnl` trains the
+    baselines LNL starts from."""
+    by_name, names, out = {r["name"]: r for r in whole}, {r["name"] for r in plan}, []
+    for run in plan:
+        if run["after"] and run["after"] not in names:
+            out.append(by_name[run["after"]])
+            names.add(run["after"])
+        out.append(run)
+    return out
 
 
 AFTER_LNL = ("lff", "groupdro", "jtt")  # the later methods, on LNL's Colored MNIST at the end
@@ -88,13 +103,20 @@ def later_method_run(sigma, method, epochs, tiny=False):
 # LfF's benchmark (issue #33, 4): every method with the benchmark's own recipe
 # (configs/lff_cmnist.yaml), x the paper's four shares of conflicting images x 3 seeds
 LFF_RATIOS = ("0.005", "0.01", "0.02", "0.05")
-LFF_METHODS = ("baseline", "lff", "groupdro", "jtt", "lnl", "blindeye")
+LFF_METHODS = ("baseline", "lff", "groupdro", "jtt", "lnl", "blindeye", "lnl_stage2",
+               "blindeye_stage2")
 LFF_NAMES = {"baseline": "vanilla"}  # the LfF paper's name for the plain model
+STAGE2 = "_stage2"
+LFF_STAGE2_LR = "0.0001"  # a tenth of the recipe's 1e-3, as LNL's stage 2 takes a tenth of 0.01
 
 
-def lff_run(ratio, method, seed, epochs, tiny=False):
+def lff_run(ratio, variant, seed, epochs, tiny=False):
     """One run of LfF's benchmark: the preset's MLP, Adam 1e-3, batch 256, its share of
-    conflicting images, a tenth of the training images held out for selection."""
+    conflicting images, a tenth of the training images held out for selection. LNL and
+    BlindEye run twice: from scratch like every method here, and `<method>_stage2` as the LNL
+    authors order them (pretrain, then unlearn: Kim et al. 2019 §4.1, their advice for an
+    unstable game) from the vanilla run's last checkpoint at a tenth of its lr."""
+    method = variant[:-len(STAGE2)] if variant.endswith(STAGE2) else variant
     flags = ["--config", os.path.join(ROOT, "configs", "lff_cmnist.yaml"), "--method", method,
              "--lff_conflict_ratio", ratio, "--seed", str(seed), "--data_seed", "0",
              "--epochs", str(epochs)]
@@ -102,15 +124,22 @@ def lff_run(ratio, method, seed, epochs, tiny=False):
               "lff_conflict_ratio": ratio, "seed": seed, "data_seed": 0}
     if method == "jtt":
         flags += ["--jtt_first_epochs", str(max(1, epochs // 2))]
+    after = None
+    if variant != method:
+        flags += ["--lr", LFF_STAGE2_LR]
+        expect["lr"] = float(LFF_STAGE2_LR)
+        after = lff_run(ratio, "baseline", seed, epochs, tiny)["name"]
     if tiny:
         flags += ["--max_train_samples", "1000", "--max_test_samples", "300"]
         expect.update(max_train_samples=1000, max_test_samples=300)
-    return {"name": f"lff_ratio{ratio}_seed{seed}_{LFF_NAMES.get(method, method)}",
-            "flags": flags, "expect": expect, "sigma": ratio, "variant": method, "seed": seed,
-            "epochs": epochs, "after": None}
+    return {"name": f"lff_ratio{ratio}_seed{seed}_{LFF_NAMES.get(variant, variant)}",
+            "flags": flags, "expect": expect, "sigma": ratio, "variant": variant, "seed": seed,
+            "epochs": epochs, "after": after}
 
 
 def lff_plan(epochs, ratios=LFF_RATIOS, seeds=SEEDS, methods=LFF_METHODS, tiny=False):
     """Seed by seed (every cell gets a first number before any gets its spread), each share of
-    conflicting images, each method."""
-    return [lff_run(r, m, s, epochs, tiny) for s in seeds for r in ratios for m in methods]
+    conflicting images, each method (a stage-2 run after the vanilla run it starts from)."""
+    plan = [lff_run(r, m, s, epochs, tiny) for s in seeds for r in ratios for m in methods]
+    return with_start_runs(plan, lff_plan(epochs, ratios, seeds, LFF_METHODS, tiny)
+                           if set(methods) != set(LFF_METHODS) else plan)

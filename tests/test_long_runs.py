@@ -344,7 +344,12 @@ def test_lffs_benchmark_is_a_plan_of_its_own(tmp_path):
     assert opts.ledger.endswith(os.path.join("results", "lff_cmnist"))
     assert opts.work.endswith(os.path.join("outputs", "long_lff"))
     plan = long_runs.plan_of(opts)
-    assert len(plan) == 6 * 4 * 3 and [r["seed"] for r in plan[:24]] == [0] * 24
+    assert len(plan) == 8 * 4 * 3 and [r["seed"] for r in plan[:32]] == [0] * 32
+    stage2 = plan[6]  # LNL as its authors order it: from the vanilla run, at a tenth of its lr
+    assert stage2["name"] == "lff_ratio0.005_seed0_lnl_stage2"
+    assert stage2["after"] == "lff_ratio0.005_seed0_vanilla" and stage2["variant"] == "lnl_stage2"
+    assert stage2["expect"]["method"] == "lnl" and stage2["expect"]["lr"] == 0.0001
+    assert stage2["flags"][stage2["flags"].index("--method") + 1] == "lnl"
     vanilla = plan[0]
     assert vanilla["name"] == "lff_ratio0.005_seed0_vanilla" and "--config" in vanilla["flags"]
     assert vanilla["expect"]["dataset_name"] == "LfFColoredMNIST"
@@ -357,6 +362,44 @@ def test_lffs_benchmark_is_a_plan_of_its_own(tmp_path):
     rows = {line.split(" | ")[0]: line for line in long_runs.lff_table(life).splitlines()}
     assert rows["| LfF"] == ("| LfF | not started | 0.600 ± 0.141 (n = 2) | not started | "
                              "not started |")
+
+
+def test_a_narrowed_plan_trains_the_runs_its_stage_two_runs_start_from(tmp_path, capsys):
+    """`--variants lnl` (or `--methods lnl_stage2`) plans the baselines LNL starts from, first;
+    `status` on it was a KeyError traceback."""
+    names = [r["name"] for r in plans.headline_plan(100, ("0.020",), seeds=(0, 1),
+                                                    variants=("lnl",))]
+    assert names == ["cmnist_var0.020_seed0_baseline", "cmnist_var0.020_seed0_lnl",
+                     "cmnist_var0.020_seed1_baseline", "cmnist_var0.020_seed1_lnl"]
+    names = [r["name"] for r in plans.lff_plan(100, ("0.01",), (0,), ("blindeye_stage2",))]
+    assert names == ["lff_ratio0.01_seed0_vanilla", "lff_ratio0.01_seed0_blindeye_stage2"]
+    folders = ["--work", str(tmp_path / "w"), "--keep", str(tmp_path / "k"), "--ledger",
+               str(tmp_path / "l")]
+    assert long_runs.main(["status", "--variants", "lnl", "--sigmas", "0.020", *folders]) in (
+        None, 0)
+    assert "waits for cmnist_var0.020_seed1_baseline" in capsys.readouterr().out
+
+
+def test_a_stage_two_run_whose_start_checkpoint_is_gone_cannot_start(tmp_path, capsys):
+    """A run planned after its start run finished and dropped its checkpoint (a fresh clone
+    keeps only the ledger's record) is not started to fail: status says why."""
+    opts = long_runs.parse_args(["status", "--plan", "lff", "--ratios", "0.01", "--seeds", "0",
+                                 "--methods", "lnl_stage2", "--epochs", "3", "--work",
+                                 str(tmp_path / "w"), "--keep", str(tmp_path / "k"),
+                                 "--ledger", str(tmp_path / "l")])
+    life = long_runs.Lifecycle(long_runs.plan_of(opts), opts)
+    vanilla, stage2 = life.plan
+    (tmp_path / "l" / vanilla["name"]).mkdir(parents=True)
+    (tmp_path / "l" / vanilla["name"] / "results.json").write_text(
+        json.dumps({"epochs": 3, "test_acc": 0.4}))
+    assert life.state(vanilla) == "finished" and not life.ready(stage2)
+    long_runs.status(life)
+    assert (f"cannot start: {vanilla['name']}'s checkpoint is not kept"
+            in capsys.readouterr().out)
+    kept = tmp_path / "k" / vanilla["name"] / "checkpoints"
+    kept.mkdir(parents=True)
+    (kept / "last.pth").write_bytes(b"its resume point")
+    assert life.ready(stage2)
 
 
 def test_the_ledger_takes_a_log_the_run_has_since_extended_and_nothing_else(tmp_path):
