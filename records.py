@@ -52,12 +52,39 @@ def code_text(state=None):
                                                         if state["dirty"] else "")
 
 
+def cpu_name():
+    """The CPU's model name (/proc/cpuinfo on Linux, else what platform says), or ''."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
 def device_description(device):
-    """The device a run actually used ('cpu', 'cuda:0') and, on a GPU, its name."""
+    """The device a run actually used ('cpu', 'cuda:0') and its name: a GPU's, or on the CPU
+    the model, the instruction set torch uses and the threads (a run carried between
+    machines changes CPU between pieces, and the kernels with it)."""
     out = {"device": str(device)}
     if device.type == "cuda":
         out["device_name"] = torch.cuda.get_device_name(device)
+    else:
+        out.update(device_name=cpu_name(), cpu_capability=torch.backends.cpu.get_cpu_capability(),
+                   threads=torch.get_num_threads())
     return out
+
+
+def device_text(device):
+    """'cuda:0 (NVIDIA H200)', 'cpu (Intel(R) Xeon(R) ..., AVX512, 1 thread)': run.log's."""
+    d = device_description(device)
+    if "threads" not in d:
+        return f"{d['device']} ({d['device_name']})"
+    threads = f"{d['threads']} thread" + ("s" if d["threads"] != 1 else "")
+    name = f"{d['device_name']}, " if d["device_name"] else ""
+    return f"{d['device']} ({name}{d['cpu_capability']}, {threads})"
 
 
 def _iso(seconds):

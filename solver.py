@@ -344,7 +344,7 @@ class Solver:
             "fp32 (TF32 on)" if self.args.tf32 == "on" and self.device.type == "cuda"
             else "fp32")
         layout = ", NHWC weights" if self.runtime.nhwc else ""
-        return f"{data}, {step}, {precision}{layout} on {self.device}"
+        return f"{data}, {step}, {precision}{layout} on {records.device_text(self.device)}"
 
     def _finish(self, metrics):
         """results.json and the final TensorBoard record (one event file per run)."""

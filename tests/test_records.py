@@ -102,6 +102,18 @@ def test_provenance_names_commit_device_versions_and_times():
     assert outside == {"commit": None, "dirty": None}
 
 
+def test_a_cpu_piece_names_its_cpu_instruction_set_and_threads(monkeypatch):
+    """A run carried between machines changes CPU (and kernels) between pieces: each piece's
+    steps line in run.log and the record say which."""
+    monkeypatch.setattr(records, "cpu_name", lambda: "Some CPU 9000")
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
+    assert records.device_text(torch.device("cpu")) == "cpu (Some CPU 9000, AVX512, 1 thread)"
+    prov = records.provenance(torch.device("cpu"), started=0.0, ended=1.0)
+    assert (prov["device_name"], prov["cpu_capability"], prov["threads"]) == (
+        "Some CPU 9000", "AVX512", 1)
+
+
 def test_the_record_names_the_code_the_process_loaded_not_the_checkout_at_its_end(monkeypatch):
     """A run of hours outlives commits: its record keeps the commit read when the process
     started, and says whether the checkout changed under it."""
