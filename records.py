@@ -121,15 +121,23 @@ def selection(history):
     """Test-free model selection over a run's epochs (--val_fraction): the epoch with the best
     validation accuracy (the first, on ties), its test accuracy, and the best test accuracy
     over the epochs evaluated (the oracle: chosen on the test set, which no honest report may
-    use; recorded only to show the gap). {} without validation accuracies."""
+    use; recorded only to show the gap); where validation has groups, also the epoch with the
+    best validation worst-group accuracy and its test accuracy. {} without validation
+    accuracies."""
     rows = [r for r in history if "val_acc" in r and "test_acc" in r]
     if not rows:
         return {}
     chosen = max(rows, key=lambda r: (r["val_acc"], -r["epoch"]))
     oracle = max(rows, key=lambda r: (r["test_acc"], -r["epoch"]))
-    return {"selected_epoch": chosen["epoch"], "val_acc_selected": chosen["val_acc"],
-            "test_acc_selected": chosen["test_acc"], "test_acc_oracle": oracle["test_acc"],
-            "oracle_epoch": oracle["epoch"]}
+    out = {"selected_epoch": chosen["epoch"], "val_acc_selected": chosen["val_acc"],
+           "test_acc_selected": chosen["test_acc"], "test_acc_oracle": oracle["test_acc"],
+           "oracle_epoch": oracle["epoch"]}
+    groups = [r for r in rows if "val_worst_group_acc" in r]
+    if groups:  # GroupDRO's and JTT's criterion (Sagawa et al. 2020; Liu et al. 2021)
+        worst = max(groups, key=lambda r: (r["val_worst_group_acc"], -r["epoch"]))
+        out.update(selected_epoch_worst_group=worst["epoch"],
+                   test_acc_selected_worst_group=worst["test_acc"])
+    return out
 
 
 def data_digest(sets):

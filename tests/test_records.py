@@ -91,6 +91,13 @@ def test_selection_takes_the_best_validation_epoch_and_shows_the_oracle_apart():
         "selected_epoch": 2, "val_acc_selected": 0.9, "test_acc_selected": 0.40,
         "test_acc_oracle": 0.55, "oracle_epoch": 3}
     assert records.selection([{"epoch": 1, "test_acc": 0.3}]) == {}
+    # GroupDRO's and JTT's criterion, where validation has (label, bias label) groups
+    for row, worst in zip(history, (0.2, 0.1, 0.0, None)):
+        if worst is not None:
+            row["val_worst_group_acc"] = worst
+    chosen = records.selection(history)
+    assert (chosen["selected_epoch_worst_group"], chosen["test_acc_selected_worst_group"],
+            chosen["selected_epoch"]) == (1, 0.30, 2)
 
 
 def test_provenance_names_commit_device_versions_and_times():
