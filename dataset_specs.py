@@ -155,6 +155,11 @@ register_dataset(DatasetSpec(
     run_name=lambda args: f"LfF{args.lff_conflict_ratio:g}",
     title="LfF's Colored MNIST (test accuracy)", pivot="lff_conflict_ratio",
     report=("test_acc", "test_acc_conflicting", "test_worst_group_acc"),
+    # LNL and BlindEye as their authors order them: stage 2 from a vanilla run's checkpoint
+    variants=tuple((f"{m}_stage2", f"{name}, stage 2 from vanilla", lambda c, m=m: (
+        c.get("dataset_name") == "LfFColoredMNIST" and c.get("method") == m
+        and bool(c.get("init_checkpoint")))) for m, name in (("lnl", "LNL"),
+                                                              ("blindeye", "BlindEye"))),
     describe=lambda args: f"{args.lff_conflict_ratio:.1%} conflicting",
     bias_colours=lambda args: LFF_PALETTE,
     options=(

@@ -322,10 +322,14 @@ def markdown_pivot(summary, keys, column, frame, paper):
     numbers."""
     rest = [k for k in keys if k != column]
     values = sorted(summary[column].dropna().unique(), key=str)
+    several = summary.metric.nunique() > 1  # then a row per group and metric, named by both
     rows = []
-    for group, part in summary.groupby(rest, dropna=False, sort=False):
+    for group, part in summary.groupby(rest + (["metric"] if several else []), dropna=False,
+                                       sort=False):
         group = group if isinstance(group, tuple) else (group,)
         name = " ".join(str(label(k, v)) for k, v in zip(rest, group))
+        if several:
+            name, group = f"{name} {group[-1]}", group[:-1]
         cells = {str(r[column]): r for _, r in part.iterrows()}
         rows.append([f"{name} (ours)"] + [fmt(cells[str(v)]["mean"], cells[str(v)]["std"],
                                                 int(cells[str(v)]["n"]))

@@ -257,3 +257,21 @@ def test_the_ledger_holds_two_sweeps_whose_members_share_folder_names(tmp_path, 
     for sweep_name, acc in (("lnl_sweep", 0.8), ("blindeye_sweep", 0.7)):
         saved = json.loads((into / sweep_name / "seed=0" / "results.json").read_text())
         assert saved["test_acc"] == acc
+
+
+def test_a_pivot_of_several_metrics_names_each_row_and_lff_stage_two_is_its_own_row(
+        tmp_path, capsys):
+    """`table --columns ... --metrics a b` (the README's command for LfF's benchmark) showed
+    the last metric's values alone, unnamed; LNL from scratch and LNL as stage 2 from a vanilla
+    run are two rows of LfF's benchmark."""
+    lff = {"dataset_name": "LfFColoredMNIST", "lff_conflict_ratio": 0.01, "method": "lnl"}
+    record(tmp_path / "scratch", lff, test_acc=0.4, test_acc_selected=0.3)
+    record(tmp_path / "stage2", {**lff, "init_checkpoint": "v/last.pth"}, test_acc=0.6,
+           test_acc_selected=0.5)
+    results.main(["table", str(tmp_path), "--group_by", "variant", "--columns",
+                  "lff_conflict_ratio", "--metrics", "test_acc", "test_acc_selected"])
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| LNL")]
+    assert sorted(rows) == ["| LNL test_acc (ours) | 0.400 (n=1) |",
+                    "| LNL test_acc_selected (ours) | 0.300 (n=1) |",
+                    "| LNL, stage 2 from vanilla test_acc (ours) | 0.600 (n=1) |",
+                    "| LNL, stage 2 from vanilla test_acc_selected (ours) | 0.500 (n=1) |"]
