@@ -306,8 +306,18 @@ def hold_folders(opts):
 
 
 # --------------------------------------------------------------------------- training
+LOG = {"path": None, "root": None}  # `run` also keeps its lines in <work>/long_runs.log
+
+
 def log(text):
-    print(f"[long_runs {time.strftime('%H:%M:%S')}] {text}", flush=True)
+    line = f"[long_runs {time.strftime('%H:%M:%S')}] {text}"
+    print(line, flush=True)
+    if LOG["path"]:
+        try:
+            append_text(LOG["path"], f"{time.strftime('%Y-%m-%d')} {line}\n", LOG["root"])
+        except (OSError, UserError) as err:  # the log is a copy: training goes on without it
+            LOG["path"] = None
+            print(f"[long_runs] no longer writing its log file: {err}", flush=True)
 
 
 def low_priority():
@@ -899,6 +909,9 @@ def command(opts, life):
         log(f"resume points saved in {opts.keep}")
         return 0
     life.held = hold_folders(opts)  # until the process ends: before anything else is done
+    LOG.update(path=os.path.join(opts.work, "long_runs.log"), root=opts.work)
+    log(f"plan {getattr(opts, 'plan', 'headline')}: {len(life.plan)} runs, budget "
+        f"{fmt_hours(opts.budget)}; its lines are also in {LOG['path']}")
     ensure_mnist(opts)
     return run_plan(life, opts)
 

@@ -96,6 +96,16 @@ def test_pieces_moved_between_folders_end_as_one_uninterrupted_run(tmp_path, dat
         assert acc(tmp_path) == acc(uninterrupted)
 
 
+def test_the_driver_keeps_its_lines_in_a_log_file(uninterrupted):
+    """What the driver printed is also in <work>/long_runs.log, dated, for a user who started it
+    in the background."""
+    lines = (uninterrupted / "work" / "long_runs.log").read_text().splitlines()
+    assert "plan headline: 3 runs" in lines[0]
+    assert any("cmnist_var0.020_seed0_lnl: finished; its record is in" in line for line in lines)
+    assert lines[-1].endswith("every run of the plan finished")
+    assert all(line[:4].isdigit() and "[long_runs " in line for line in lines)
+
+
 def test_a_run_finished_in_the_ledger_is_not_trained_again(tmp_path, data_root, uninterrupted):
     """A fresh clone has the ledger's records and no resume point of a finished run: the plan
     counts it as finished instead of starting it over."""
@@ -107,7 +117,7 @@ def test_a_run_finished_in_the_ledger_is_not_trained_again(tmp_path, data_root, 
     before = digests(tmp_path / "ledger")
     code, out = drive(tmp_path, data_root, tmp_path / "fresh_clone")
     assert code == 0 and "every run of the plan finished" in out, out
-    assert "starting" not in out and os.listdir(tmp_path / "fresh_clone") == []
+    assert "starting" not in out and os.listdir(tmp_path / "fresh_clone") == ["long_runs.log"]
     assert digests(tmp_path / "ledger") == before
 
 
