@@ -388,6 +388,7 @@ MNIST_TRAIN = 60000  # Colored MNIST's training images (max_train_samples 0)
 # an epoch's cost relative to LNL's (2026-11-30 on one CPU core: about 85 s per baseline epoch,
 # 250 s per LNL epoch): the unit a lease's throughput is counted in
 LNL_EPOCH_WEIGHT = {"baseline": 1 / 3, "gray": 1 / 3, "lnl": 1.0, "blindeye": 1.0}
+TINY_RUNS = os.path.join("outputs", "lease_tiny")  # --tiny's work folder, this tool's alone
 STAMP = re.compile(r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) steps: ")
 
 
@@ -474,6 +475,9 @@ def cmd_long(opts, out):
         if not (opts.tiny and mine == committed):
             copy_plain_tree(mine, there)
     work = os.path.join(ROOT, opts.runs_dir)
+    if opts.tiny and os.path.normpath(opts.runs_dir) == TINY_RUNS and os.path.isdir(work):
+        shutil.rmtree(work)  # this tool's own rehearsal runs: a rehearsal starts from nothing
+        say(out, f"removed {opts.runs_dir}, an earlier rehearsal's runs")
     folders = ["--keep", keep, "--ledger", ledger, "--work", work]
     life = long_runs.Lifecycle(long_runs.plan_of(long_runs.parse_args(
         ["status", *plan, *folders])), types.SimpleNamespace(work=work, keep=keep,
@@ -497,20 +501,25 @@ def cmd_long(opts, out):
         before = {r["name"]: progress(life.work(r)) for r in life.plan}
         code, sec = train(layout, opts.measure_s)
         trained += sec
+        figure = layout_figures(life, before)
+        if not figure["runs_trained"]:  # a window that trained nothing measures nothing
+            figure.update(epochs_per_s=None, lnl_epochs_per_min=None)
         figures.append({"layout": f"{layout[0]}x{layout[1]}", "lanes": layout[0],
-                        "per_process": layout[1], "seconds": sec, "exit": code,
-                        **layout_figures(life, before)})
+                        "per_process": layout[1], "seconds": sec, "exit": code, **figure})
         say(out, f"layout {figures[-1]['layout']}: {figures[-1]}")
-        if code not in (0, long_runs.MORE_TO_DO):
+        if code != long_runs.MORE_TO_DO:  # a run failed, or the plan is done: nothing to time
             break
-    best = opts.layout or (max(figures, key=lambda f: f["lnl_epochs_per_min"])
-                           if figures else None)
+    measured = [f for f in figures if f["lnl_epochs_per_min"] is not None]
+    best = opts.layout or (max(measured, key=lambda f: f["lnl_epochs_per_min"])
+                           if measured else None)
     chosen = best if isinstance(best, tuple) else (
         (best["lanes"], best["per_process"]) if best else (opts.lanes, 1))
     budget = seconds_left(opts)
-    if code in (0, long_runs.MORE_TO_DO) and budget > 30:
+    if code == long_runs.MORE_TO_DO and budget > 30 or not figures and budget > 30:
+        how = ("measured fastest" if measured else "as asked" if opts.layout or not figures
+               else "no layout trained anything while timed: --lanes")
         say(out, f"long runs on {device_line()} for {budget:.0f} s, layout "
-                 f"{chosen[0]}x{chosen[1]} ({'measured fastest' if figures else 'as asked'})")
+                 f"{chosen[0]}x{chosen[1]} ({how})")
         code, sec = train(chosen, budget)
         trained += sec
     status = subprocess.run([PY, "scripts/long_runs.py", "status", *plan, *folders],
@@ -521,8 +530,9 @@ def cmd_long(opts, out):
                 "layouts": figures, "chosen": f"{chosen[0]}x{chosen[1]}",
                 "status": status.splitlines()}, out, indent=1)
     opts.scratch = scratch  # main() packs it with the step logs once every step has ended
-    say(out, f"long runs: exit {code} after {trained:.0f} s of training (3: more to do)\n"
-             f"{status}")
+    meaning = {0: "every run of the plan finished", long_runs.MORE_TO_DO: "more to do"}.get(
+        code, "a run failed: see long.log")
+    say(out, f"long runs: exit {code} ({meaning}) after {trained:.0f} s of training\n{status}")
     return code
 
 
@@ -933,8 +943,7 @@ def parse_args(argv=None):
     if not opts.epochs:
         opts.epochs = 2 if opts.tiny else 100
     if opts.runs_dir is None:
-        opts.runs_dir = os.path.join("outputs", "lease_tiny") if opts.tiny else os.path.join(
-            "outputs", "long")
+        opts.runs_dir = TINY_RUNS if opts.tiny else os.path.join("outputs", "long")
     opts.t0 = time.time()
     return opts
 
