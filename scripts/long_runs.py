@@ -669,6 +669,7 @@ def cell(life, runs):
     done = [(r, final_accuracy(life, r)) for r in runs]
     values = [acc for _, acc in done if acc is not None]
     going = [(r, life.done(r, "keep")) for r, acc in done if acc is None]
+    lost = [r for r, e in going if not e and lost_start(life, r)]
     going = [(r, e) for r, e in going if e]
     parts = [spread(values)] if values else []
     if going:
@@ -676,7 +677,18 @@ def cell(life, runs):
                          for r, e in going)
         parts.append(f"{'not finished: ' if not values else ''}{each} of "
                      f"{planned_epochs(going[0][0])} epochs")
+    if lost:
+        parts.append("seed " + ", ".join(str(r["seed"]) for r in lost) + " cannot start: "
+                     "its start run's checkpoint was not kept")
     return "; ".join(parts) or "not started"
+
+
+def lost_start(life, run):
+    """A stage-2 run whose start run is in the ledger without a kept checkpoint (it finished
+    before this run was planned): it can never start from what the repository holds."""
+    after = life.by_name.get(run["after"]) if run["after"] else None
+    return (after is not None and final_accuracy(life, after) is not None
+            and not os.path.lexists(os.path.join(life.keep(after), "checkpoints", "last.pth")))
 
 
 def headline_table(life):

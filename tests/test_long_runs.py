@@ -263,6 +263,9 @@ def test_the_headline_table_is_built_from_the_ledger_and_the_resume_points(tmp_p
     base = tmp_path / "ledger" / "cmnist_var0.020_seed0_baseline"
     base.mkdir(parents=True)
     (base / "results.json").write_text(json.dumps({"epochs": 100, "test_acc": 0.45678}))
+    kept = tmp_path / "keep" / "cmnist_var0.020_seed0_baseline" / "checkpoints"
+    kept.mkdir(parents=True)  # kept for the stage-2 runs that start from it
+    (kept / "last.pth").write_bytes(b"its last checkpoint")
     lnl = tmp_path / "keep" / "cmnist_var0.020_seed0_lnl"
     lnl.mkdir(parents=True)
     (lnl / "metrics.jsonl").write_text("".join(f'{{"epoch": {e}}}\n' for e in (1, 2, 3)))
@@ -319,6 +322,9 @@ def test_a_cell_pools_the_seeds_with_their_spread(tmp_path):
     base = tmp_path / "ledger" / "cmnist_var0.050_seed0_baseline"
     base.mkdir(parents=True)
     (base / "results.json").write_text(json.dumps({"epochs": 100, "test_acc": 0.848}))
+    kept = tmp_path / "keep" / "cmnist_var0.050_seed0_baseline" / "checkpoints"
+    kept.mkdir(parents=True)  # kept for the LNL run that starts from it
+    (kept / "last.pth").write_bytes(b"its last checkpoint")
     rows = dict(line.split(" | ", 1) for line in long_runs.headline_table(life).splitlines()
                 if "(ours)" in line)
     assert rows["| LNL (ours)"] == "0.820 ± 0.028 (n = 2); 2 (seed 2) of 100 epochs | not started |"
@@ -406,10 +412,14 @@ def test_a_stage_two_run_whose_start_checkpoint_is_gone_cannot_start(tmp_path, c
     long_runs.status(life)
     assert (f"cannot start: {vanilla['name']}'s checkpoint is not kept"
             in capsys.readouterr().out)
+    row = next(l for l in long_runs.lff_table(life).splitlines() if l.startswith("| LNL, st"))
+    assert row == ("| LNL, stage 2 from vanilla | seed 0 cannot start: its start run's "
+                   "checkpoint was not kept |")
     kept = tmp_path / "k" / vanilla["name"] / "checkpoints"
     kept.mkdir(parents=True)
     (kept / "last.pth").write_bytes(b"its resume point")
     assert life.ready(stage2)
+    assert "| LNL, stage 2 from vanilla | not started |" in long_runs.lff_table(life)
 
 
 def test_the_ledger_takes_a_log_the_run_has_since_extended_and_nothing_else(tmp_path):
