@@ -215,25 +215,23 @@ def fetch_lists(lists_dir, lists_from):
             if not os.path.isfile(src):
                 raise UserError(f"{src} is missing; --lists_from needs a folder holding "
                                 f"{' and '.join(LIST_FILES)}.")
-            shutil.copy(src, dest + ".tmp")
+            data = safe_files.read_bytes(src, os.path.dirname(os.path.abspath(src)))
         else:
             try:  # requests: a timeout (urlretrieve can hang offline) and HTTP errors raised
                 reply = requests.get(LISTS_URL.format(name), timeout=30)
                 reply.raise_for_status()
-                with open(dest + ".tmp", "wb") as fh:
-                    fh.write(reply.content)
+                data = reply.content
             except requests.RequestException as exc:
                 raise UserError(f"could not download {LISTS_URL.format(name)} ({exc}). Offline: "
                                 "pass --lists_from DIR (a copy of the authors' lists), or "
                                 "--make_lists to derive lists from the images.")
-        os.replace(dest + ".tmp", dest)
+        safe_files.write_bytes(dest, data, root=lists_dir)
     print(f"bright/dark lists in {lists_dir}")
 
 
 def write_list(path, names):
-    with open(path + ".tmp", "w") as fh:
-        fh.writelines(f"{n}\n" for n in names)
-    os.replace(path + ".tmp", path)
+    safe_files.write_text(path, "".join(f"{n}\n" for n in names),
+                          root=os.path.dirname(os.path.abspath(path)))
 
 
 def make_lists(images_dir, out_dir, workers):
@@ -330,10 +328,7 @@ def write_imdb_manifests(meta_dir, manifests_dir):
                 continue
             rows.append(f"{path},{gender},{age:g}\n")
         out = os.path.join(manifests_dir, f"{name}.csv")
-        with open(out + ".tmp", "w") as fh:
-            fh.write("path,gender,age\n")
-            fh.writelines(rows)
-        os.replace(out + ".tmp", out)
+        safe_files.write_text(out, "path,gender,age\n" + "".join(rows), root=manifests_dir)
         print(f"{out}: {len(rows)} images" + (f" ({dropped} without a usable age/gender "
                                               "left out)" if dropped else ""))
 

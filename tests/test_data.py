@@ -409,3 +409,20 @@ def test_data_card_draws_each_sigma_and_states_the_agreement(tmp_path, fake_mnis
         figures = card["agreement"][sigma]
         assert figures["train"] > 0.5 > 0.3 > figures["test"]
     assert card["agreement"]["0.020"]["train"] >= card["agreement"]["0.050"]["train"]
+
+
+def test_the_lists_never_write_through_a_planted_temp_link(tmp_path):
+    """A link planted under the old fixed temp name (a commit can carry one) is never followed:
+    the lists are written through unique temp files, the link's target untouched."""
+    src, dest, outside = tmp_path / "src", tmp_path / "lists", tmp_path / "outside.txt"
+    src.mkdir()
+    dest.mkdir()
+    outside.write_text("mine")
+    for name in fetch_data.LIST_FILES:
+        (src / name).write_text(f"{name}\n")
+        os.symlink(outside, dest / f"{name}.tmp")
+    fetch_data.fetch_lists(str(dest), str(src))
+    assert outside.read_text() == "mine"
+    assert all((dest / n).read_text() == f"{n}\n" for n in fetch_data.LIST_FILES)
+    fetch_data.write_list(str(dest / "list_x.txt"), ["a.jpg"])
+    assert (dest / "list_x.txt").read_text() == "a.jpg\n"
