@@ -184,7 +184,7 @@ class Lifecycle:
             return "finished"
         if held(self.work(run)):
             return "running"
-        if os.path.lexists(os.path.join(self.work(run), "checkpoints", "last.pth")):
+        if self.has_checkpoint(run, "work"):
             return "stopped"
         return "not started"
 
@@ -209,7 +209,7 @@ class Lifecycle:
 
     def save(self, run):
         """Copy a run's resume point into --keep (its last checkpoint, records and pace)."""
-        if os.path.lexists(os.path.join(self.work(run), "checkpoints", "last.pth")):
+        if self.has_checkpoint(run, "work"):
             copy_resume_point(self.work(run), self.keep(run), self.opts.work, self.opts.keep)
 
     def needed_later(self, run):
@@ -280,8 +280,12 @@ class Lifecycle:
         folder, or in its resume point (which `run` restores). A start run that finished before
         this run was planned may have lost it: then this run cannot start."""
         after = self.by_name[run["after"]]
-        return any(os.path.lexists(os.path.join(getattr(self, where)(after), "checkpoints",
-                                                "last.pth")) for where in ("work", "keep"))
+        return any(self.has_checkpoint(after, where) for where in ("work", "keep"))
+
+    def has_checkpoint(self, run, where):
+        """Whether the run's folder in work or keep holds its last checkpoint."""
+        return os.path.lexists(os.path.join(getattr(self, where)(run), "checkpoints",
+                                            "last.pth"))
 
 
 def hold_folders(opts):
@@ -688,7 +692,7 @@ def lost_start(life, run):
     before this run was planned): it can never start from what the repository holds."""
     after = life.by_name.get(run["after"]) if run["after"] else None
     return (after is not None and final_accuracy(life, after) is not None
-            and not os.path.lexists(os.path.join(life.keep(after), "checkpoints", "last.pth")))
+            and not life.has_checkpoint(after, "keep"))
 
 
 def headline_table(life):
