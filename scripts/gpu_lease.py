@@ -515,7 +515,7 @@ def cmd_long(opts, out):
     chosen = best if isinstance(best, tuple) else (
         (best["lanes"], best["per_process"]) if best else (opts.lanes, 1))
     budget = seconds_left(opts)
-    if code == long_runs.MORE_TO_DO and budget > 30 or not figures and budget > 30:
+    if budget > 30 and (code == long_runs.MORE_TO_DO or not figures):
         how = ("measured fastest" if measured else "as asked" if opts.layout or not figures
                else "no layout trained anything while timed: --lanes")
         say(out, f"long runs on {device_line()} for {budget:.0f} s, layout "
