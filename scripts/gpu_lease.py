@@ -273,20 +273,21 @@ def cmd_bench(opts, out):
 
 
 # --------------------------------------------------------------------------- long
-def plain_tree(src):
-    """(path, path relative to src) of src's plain files (no links), in name order; nothing
-    when src is absent."""
+def plain_tree(src, skip=()):
+    """(path, path relative to src) of src's plain files (no links), in name order, but for
+    src's folders named in skip; nothing when src is absent."""
     for folder, dirs, files in os.walk(src):
-        dirs.sort()
+        dirs[:] = sorted(d for d in dirs if not (folder == src and d in skip))
         for name in sorted(files):
             path = os.path.join(folder, name)
             if os.path.isfile(path) and not os.path.islink(path):
                 yield path, os.path.relpath(path, src)
 
 
-def copy_plain_tree(src, dst):
-    """src's plain files (no links) into dst, folders created; nothing when src is absent."""
-    for path, rel in plain_tree(src):
+def copy_plain_tree(src, dst, skip=()):
+    """src's plain files (no links) into dst, folders created, but for src's folders named
+    in skip; nothing when src is absent."""
+    for path, rel in plain_tree(src, skip):
         os.makedirs(os.path.dirname(os.path.join(dst, rel)), exist_ok=True)
         shutil.copyfile(path, os.path.join(dst, rel))
 
@@ -472,8 +473,8 @@ def cmd_long(opts, out):
         plan += ["--tiny", "--sigmas", "0.020", "--seeds", "0", "--variants", "baseline", "lnl",
                  "blindeye", "gray"]
     for mine, there, committed in ((opts.keep, keep, KEEP), (opts.ledger, ledger, LEDGER)):
-        if not (opts.tiny and mine == committed):
-            copy_plain_tree(mine, there)
+        if not (opts.tiny and mine == committed):  # the headline's runs, not in_progress/lff
+            copy_plain_tree(mine, there, long_runs.nested_keeps("headline"))
     work = os.path.join(ROOT, opts.runs_dir)
     if opts.tiny and os.path.normpath(opts.runs_dir) == TINY_RUNS and os.path.isdir(work):
         shutil.rmtree(work)  # this tool's own rehearsal runs: a rehearsal starts from nothing
@@ -558,7 +559,8 @@ def pack(folder, out):
             and not os.path.islink(os.path.join(out, n))]
     with tarfile.open(whole, "w:gz", compresslevel=1) as tar:
         for top in ("in_progress", "cmnist"):
-            for path, rel in plain_tree(os.path.join(folder, top)) if folder else ():
+            for path, rel in (plain_tree(os.path.join(folder, top), long_runs.nested_keeps())
+                              if folder else ()):
                 if rel.split(os.sep, 1)[-1] in allowed[top]:  # what collect takes, no more
                     tar.add(path, arcname=os.path.join(top, rel), recursive=False)
         for name in logs:

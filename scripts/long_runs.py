@@ -818,9 +818,20 @@ def plan_of(opts):
     return headline_plan(opts.epochs, opts.sigmas, opts.tiny, opts.seeds, opts.variants)
 
 
-# each plan's folders: work (under outputs/), keep and ledger (under results/, committed)
+# each plan's folders: work (under outputs/), keep and ledger (under results/, committed).
+# Every resume point lives under results/in_progress/: the LfF plan's in its own subfolder.
 PLAN_FOLDERS = {"headline": ("long", "in_progress", "cmnist"),
-                "lff": ("long_lff", "in_progress_lff", "lff_cmnist")}
+                "lff": ("long_lff", os.path.join("in_progress", "lff"), "lff_cmnist")}
+MOVED_KEEPS = {"lff": "in_progress_lff"}  # a plan's keep before it moved (under results/)
+
+
+def nested_keeps(plan="headline"):
+    """Names of the folders in `plan`'s keep that are other plans' keeps (the LfF plan's
+    resume points in results/in_progress/lff): a copy of `plan`'s resume points leaves them
+    out."""
+    keep = PLAN_FOLDERS[plan][1] + os.sep
+    return {k[len(keep):].split(os.sep)[0] for _, k, _ in PLAN_FOLDERS.values()
+            if k.startswith(keep)}
 
 
 def parse_args(argv=None):
@@ -860,7 +871,7 @@ def parse_args(argv=None):
                         "--plan lff)")
     p.add_argument("--keep", default=None,
                    help="resume points of unfinished runs (commit or sync this folder; "
-                        "default results/in_progress, results/in_progress_lff with --plan lff)")
+                        "default results/in_progress, results/in_progress/lff with --plan lff)")
     p.add_argument("--ledger", default=None,
                    help="finished runs' small records (committed; default results/cmnist, "
                         "results/lff_cmnist with --plan lff)")
@@ -873,6 +884,12 @@ def parse_args(argv=None):
     p.add_argument("--poll", type=float, default=2.0, help=argparse.SUPPRESS)
     opts = p.parse_args(argv)
     work, keep, ledger = PLAN_FOLDERS[opts.plan]
+    moved = os.path.join(ROOT, "results", MOVED_KEEPS.get(opts.plan, keep))
+    if opts.keep is None and os.path.lexists(moved) and moved != os.path.join(ROOT, "results",
+                                                                               keep):
+        p.error(f"{moved} holds resume points from before they moved to results/{keep}: "
+                f"move them there (git mv {os.path.relpath(moved, ROOT)} results/{keep}, or "
+                f"mv), or pass --keep {os.path.relpath(moved, ROOT)}")
     opts.work = opts.work or os.path.join(ROOT, "outputs", work)
     opts.keep = opts.keep or os.path.join(ROOT, "results", keep)
     opts.ledger = opts.ledger or os.path.join(ROOT, "results", ledger)

@@ -48,6 +48,11 @@ def test_long_call_continues_the_resume_points_and_collect_brings_the_records_ho
     proc.send_signal(signal.SIGTERM)  # as the budget stops it
     assert proc.wait(timeout=300) == long_runs.MORE_TO_DO
     assert long_runs.epochs_done(tmp_path / "keep" / BASELINE) == 1
+    # the LfF plan's resume points nest in the headline's keep (results/in_progress/lff): the
+    # lease carries and brings back the headline's runs only, and leaves that folder as it is
+    lff = tmp_path / "keep" / "lff" / "lff_ratio0.01_seed0_vanilla"
+    os.makedirs(lff)
+    (lff / "metrics.jsonl").write_text(json.dumps({"epoch": 1}) + "\n")
     out = tmp_path / "out"
     code = gpu_lease.main(["long", "--tiny", "--budget", "600", "--out", str(out),
                            "--lease_dir", str(lease), "--runs_dir", str(tmp_path / "gpu"),
@@ -71,6 +76,12 @@ def test_long_call_continues_the_resume_points_and_collect_brings_the_records_ho
     # steps' logs travel inside the archive)
     assert gpu_lease.returnable(out) == [] and not (out / "in_progress").exists()
     assert (out / "long_runs.tar.gz.00").is_file() and not (out / "long.log").exists()
+    assert not (tmp_path / "gpu_returned" / "in_progress" / "lff").exists()
+    whole = b"".join(open(out / n, "rb").read() for n in sorted(os.listdir(out))
+                     if n.startswith("long_runs.tar.gz."))
+    (tmp_path / "whole.tar.gz").write_bytes(whole)
+    with tarfile.open(tmp_path / "whole.tar.gz") as tar:
+        assert not any("lff" in name for name in tar.getnames())
     gpu_lease.main(["collect", str(out), "--tiny", "--allow_cpu", "--epochs", "2",
                     "--records_dir", str(tmp_path / "rec"), *folders(tmp_path)])
     logs = [p for p in os.listdir(tmp_path / "rec") if p.endswith("_logs")]
@@ -80,7 +91,9 @@ def test_long_call_continues_the_resume_points_and_collect_brings_the_records_ho
         record = json.load(open(tmp_path / "ledger" / f"cmnist_var0.020_seed0_{run}" /
                                 "results.json"))
         assert record["epochs"] == 2 and 0 <= record["test_acc"] <= 1
-    assert not os.listdir(tmp_path / "keep")  # every run finished: no resume point left
+    # every run finished: no resume point left, but the other plan's, untouched
+    assert os.listdir(tmp_path / "keep") == ["lff"]
+    assert (lff / "metrics.jsonl").read_text() == json.dumps({"epoch": 1}) + "\n"
 
 
 def resume_point(folder, epochs, device="cuda:0", checkpoint_epoch=None):

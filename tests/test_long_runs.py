@@ -293,7 +293,7 @@ def test_the_headline_table_is_built_from_the_ledger_and_the_resume_points(tmp_p
 @pytest.mark.parametrize("plan", ["headline", "lff"])
 def test_the_readme_tables_are_what_the_repository_holds(plan):
     """Each plan's README table equals the one built from its committed ledger and resume
-    points (results/cmnist and in_progress; results/lff_cmnist and in_progress_lff): after
+    points (results/cmnist and in_progress; results/lff_cmnist and in_progress/lff): after
     committing resume points, `python scripts/long_runs.py table [--plan lff] --readme
     README.md` brings it up to date."""
     opts = long_runs.parse_args(["table", "--plan", plan])
@@ -356,7 +356,8 @@ def test_lffs_benchmark_is_a_plan_of_its_own(tmp_path):
     """Every method x the four shares x 3 seeds, seed by seed, in its own folders; its README
     table pools seeds as the headline's does."""
     opts = long_runs.parse_args(["status", "--plan", "lff"])
-    assert opts.keep.endswith(os.path.join("results", "in_progress_lff"))
+    assert opts.keep.endswith(os.path.join("results", "in_progress", "lff"))
+    assert long_runs.nested_keeps("headline") == {"lff"} and not long_runs.nested_keeps("lff")
     assert opts.ledger.endswith(os.path.join("results", "lff_cmnist"))
     assert opts.work.endswith(os.path.join("outputs", "long_lff"))
     plan = long_runs.plan_of(opts)
@@ -440,3 +441,23 @@ def test_the_ledger_takes_a_log_the_run_has_since_extended_and_nothing_else(tmp_
     life.to_ledger(run)
     assert json.loads((ledger / "results.json").read_text())["test_acc"] == 0.5
     assert (ledger / "run.log").read_text() == "epoch 1\nepoch 2\nprobe\n"
+
+
+def test_resume_points_left_where_they_lived_before_they_moved_are_named(tmp_path, monkeypatch,
+                                                                         capsys):
+    """The LfF plan's resume points moved from results/in_progress_lff to
+    results/in_progress/lff: a clone that still has the old folder is told in one line how to
+    move it (never a plan that starts again from nothing beside it); --keep names it instead."""
+    monkeypatch.setattr(long_runs, "ROOT", str(tmp_path))
+    os.makedirs(tmp_path / "results" / "in_progress_lff" / "lff_ratio0.01_seed0_vanilla")
+    with pytest.raises(SystemExit) as stop:
+        long_runs.parse_args(["status", "--plan", "lff"])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "git mv results/in_progress_lff results/in_progress/lff" in err
+    assert not (tmp_path / "results" / "in_progress" / "lff").exists()
+    opts = long_runs.parse_args(["status", "--plan", "lff", "--keep",
+                                 str(tmp_path / "results" / "in_progress_lff")])
+    assert opts.keep.endswith("in_progress_lff")
+    assert long_runs.parse_args(["status"]).keep.endswith(os.path.join("results",
+                                                                       "in_progress"))
