@@ -35,13 +35,15 @@ run_cmnist: setup
 
 # The headline runs (baseline + LNL at 100 + 100 epochs, sigma^2 0.020 then 0.050, ...) within
 # BUDGET, at low priority; resume points in results/in_progress/, finished records in
-# results/cmnist/ (commit both). Run again to continue, here or on a fresh clone.
+# results/cmnist/ (commit both). Run again to continue, here or on a fresh clone. PLAN=lff:
+# LfF's benchmark (resume points in results/in_progress/lff/, records in results/lff_cmnist/).
 BUDGET ?= 1h
+PLAN ?= headline
 long_runs: setup
-	$(PY) scripts/long_runs.py run --budget $(BUDGET) --low_priority $(if $(MNIST_FROM),--mnist_from $(MNIST_FROM))
+	$(PY) scripts/long_runs.py run --plan $(PLAN) --budget $(BUDGET) --low_priority $(if $(MNIST_FROM),--mnist_from $(MNIST_FROM))
 
 long_runs_status: setup
-	$(PY) scripts/long_runs.py status
+	$(PY) scripts/long_runs.py status --plan $(PLAN)
 
 # the Colored-MNIST sweep -> outputs/cmnist_table/{results.csv,results.md,accuracy_vs_var.png}
 table_cmnist: setup
