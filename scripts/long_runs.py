@@ -586,7 +586,8 @@ def recent(entry):
 
 def seconds_per_epoch(life, run):
     """Measured seconds per epoch on this device kind (--device) of this run's recent pieces,
-    else of another run of the same method."""
+    else of the latest run in plan order of its variant (else of its method) with a pace: the
+    plan trains in its order, so that is the one trained last, on the machine of now."""
     kind = device_kind(life.opts.device)
 
     def pace(r):
@@ -604,7 +605,7 @@ def seconds_per_epoch(life, run):
     # another run of its variant, else of its method (Gray trains as the baseline does)
     method = lambda r: "baseline" if r["variant"] == "gray" else r["variant"]
     for alike in (lambda r: r["variant"] == run["variant"], lambda r: method(r) == method(run)):
-        for other in life.plan:
+        for other in reversed(life.plan):
             other_pace = pace(other) if alike(other) and other is not run else None
             if other_pace is not None:
                 return other_pace, f"as {other['name']}"
@@ -631,7 +632,7 @@ def status(life):
         spe, how = seconds_per_epoch(life, run)
         left = None if spe is None else (total - done) * spe
         rows.append((run["name"], state, f"{done}/{total}",
-                     "?" if spe is None else f"{spe:.0f} ({how})",
+                     "?" if spe is None else f"{spe:.{1 if spe < 10 else 0}f} ({how})",
                      "0" if state == "finished" else fmt_hours(left)))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:

@@ -205,6 +205,21 @@ def test_the_pace_of_one_device_never_estimates_another(tmp_path):
     assert long_runs.seconds_per_epoch(life("mps"), run) == (None, "")
 
 
+def test_a_run_not_started_is_estimated_from_its_variants_latest_pace(tmp_path):
+    """Seed 0 trained on a slow machine (26 s/epoch), seed 1 on this one (2 s/epoch): seed 2,
+    not started, is estimated from seed 1, the one trained last, not from the first."""
+    runs = [plans.lff_run("0.01", "baseline", seed, 100) for seed in (0, 1, 2)]
+    opts = types.SimpleNamespace(work=str(tmp_path / "work"), keep=str(tmp_path / "keep"),
+                                 ledger=str(tmp_path / "ledger"), device="cpu")
+    life = long_runs.Lifecycle(runs, opts)
+    for run, seconds in zip(runs, (2600.0, 200.0)):
+        os.makedirs(tmp_path / "ledger" / run["name"])
+        (tmp_path / "ledger" / run["name"] / "pace.json").write_text(json.dumps(
+            {"cpu_1_threads": {"seconds": seconds, "epochs": 100}}))
+    assert long_runs.seconds_per_epoch(life, runs[2]) == (2.0, f"as {runs[1]['name']}")
+    assert long_runs.seconds_per_epoch(life, runs[0]) == (26.0, "measured")
+
+
 def test_a_piece_counts_its_seconds_up_to_its_last_whole_epoch(tmp_path):
     """Stopped 400 s into its third epoch, a piece that finished two epochs 100 s after its
     start records 2 epochs in 100 s; a piece that finished no epoch records nothing."""
