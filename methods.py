@@ -121,6 +121,11 @@ class Method:
     def __init__(self, nets, args, train_set=None):
         self.nets, self.args = nets, args
 
+    def reported_from(self):
+        """The first epoch whose weights are the model this method reports: model selection
+        and the test oracle look no earlier (1: every epoch trains it)."""
+        return 1
+
     def param_groups(self):
         return {"main": list(self.nets["f"].parameters()) + list(self.nets["g"].parameters())}
 
@@ -590,6 +595,12 @@ class JustTrainTwice(Method):
         self.examples_seen, self.errors, self.share = 0, None, torch.zeros(())
         size = len(train_set) if train_set is not None else 0
         self.switch_at = args.jtt_first_epochs * size
+
+    def reported_from(self):
+        """JTT reports the second model: epochs T + 1 on (the first T train the ERM model
+        that picks the error set; Liu et al. select the second model on validation)."""
+        first = self.args.jtt_first_epochs + 1
+        return first if first <= self.args.epochs else 1  # too short for a second model
 
     @torch.no_grad()
     def error_set(self, device):

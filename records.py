@@ -117,14 +117,16 @@ def resolved_config(args, device):
     return {**vars(args), "device": str(device), "device_requested": args.device}
 
 
-def selection(history):
+def selection(history, first_epoch=1):
     """Test-free model selection over a run's epochs (--val_fraction): the epoch with the best
     validation accuracy (the first, on ties), its test accuracy, and the best test accuracy
     over the epochs evaluated (the oracle: chosen on the test set, which no honest report may
     use; recorded only to show the gap); where validation has groups, also the epoch with the
-    best validation worst-group accuracy and its test accuracy. {} without validation
-    accuracies."""
-    rows = [r for r in history if "val_acc" in r and "test_acc" in r]
+    best validation worst-group accuracy and its test accuracy. Only epochs from first_epoch
+    on, those of the model the method reports (Method.reported_from: JTT's second model).
+    {} without validation accuracies."""
+    rows = [r for r in history if "val_acc" in r and "test_acc" in r
+            and r.get("epoch", 0) >= first_epoch]
     if not rows:
         return {}
     chosen = max(rows, key=lambda r: (r["val_acc"], -r["epoch"]))

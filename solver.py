@@ -350,7 +350,8 @@ class Solver:
         """results.json and the final TensorBoard record (one event file per run)."""
         args = self.args
         labels, preds = self.last_eval[:2]
-        metrics = {**metrics, **records.selection(self.run.history())}
+        metrics = {**metrics, **records.selection(self.run.history(),
+                                                  self.method.reported_from())}
         record = records.results_record(args, self.device, self.started, self.epoch, metrics,
                                         self.world, self.train_seconds(), self.step_path(),
                                         correct=labels == preds,

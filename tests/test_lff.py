@@ -203,6 +203,8 @@ def test_each_new_method_trains_on_lff_cmnist_and_resumes_bit_exactly(method, mn
         assert {"f_b", "g_b"} <= set(nets["straight"]["nets"])
     record = json.load(open(tmp_path / "straight" / "results.json"))
     assert "test_worst_group_acc" in record and "val_worst_group_acc" in record
+    if method == "jtt":  # selection and the oracle look at the second model only (epoch 2)
+        assert record["selected_epoch"] == record["oracle_epoch"] == 2
 
 
 @pytest.mark.parametrize("method", ["lff", "groupdro", "jtt"])

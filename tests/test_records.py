@@ -98,6 +98,11 @@ def test_selection_takes_the_best_validation_epoch_and_shows_the_oracle_apart():
     chosen = records.selection(history)
     assert (chosen["selected_epoch_worst_group"], chosen["test_acc_selected_worst_group"],
             chosen["selected_epoch"]) == (1, 0.30, 2)
+    # JTT's first model (its first T epochs) is not the model it reports: selection and the
+    # oracle look from its second model's first epoch on
+    later = records.selection(history, first_epoch=3)
+    assert (later["selected_epoch"], later["test_acc_selected"], later["oracle_epoch"],
+            later["selected_epoch_worst_group"]) == (3, 0.55, 3, 3)
 
 
 def test_provenance_names_commit_device_versions_and_times():
