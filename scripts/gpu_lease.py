@@ -559,8 +559,7 @@ def pack(folder, out):
             and not os.path.islink(os.path.join(out, n))]
     with tarfile.open(whole, "w:gz", compresslevel=1) as tar:
         for top in ("in_progress", "cmnist"):
-            for path, rel in (plain_tree(os.path.join(folder, top), long_runs.nested_keeps())
-                              if folder else ()):
+            for path, rel in plain_tree(os.path.join(folder, top)) if folder else ():
                 if rel.split(os.sep, 1)[-1] in allowed[top]:  # what collect takes, no more
                     tar.add(path, arcname=os.path.join(top, rel), recursive=False)
         for name in logs:

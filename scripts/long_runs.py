@@ -885,12 +885,11 @@ def parse_args(argv=None):
     p.add_argument("--poll", type=float, default=2.0, help=argparse.SUPPRESS)
     opts = p.parse_args(argv)
     work, keep, ledger = PLAN_FOLDERS[opts.plan]
-    moved = os.path.join(ROOT, "results", MOVED_KEEPS.get(opts.plan, keep))
-    if opts.keep is None and os.path.lexists(moved) and moved != os.path.join(ROOT, "results",
-                                                                               keep):
-        p.error(f"{moved} holds resume points from before they moved to results/{keep}: "
-                f"move them there (git mv {os.path.relpath(moved, ROOT)} results/{keep}, or "
-                f"mv), or pass --keep {os.path.relpath(moved, ROOT)}")
+    old = os.path.join("results", MOVED_KEEPS[opts.plan]) if opts.plan in MOVED_KEEPS else None
+    if opts.keep is None and old and os.path.lexists(os.path.join(ROOT, old)):
+        p.error(f"{os.path.join(ROOT, old)} holds resume points from before they moved to "
+                f"results/{keep}: move them there (git mv {old} results/{keep}, or mv), or "
+                f"pass --keep {old}")
     opts.work = opts.work or os.path.join(ROOT, "outputs", work)
     opts.keep = opts.keep or os.path.join(ROOT, "results", keep)
     opts.ledger = opts.ledger or os.path.join(ROOT, "results", ledger)
