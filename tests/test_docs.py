@@ -1,14 +1,18 @@
 """The README and docs/ link only to files that exist in the repository (a moved page or a
-renamed figure leaves no dead link behind)."""
+renamed figure leaves no dead link behind), and every main.py command they show in a code
+block is one main.py accepts as written (a renamed or removed flag leaves no dead command)."""
 import glob
 import os
 import re
+import shlex
 
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PAGES = [os.path.join(ROOT, "README.md")] + sorted(glob.glob(os.path.join(ROOT, "docs", "*.md")))
 LINK = re.compile(r"\]\(([^)\s]+)\)")
+FENCED = re.compile(r"^```[a-z]*\n(.*?)^```", re.S | re.M)
+MAIN_CALL = re.compile(r"(?:^|\s)(?:\.venv/bin/)?python main\.py\b(.*)")
 
 
 def local_links(page):
@@ -23,3 +27,34 @@ def test_every_relative_link_names_a_file_in_the_repository(page):
     missing = [t for t in local_links(page)
                if not os.path.exists(os.path.join(os.path.dirname(page), t))]
     assert not missing, f"{os.path.relpath(page, ROOT)} links to missing files: {missing}"
+
+
+def main_commands(page):
+    """The arguments of each `python main.py ...` line in a page's fenced code blocks
+    (backslash continuations joined, a trailing `# comment` dropped)."""
+    text = open(page, encoding="utf-8").read()
+    commands = []
+    for block in FENCED.findall(text):
+        for line in block.replace("\\\n", " ").splitlines():
+            match = MAIN_CALL.search(line.split(" # ")[0])
+            if match:
+                commands.append(shlex.split(match.group(1)))
+    return commands
+
+
+DOC_COMMANDS = [(os.path.relpath(page, ROOT), argv) for page in PAGES
+                for argv in main_commands(page)]
+
+
+def test_the_pages_show_main_py_commands():
+    pages = {page for page, _ in DOC_COMMANDS}
+    assert {"README.md", os.path.join("docs", "usage.md")} <= pages
+
+
+@pytest.mark.parametrize("page, argv", DOC_COMMANDS,
+                         ids=[f"{page}:{' '.join(argv)[:60]}" for page, argv in DOC_COMMANDS])
+def test_every_main_py_command_in_the_docs_parses(page, argv, monkeypatch):
+    import main
+    monkeypatch.chdir(ROOT)  # the commands name configs/... from the repository root
+    parser, runs = main.parse_runs(argv)
+    assert runs, f"{page}: python main.py {' '.join(argv)} names no run"
