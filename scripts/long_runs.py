@@ -945,7 +945,8 @@ def command(opts, life):
     LOG.update(path=os.path.join(opts.work, "long_runs.log"), root=opts.work)
     log(f"plan {getattr(opts, 'plan', 'headline')}: {len(life.plan)} runs, budget "
         f"{fmt_hours(opts.budget)}; its lines are also in {LOG['path']}")
-    ensure_mnist(opts)
+    if any(life.state(run) != "finished" or needs_probe(life, run) for run in life.plan):
+        ensure_mnist(opts)  # a plan with nothing left to do needs no data (a fresh offline clone)
     return run_plan(life, opts)
 
 

@@ -108,16 +108,17 @@ def test_the_driver_keeps_its_lines_in_a_log_file(uninterrupted):
 
 def test_a_run_finished_in_the_ledger_is_not_trained_again(tmp_path, data_root, uninterrupted):
     """A fresh clone has the ledger's records and no resume point of a finished run: the plan
-    counts it as finished instead of starting it over."""
+    counts it as finished instead of starting it over, and needs no MNIST to say so."""
     for run in ("baseline", "lnl", "blindeye"):  # each probed once it finished, as recorded
         probe = json.load(open(uninterrupted / "ledger" / f"cmnist_var0.020_seed0_{run}" /
                                "probe.json"))
         assert 0 <= probe["probe_bias_acc"] <= 1 and probe["checkpoint"]["epoch"] == 3
     shutil.copytree(uninterrupted / "ledger", tmp_path / "ledger")
     before = digests(tmp_path / "ledger")
-    code, out = drive(tmp_path, data_root, tmp_path / "fresh_clone")
+    code, out = drive(tmp_path, tmp_path / "no_data", tmp_path / "fresh_clone")
     assert code == 0 and "every run of the plan finished" in out, out
     assert "starting" not in out and os.listdir(tmp_path / "fresh_clone") == ["long_runs.log"]
+    assert not os.path.exists(tmp_path / "no_data")
     assert digests(tmp_path / "ledger") == before
 
 
