@@ -58,3 +58,30 @@ def test_every_main_py_command_in_the_docs_parses(page, argv, monkeypatch):
     monkeypatch.chdir(ROOT)  # the commands name configs/... from the repository root
     parser, runs = main.parse_runs(argv)
     assert runs, f"{page}: python main.py {' '.join(argv)} names no run"
+
+
+def github_anchors(page):
+    """The anchors GitHub gives a Markdown page's headings: lower case, punctuation dropped
+    (word characters, hyphens and spaces kept), spaces as hyphens, -1, -2 ... on repeats."""
+    text = FENCED.sub("", open(page, encoding="utf-8").read())
+    anchors, seen = set(), {}
+    for heading in re.findall(r"^#{1,6}\s+(.*?)\s*#*\s*$", text, re.M):
+        heading = re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", heading).replace("`", "")
+        slug = re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+        anchors.add(slug if slug not in seen else f"{slug}-{seen[slug]}")
+        seen[slug] = seen.get(slug, 0) + 1
+    return anchors
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: os.path.relpath(p, ROOT))
+def test_every_anchor_names_a_heading_of_its_page(page):
+    text = open(page, encoding="utf-8").read()
+    dead = []
+    for target in (m.group(1) for m in LINK.finditer(text)):
+        path, _, anchor = target.partition("#")
+        if not anchor or re.match(r"[a-z]+:", path) or not (path or page).endswith(".md"):
+            continue
+        linked = os.path.join(os.path.dirname(page), path) if path else page
+        if os.path.exists(linked) and anchor not in github_anchors(linked):
+            dead.append(target)
+    assert not dead, f"{os.path.relpath(page, ROOT)} links to headings that are not there: {dead}"
