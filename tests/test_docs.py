@@ -15,11 +15,16 @@ FENCED = re.compile(r"^```[a-z]*\n(.*?)^```", re.S | re.M)
 MAIN_CALL = re.compile(r"(?:^|\s)(?:\.venv/bin/)?python main\.py\b(.*)")
 
 
+def relative_links(page):
+    """(path, anchor) of each relative link of a Markdown page; path "" for the page itself."""
+    text = open(page, encoding="utf-8").read()
+    targets = (m.group(1).partition("#") for m in LINK.finditer(text))
+    return [(path, anchor) for path, _, anchor in targets if not re.match(r"[a-z]+:", path)]
+
+
 def local_links(page):
     """Relative link targets of a Markdown page, without their #anchor."""
-    text = open(page, encoding="utf-8").read()
-    targets = (m.group(1).split("#")[0] for m in LINK.finditer(text))
-    return [t for t in targets if t and not re.match(r"[a-z]+:", t)]
+    return [path for path, _ in relative_links(page) if path]
 
 
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: os.path.relpath(p, ROOT))
@@ -75,13 +80,14 @@ def github_anchors(page):
 
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: os.path.relpath(p, ROOT))
 def test_every_anchor_names_a_heading_of_its_page(page):
-    text = open(page, encoding="utf-8").read()
+    anchors = {}  # linked page -> its headings' anchors, each page read once
     dead = []
-    for target in (m.group(1) for m in LINK.finditer(text)):
-        path, _, anchor = target.partition("#")
-        if not anchor or re.match(r"[a-z]+:", path) or not (path or page).endswith(".md"):
-            continue
+    for path, anchor in relative_links(page):
         linked = os.path.join(os.path.dirname(page), path) if path else page
-        if os.path.exists(linked) and anchor not in github_anchors(linked):
-            dead.append(target)
+        if not anchor or not linked.endswith(".md") or not os.path.exists(linked):
+            continue
+        if linked not in anchors:
+            anchors[linked] = github_anchors(linked)
+        if anchor not in anchors[linked]:
+            dead.append(f"{path}#{anchor}")
     assert not dead, f"{os.path.relpath(page, ROOT)} links to headings that are not there: {dead}"
