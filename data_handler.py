@@ -163,17 +163,22 @@ def _batch_passthrough(batch):
 
 
 class EpochSampler(Sampler):
-    """The training order of an epoch: it depends only on (seed, epoch), so a resumed run sees
-    the same order, and set_start skips its first indices, to continue an epoch from the middle.
+    """The training order of an epoch: it depends only on (seed, epoch) and the method's
+    sampling, so a resumed run sees the same order, and set_start skips its first indices, to
+    continue an epoch from the middle.
     - plain: a shuffle (or the stored order, shuffle=False). Under DistributedDataParallel each
       of `world` ranks takes every world-th index of the same permutation (padded to equal
       shares, like DistributedSampler).
+    - a method's sampling (set_sampling, Method.sampling): {"weights": w} draws n examples with
+      replacement, each with probability proportional to its w (GroupDRO's group-balanced
+      sampling); {"copies": c} serves example i c_i times, shuffled (JTT's upsampling), an
+      epoch of sum(c) examples.
     - envs given: each consecutive block of n_envs * per_env indices holds per_env examples of
       every environment (AND-mask's training batches)."""
 
     def __init__(self, n, seed, rank=0, world=1, shuffle=True, envs=None, per_env=0):
         self.n, self.seed, self.rank, self.world, self.shuffle = n, seed, rank, world, shuffle
-        self.epoch, self.start = 0, 0
+        self.epoch, self.start, self.sampling = 0, 0, None
         self.share = -(-n // world)  # ceil: this rank's indices per epoch
         self.groups, self.per_env = None, per_env
         if envs is not None:
@@ -186,6 +191,27 @@ class EpochSampler(Sampler):
     def set_start(self, start):
         self.start = start
 
+    def set_sampling(self, sampling):
+        """The method's sampling for the epochs to come (None: a plain shuffle)."""
+        if sampling is not None and self.groups is not None:
+            raise UserError("this dataset's batches are balanced by environment; a method "
+                            "that samples its own examples cannot run on it")
+        self.sampling = sampling
+        size = self.n if sampling is None or "weights" in sampling else int(
+            sampling["copies"].sum())
+        self.share = -(-size // self.world)
+
+    def _drawn(self, gen):
+        """The epoch's examples before the rank split: a permutation, or the method's draw."""
+        if self.sampling is None:
+            return torch.randperm(self.n, generator=gen) if self.shuffle else torch.arange(self.n)
+        if "weights" in self.sampling:
+            w = torch.as_tensor(self.sampling["weights"], dtype=torch.float64).cpu()
+            return torch.multinomial(w, self.n, replacement=True, generator=gen)
+        copies = torch.as_tensor(self.sampling["copies"], dtype=torch.long).cpu()
+        served = torch.repeat_interleave(torch.arange(self.n), copies)
+        return served[torch.randperm(len(served), generator=gen)]
+
     def _order(self):
         """This rank's indices for the whole epoch."""
         if self.groups is not None:
@@ -195,9 +221,9 @@ class EpochSampler(Sampler):
             return [i for k in range(steps) for g in shuffled
                     for i in g[k * self.per_env:(k + 1) * self.per_env].tolist()]
         gen = torch.Generator().manual_seed(self.seed * 100003 + self.epoch)
-        order = torch.randperm(self.n, generator=gen) if self.shuffle else torch.arange(self.n)
+        order = self._drawn(gen)
         if self.world > 1:
-            order = torch.cat([order, order[:self.share * self.world - self.n]])
+            order = torch.cat([order, order[:self.share * self.world - len(order)]])
             order = order[self.rank::self.world]
         return order.tolist()
 

@@ -31,7 +31,7 @@ from data_handler import make_loader, split_validation
 from dataset_specs import DATASETS, build_datasets, missing_fields
 from lifecycle import with_values
 from methods import METHODS
-from network import NETWORKS, build_network
+from network import NETWORKS
 from options import (ARCHITECTURE, DEFINES, DRIVES, RECIPE, FromDataset, add_groups,
                      check_ranges, is_unset)
 from run_folder import experiment_dir
@@ -326,6 +326,9 @@ def validate_run(parser, args):
     mismatch = missing_fields(DATASETS[args.dataset_name], METHODS[args.method], args)
     if mismatch:
         parser.error(mismatch)
+    problem = METHODS[args.method].check_args(args)
+    if problem:
+        parser.error(problem)
 
 
 def resolve(parser, args):
@@ -436,27 +439,23 @@ def check_classes(args, train_set):
 
 
 def build_nets(args, input_shape):
+    """The method's networks (Method.build_networks), sized by the dataset's inputs."""
     kw = {"num_main_classes": args.num_main_classes, "num_bias_classes": args.num_bias_classes,
           "in_features": int(np.prod(input_shape)), "in_channels": input_shape[0],
           "hidden_dim": args.hidden_dim, "resnet_split": args.resnet_split,
           "pretrained": args.pretrained}
-    # f, g, h, then the twins the method trains (LfF's f_b, g_b: built as f and g are)
-    roles = ("f", "g", "h") + tuple(METHODS[args.method].twins)
-    return nn.ModuleDict({role: build_network(getattr(args, f"{role[0]}_network_name"), **kw)
-                          for role in roles})
+    return METHODS[args.method].build_networks(args, kw)
 
 
 def check_networks(args, nets, dataset):
-    """One forward pass on two training examples: a network that cannot read the dataset's
-    inputs fails here with one line, not in a convolution mid-run."""
+    """One forward pass on two training examples through the method (Method.check_forward): a
+    network that cannot read the dataset's inputs fails here with one line, not in a
+    convolution mid-run."""
     x = dataset.__getitems__(list(range(min(2, len(dataset)))))["x"]
     try:
         with torch.no_grad():
             nets.eval()
-            feat = nets["f"](x)
-            nets["g"](feat)
-            if METHODS[args.method].needs_bias_head:
-                nets["h"](feat)
+            METHODS[args.method](nets, args).check_forward(x)
     except RuntimeError as exc:
         raise ArgError(f"the networks (--f_network_name {args.f_network_name}, "
                        f"--g_network_name {args.g_network_name}) cannot read "

@@ -10,6 +10,14 @@ Contract (what the Solver relies on, and all it relies on):
                                   metrics stay on the device (no host sync inside a step)
   predict(x) -> class logits (one logit column = a binary task)
   state_dict() / load_state_dict(d)    the method's own state, saved in checkpoints
+  build_networks(args, kw) (class)     the networks it trains (f, g, h and its twins by
+                                  default, each by its --<role>_network_name); main.py builds
+                                  them through it and checks them through check_forward(x)
+  start_epoch(epoch, optimizers)       called before each epoch (and again on a resumed one)
+  sampling() -> None | {"weights": w} | {"copies": c}   how the epoch draws its examples
+                                  (data_handler.EpochSampler): None a plain shuffle; weights:
+                                  n draws with replacement; copies: example i served c_i times
+  check_args(args) (class) -> None | str   a combination of flags it cannot run, in one line
 
 Each method declares the batch fields it reads (`reads`): "bias" (h's target), "env" (an
 environment index per example: the environment for IRMColoredMNIST and SpiralSignatures, the
@@ -26,9 +34,10 @@ CUDA the Solver then records its step once as a CUDA graph and replays it (--fas
 """
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from data_handler import IGNORE_INDEX
-from network import grad_reverse
+from network import build_network, grad_reverse
 from options import Option
 
 METHODS = {}
@@ -121,6 +130,31 @@ class Method:
     def __init__(self, nets, args, train_set=None):
         self.nets, self.args = nets, args
 
+    @classmethod
+    def build_networks(cls, args, kw):
+        """The networks the method trains, each built by name with the dataset's sizes (kw):
+        f, g, h as --f/g/h_network_name say, then the twins (f_b built as f is)."""
+        roles = ("f", "g", "h") + tuple(cls.twins)
+        return nn.ModuleDict({role: build_network(getattr(args, f"{role[0]}_network_name"),
+                                                  **kw) for role in roles})
+
+    @classmethod
+    def check_args(cls, args):
+        """Why this method cannot run with these flags (one line), or None."""
+        return None
+
+    def check_forward(self, x):
+        """One forward pass through every network a step uses (main.py's pre-run check)."""
+        self.predict(x)
+
+    def start_epoch(self, epoch, optimizers):
+        """Before epoch `epoch` (0-based) starts, or resumes from its middle."""
+
+    def sampling(self):
+        """How the epoch draws its training examples (data_handler.EpochSampler): None, a
+        plain shuffle."""
+        return None
+
     def reported_from(self):
         """The first epoch whose weights are the model this method reports: model selection
         and the test oracle look no earlier (1: every epoch trains it)."""
@@ -170,6 +204,11 @@ class _BiasHeadMethod(Method):
 
     def param_groups(self):
         return {**super().param_groups(), "bias": list(self.nets["h"].parameters())}
+
+    def check_forward(self, x):
+        feat = self.nets["f"](x)
+        self.nets["g"](feat)
+        self.nets["h"](feat)
 
     def label_step(self, x, y, optimizers, term_fn, weight):
         zero_all(optimizers)
@@ -520,17 +559,29 @@ class LearningFromFailure(Method):
         self.ema, self.seen = state.get("ema"), state.get("seen")
 
 
+def group_balanced_weights(groups):
+    """Per example 1 / (its group's size): drawn with replacement, every group is equally
+    likely in every batch (group_DRO's --reweight_groups, which all their commands pass)."""
+    groups = torch.as_tensor(groups, dtype=torch.long)
+    return 1.0 / torch.bincount(groups)[groups].double()
+
+
 @register("groupdro")
 class GroupDRO(Method):
     """Group DRO (Sagawa et al., ICLR 2020; kohpangwei/group_DRO loss.py, without its
     generalization adjustment): groups are (label, image-level bias label); per step each
     group's mean loss l_g in the batch (0 for a group absent from it), the group weights
-    q_g <- q_g exp(eta l_g) renormalised, and the loss sum_g q_g l_g with the new q."""
+    q_g <- q_g exp(eta l_g) renormalised, and the loss sum_g q_g l_g with the new q. The epoch
+    draws its examples group-balanced, with replacement, as every command of the authors'
+    README does (--groupdro_balanced 0: a plain shuffle)."""
 
     label = "GroupDRO"
     reads = ("x", "y", "bias_label")
     options = (Option("groupdro_eta", 0.01, "GroupDRO: step size of the group weights",
-                      range=">= 0"),)
+                      range=">= 0"),
+               Option("groupdro_balanced", 1, "GroupDRO: 1 draws the epoch group-balanced "
+                      "with replacement (the authors' --reweight_groups), 0 a plain shuffle",
+                      choices=(0, 1)))
 
     def __init__(self, nets, args, train_set=None):
         super().__init__(nets, args)
@@ -540,6 +591,14 @@ class GroupDRO(Method):
                             else args.num_bias_classes)
         self.groups = args.num_main_classes * self.bias_values
         self.q = torch.full((self.groups,), 1.0 / self.groups)
+        self.draw = None
+        if train_set is not None and args.groupdro_balanced:
+            groups = (torch.as_tensor(train_set.labels).cpu() * self.bias_values
+                      + torch.as_tensor(train_set.bias_index))
+            self.draw = {"weights": group_balanced_weights(groups)}
+
+    def sampling(self):
+        return self.draw
 
     def update(self, batch, optimizers):
         x, y, b = batch["x"], batch["y"], batch["bias_label"]
@@ -569,21 +628,24 @@ class GroupDRO(Method):
 
 @register("jtt")
 class JustTrainTwice(Method):
-    """Just Train Twice (Liu et al., ICML 2021): plain ERM for the first --jtt_first_epochs
-    epochs (T); then the training examples that model gets wrong form the error set, f and g
-    start again from the run's initial weights (the seed's: a fresh model) with a fresh optimizer
-    state, and train on the cross-entropy with error-set examples weighted --jtt_up times,
-    normalised by the weights' sum. Where we knowingly differ: the authors upsample the error
-    set (copies in the epoch); weighting gives the same expected gradient with the same number
-    of steps per epoch (docs/references.md §5). Reads the example index."""
+    """Just Train Twice (Liu et al., ICML 2021; anniesch/jtt): plain ERM for the first
+    --jtt_first_epochs epochs (T); then the training examples that model gets wrong form the
+    error set, f and g start again from the run's initial weights (the seed's: a fresh model)
+    with a fresh optimizer state, and train on the cross-entropy with the error set upsampled
+    --jtt_up times (lambda_up): each error-set example served lambda_up times per epoch, as
+    the paper and its code do (--jtt_sampling weight: each weighted lambda_up times in the
+    loss instead, normalised by the weights' sum, an epoch of the training set's size).
+    Reads the example index."""
 
     label = "JTT"
     reads = ("x", "y", "index")
     options = (Option("jtt_first_epochs", 50, "JTT: epochs the first (ERM) model trains, T "
                       "(SubpopBench: half the training; half of LfF's 100 epochs)",
                       range="> 0"),
-               Option("jtt_up", 10.0, "JTT: weight of an error-set example (lambda_up)",
-                      range=">= 1"))
+               Option("jtt_up", 10.0, "JTT: lambda_up, how many times an error-set example "
+                      "counts (a whole number when upsampled)", range=">= 1"),
+               Option("jtt_sampling", "upsample", "JTT: upsample the error set (the authors') "
+                      "or weight it in the loss", choices=("upsample", "weight")))
 
     def __init__(self, nets, args, train_set=None):
         super().__init__(nets, args)
@@ -595,6 +657,23 @@ class JustTrainTwice(Method):
         self.examples_seen, self.errors, self.share = 0, None, torch.zeros(())
         size = len(train_set) if train_set is not None else 0
         self.switch_at = args.jtt_first_epochs * size
+
+    @classmethod
+    def check_args(cls, args):
+        if args.jtt_sampling == "upsample" and args.jtt_up != int(args.jtt_up):
+            return (f"--jtt_up {args.jtt_up}: an upsampled error set is served a whole number "
+                    "of times; pass a whole number, or --jtt_sampling weight")
+        return None
+
+    def start_epoch(self, epoch, optimizers):
+        """At epoch T the first model is done: the error set, then the fresh second model."""
+        if self.errors is None and epoch >= self.args.jtt_first_epochs:
+            self.second_model(optimizers, next(self.nets["f"].parameters()).device)
+
+    def sampling(self):
+        if self.errors is None or self.args.jtt_sampling != "upsample":
+            return None
+        return {"copies": 1 + (int(self.args.jtt_up) - 1) * self.errors.long().cpu()}
 
     def reported_from(self):
         """JTT reports the second model: epochs T + 1 on (the first T train the ERM model
@@ -620,7 +699,7 @@ class JustTrainTwice(Method):
         self.share = self.errors.float().mean()
         for k, state in self.initial.items():
             self.nets[k].load_state_dict(state)
-        optimizers["main"].state.clear()
+        getattr(optimizers["main"], "optimizer", optimizers["main"]).state.clear()
 
     def update(self, batch, optimizers):
         x, y, index = batch["x"], batch["y"], batch["index"]
@@ -630,8 +709,8 @@ class JustTrainTwice(Method):
         zero_all(optimizers)
         logits = self.predict(x)
         losses = per_example_ce(logits, y)
-        if self.errors is None:
-            loss = losses.mean()
+        if self.errors is None or self.args.jtt_sampling == "upsample":
+            loss = losses.mean()  # upsampled: the copies are in the batch
         else:
             w = 1.0 + (self.args.jtt_up - 1.0) * self.errors.to(x.device)[index].float()
             loss = (w * losses).sum() / w.sum()

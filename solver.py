@@ -224,7 +224,10 @@ class Solver:
         """train_epoch() as a generator that yields after every step."""
         self.nets.train()
         loader = self.train_loader
-        # the order depends on (seed, epoch) only, so a resumed epoch skips the steps it did
+        self.method.start_epoch(self.epoch, self.optimizers)
+        # the order depends on (seed, epoch) and the method's state only, so a resumed epoch
+        # skips the steps it did
+        loader.sampler.set_sampling(self.method.sampling())
         loader.sampler.set_epoch(self.epoch)
         loader.sampler.set_start(self.step_in_epoch * loader.batch_size)
         meter = self.partial = self.partial or EpochMeter()  # checkpointed with the position

@@ -152,7 +152,7 @@ def test_group_dro_weights_and_loss_by_hand():
 
 
 def test_jtt_switches_to_a_fresh_model_with_the_error_set_upweighted():
-    m, nets, opts, batch = tiny("jtt", jtt_first_epochs=1, jtt_up=5.0)
+    m, nets, opts, batch = tiny("jtt", jtt_first_epochs=1, jtt_up=5.0, jtt_sampling="weight")
     initial = {k: v.clone() for k, v in nets["f"].state_dict().items()}
     m.train_set = type("Set", (), {
         "__len__": lambda self: 4,
