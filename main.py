@@ -563,7 +563,8 @@ def make_loaders(args, runtime, sets):
     train_loader = make_loader(sets.pop("train"), args.batch_size, True, args.seed,
                                args.num_workers, runtime.device,
                                balanced_envs=spec.balanced_envs, rank=runtime.rank,
-                               world=runtime.world, drop_last=spec.file_backed)
+                               world=runtime.world,
+                               drop_last=spec.file_backed or METHODS[args.method].drop_last)
     eval_loaders = {name: runtime.loader(make_loader(ds, spec.eval_batch, False, args.seed,
                                                      args.num_workers, runtime.device))
                     for name, ds in sets.items()}

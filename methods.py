@@ -119,6 +119,7 @@ class Method:
     supports_ddp = True      # False: the update needs the whole batch's environments at once
     reads = ("x", "y")       # the batch fields update() reads (data_handler.FIELDS); checked
     #                          against the dataset spec's before anything runs
+    drop_last = False        # True: the epoch drops its last partial batch
     twins = ()               # more networks it trains, each built as its namesake is:
     #                          ("f_b", "g_b") are copies of f and g's architecture, checkpointed
     #                          and resumed with them
@@ -729,3 +730,90 @@ class JustTrainTwice(Method):
         self.errors = state.get("errors")
         if self.errors is not None:
             self.share = self.errors.float().mean()
+
+
+@register("dfa")
+class DisEnt(LearningFromFailure):
+    """Learning Debiased Representation via Disentangled Feature Augmentation (DFA / DisEnt;
+    Lee et al., NeurIPS 2021; kakaoenterprise/Learning-Debiased-Disentangled learner.py
+    train_ours): an intrinsic encoder f and a bias encoder f_b (16-d features each); the
+    intrinsic head g and the bias head g_b both read the 32-d concatenation [f(x), f_b(x)],
+    each with the other half detached. LfF's per-example averages and weights w (from the two
+    heads' cross-entropies); L_dis = mean w CE(g) + --dfa_lambda_dis GCE(g_b). After step
+    --dfa_swap_after the bias features are permuted within the batch, adding --dfa_lambda_swap
+    x (mean w CE(g, y) + --dfa_lambda_swap_align GCE(g_b, permuted y)). Both step on one
+    backward pass; the lr halves every --dfa_lr_step steps from the swap's start (their
+    StepLR, stepped from step 10,000 on). Prediction: g on both encoders' features."""
+
+    label = "DFA"
+    drop_last = True  # their loader drops the last partial batch
+    options = (Option("dfa_lambda_dis", 10.0, "DFA: weight of the bias head's GCE in L_dis "
+                      "(their lambda_dis_align)", range=">= 0"),
+               Option("dfa_lambda_swap", 1.0, "DFA: weight of the swapped-feature loss",
+                      range=">= 0"),
+               Option("dfa_lambda_swap_align", 10.0, "DFA: weight of the bias head's GCE in "
+                      "the swapped loss", range=">= 0"),
+               Option("dfa_swap_after", 10000, "DFA: steps before the features are swapped "
+                      "(their curr_step)", range=">= 0"),
+               Option("dfa_lr_step", 10000, "DFA: steps between lr halvings, counted from "
+                      "--dfa_swap_after", range="> 0"),
+               Option("dfa_lr_gamma", 0.5, "DFA: lr factor every --dfa_lr_step steps",
+                      range="(0, 1]"))
+
+    def __init__(self, nets, args, train_set=None):
+        super().__init__(nets, args, train_set)
+        self.step = 0
+
+    def predict(self, x):
+        return self.nets["g"](torch.cat([self.nets["f"](x), self.nets["f_b"](x)], dim=1))
+
+    def check_forward(self, x):
+        self.predict(x)
+        self.nets["g_b"](torch.cat([self.nets["f"](x), self.nets["f_b"](x)], dim=1))
+
+    def step_lr(self):
+        """Their StepLR, stepped once per step from step --dfa_swap_after on."""
+        a = self.args
+        return a.lr * a.dfa_lr_gamma ** (max(0, self.step - a.dfa_swap_after) // a.dfa_lr_step)
+
+    def heads(self, z_i, z_b):
+        """The intrinsic head on [z_i, detached z_b] and the bias head on [detached z_i, z_b]."""
+        return (self.nets["g"](torch.cat([z_i, z_b.detach()], dim=1)),
+                self.nets["g_b"](torch.cat([z_i.detach(), z_b], dim=1)))
+
+    def update(self, batch, optimizers):
+        a = self.args
+        x, y, index = batch["x"], batch["y"], batch["index"]
+        self._averages(x.device)
+        lr = self.step_lr()
+        for opt in (optimizers["main"], optimizers["biased"]):
+            for group in opt.param_groups:
+                group["lr"] = lr
+        zero_all(optimizers)
+        z_i, z_b = self.nets["f"](x), self.nets["f_b"](x)
+        logits_i, logits_b = self.heads(z_i, z_b)
+        ce_i, ce_b = per_example_ce(logits_i, y), per_example_ce(logits_b, y)
+        w = self.weights(torch.stack([ce_b.detach(), ce_i.detach()]), index, y)
+        loss = (ce_i * w).mean() + a.dfa_lambda_dis * gce_loss(logits_b, y, a.lff_q).mean()
+        swapped = self.step > a.dfa_swap_after  # their `step > curr_step`
+        if swapped:
+            perm = torch.randperm(len(y), device=x.device)
+            swap_i, swap_b = self.heads(z_i, z_b[perm])
+            loss_swap = ((per_example_ce(swap_i, y) * w).mean()
+                         + a.dfa_lambda_swap_align * gce_loss(swap_b, y[perm], a.lff_q).mean())
+            loss = loss + a.dfa_lambda_swap * loss_swap
+        loss.backward()
+        optimizers["main"].step()
+        optimizers["biased"].step()
+        self.step += 1
+        return {"loss_cls": ce_i.detach().mean(), "loss_biased": ce_b.detach().mean(),
+                "lff_weight": w.mean(), "swapped": ce_i.new_tensor(float(swapped)),
+                "step_lr": ce_i.new_tensor(lr), "train_acc": task_accuracy(logits_i, y),
+                "train_acc_biased": task_accuracy(logits_b, y)}
+
+    def state_dict(self):
+        return {**super().state_dict(), "step": self.step}
+
+    def load_state_dict(self, state):
+        super().load_state_dict(state)
+        self.step = state.get("step", 0)

@@ -300,3 +300,17 @@ class FeatureBiasHead(nn.Module):
 @register("lff_mlp_h")
 def lff_mlp_h(num_bias_classes=10, **_):
     return FeatureBiasHead(100, num_bias_classes)
+
+
+@register("dfa_mlp_f")
+def dfa_mlp_f(in_features=3 * 28 * 28, **_):
+    """DFA's Colored-MNIST encoder (Lee et al. 2021; their module/mlp.py MLP_DISENTANGLE):
+    LfF's MLP narrowed to 16 features, ReLU after each layer, PyTorch's default init. DFA
+    builds two, the intrinsic f and the bias f_b."""
+    return _mlp([in_features, 100, 100, 16], nn.ReLU)
+
+
+@register("dfa_mlp_g")
+def dfa_mlp_g(num_main_classes=10, **_):
+    """DFA's head: one linear layer over both encoders' features concatenated (2 x 16)."""
+    return nn.Linear(32, num_main_classes)
