@@ -142,6 +142,39 @@ def selection(history, first_epoch=1):
     return out
 
 
+# A run has collapsed to one class when this share of its test predictions or more name one
+# class: the test sets here give each class about 1/K of the images, so a model that still
+# separates classes stays far below it (BlindEye's failure, issue #41).
+COLLAPSE_SHARE = 0.9
+
+
+def top_class_share(preds, n_classes):
+    """The largest share of predictions that name one class."""
+    preds = np.asarray(preds, np.int64)
+    return float(np.bincount(preds, minlength=n_classes).max() / max(len(preds), 1))
+
+
+def collapse(history, share=COLLAPSE_SHARE):
+    """A run's collapse to one class from its epochs' test_top_class_share: None when no
+    evaluated epoch reached `share`; else the first epoch that did, the epochs that did, and
+    whether the final epoch is one of them (the accuracy then is a class's share, not the
+    method's)."""
+    rows = [r for r in history if "test_top_class_share" in r]
+    hit = [r["epoch"] for r in rows if r["test_top_class_share"] >= share]
+    if not hit:
+        return None
+    return {"first_epoch": hit[0], "epochs": len(hit), "final": hit[-1] == rows[-1]["epoch"],
+            "final_top_class_share": rows[-1]["test_top_class_share"], "threshold": share}
+
+
+def collapse_text(state):
+    """'collapsed to one class from epoch 41 (still at the end)' for logs and tables."""
+    if not state:
+        return ""
+    end = "still at the end" if state["final"] else "recovered by the end"
+    return f"collapsed to one class at epoch {state['first_epoch']} ({end})"
+
+
 def data_digest(sets):
     """sha256 over the digests of every set a run uses (train, test, extra evaluation sets):
     the exact arrays (in-memory datasets) or file lists with their labels (image files)."""

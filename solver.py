@@ -147,6 +147,7 @@ class Solver:
         self.run = run
         self.data_sha256 = data_sha256  # records.data_digest of the sets the loaders serve
         self.last_eval = None  # (labels, preds, bias, n_classes) of the latest test evaluation
+        self.collapsed = False  # whether the latest evaluation named one class (records.collapse)
         train_set = train_loader.dataset if train_loader is not None else None
         self.method = METHODS[args.method](train_nets, args, train_set=train_set)
         # evaluation reads the plain networks: no collective calls outside training steps
@@ -353,8 +354,9 @@ class Solver:
         """results.json and the final TensorBoard record (one event file per run)."""
         args = self.args
         labels, preds = self.last_eval[:2]
-        metrics = {**metrics, **records.selection(self.run.history(),
-                                                  self.method.reported_from())}
+        history = self.run.history()
+        metrics = {**metrics, **records.selection(history, self.method.reported_from()),
+                   "collapse": records.collapse(history)}
         record = records.results_record(args, self.device, self.started, self.epoch, metrics,
                                         self.world, self.train_seconds(), self.step_path(),
                                         correct=labels == preds,
@@ -397,7 +399,15 @@ class Solver:
         preds = probs.argmax(1)
         bias = self.test_loader.dataset.bias_index[:len(labels)]
         self.last_eval = (labels, preds, bias, probs.shape[1])
-        out = {"test_acc": float((preds == labels).mean())}
+        out = {"test_acc": float((preds == labels).mean()),
+               "test_top_class_share": records.top_class_share(preds, probs.shape[1])}
+        collapsed = out["test_top_class_share"] >= records.COLLAPSE_SHARE
+        if collapsed != self.collapsed:  # said when it happens and when it ends
+            self.collapsed = collapsed
+            log(f"warning: epoch {self.epoch}: {out['test_top_class_share']:.0%} of the test "
+                "predictions name one class: the run has collapsed to one class (its record "
+                "will say so)" if collapsed else f"epoch {self.epoch}: the predictions spread "
+                "over the classes again (the collapse stays in the record)")
         agreement = records.bias_agreement(preds, bias, probs.shape[1])
         if agreement is not None:
             out["bias_agreement"] = agreement

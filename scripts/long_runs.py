@@ -677,6 +677,11 @@ def cell(life, runs):
     lost = [r for r, e in going if not e and lost_start(life, r)]
     going = [(r, e) for r, e in going if e]
     parts = [spread(values)] if values else []
+    collapsed = [r for r, acc in done if acc is not None and collapsed_at_end(life, r)]
+    if collapsed:  # its accuracy is a class's share, not the method's: never shown bare
+        parts[0] += (f", {len(collapsed)} of {len(values)} collapsed to one class (epoch "
+                     + ", ".join(str(life.view(r, "ledger").record["collapse"]["first_epoch"])
+                                 for r in collapsed) + ")")
     if going:
         each = ", ".join(f"{e}" + (f" (seed {r['seed']})" if len(runs) > 1 else "")
                          for r, e in going)
@@ -686,6 +691,13 @@ def cell(life, runs):
         parts.append("seed " + ", ".join(str(r["seed"]) for r in lost) + " cannot start: "
                      "its start run's checkpoint was not kept")
     return "; ".join(parts) or "not started"
+
+
+def collapsed_at_end(life, run):
+    """Whether a finished run's record says it ended collapsed to one class
+    (records.collapse; records from before 2026-12-06 did not measure it)."""
+    state = life.view(run, "ledger").record.get("collapse")
+    return isinstance(state, dict) and state.get("final") is True
 
 
 def lost_start(life, run):

@@ -135,6 +135,9 @@ def flat_row(folder, record):
     if number(probe.get("probe_bias_acc")) is not None:  # main.py --mode probe
         row["probe_bias_acc"], row["probe_chance"] = probe["probe_bias_acc"], number(
             probe.get("chance"))
+    state = record.get("collapse")  # records.collapse; absent before 2026-12-06
+    row["collapsed"] = (bool(state.get("final")) if isinstance(state, dict)
+                        else False if "collapse" in record else None)
     row["epochs_planned"] = config.get("epochs")
     row["variant"] = variant({**metrics, **config})
     if "dataset_name" not in row and "dataset" in row:
@@ -560,7 +563,20 @@ def table_text(frame, keys, metrics, column, paper):
         text = markdown_pivot(summary, keys, column, frame, paper)
     else:
         text = markdown_wide(summary, keys, metrics)
-    return summary, text
+    return summary, text + collapsed_note(frame)
+
+
+def collapsed_note(frame):
+    """The runs that ended collapsed to one class (records.collapse), named under the table:
+    their accuracy is a class's share, not the method's."""
+    if "collapsed" not in frame:
+        return ""
+    hit = frame[frame.collapsed == True]  # noqa: E712 (None: not measured)
+    if hit.empty:
+        return ""
+    names = ", ".join(sorted(os.path.basename(str(f)) for f in hit.folder))
+    return (f"\n\nEnded collapsed to one class ({len(hit)} of {len(frame)} runs; their "
+            f"accuracy is a class's share, not the method's): {names}")
 
 
 def is_ledger(root):

@@ -1,0 +1,66 @@
+"""A run that collapses to one class is named so (issue #41, 3): in its log when it happens, in
+its record with the epoch it happened, and in every table, never shown as the method's
+accuracy without a word."""
+import json
+import os
+import sys
+import types
+
+import torch
+
+import main as cli
+import records
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "scripts"))
+import long_runs  # noqa: E402
+import plans  # noqa: E402
+import results  # noqa: E402
+
+
+def test_collapse_is_read_from_the_epochs_top_class_share():
+    rows = [{"epoch": 1, "test_top_class_share": 0.2}, {"epoch": 2, "test_top_class_share": 0.95},
+            {"epoch": 3, "test_top_class_share": 1.0}, {"epoch": 4, "test_top_class_share": 0.3}]
+    state = records.collapse(rows)
+    assert state["first_epoch"] == 2 and state["epochs"] == 2 and state["final"] is False
+    assert "recovered" in records.collapse_text(state)
+    assert records.collapse(rows[:3])["final"] is True
+    assert records.collapse(rows[:1]) is None and records.collapse([]) is None
+    assert records.top_class_share([3, 3, 3, 1], 10) == 0.75
+
+
+def test_a_forced_blindeye_collapse_is_detected_and_named(mnist_root, tmp_path, capfd):
+    """BlindEye with its confusion loss weighted 100 times erases f's features: every test
+    prediction names one class from the first epoch. The log says so, the record holds the
+    state, and both tables name it beside the accuracy."""
+    torch.set_num_threads(1)
+    folder = tmp_path / "ledger" / "lff_ratio0.01_seed0_blindeye"
+    cli.main(["--config", "configs/lff_cmnist.yaml", "--method", "blindeye", "--blindeye_alpha",
+              "100", "--lr", "0.01", "--data_root_base", mnist_root, "--output_dir",
+              str(tmp_path / "ledger"), "--device", "cpu", "--max_train_samples", "1000",
+              "--max_test_samples", "300", "--batch_size", "64", "--epochs", "2",
+              "--experiment_name", folder.name])
+    assert "collapsed to one class" in capfd.readouterr().out
+    record = json.load(open(folder / "results.json"))
+    assert record["collapse"]["first_epoch"] == 1 and record["collapse"]["final"] is True
+    assert record["test_top_class_share"] >= records.COLLAPSE_SHARE
+
+    plan = plans.lff_plan(2, ("0.01",), (0,), ("blindeye",))
+    opts = types.SimpleNamespace(work=str(tmp_path / "work"), keep=str(tmp_path / "keep"),
+                                 ledger=str(tmp_path / "ledger"), device="cpu", plan="lff")
+    life = long_runs.Lifecycle(plan, opts)
+    row = next(line for line in long_runs.lff_table(life).splitlines()
+               if line.startswith("| BlindEye"))
+    assert "1 of 1 collapsed to one class (epoch 1)" in row
+
+    frame = results.load_records([str(tmp_path / "ledger")])
+    _, text = results.table_text(frame, ["variant"], ["test_acc"], None, results.load_paper())
+    assert "Ended collapsed to one class (1 of 1 runs" in text and folder.name in text
+
+
+def test_a_healthy_run_records_no_collapse(mnist_root, tmp_path):
+    cli.main(["--config", "configs/lff_cmnist.yaml", "--method", "baseline", "--data_root_base",
+              mnist_root, "--output_dir", str(tmp_path), "--device", "cpu",
+              "--max_train_samples", "1000", "--max_test_samples", "300", "--batch_size", "64",
+              "--epochs", "2", "--lff_input_scale", "unit", "--experiment_name", "ok"])
+    record = json.load(open(tmp_path / "ok" / "results.json"))
+    assert record["collapse"] is None and record["test_top_class_share"] < 0.5
