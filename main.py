@@ -22,6 +22,7 @@ import yaml
 from torch import nn
 
 import dataset_specs
+import hparams
 import lifecycle
 import methods
 import records
@@ -71,6 +72,10 @@ def build_parser():
         help="probe: train a fresh bias head on the run's frozen f (the bias left in f)")
     add(p, DEFINES, "--method", choices=sorted(METHODS), default="lnl",
         help="training method (registry in methods.py)")
+    add(p, DRIVES, "--hparams_from", default=None,
+        help="a selection file (hparams.py: the method's grid compared on validation, written "
+        "by scripts/long_runs.py's compare plan): its chosen hyperparameters are this run's, "
+        "and its record holds the criterion, the grid and the choice")
 
     d = p.add_argument_group("data")
     add(d, ARCHITECTURE, "--dataset_name", default="ColoredMNIST",
@@ -348,7 +353,28 @@ def resolve(parser, args):
                                                  f"_seed{args.seed}")
     if args.num_workers == -1:
         args = with_values(args, num_workers=spec.default_workers())
+    if args.hparams_from:
+        args = with_selection(parser, args)
     return args
+
+
+def with_selection(parser, args):
+    """The hyperparameters --hparams_from chose, as this run's values (a flag given with
+    another value is refused), and the selection kept for the record."""
+    path = args.hparams_from
+    try:
+        selection = read_json(path)
+        choice = hparams.read_selection(selection, args.method, path)
+    except OSError as exc:
+        parser.error(f"--hparams_from {path}: {exc.strerror}")
+    except UserError as err:
+        parser.error(str(err))
+    for flag, value in choice.items():
+        given = getattr(args, flag)
+        if given != parser.get_default(flag) and given != value:
+            parser.error(f"--{flag} {given} disagrees with --hparams_from {path}, which chose "
+                         f"{value}; pass one of them")
+    return with_values(args, **choice, hparam_selection=selection)
 
 
 def validate(parser, args):

@@ -124,6 +124,8 @@ class Method:
     #                          ("f_b", "g_b") are copies of f and g's architecture, checkpointed
     #                          and resumed with them
     options = ()             # the method's own flags (options.Option), read as self.args.<name>
+    grid = {}                # {flag: values}: its own hyperparameters' search grid (hparams.py;
+    #                          the recipe's value first), compared on validation, never test
     label = None             # its name in tables and figures (the papers'); None: its key
     variants = ()            # (key, label, test(config)): a setting of its flags that the
                              # papers name as a method of its own (ERM = IRM without penalty)
@@ -245,6 +247,7 @@ class LearningNotToLearn(_BiasHeadMethod):
     options = (Option("lambda_entropy", 0.01, "weight of h's negative entropy in f, g's loss",
                       range=">= 0"),
                Option("mu_grl", 0.1, "gradient reversal scale", range=">= 0"))
+    grid = {"lambda_entropy": (0.01, 0.1), "mu_grl": (0.1, 1.0)}
 
     def update(self, batch, optimizers):
         x, y, b = batch["x"], batch["y"], batch["bias"]
@@ -273,6 +276,7 @@ class BlindEye(_BiasHeadMethod):
 
     options = (Option("blindeye_alpha", 1.0, "BlindEye: weight of the confusion loss in f, g's "
                       "loss", range=">= 0"),)
+    grid = {"blindeye_alpha": (1.0, 0.1, 0.01)}
 
     def update(self, batch, optimizers):
         x, y, b = batch["x"], batch["y"], batch["bias"]
@@ -505,6 +509,7 @@ class LearningFromFailure(Method):
                       "average", range="[0, 1)"),
                Option("lff_gce", "authors", "LfF: authors: the GCE gradient times q, as their "
                       "code; paper: without q", choices=("authors", "paper")))
+    grid = {"lff_q": (0.7, 0.5, 0.9)}
 
     def __init__(self, nets, args, train_set=None):
         super().__init__(nets, args)
@@ -583,6 +588,7 @@ class GroupDRO(Method):
                Option("groupdro_balanced", 1, "GroupDRO: 1 draws the epoch group-balanced "
                       "with replacement (the authors' --reweight_groups), 0 a plain shuffle",
                       choices=(0, 1)))
+    grid = {"groupdro_eta": (0.01, 0.001, 0.1)}
 
     def __init__(self, nets, args, train_set=None):
         super().__init__(nets, args)
@@ -647,6 +653,8 @@ class JustTrainTwice(Method):
                       "counts (a whole number when upsampled)", range=">= 1"),
                Option("jtt_sampling", "upsample", "JTT: upsample the error set (the authors') "
                       "or weight it in the loss", choices=("upsample", "weight")))
+    # T and lambda_up as the JTT paper searches them (on validation worst-group accuracy)
+    grid = {"jtt_first_epochs": (50, 10, 5, 1), "jtt_up": (10.0, 50.0)}
 
     def __init__(self, nets, args, train_set=None):
         super().__init__(nets, args)
@@ -759,6 +767,7 @@ class DisEnt(LearningFromFailure):
                       "--dfa_swap_after", range="> 0"),
                Option("dfa_lr_gamma", 0.5, "DFA: lr factor every --dfa_lr_step steps",
                       range="(0, 1]"))
+    grid = {"dfa_lambda_dis": (10.0, 1.0), "dfa_swap_after": (10000, 5000)}
 
     def __init__(self, nets, args, train_set=None):
         super().__init__(nets, args, train_set)

@@ -255,6 +255,20 @@ def worst_group_accuracy(labels, preds, bias):
     return float((hits / counts).min())
 
 
+def group_counts(labels, preds, bias, cells):
+    """Per (label, bias label) group of an evaluation set: [label, bias label, examples,
+    correct, aligned (1: a cell the training correlation favours, bias_cells)], for the
+    intervals of the validation criteria (hparams.py) without keeping every prediction."""
+    labels, preds = np.asarray(labels, np.int64), np.asarray(preds, np.int64)
+    bias = np.asarray(bias, np.int64)[:len(labels)]
+    out = []
+    for y, b in sorted(set(zip(labels.tolist(), bias.tolist()))):
+        part = (labels == y) & (bias == b)
+        aligned = b <= cells["top"] and y * (cells["top"] + 1) + b in set(cells["codes"].tolist())
+        out.append([y, b, int(part.sum()), int((preds[part] == y).sum()), int(aligned)])
+    return out
+
+
 def aligned_accuracies(cells, labels, preds, bias):
     """{test_acc_aligned, test_acc_conflicting}: accuracy on the test examples whose
     (label, bias) is a cell the training correlation favours (bias_cells), and on the rest.

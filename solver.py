@@ -148,6 +148,7 @@ class Solver:
         self.data_sha256 = data_sha256  # records.data_digest of the sets the loaders serve
         self.last_eval = None  # (labels, preds, bias, n_classes) of the latest test evaluation
         self.collapsed = False  # whether the latest evaluation named one class (records.collapse)
+        self.last_groups = {}  # {extra set: records.group_counts of its latest evaluation}
         train_set = train_loader.dataset if train_loader is not None else None
         self.method = METHODS[args.method](train_nets, args, train_set=train_set)
         # evaluation reads the plain networks: no collective calls outside training steps
@@ -356,7 +357,9 @@ class Solver:
         labels, preds = self.last_eval[:2]
         history = self.run.history()
         metrics = {**metrics, **records.selection(history, self.method.reported_from()),
-                   "collapse": records.collapse(history)}
+                   "collapse": records.collapse(history),
+                   **{f"{name}_groups": groups for name, groups in self.last_groups.items()},
+                   "hparam_selection": getattr(args, "hparam_selection", None)}
         record = records.results_record(args, self.device, self.started, self.epoch, metrics,
                                         self.world, self.train_seconds(), self.step_path(),
                                         correct=labels == preds,
@@ -420,13 +423,19 @@ class Solver:
 
     def scores(self, name, loader):
         """An extra evaluation set's accuracy ({name}_acc) and, on a dataset with a bias
-        attribute, its worst-group accuracy ({name}_worst_group_acc)."""
+        attribute, its worst-group accuracy ({name}_worst_group_acc) and its accuracy on the
+        images off the training correlation ({name}_acc_conflicting): the test-free criteria
+        of hparams.py. Its per-group counts are kept for the run's record (their intervals)."""
         probs, labels = self.predict_all(loader)
         preds = probs.argmax(1)
         out = {f"{name}_acc": float((preds == labels).mean())}
         if self.cells is not None:
-            out[f"{name}_worst_group_acc"] = records.worst_group_accuracy(
-                labels, preds, loader.dataset.bias_index[:len(labels)])
+            bias = loader.dataset.bias_index[:len(labels)]
+            out[f"{name}_worst_group_acc"] = records.worst_group_accuracy(labels, preds, bias)
+            split = records.aligned_accuracies(self.cells, labels, preds, bias)
+            if "test_acc_conflicting" in split:
+                out[f"{name}_acc_conflicting"] = split["test_acc_conflicting"]
+            self.last_groups[name] = records.group_counts(labels, preds, bias, self.cells)
         return out
 
     def test(self, path, epoch):

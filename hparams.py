@@ -1,0 +1,137 @@
+"""Hyperparameters chosen without the test set (issue #41, 4), as DomainBed and SubpopBench
+choose them: each method declares a small grid over its own flags (Method.grid); the grid's
+runs (seed 0) are compared on the held-out validation split (--val_fraction: the training
+skew, never a test image) by a named criterion, each value with a bootstrap interval; the
+seeds then run at the choice (main.py --hparams_from), and each of their records holds the
+criterion, the grid and the choice. A run without a grid keeps its paper's recipe.
+
+Criteria (by name, read from a finished record's val_groups, records.group_counts):
+  val_acc_conflicting   accuracy on the validation images off the training correlation
+  val_worst_group_acc   the lowest accuracy over the (label, bias label) groups (GroupDRO's
+                        and JTT's criterion: Sagawa et al. 2020, Liu et al. 2021)
+The interval: a stratified bootstrap (each group's correct count redrawn Binomial(n, its
+accuracy), seeded), the 2.5% and 97.5% quantiles. A grid whose every interval overlaps the
+best one's cannot be told apart by the criterion: the choice is still the best value (the
+papers' rule), and the selection says it is too noisy to choose ("separable": false).
+"""
+import itertools
+import math
+
+import numpy as np
+
+from errors import UserError
+from methods import METHODS
+
+RESAMPLES, SEED = 10000, 0
+
+
+def points(method):
+    """The method's grid as a list of {flag: value}, the recipe's defaults first."""
+    grid = METHODS[method].grid
+    keys = list(grid)
+    return [dict(zip(keys, values)) for values in itertools.product(*(grid[k] for k in keys))]
+
+
+def tag(point):
+    """A grid point as part of a run name: lff_q0.5, jtt_first_epochs10_jtt_up20."""
+    return "_".join(f"{k}{v:g}" if isinstance(v, float) else f"{k}{v}"
+                    for k, v in point.items())
+
+
+def _groups(record, split="val"):
+    """[(examples, correct, aligned)] of a record's split, or None (absent or damaged)."""
+    rows = record.get(f"{split}_groups") if isinstance(record, dict) else None
+    if not isinstance(rows, list) or not rows:
+        return None
+    out = []
+    for row in rows:
+        if (not isinstance(row, list) or len(row) != 5
+                or not all(isinstance(v, int) and not isinstance(v, bool) for v in row)):
+            return None
+        n, correct, aligned = row[2:]
+        if not 0 <= correct <= n or n == 0 or aligned not in (0, 1):
+            return None
+        out.append((n, correct, aligned))
+    return out
+
+
+def _conflicting(groups, draws):
+    """Accuracy over the conflicting groups, for the observed counts and each redraw."""
+    part = [(n, c, d) for (n, c, a), d in zip(groups, draws) if not a]
+    if not part:
+        return None
+    n = sum(g[0] for g in part)
+    return sum(g[1] for g in part) / n, sum(g[2] for g in part) / n
+
+
+def _worst(groups, draws):
+    return (min(c / n for n, c, _ in groups),
+            np.min(np.stack([d / n for (n, _, _), d in zip(groups, draws)]), axis=0))
+
+
+CRITERIA = {"val_acc_conflicting": _conflicting, "val_worst_group_acc": _worst}
+
+
+def criterion(record, name, resamples=RESAMPLES, seed=SEED):
+    """(value, [low, high]) of a criterion on a finished record, or None when the record has
+    no validation groups (or none the criterion reads)."""
+    groups = _groups(record)
+    if groups is None:
+        return None
+    rng = np.random.default_rng(seed)
+    draws = [rng.binomial(n, c / n, size=resamples) for n, c, _ in groups]
+    result = CRITERIA[name](groups, draws)
+    if result is None:
+        return None
+    value, boot = result
+    return float(value), [float(np.quantile(boot, 0.025)), float(np.quantile(boot, 0.975))]
+
+
+def choose(method, runs, name):
+    """The selection over a grid's finished runs: runs is [(point, record, run name)]. Reads
+    validation fields only. Returns {method, criterion, grid: [{hparams, run, value, ci95}],
+    choice, chosen_run, separable, note}; a UserError when a grid point has no usable record."""
+    if name not in CRITERIA:
+        raise UserError(f"unknown criterion {name!r}; known: {', '.join(CRITERIA)}")
+    grid = []
+    for point, record, run in runs:
+        scored = criterion(record, name)
+        if scored is None:
+            raise UserError(f"{run}: its record has no validation groups for {name} (a run "
+                            "without --val_fraction, or one recorded before 2026-12-06): train "
+                            "it again with the grid's flags")
+        grid.append({"hparams": point, "run": run, "value": scored[0], "ci95": scored[1]})
+    best = max(range(len(grid)), key=lambda i: (grid[i]["value"], -i))  # ties: the earlier
+    low = grid[best]["ci95"][0]
+    separable = any(g["ci95"][1] < low for i, g in enumerate(grid) if i != best)
+    note = ("" if separable else "too noisy to choose: every grid point's interval overlaps "
+            "the best one's; the best value is taken all the same")
+    return {"method": method, "criterion": name, "grid": grid,
+            "choice": grid[best]["hparams"], "chosen_run": grid[best]["run"],
+            "separable": separable, "note": note}
+
+
+def read_selection(selection, method, path):
+    """A selection (a handed file's JSON, already read through the file layer) checked for
+    what main.py applies: its method, and a choice of this method's grid flags whose values
+    are of the grid's kinds. Returns {flag: value}."""
+    where = f"--hparams_from {path}"
+    if selection.get("method") != method:
+        raise UserError(f"{where} chose hyperparameters for --method "
+                        f"{selection.get('method')!r}, not {method!r}; pass that method's "
+                        "selection")
+    choice, grid = selection.get("choice"), METHODS[method].grid
+    if not isinstance(choice, dict) or not choice or set(choice) - set(grid):
+        raise UserError(f"{where} holds no choice of {method}'s grid flags "
+                        f"({', '.join(grid) or 'it has none'}); write it with "
+                        "scripts/long_runs.py (plan compare) or pass the flags themselves")
+    for flag, value in choice.items():
+        kind = type(grid[flag][0])
+        ok = (isinstance(value, (int, float)) and not isinstance(value, bool)
+              and math.isfinite(value) and (kind is float or float(value).is_integer()))
+        if not ok:
+            raise UserError(f"{where}: {flag}={value!r} is not a {kind.__name__}")
+        choice[flag] = kind(value)
+    if selection.get("criterion") not in CRITERIA:
+        raise UserError(f"{where} names no known criterion ({', '.join(CRITERIA)})")
+    return choice

@@ -1,0 +1,111 @@
+"""Hyperparameters chosen without the test set (hparams.py, issue #41, 4): each method's grid,
+the named validation criteria with their bootstrap intervals, a choice that never reads a test
+metric, a grid too noisy to choose said so, and main.py --hparams_from applying a choice and
+recording the criterion, the grid and the choice."""
+import copy
+import json
+
+import numpy as np
+import pytest
+
+import hparams
+import main as cli
+from errors import UserError
+from methods import METHODS
+from safe_files import write_json
+
+
+def record(conflicting, worst, seed=0):
+    """A finished record: validation groups (label, bias, n, correct, aligned) with the given
+    conflicting accuracy over 200 images and a worst group at `worst` (of 50), plus test
+    metrics that a selection must never read."""
+    rng = np.random.default_rng(seed)
+    groups = [[0, 0, 400, 390, 1], [1, 1, 400, 380, 1],
+              [0, 1, 50, int(round(worst * 50)), 0],
+              [1, 0, 150, int(round(conflicting * 200 - worst * 50)), 0]]
+    return {"val_groups": groups, "test_acc": float(rng.random()),
+            "test_acc_conflicting": float(rng.random()), "test_worst_group_acc": 0.1,
+            "test_acc_oracle": 0.9, "test_groups": [[0, 0, 10, 3, 1]]}
+
+
+def test_every_method_after_lnl_declares_a_grid_over_its_own_flags_defaults_first():
+    for name in ("lff", "groupdro", "jtt", "lnl", "blindeye", "dfa"):
+        grid = METHODS[name].grid
+        own = {o.name: o.default for o in METHODS[name].options}
+        assert grid and set(grid) <= own.keys() | {"lff_q"}, name
+        first = hparams.points(name)[0]
+        defaults = {o.name: o.default for c in METHODS.values() for o in c.options}
+        assert first == {k: defaults[k] for k in grid}, name  # the recipe's point first
+    assert len(hparams.points("jtt")) == 8 and hparams.points("baseline") == [{}]
+    assert hparams.tag({"jtt_first_epochs": 10, "jtt_up": 50.0}) == "jtt_first_epochs10_jtt_up50"
+
+
+def test_the_criteria_and_their_intervals():
+    value, (low, high) = hparams.criterion(record(0.6, 0.4), "val_acc_conflicting")
+    assert value == pytest.approx(0.6) and low < 0.6 < high and high - low < 0.2
+    value, (low, high) = hparams.criterion(record(0.6, 0.4), "val_worst_group_acc")
+    assert value == pytest.approx(0.4) and low < 0.4 < high
+    assert hparams.criterion({"test_acc": 1.0}, "val_acc_conflicting") is None
+    damaged = record(0.6, 0.4)
+    damaged["val_groups"][0][3] = 999  # more correct than examples
+    assert hparams.criterion(damaged, "val_acc_conflicting") is None
+
+
+def test_the_choice_is_the_same_when_every_test_metric_is_noise():
+    runs = [({"lff_q": q}, record(c, w, seed=i), f"run{i}")
+            for i, (q, c, w) in enumerate(((0.7, 0.50, 0.30), (0.5, 0.80, 0.60),
+                                           (0.9, 0.55, 0.20)))]
+    chosen = hparams.choose("lff", runs, "val_acc_conflicting")
+    assert chosen["choice"] == {"lff_q": 0.5} and chosen["separable"] is True
+    rng = np.random.default_rng(1)
+    for trial in range(20):
+        noisy = copy.deepcopy(runs)
+        for _, rec, _ in noisy:
+            for key in [k for k in rec if k.startswith("test")]:
+                rec[key] = (float(rng.random()) if not isinstance(rec[key], list)
+                            else [[0, 0, 10, int(rng.integers(0, 11)), 1]])
+        assert hparams.choose("lff", noisy, "val_acc_conflicting") == chosen
+        assert hparams.choose("lff", noisy, "val_worst_group_acc")["choice"] == {"lff_q": 0.5}
+
+
+def test_a_grid_the_criterion_cannot_tell_apart_is_said_to_be_too_noisy():
+    runs = [({"lff_q": q}, record(c, 0.3), q) for q, c in ((0.7, 0.50), (0.5, 0.52))]
+    chosen = hparams.choose("lff", runs, "val_acc_conflicting")
+    assert chosen["separable"] is False and "too noisy" in chosen["note"]
+    assert chosen["choice"] == {"lff_q": 0.5}
+    with pytest.raises(UserError, match="no validation groups"):
+        hparams.choose("lff", [({"lff_q": 0.7}, {"test_acc": 0.9}, "old")],
+                       "val_acc_conflicting")
+
+
+def test_hparams_from_applies_the_choice_and_the_record_holds_it(mnist_root, tmp_path,
+                                                                  capsys):
+    runs = [({"groupdro_eta": eta}, record(c, 0.3), f"g{eta}")
+            for eta, c in ((0.01, 0.5), (0.001, 0.7), (0.1, 0.4))]
+    selection = hparams.choose("groupdro", runs, "val_acc_conflicting")
+    path = tmp_path / "selection.json"
+    write_json(str(path), selection)
+    common = ["--config", "configs/lff_cmnist.yaml", "--method", "groupdro", "--data_root_base",
+              mnist_root, "--output_dir", str(tmp_path), "--device", "cpu",
+              "--max_train_samples", "600", "--max_test_samples", "200", "--epochs", "1",
+              "--hparams_from", str(path)]
+    _, args = cli.parse_args(common)
+    assert args.groupdro_eta == 0.001
+    cli.main(common + ["--experiment_name", "chosen"])
+    saved = json.load(open(tmp_path / "chosen" / "results.json"))
+    assert saved["config"]["groupdro_eta"] == 0.001
+    assert saved["hparam_selection"]["criterion"] == "val_acc_conflicting"
+    assert len(saved["hparam_selection"]["grid"]) == 3
+    assert saved["val_groups"] and "val_acc_conflicting" in saved
+
+    with pytest.raises(SystemExit):  # a flag that disagrees with the choice
+        cli.parse_args(common + ["--groupdro_eta", "0.1"])
+    assert "disagrees with --hparams_from" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # another method's selection
+        cli.parse_args(["--method", "lff", "--hparams_from", str(path)])
+    assert "not 'lff'" in capsys.readouterr().err
+    bad = dict(selection, choice={"groupdro_eta": "fast"})
+    write_json(str(path), bad)
+    with pytest.raises(SystemExit):
+        cli.parse_args(["--method", "groupdro", "--hparams_from", str(path)])
+    assert "is not a float" in capsys.readouterr().err
