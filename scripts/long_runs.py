@@ -64,8 +64,10 @@ PAPER_CSV = os.path.join(ROOT, "results", "paper_numbers.csv")
 TABLE_ROWS = (("baseline", "Baseline"), ("lnl", "LNL"), ("blindeye", "BlindEye"),
               ("gray", "Gray"), ("lff", "LfF"), ("groupdro", "GroupDRO"), ("jtt", "JTT"))
 TABLE_MARKS = ("<!-- long_runs.py table -->", "<!-- end of long_runs.py table -->")
-from plans import (AFTER_LNL, HEADLINE_SIGMAS, LFF_METHODS, LFF_RATIOS, SEEDS,  # noqa: E402
-                   VARIANTS, headline_plan, lff_plan)
+from plans import (AFTER_LNL, COMPARE_METHODS, COMPARE_RATIOS, CRITERION,  # noqa: E402
+                   HEADLINE_SIGMAS,
+                   LFF_METHODS, LFF_RATIOS, SEEDS, VARIANTS, compare_plan, headline_plan,
+                   lff_plan)
 
 # --------------------------------------------------------------------------- run folders
 # Every file here is read and written through safe_files (the repository's one file layer):
@@ -273,7 +275,29 @@ class Lifecycle:
     def ready(self, run):
         return self.state(run) != "finished" and (
             run["after"] is None or self.state(self.by_name[run["after"]]) == "finished"
-            and self.start_kept(run))
+            and self.start_kept(run)) and not self.waiting_for(run)
+
+    def waiting_for(self, run):
+        """The runs this one waits for without starting from them (a chosen-hyperparameter
+        run waits for its grid: plans.compare_plan) that have not finished."""
+        return [n for n in run.get("waits_for", ()) if self.state(self.by_name[n]) != "finished"]
+
+    def prepare(self, run):
+        """What a run needs written before it starts: the selection a chosen-hyperparameter
+        run reads (hparams.choose over its grid's ledger records), once; an existing one is
+        kept (a fresh clone continues with the choice the first machine made)."""
+        spec = run.get("choose")
+        if not spec or os.path.lexists(spec["path"]):
+            return
+        import hparams  # here: the other commands need no torch
+        records = [(point, self.view(self.by_name[name], "ledger").record, name)
+                   for point, name in spec["grid"]]
+        selection = hparams.choose(spec["method"], records, spec["criterion"])
+        write_json(spec["path"], selection, self.opts.ledger)
+        log(f"{run['name']}: {spec['method']} chose {selection['choice']} on "
+            f"{spec['criterion']} over {len(records)} grid runs"
+            + ("" if selection["separable"] else f" ({selection['note']})")
+            + f"; written to {spec['path']}")
 
     def start_kept(self, run):
         """Whether the checkpoint a stage-2 run starts from is here: in its start run's work
@@ -392,7 +416,7 @@ def needs_probe(life, run):
     record came from (main.py --mode probe: how much of the bias a fresh head still reads
     from the run's f; issues #25, #33)."""
     work = life.work(run)
-    return (life.view(run, "work").finished(planned_epochs(run))
+    return (run.get("probe", True) and life.view(run, "work").finished(planned_epochs(run))
             and os.path.lexists(os.path.join(work, "checkpoints", "last.pth"))
             and not any(os.path.lexists(os.path.join(folder, "probe.json"))
                         for folder in (work, life.ledger(run))))
@@ -507,6 +531,13 @@ def run_plan(life, opts):
                 if lane.proc is None:
                     ready = [r for r in life.plan if r["name"] not in busy
                              and r["name"] not in failed and life.ready(r)][:opts.per_process]
+                    for r in list(ready):
+                        try:
+                            life.prepare(r)
+                        except UserError as err:
+                            failed.append(r["name"])
+                            ready.remove(r)
+                            log(f"{r['name']}: cannot start: {err}")
                     if ready:
                         start(life, lane, ready)
                         busy.update(r["name"] for r in ready)
@@ -625,7 +656,10 @@ def status(life):
                       if os.path.lexists(getattr(life, w)(run))), "work")
         if state == "not started" and os.path.lexists(os.path.join(life.keep(run), "args.json")):
             state = "saved (restored by run)"
-        if state == "not started" and run["after"] and not life.ready(run):
+        waiting = life.waiting_for(run) if state == "not started" else []
+        if waiting:
+            state = f"waits for its grid ({len(waiting)} of {len(run['waits_for'])} runs left)"
+        elif state == "not started" and run["after"] and not life.ready(run):
             state = (f"waits for {run['after']}" if life.state(life.by_name[run["after"]])
                      != "finished" else f"cannot start: {run['after']}'s checkpoint is not kept")
         done, total = life.done(run, where), planned_epochs(run)
@@ -760,10 +794,81 @@ def lff_table(life):
     return "\n".join(lines)
 
 
+COMPARE_ROWS = (("baseline", "Vanilla"), ("lff", "LfF"), ("groupdro", "GroupDRO"),
+                ("jtt", "JTT"), ("lnl", "LNL"), ("blindeye", "BlindEye"), ("dfa", "DFA"))
+COMPARE_MARKS = ("<!-- long_runs.py table --plan compare -->",
+                 "<!-- end of long_runs.py table --plan compare -->")
+
+
+def selection_of(life, grid, path):
+    """The grid's selection: the file the plan wrote when its chosen runs started, else made
+    now from the grid's finished records (validation only: hparams.choose), else None while
+    the grid is unfinished or a record cannot be read."""
+    if path and os.path.lexists(path):
+        try:
+            return read_json(path, life.opts.ledger)
+        except (UserError, OSError):
+            return None
+    runs = [life.by_name[g] for g in grid]
+    if any(life.state(r) != "finished" for r in runs) or not runs:
+        return None
+    import hparams
+    try:
+        return hparams.choose(runs[0]["variant"], [(r["point"], life.view(r, "ledger").record,
+                                                    r["name"]) for r in runs], CRITERION)
+    except UserError:
+        return None
+
+
+def compare_cell(life, runs):
+    """Ours for one (method, share) of the comparison: a method without a grid pools its
+    seeds; one with a grid shows how far its grid is, then pools the chosen grid run (seed 0)
+    with the seeds trained at the choice, and names the choice."""
+    grid = [r for r in runs if r.get("point")]
+    if not grid:
+        return cell(life, runs)
+    chosen = [r for r in runs if r.get("choose")]
+    path = chosen[0]["choose"]["path"] if chosen else None
+    selection = selection_of(life, [r["name"] for r in grid], path)
+    if selection is None:
+        done = sum(life.state(r) == "finished" for r in grid)
+        return f"grid: {done} of {len(grid)} runs finished"
+    seed0 = life.by_name.get(selection.get("chosen_run"))
+    text = cell(life, ([seed0] if seed0 else []) + chosen)
+    choice = ", ".join(f"{k.split('_', 1)[1]} {v:g}" if isinstance(v, (int, float))
+                       else f"{k} {v}" for k, v in selection.get("choice", {}).items())
+    noisy = "" if selection.get("separable") else ", too noisy to choose"
+    return f"{text} [{choice}{noisy}]"
+
+
+def compare_table(life):
+    """The README's comparison table: per method and share of conflicting images, the final
+    epoch at the hyperparameters chosen on validation (plans.CRITERION), mean ± std over
+    seeds with n, the choice in brackets; then the later methods on LNL's Colored MNIST."""
+    runs = {}
+    for r in life.plan:
+        runs.setdefault((r["variant"], r["sigma"]), []).append(r)
+    ratios = [s for s in dict.fromkeys(r["sigma"] for r in life.plan) if s in LFF_RATIOS]
+    lines = ["| conflicting | " + " | ".join(f"{float(r):.1%}" for r in ratios) + " |",
+             "|---|" + "---|" * len(ratios)]
+    for method, name in COMPARE_ROWS:
+        if any((method, r) in runs for r in ratios):
+            lines.append(f"| {name} | " + " | ".join(compare_cell(life, runs.get((method, r), []))
+                                                      for r in ratios) + " |")
+    other = [(m, runs[m, "0.020"]) for m, _ in COMPARE_ROWS if (m, "0.020") in runs]
+    if other:
+        lines += ["", "| LNL's Colored MNIST, σ² 0.020 | " + " | ".join(
+            dict(COMPARE_ROWS)[m] for m, _ in other) + " |", "|---|" + "---|" * len(other),
+            "| final epoch | " + " | ".join(cell(life, rs) for _, rs in other) + " |"]
+    return "\n".join(lines)
+
+
 def table_of(life):
     """The plan's README table and its marks."""
     if getattr(life.opts, "plan", "headline") == "lff":
         return lff_table(life), LFF_MARKS
+    if getattr(life.opts, "plan", "headline") == "compare":
+        return compare_table(life), COMPARE_MARKS
     return headline_table(life), TABLE_MARKS
 
 
@@ -828,13 +933,17 @@ def plan_of(opts):
     """The plan the options describe (every command of this script, and gpu_lease.py)."""
     if getattr(opts, "plan", "headline") == "lff":
         return lff_plan(opts.epochs, opts.ratios, opts.seeds, opts.methods, opts.tiny)
+    if getattr(opts, "plan", "headline") == "compare":
+        return compare_plan(opts.epochs, opts.ratios, opts.seeds, opts.compare_methods,
+                            opts.tiny, opts.ledger)
     return headline_plan(opts.epochs, opts.sigmas, opts.tiny, opts.seeds, opts.variants)
 
 
 # each plan's folders: work (under outputs/), keep and ledger (under results/, committed).
 # Every resume point lives under results/in_progress/: the LfF plan's in its own subfolder.
 PLAN_FOLDERS = {"headline": ("long", "in_progress", "cmnist"),
-                "lff": ("long_lff", os.path.join("in_progress", "lff"), "lff_cmnist")}
+                "lff": ("long_lff", os.path.join("in_progress", "lff"), "lff_cmnist"),
+                "compare": ("long_compare", os.path.join("in_progress", "compare"), "compare")}
 MOVED_KEEPS = {"lff": "in_progress_lff"}  # a plan's keep before it moved (under results/)
 
 
@@ -853,9 +962,11 @@ def parse_args(argv=None):
     p.add_argument("command", choices=("run", "status", "save", "table"),
                    help="table: the plan's README table from --ledger and --keep")
     p.add_argument("--plan", choices=tuple(PLAN_FOLDERS), default="headline",
-                   help="headline: the LNL paper's table (Colored MNIST), then the methods "
-                        "after LNL on it; lff: LfF's Colored MNIST, every method x --ratios x "
-                        "--seeds (its own --keep and --ledger)")
+                   help="headline: the LNL paper's table (Colored MNIST); lff: LfF's Colored "
+                        "MNIST at each method's recipe, every method x --ratios x --seeds; "
+                        "compare: every method on LfF's benchmark at hyperparameters chosen "
+                        "on validation, then the later methods on LNL's (each plan with its "
+                        "own --keep and --ledger)")
     p.add_argument("--budget", type=duration, default=duration("1h"),
                    help="run: wall-clock time to train before saving and stopping")
     p.add_argument("--epochs", type=positive, default=100, help="per stage (the paper's 100)")
@@ -866,10 +977,14 @@ def parse_args(argv=None):
     p.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS),
                    help="headline: the table's rows to train (gray: the baseline on grayscale "
                         "images)")
-    p.add_argument("--ratios", nargs="+", choices=LFF_RATIOS, default=list(LFF_RATIOS),
-                   help="lff: shares of conflicting training images")
+    p.add_argument("--ratios", nargs="+", choices=LFF_RATIOS, default=None,
+                   help="lff, compare: shares of conflicting training images, in the order "
+                        "they are trained (lff: 0.005 first; compare: 0.01 first)")
     p.add_argument("--methods", nargs="+", choices=LFF_METHODS, default=list(LFF_METHODS),
                    help="lff: methods (baseline: the LfF paper's vanilla)")
+    p.add_argument("--compare_methods", nargs="+", choices=COMPARE_METHODS,
+                   default=list(COMPARE_METHODS),
+                   help="compare: methods (each over its grid at seed 0, then at its choice)")
     p.add_argument("--lanes", type=positive, default=2,
                    help="main.py processes at once, each with its share of the cores")
     p.add_argument("--per_process", type=positive, default=1,
@@ -896,6 +1011,7 @@ def parse_args(argv=None):
                    help="table: write it into this file's table block instead of printing it")
     p.add_argument("--poll", type=float, default=2.0, help=argparse.SUPPRESS)
     opts = p.parse_args(argv)
+    opts.ratios = opts.ratios or list(COMPARE_RATIOS if opts.plan == "compare" else LFF_RATIOS)
     work, keep, ledger = PLAN_FOLDERS[opts.plan]
     old = os.path.join("results", MOVED_KEEPS[opts.plan]) if opts.plan in MOVED_KEEPS else None
     if opts.keep is None and old and os.path.lexists(os.path.join(ROOT, old)):

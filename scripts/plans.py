@@ -143,3 +143,93 @@ def lff_plan(epochs, ratios=LFF_RATIOS, seeds=SEEDS, methods=LFF_METHODS, tiny=F
     plan = [lff_run(r, m, s, epochs, tiny) for s in seeds for r in ratios for m in methods]
     return with_start_runs(plan, lff_plan(epochs, ratios, seeds, LFF_METHODS, tiny)
                            if set(methods) != set(LFF_METHODS) else plan)
+
+
+# The comparison again (issue #41, 6): every method on LfF's benchmark as its authors run it,
+# its hyperparameters chosen on the held-out validation split (hparams.py), never on the test
+# set; then the methods after LNL on LNL's Colored MNIST at full length (the other direction).
+COMPARE_METHODS = ("baseline", "lff", "groupdro", "jtt", "lnl", "blindeye", "dfa")
+COMPARE_RATIOS = ("0.01", "0.005", "0.02", "0.05")  # the table's headline share first
+CRITERION = "val_acc_conflicting"  # hparams.CRITERIA: the choice's criterion
+DFA_EPOCHS = 238  # configs/dfa_cmnist.yaml: 49,980 of their 50,000 steps
+
+
+def method_grid(method, epochs):
+    """The method's grid (hparams.points) for a plan of `epochs` per run: JTT's T, written
+    for 100 epochs, scaled to the plan's length (a rehearsal's 3 epochs: T = 1 or 2)."""
+    import hparams  # here: plans.py is read by scripts that need no torch until they train
+    points = hparams.points(method)
+    if method == "jtt" and epochs != 100:
+        for p in points:
+            p["jtt_first_epochs"] = min(epochs - 1, max(1, p["jtt_first_epochs"] * epochs // 100))
+        points = [dict(t) for t in dict.fromkeys(tuple(p.items()) for p in points)]
+    return points
+
+
+def grid_flags(point):
+    return [a for k, v in point.items() for a in (f"--{k}", f"{v:g}" if isinstance(v, float)
+                                                   else str(v))]
+
+
+def compare_run(ratio, method, seed, epochs, tiny=False, point=None, selection=None,
+                grid=()):
+    """One run of the comparison: the method's preset on LfF's benchmark (DFA: its own,
+    configs/dfa_cmnist.yaml) at a grid point (seed 0), or at the choice the grid's validation
+    made (--hparams_from `selection`, written when every grid run has finished)."""
+    import hparams
+    config = "dfa_cmnist.yaml" if method == "dfa" else "lff_cmnist.yaml"
+    length = DFA_EPOCHS * epochs // 100 if method == "dfa" else epochs
+    flags = ["--config", os.path.join(ROOT, "configs", config), "--method", method,
+             "--lff_conflict_ratio", ratio, "--seed", str(seed), "--data_seed", "0",
+             "--epochs", str(length)]
+    expect = {"dataset_name": "LfFColoredMNIST", "method": method, "lff_conflict_ratio": ratio,
+              "seed": seed, "data_seed": 0}
+    name = f"cmp_ratio{ratio}_seed{seed}_{LFF_NAMES.get(method, method)}"
+    if point:
+        flags += grid_flags(point)
+        expect.update(point)
+        point_tag = hparams.tag(point)  # lff_q0.5 names its method already
+        name = name[:-len(method)] + point_tag if point_tag.startswith(method) else (
+            f"{name}_{point_tag}")
+    if selection:
+        flags += ["--hparams_from", selection]
+    if tiny:
+        flags += ["--max_train_samples", "1000", "--max_test_samples", "300"]
+        expect.update(max_train_samples=1000, max_test_samples=300)
+    return {"name": name, "flags": flags, "expect": expect, "sigma": ratio, "variant": method,
+            "seed": seed, "epochs": length, "after": None, "probe": method != "dfa",
+            "waits_for": [g["name"] for g in grid],
+            "choose": {"method": method, "criterion": CRITERION, "path": selection,
+                       "grid": [(g["point"], g["name"]) for g in grid]} if selection else None,
+            "point": point}
+
+
+def compare_plan(epochs, ratios=COMPARE_RATIOS, seeds=SEEDS, methods=COMPARE_METHODS,
+                 tiny=False, ledger=None):
+    """Seed 0: at each share of conflicting images, vanilla and every grid point of every
+    method (DFA's, the slowest, last); then seeds 1 and 2 of vanilla and of each method at
+    its choice (they wait for their grid). Then LfF, GroupDRO and JTT on LNL's Colored MNIST
+    at sigma^2 0.020, seed 0, full length: LNL's benchmark has no image off the correlation in
+    its training set, so no validation split drawn from it can choose: the recipe stays."""
+    ledger = ledger or os.path.join(ROOT, "results", "compare")
+    plan, grids = [], {}
+    for ratio in ratios:
+        for method in methods:
+            if method == "baseline" or not method_grid(method, epochs)[0]:
+                plan.append(compare_run(ratio, method, 0, epochs, tiny))
+                continue
+            runs = [compare_run(ratio, method, 0, epochs, tiny, point)
+                    for point in method_grid(method, epochs)]
+            grids[ratio, method] = [{"name": r["name"], "point": r["point"]} for r in runs]
+            plan += runs
+    for seed in (s for s in seeds if s != 0):
+        for ratio in ratios:
+            for method in methods:
+                grid = grids.get((ratio, method))
+                path = (os.path.join(ledger, "selection", f"{method}_ratio{ratio}.json")
+                        if grid else None)
+                plan.append(compare_run(ratio, method, seed, epochs, tiny, selection=path,
+                                        grid=grid or ()))
+    plan += [{**later_method_run("0.020", m, epochs, tiny), "waits_for": [], "choose": None,
+              "point": None} for m in AFTER_LNL if m in methods]
+    return plan

@@ -109,3 +109,38 @@ def test_hparams_from_applies_the_choice_and_the_record_holds_it(mnist_root, tmp
     with pytest.raises(SystemExit):
         cli.parse_args(["--method", "groupdro", "--hparams_from", str(path)])
     assert "is not a float" in capsys.readouterr().err
+
+
+def test_the_compare_plan_grids_at_seed_0_then_the_seeds_wait_for_their_grid_and_its_choice(
+        tmp_path):
+    """Seed 0 trains every grid point; seed 1's run waits for its grid, then starts with the
+    choice the grid's validation records make (written once into the ledger, never from a
+    test metric), and the table names it."""
+    import sys
+    import types
+    sys.path.insert(0, "scripts")
+    import long_runs
+    import plans
+    ledger = tmp_path / "ledger"
+    plan = plans.compare_plan(100, ("0.01",), (0, 1), ("groupdro",), ledger=str(ledger))
+    grid = [r for r in plan if r.get("point")]
+    assert [r["point"]["groupdro_eta"] for r in grid] == [0.01, 0.001, 0.1]
+    assert all(r["seed"] == 0 and "--groupdro_eta" in r["flags"] for r in grid)
+    chosen = next(r for r in plan if r["name"] == "cmp_ratio0.01_seed1_groupdro")
+    assert chosen["waits_for"] == [r["name"] for r in grid] and "--hparams_from" in chosen["flags"]
+    opts = types.SimpleNamespace(work=str(tmp_path / "work"), keep=str(tmp_path / "keep"),
+                                 ledger=str(ledger), device="cpu", plan="compare")
+    life = long_runs.Lifecycle(plan, opts)
+    assert not life.ready(chosen) and "grid: 0 of 3" in long_runs.compare_table(life)
+    for run, conflicting in zip(grid, (0.5, 0.7, 0.4)):
+        folder = ledger / run["name"]
+        folder.mkdir(parents=True)
+        (folder / "results.json").write_text(json.dumps(
+            {**record(conflicting, 0.3), "epochs": 100, "test_acc": 1.0 - conflicting}))
+    assert life.ready(chosen)
+    life.prepare(chosen)
+    selection = json.load(open(chosen["choose"]["path"]))
+    assert selection["choice"] == {"groupdro_eta": 0.001}
+    assert selection["chosen_run"] == grid[1]["name"]
+    row = next(l for l in long_runs.compare_table(life).splitlines() if l.startswith("| Group"))
+    assert row == "| GroupDRO | 0.300 (n = 1) [eta 0.001] |"  # seed 0's chosen run so far

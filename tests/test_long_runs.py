@@ -373,7 +373,8 @@ def test_lffs_benchmark_is_a_plan_of_its_own(tmp_path):
     table pools seeds as the headline's does."""
     opts = long_runs.parse_args(["status", "--plan", "lff"])
     assert opts.keep.endswith(os.path.join("results", "in_progress", "lff"))
-    assert long_runs.nested_keeps("headline") == {"lff"} and not long_runs.nested_keeps("lff")
+    assert long_runs.nested_keeps("headline") == {"lff", "compare"}
+    assert not long_runs.nested_keeps("lff")
     assert opts.ledger.endswith(os.path.join("results", "lff_cmnist"))
     assert opts.work.endswith(os.path.join("outputs", "long_lff"))
     plan = long_runs.plan_of(opts)
