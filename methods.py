@@ -639,22 +639,23 @@ class JustTrainTwice(Method):
     --jtt_first_epochs epochs (T); then the training examples that model gets wrong form the
     error set, f and g start again from the run's initial weights (the seed's: a fresh model)
     with a fresh optimizer state, and train on the cross-entropy with the error set upsampled
-    --jtt_up times (lambda_up): each error-set example served lambda_up times per epoch, as
-    the paper and its code do (--jtt_sampling weight: each weighted lambda_up times in the
-    loss instead, normalised by the weights' sum, an epoch of the training set's size).
-    Reads the example index."""
+    by --jtt_up (lambda_up) as their code does (anniesch/jtt run_expt.py: the training set
+    joined with lambda_up copies of the error set, so an error-set example is served
+    1 + lambda_up times an epoch); --jtt_sampling weight weights it lambda_up times in the loss
+    instead (the paper's wording), normalised by the weights' sum, an epoch of the training
+    set's size. Reads the example index."""
 
     label = "JTT"
     reads = ("x", "y", "index")
     options = (Option("jtt_first_epochs", 50, "JTT: epochs the first (ERM) model trains, T "
                       "(SubpopBench: half the training; half of LfF's 100 epochs)",
                       range="> 0"),
-               Option("jtt_up", 10.0, "JTT: lambda_up, how many times an error-set example "
-                      "counts (a whole number when upsampled)", range=">= 1"),
+               Option("jtt_up", 10.0, "JTT: lambda_up: the error set's extra copies per epoch "
+                      "(upsample, a whole number) or its weight (weight)", range=">= 1"),
                Option("jtt_sampling", "upsample", "JTT: upsample the error set (the authors') "
                       "or weight it in the loss", choices=("upsample", "weight")))
-    # T and lambda_up as the JTT paper searches them (on validation worst-group accuracy)
-    grid = {"jtt_first_epochs": (50, 10, 5, 1), "jtt_up": (10.0, 50.0)}
+    # T and lambda_up, searched as the JTT paper does (their code: lambda_up in 20, 50, 100)
+    grid = {"jtt_first_epochs": (50, 10, 1), "jtt_up": (10.0, 50.0, 100.0)}
 
     def __init__(self, nets, args, train_set=None):
         super().__init__(nets, args)
@@ -682,7 +683,7 @@ class JustTrainTwice(Method):
     def sampling(self):
         if self.errors is None or self.args.jtt_sampling != "upsample":
             return None
-        return {"copies": 1 + (int(self.args.jtt_up) - 1) * self.errors.long().cpu()}
+        return {"copies": 1 + int(self.args.jtt_up) * self.errors.long().cpu()}
 
     def reported_from(self):
         """JTT reports the second model: epochs T + 1 on (the first T train the ERM model

@@ -36,7 +36,7 @@ def test_every_method_after_lnl_declares_a_grid_over_its_own_flags_defaults_firs
         first = hparams.points(name)[0]
         defaults = {o.name: o.default for c in METHODS.values() for o in c.options}
         assert first == {k: defaults[k] for k in grid}, name  # the recipe's point first
-    assert len(hparams.points("jtt")) == 8 and hparams.points("baseline") == [{}]
+    assert len(hparams.points("jtt")) == 9 and hparams.points("baseline") == [{}]
     assert hparams.tag({"jtt_first_epochs": 10, "jtt_up": 50.0}) == "jtt_first_epochs10_jtt_up50"
 
 

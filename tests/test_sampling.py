@@ -56,7 +56,8 @@ def test_group_dro_draws_every_group_equally_often_with_replacement():
     assert off.sampling() is None
 
 
-def test_a_jtt_error_set_example_is_served_lambda_up_times_an_epoch():
+def test_a_jtt_error_set_example_is_served_one_plus_lambda_up_times_an_epoch():
+    """Their code joins the training set with lambda_up copies of the error set."""
     labels = np.arange(20) % 2
     m = method("jtt", fake_train(labels, labels), "--jtt_up", "6")
     assert m.sampling() is None  # the first model: a plain shuffle
@@ -66,8 +67,8 @@ def test_a_jtt_error_set_example_is_served_lambda_up_times_an_epoch():
     sampler.set_sampling(m.sampling())
     order = epoch_of(sampler, 0)
     counts = np.bincount(order, minlength=20)
-    assert counts[[3, 7, 11]].tolist() == [6, 6, 6] and set(np.delete(counts, [3, 7, 11])) == {1}
-    assert len(sampler) == 20 + 3 * 5
+    assert counts[[3, 7, 11]].tolist() == [7, 7, 7] and set(np.delete(counts, [3, 7, 11])) == {1}
+    assert len(sampler) == 20 + 3 * 6
     weighted = method("jtt", fake_train(labels, labels), "--jtt_sampling", "weight")
     weighted.errors = m.errors
     assert weighted.sampling() is None  # weighted in the loss instead
