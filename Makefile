@@ -36,7 +36,8 @@ run_cmnist: setup
 # The headline runs (baseline + LNL at 100 + 100 epochs, sigma^2 0.020 then 0.050, ...) within
 # BUDGET, at low priority; resume points in results/in_progress/, finished records in
 # results/cmnist/ (commit both). Run again to continue, here or on a fresh clone. PLAN=lff:
-# LfF's benchmark (resume points in results/in_progress/lff/, records in results/lff_cmnist/).
+# LfF's benchmark (resume points in results/in_progress/lff/, records in results/lff_cmnist/);
+# PLAN=compare: every method as its authors run it, chosen on validation (results/compare/).
 BUDGET ?= 1h
 PLAN ?= headline
 long_runs: setup

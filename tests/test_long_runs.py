@@ -306,7 +306,7 @@ def test_the_headline_table_is_built_from_the_ledger_and_the_resume_points(tmp_p
                                   f"{long_runs.TABLE_MARKS[1]}\nend\n")
 
 
-@pytest.mark.parametrize("plan", ["headline", "lff"])
+@pytest.mark.parametrize("plan", ["headline", "lff", "compare"])
 def test_the_readme_tables_are_what_the_repository_holds(plan):
     """Each plan's README table equals the one built from its committed ledger and resume
     points (results/cmnist and in_progress; results/lff_cmnist and in_progress/lff): after
