@@ -120,6 +120,7 @@ class Method:
     reads = ("x", "y")       # the batch fields update() reads (data_handler.FIELDS); checked
     #                          against the dataset spec's before anything runs
     drop_last = False        # True: the epoch drops its last partial batch
+    multiclass = False       # True: its losses need class logits (two or more classes)
     twins = ()               # more networks it trains, each built as its namesake is:
     #                          ("f_b", "g_b") are copies of f and g's architecture, checkpointed
     #                          and resumed with them
@@ -144,6 +145,11 @@ class Method:
     @classmethod
     def check_args(cls, args):
         """Why this method cannot run with these flags (one line), or None."""
+        if cls.multiclass and args.num_main_classes < 2:
+            return (f"--method {args.method} computes a cross-entropy over class logits, and "
+                    f"{args.dataset_name} has one logit (a binary task, "
+                    f"--num_main_classes {args.num_main_classes}); use it on a dataset with two "
+                    "or more classes")
         return None
 
     def check_forward(self, x):
@@ -502,6 +508,7 @@ class LearningFromFailure(Method):
     the mean of w x CE. Both step on one backward pass of the sum. Reads the example index."""
 
     label = "LfF"
+    multiclass = True
     reads = ("x", "y", "index")
     twins = ("f_b", "g_b")
     options = (Option("lff_q", 0.7, "LfF: the GCE's q", range="(0, 1]"),
@@ -582,6 +589,7 @@ class GroupDRO(Method):
     README does (--groupdro_balanced 0: a plain shuffle)."""
 
     label = "GroupDRO"
+    multiclass = True
     reads = ("x", "y", "bias_label")
     options = (Option("groupdro_eta", 0.01, "GroupDRO: step size of the group weights",
                       range=">= 0"),
@@ -646,6 +654,7 @@ class JustTrainTwice(Method):
     set's size. Reads the example index."""
 
     label = "JTT"
+    multiclass = True
     reads = ("x", "y", "index")
     options = (Option("jtt_first_epochs", 50, "JTT: epochs the first (ERM) model trains, T "
                       "(SubpopBench: half the training; half of LfF's 100 epochs)",
@@ -670,6 +679,8 @@ class JustTrainTwice(Method):
 
     @classmethod
     def check_args(cls, args):
+        if super().check_args(args):
+            return super().check_args(args)
         if args.jtt_sampling == "upsample" and args.jtt_up != int(args.jtt_up):
             return (f"--jtt_up {args.jtt_up}: an upsampled error set is served a whole number "
                     "of times; pass a whole number, or --jtt_sampling weight")

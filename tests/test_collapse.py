@@ -12,6 +12,7 @@ import main as cli
 import records
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "scripts"))
+import dead_units  # noqa: E402
 import long_runs  # noqa: E402
 import plans  # noqa: E402
 import results  # noqa: E402
@@ -38,11 +39,14 @@ def test_a_forced_blindeye_collapse_is_detected_and_named(mnist_root, tmp_path, 
               "100", "--lr", "0.01", "--data_root_base", mnist_root, "--output_dir",
               str(tmp_path / "ledger"), "--device", "cpu", "--max_train_samples", "1000",
               "--max_test_samples", "300", "--batch_size", "64", "--epochs", "2",
-              "--experiment_name", folder.name])
+              "--save_every", "1", "--experiment_name", folder.name])
     assert "collapsed to one class" in capfd.readouterr().out
     record = json.load(open(folder / "results.json"))
     assert record["collapse"]["first_epoch"] == 1 and record["collapse"]["final"] is True
     assert record["test_top_class_share"] >= records.COLLAPSE_SHARE
+    # the mechanism (scripts/dead_units.py): f's units die under the confusion loss
+    rows = list(dead_units.rows(str(folder), 500))
+    assert [r[0] for r in rows] == [1, 2] and all(r[1] > 0.5 for r in rows)
 
     plan = plans.lff_plan(2, ("0.01",), (0,), ("blindeye",))
     opts = types.SimpleNamespace(work=str(tmp_path / "work"), keep=str(tmp_path / "keep"),
@@ -61,6 +65,8 @@ def test_a_healthy_run_records_no_collapse(mnist_root, tmp_path):
     cli.main(["--config", "configs/lff_cmnist.yaml", "--method", "baseline", "--data_root_base",
               mnist_root, "--output_dir", str(tmp_path), "--device", "cpu",
               "--max_train_samples", "1000", "--max_test_samples", "300", "--batch_size", "64",
-              "--epochs", "2", "--lff_input_scale", "unit", "--experiment_name", "ok"])
+              "--epochs", "2", "--lff_input_scale", "unit", "--save_every", "1",
+              "--experiment_name", "ok"])
     record = json.load(open(tmp_path / "ok" / "results.json"))
     assert record["collapse"] is None and record["test_top_class_share"] < 0.5
+    assert all(dead < 0.5 for _, dead, _, _ in dead_units.rows(str(tmp_path / "ok"), 500))

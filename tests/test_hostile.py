@@ -639,3 +639,18 @@ def test_a_really_full_disk_is_one_line_and_keeps_the_last_checkpoint(mnist_root
     lines = [line for line in err.splitlines() if line.startswith("error")]
     assert len(lines) == 1 and "no space left" in lines[0] and "--resume" in lines[0], err
     assert last.read_bytes() == before
+
+
+@pytest.mark.parametrize("config,method", [("irm_cmnist_erm.yaml", "groupdro"),
+                                           ("spiral.yaml", "lff"), ("spiral.yaml", "jtt")])
+def test_a_multiclass_method_on_a_one_logit_dataset_is_refused_before_a_folder_exists(
+        config, method, tmp_path, capsys):
+    """GroupDRO, LfF and JTT take a cross-entropy over class logits: on a one-logit (binary)
+    dataset they died mid-training with 'Target 1 is out of bounds', leaving a run folder."""
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["--config", os.path.join("configs", config), "--method", method,
+                  "--output_dir", str(tmp_path), "--experiment_name", "one_logit"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert f"--method {method} computes a cross-entropy over class logits" in err
+    assert "Traceback" not in err and not os.listdir(tmp_path)
