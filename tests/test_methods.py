@@ -33,6 +33,8 @@ def make(method, **overrides):
                           "h": build_network("cmnist_h")})
     for twin in METHODS[method].twins:  # LfF's biased copy
         nets[twin] = build_network(f"cmnist_{twin[0]}")
+    if method == "dfa":  # heads over both encoders' features: DFA's own networks
+        nets.update({k: build_network(f"dfa_mlp_{k[0]}") for k in ("f", "g", "f_b", "g_b")})
     _, args = cli.parse_args([])
     vars(args).update(overrides)
     train = types.SimpleNamespace(labels=torch.arange(8) % 10,
