@@ -17,6 +17,8 @@ import os
 from dataclasses import dataclass
 from typing import Optional
 
+import torch
+
 import run_folder
 import probe as bias_probe
 from checkpoints import (adopt_resumed_args, check_compatible, check_init_optimizer,
@@ -25,7 +27,7 @@ from checkpoints import (adopt_resumed_args, check_compatible, check_init_optimi
 from dataset_specs import DATASETS
 from run_folder import RunFolder, checkpoint_dir, experiment_dir
 from solver import run_to_end, stop_signals
-from utils import UserError, log
+from utils import ArgError, UserError, log
 
 
 @dataclass
@@ -146,10 +148,48 @@ def init_start(parser, args):
     return Start(args, "init", path, ckpt, init_source(path, ckpt))
 
 
+def missing_state(solver, start):
+    """What the starting checkpoint lacks for this run, in one line, or None: every network
+    the run takes from it (a resumed or tested run: all of its own, twins included; stage 2:
+    f and g) with the same parameters and shapes; a resumed run's optimizer groups with their
+    sizes, and a method state the method can take (Method.check_state)."""
+    ckpt, what = start.ckpt, f"checkpoint {start.path}"
+    roles = ("f", "g") if start.kind == "init" else tuple(solver.nets.keys())
+    saved = ckpt.get("nets") if isinstance(ckpt.get("nets"), dict) else {}
+    for role in roles:
+        if not isinstance(saved.get(role), dict):
+            return (f"{what} holds no network {role!r}, which --method {start.args.method} "
+                    f"needs; pass a checkpoint of a {start.args.method} run")
+        ours = solver.nets[role].state_dict()
+        for key, tensor in ours.items():
+            theirs = saved[role].get(key)
+            if not torch.is_tensor(theirs) or theirs.shape != tensor.shape:
+                shape = tuple(theirs.shape) if torch.is_tensor(theirs) else "nothing"
+                return (f"{what}: network {role!r} holds {shape} at {key!r} where this run's "
+                        f"has {tuple(tensor.shape)}; pass a checkpoint of the same networks")
+    if start.kind != "resume":
+        return None
+    optimizers = ckpt.get("optimizers") if isinstance(ckpt.get("optimizers"), dict) else {}
+    for name, params in solver.method.param_groups().items():
+        groups = optimizers.get(name, {}).get("param_groups") if isinstance(
+            optimizers.get(name), dict) else None
+        if not isinstance(groups, list) or sum(len(g.get("params", ())) for g in groups
+                                                if isinstance(g, dict)) != len(params):
+            return (f"{what} holds no optimizer state {name!r} for {len(params)} parameter "
+                    f"tensors, which --method {start.args.method} trains; it is another "
+                    "method's or damaged: start again with --overwrite, or pass its own run")
+    problem = solver.method.check_state(ckpt.get("method") or {})
+    return f"{what}: {problem}" if problem else None
+
+
 def begin(solver, start):
     """The run's first write (by the main process): its folder, args.json (or test_args.json)
     and run.log; the Solver then writes through that RunFolder, and takes the starting
-    checkpoint's state (restore)."""
+    checkpoint's state (restore). A checkpoint that lacks what the run takes from it is
+    refused first, with nothing written."""
+    problem = missing_state(solver, start) if start.ckpt is not None else None
+    if problem:
+        raise ArgError(problem)
     runtime = solver.runtime
     if runtime.is_main:
         run_folder.open_run(start.args, runtime.device)
@@ -177,8 +217,8 @@ def restore(solver, start):
         lr = solver.take_optimizer_state("main", ckpt["optimizers"]["main"])
         log(f"initialised f, g and their optimizer state from {start.path} "
             f"(lr {lr:.3g} for the first epoch)")
-    elif start.kind == "test":
-        solver.load_weights(ckpt["nets"], ("f", "g", "h"))
+    elif start.kind == "test":  # every network the method may predict with (DFA: f_b too)
+        solver.load_weights(ckpt["nets"])
 
 
 def training_steps(solver, start):

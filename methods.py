@@ -159,6 +159,10 @@ class Method:
     def start_epoch(self, epoch, optimizers):
         """Before epoch `epoch` (0-based) starts, or resumes from its middle."""
 
+    def check_state(self, state):
+        """Why a checkpoint's method state cannot be this run's (one line), or None."""
+        return None
+
     def sampling(self):
         """How the epoch draws its training examples (data_handler.EpochSampler): None, a
         plain shuffle."""
@@ -568,6 +572,16 @@ class LearningFromFailure(Method):
     def state_dict(self):
         return {} if self.ema is None else {"ema": self.ema.cpu(), "seen": self.seen.cpu()}
 
+    def check_state(self, state):
+        n = len(self.labels) if self.labels is not None else None
+        for key in ("ema", "seen"):
+            value = state.get(key)
+            if value is not None and (not torch.is_tensor(value) or n is None
+                                      or tuple(value.shape) != (2, n)):
+                return (f"its per-example loss averages {key!r} are not of shape (2, {n}) "
+                        "(this run's training set); it is another run's: pass this run's own")
+        return None
+
     def load_state_dict(self, state):
         self.ema, self.seen = state.get("ema"), state.get("seen")
 
@@ -635,6 +649,13 @@ class GroupDRO(Method):
 
     def state_dict(self):
         return {"q": self.q.cpu()}
+
+    def check_state(self, state):
+        q = state.get("q")
+        if q is not None and (not torch.is_tensor(q) or tuple(q.shape) != (self.groups,)):
+            return (f"its group weights are not {self.groups} (labels x bias labels of this "
+                    "training set); it is another run's: pass this run's own")
+        return None
 
     def load_state_dict(self, state):
         if "q" in state:
@@ -744,6 +765,14 @@ class JustTrainTwice(Method):
     def state_dict(self):
         return {"examples_seen": self.examples_seen,
                 "errors": None if self.errors is None else self.errors.cpu()}
+
+    def check_state(self, state):
+        errors, n = state.get("errors"), len(self.train_set) if self.train_set is not None else 0
+        if errors is not None and (not torch.is_tensor(errors) or errors.dtype != torch.bool
+                                   or tuple(errors.shape) != (n,)):
+            return (f"its error set is not one flag per training example ({n}); it is another "
+                    "run's: pass this run's own")
+        return None
 
     def load_state_dict(self, state):
         self.examples_seen = state.get("examples_seen", 0)

@@ -654,3 +654,48 @@ def test_a_multiclass_method_on_a_one_logit_dataset_is_refused_before_a_folder_e
     err = capsys.readouterr().err
     assert f"--method {method} computes a cross-entropy over class logits" in err
     assert "Traceback" not in err and not os.listdir(tmp_path)
+
+
+def damage_checkpoint(path, change):
+    ckpt = torch.load(path, weights_only=True)
+    change(ckpt)
+    torch.save(ckpt, path)
+
+
+@pytest.mark.parametrize("method,change,said", [
+    ("lff", lambda c: c["nets"].pop("f_b"), "holds no network 'f_b'"),
+    ("lff", lambda c: c["nets"]["g_b"].update(weight=torch.zeros(10, 7)), "network 'g_b' holds"),
+    ("lff", lambda c: c["optimizers"].pop("biased"), "no optimizer state 'biased'"),
+    ("lff", lambda c: c["method"].update(ema=torch.zeros(2, 3)), "loss averages 'ema'"),
+    ("groupdro", lambda c: c["method"].update(q=torch.ones(3) / 3), "group weights are not"),
+    ("jtt", lambda c: c["method"].update(errors=torch.zeros(5, dtype=torch.bool)),
+     "error set is not one flag"),
+])
+def test_a_resumed_checkpoint_lacking_a_twin_an_optimizer_or_a_method_state_is_refused(
+        method, change, said, mnist_root, tmp_path, capsys):
+    """The twins, optimizer groups and method states are checked as f, g, h are: a KeyError,
+    a size-mismatch trace or an IndexError before; now one line, exit 2, nothing written."""
+    common = ["--config", "configs/lff_cmnist.yaml", "--method", method, "--data_root_base",
+              mnist_root, "--output_dir", str(tmp_path), "--device", "cpu",
+              "--max_train_samples", "400", "--max_test_samples", "100", "--batch_size", "64",
+              "--jtt_first_epochs", "1", "--experiment_name", "run"]
+    cli.main(common + ["--epochs", "2"])
+    damage_checkpoint(tmp_path / "run" / "checkpoints" / "last.pth", change)
+    before = snapshot(tmp_path)
+    with pytest.raises(SystemExit) as exc:
+        cli.main(common + ["--epochs", "3", "--resume"])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and said in err and "Traceback" not in err
+    assert snapshot(tmp_path) == before
+
+
+def test_test_mode_loads_every_network_the_method_predicts_with(mnist_root, tmp_path):
+    """DFA predicts through both encoders: test mode loads f_b too, so it reproduces the
+    record's final accuracy (it took f, g, h only before)."""
+    common = ["--config", "configs/dfa_cmnist.yaml", "--data_root_base", mnist_root,
+              "--output_dir", str(tmp_path), "--device", "cpu", "--max_train_samples", "600",
+              "--max_test_samples", "200", "--batch_size", "64", "--lff_input_scale", "unit",
+              "--lr", "0.001", "--experiment_name", "dfa"]
+    cli.main(common + ["--epochs", "2"])
+    acc = cli.main(common + ["--mode", "test"])
+    assert acc == json.load(open(tmp_path / "dfa" / "results.json"))["test_acc"]
