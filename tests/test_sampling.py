@@ -133,3 +133,21 @@ def test_a_run_stopped_mid_epoch_in_its_drawn_epochs_resumes_bit_exactly(
     if name == "jtt":
         share = rows["straight"][-1]["error_set_share"]
         assert 0 < share < 1  # an error set was drawn from
+
+
+def test_a_sweep_member_with_its_own_draw_equals_the_run_alone(mnist_root, tmp_path):
+    """Two GroupDRO runs trained together in one process (sweep.py), each drawing its own
+    group-balanced epochs, end with the metrics of each run alone."""
+    torch.set_num_threads(1)
+    common = ["--config", "configs/lff_cmnist.yaml", "--method", "groupdro", "--data_root_base",
+              mnist_root, "--device", "cpu", "--max_train_samples", "600",
+              "--max_test_samples", "200", "--batch_size", "32", "--epochs", "2"]
+    cli.main(common + ["--output_dir", str(tmp_path / "sweep"), "--seed", "0", "1",
+                       "--experiment_name", "s"])
+    for seed in ("0", "1"):
+        cli.main(common + ["--output_dir", str(tmp_path / "alone"), "--seed", seed,
+                           "--experiment_name", f"seed{seed}"])
+        folder = next(p for p in (tmp_path / "sweep" / "s").iterdir() if p.name.endswith(seed))
+        rows = [open(d / "metrics.jsonl").read() for d in (folder, tmp_path / "alone" /
+                                                           f"seed{seed}")]
+        assert rows[0] == rows[1]
