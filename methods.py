@@ -702,6 +702,10 @@ class JustTrainTwice(Method):
     def check_args(cls, args):
         if super().check_args(args):
             return super().check_args(args)
+        if args.mode == "train" and args.jtt_first_epochs >= args.epochs:
+            return (f"--jtt_first_epochs {args.jtt_first_epochs} leaves none of --epochs "
+                    f"{args.epochs} to JTT's second model: the run would be plain ERM recorded "
+                    "as JTT; pass a T below --epochs")
         if args.jtt_sampling == "upsample" and args.jtt_up != int(args.jtt_up):
             return (f"--jtt_up {args.jtt_up}: an upsampled error set is served a whole number "
                     "of times; pass a whole number, or --jtt_sampling weight")

@@ -699,3 +699,13 @@ def test_test_mode_loads_every_network_the_method_predicts_with(mnist_root, tmp_
     cli.main(common + ["--epochs", "2"])
     acc = cli.main(common + ["--mode", "test"])
     assert acc == json.load(open(tmp_path / "dfa" / "results.json"))["test_acc"]
+
+
+def test_jtt_with_no_epoch_left_for_its_second_model_is_refused(tmp_path, capsys):
+    """T >= --epochs trained plain ERM and recorded it as JTT."""
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["--config", "configs/lff_cmnist.yaml", "--method", "jtt", "--epochs", "50",
+                  "--output_dir", str(tmp_path), "--experiment_name", "erm"])
+    assert exc.value.code == 2
+    assert "--jtt_first_epochs 50 leaves none of --epochs 50" in capsys.readouterr().err
+    assert not os.listdir(tmp_path)

@@ -4,6 +4,7 @@ training images only; each method's update computed by hand on a tiny batch; eac
 bit-exactly."""
 import json
 import os
+import signal
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ from torch import nn, optim
 
 import lff_cmnist as lff
 import main as cli
+import solver as solver_module
 from data_handler import Batch, split_validation
 from dataset_specs import build_datasets
 from methods import METHODS, gce_loss
@@ -178,9 +180,22 @@ def test_jtt_switches_to_a_fresh_model_with_the_error_set_upweighted():
 
 
 # --------------------------------------------------------------------------- whole runs
+def stop_after(monkeypatch, steps):
+    """SIGTERM to this process once `steps` training steps have been taken."""
+    taken, step = [], solver_module.Solver.step
+
+    def counted(self, batch):
+        taken.append(1)
+        if len(taken) == steps:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return step(self, batch)
+
+    monkeypatch.setattr(solver_module.Solver, "step", counted)
+
+
 @pytest.mark.parametrize("method", ["lff", "groupdro", "jtt"])
 def test_each_new_method_trains_on_lff_cmnist_and_resumes_bit_exactly(method, mnist_root,
-                                                                      tmp_path):
+                                                                      tmp_path, monkeypatch):
     """Two epochs straight against one epoch, a stop, and one resumed: every metric and every
     network (LfF's biased twin included) equal to the last bit."""
     common = ["--config", "configs/lff_cmnist.yaml", "--method", method, "--data_root_base",
@@ -189,7 +204,10 @@ def test_each_new_method_trains_on_lff_cmnist_and_resumes_bit_exactly(method, mn
               "--lff_input_scale", "unit"] + (["--jtt_first_epochs", "1"] if method == "jtt"
                                                else [])
     cli.main(common + ["--epochs", "2", "--experiment_name", "straight"])
-    cli.main(common + ["--epochs", "1", "--experiment_name", "pieces"])
+    stop_after(monkeypatch, 10)  # a budget's stop in epoch 1 (15 steps an epoch)
+    with pytest.raises(SystemExit):
+        cli.main(common + ["--epochs", "2", "--experiment_name", "pieces"])
+    monkeypatch.undo()
     cli.main(common + ["--epochs", "2", "--experiment_name", "pieces", "--resume"])
     rows = {n: [json.loads(line) for line in open(tmp_path / n / "metrics.jsonl")]
             for n in ("straight", "pieces")}
@@ -213,7 +231,7 @@ def test_the_new_methods_train_on_lnls_colored_mnist(method, mnist_root, tmp_pat
     are the digit and the digit whose palette colour the image wears."""
     acc = cli.main(["--method", method, "--lr", "0.01", "--color_var", "0.020",
                     "--data_root_base", mnist_root, "--output_dir", str(tmp_path), "--device",
-                    "cpu", "--epochs", "1", "--max_train_samples", "256", "--max_test_samples",
+                    "cpu", "--epochs", "2", "--max_train_samples", "256", "--max_test_samples",
                     "200", "--jtt_first_epochs", "1", "--experiment_name", method])
     record = json.load(open(tmp_path / method / "results.json"))
     assert 0.0 <= acc <= 1.0 and record["method"] == method
