@@ -148,7 +148,9 @@ def lff_plan(epochs, ratios=LFF_RATIOS, seeds=SEEDS, methods=LFF_METHODS, tiny=F
 # The comparison again (issue #41, 6): every method on LfF's benchmark as its authors run it,
 # its hyperparameters chosen on the held-out validation split (hparams.py), never on the test
 # set; then the methods after LNL on LNL's Colored MNIST at full length (the other direction).
-COMPARE_METHODS = ("baseline", "lff", "groupdro", "jtt", "lnl", "blindeye", "dfa")
+# in the order they train: the cheap first; JTT's upsampled epochs (1 + lambda_up copies of an
+# error set that T = 1 leaves large) and DFA's 238 epochs of two networks last
+COMPARE_METHODS = ("baseline", "lff", "groupdro", "lnl", "blindeye", "jtt", "dfa")
 COMPARE_RATIOS = ("0.01", "0.005", "0.02", "0.05")  # the table's headline share first
 CRITERION = "val_acc_conflicting"  # hparams.CRITERIA: the choice's criterion
 DFA_EPOCHS = 238  # configs/dfa_cmnist.yaml: 49,980 of their 50,000 steps
