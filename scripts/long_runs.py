@@ -824,21 +824,65 @@ def compare_cell(life, runs):
     """Ours for one (method, share) of the comparison: a method without a grid pools its
     seeds; one with a grid shows how far its grid is, then pools the chosen grid run (seed 0)
     with the seeds trained at the choice, and names the choice."""
-    grid = [r for r in runs if r.get("point")]
-    if not grid:
-        return cell(life, runs)
-    chosen = [r for r in runs if r.get("choose")]
-    path = chosen[0]["choose"]["path"] if chosen else None
-    selection = selection_of(life, [r["name"] for r in grid], path)
-    if selection is None:
+    pooled, selection = chosen_runs(life, runs)
+    if pooled is None:
+        grid = [r for r in runs if r.get("point")]
         done = sum(life.state(r) == "finished" for r in grid)
         return f"grid: {done} of {len(grid)} runs finished"
-    seed0 = life.by_name.get(selection.get("chosen_run"))
-    text = cell(life, ([seed0] if seed0 else []) + chosen)
+    if selection is None:
+        return cell(life, pooled)
     choice = ", ".join(f"{k.split('_', 1)[1]} {v:g}" if isinstance(v, (int, float))
                        else f"{k} {v}" for k, v in selection.get("choice", {}).items())
     noisy = "" if selection.get("separable") else ", too noisy to choose"
-    return f"{text} [{choice}{noisy}]"
+    return f"{cell(life, pooled)} [{choice}{noisy}]"
+
+
+def chosen_runs(life, runs):
+    """(the runs a cell pools: the chosen grid run and the seeds at the choice, the
+    selection), or (runs, None) for a method without a grid; None for the runs while its grid
+    has not chosen."""
+    grid = [r for r in runs if r.get("point")]
+    if not grid:
+        return runs, None
+    chosen = [r for r in runs if r.get("choose")]
+    selection = selection_of(life, [r["name"] for r in grid],
+                             chosen[0]["choose"]["path"] if chosen else None)
+    if selection is None:
+        return None, None
+    seed0 = life.by_name.get(selection.get("chosen_run"))
+    return ([seed0] if seed0 else []) + chosen, selection
+
+
+def full_compare_table(life):
+    """The comparison with what the README leaves out: per method and share, the final epoch,
+    the test oracle (the best test accuracy over epochs: chosen on the test set, shown only to
+    measure the gap) and the criterion's value at the choice with its interval."""
+    lines = ["| method | conflicting | final epoch | test oracle | "
+             f"{CRITERION} at the choice [95% interval] | choice |", "|---|---|---|---|---|---|"]
+    runs = {}
+    for r in life.plan:
+        if r["sigma"] in LFF_RATIOS:
+            runs.setdefault((r["variant"], r["sigma"]), []).append(r)
+    for (method, ratio), group in runs.items():
+        pooled, selection = chosen_runs(life, group)
+        if pooled is None:
+            continue
+        records = [life.view(r, "ledger").record for r in pooled
+                   if final_accuracy(life, r) is not None]
+        oracle = [x["test_acc_oracle"] for x in records if number(x.get("test_acc_oracle"))
+                  is not None]
+        crit, choice = "—", "recipe"
+        if selection:
+            best = next((g for g in selection["grid"] if g["run"] == selection["chosen_run"]),
+                        None)
+            if best:
+                crit = f"{best['value']:.3f} [{best['ci95'][0]:.3f}, {best['ci95'][1]:.3f}]"
+            choice = ", ".join(f"{k} {v:g}" for k, v in selection["choice"].items())
+            choice += "" if selection.get("separable") else " (too noisy to choose)"
+        lines.append(f"| {dict(COMPARE_ROWS)[method]} | {float(ratio):.1%} | "
+                     f"{cell(life, pooled)} | {spread(oracle) if oracle else '—'} | {crit} | "
+                     f"{choice} |")
+    return "\n".join(lines)
 
 
 def compare_table(life):
@@ -1007,6 +1051,8 @@ def parse_args(argv=None):
     p.add_argument("--mnist_from", default=None,
                    help="import MNIST's idx files from this folder when data_root lacks them")
     p.add_argument("--tiny", action="store_true", help="512 training images: a rehearsal")
+    p.add_argument("--full", action="store_true",
+                   help="table --plan compare: add the test oracle and the criterion's value")
     p.add_argument("--readme", default=None,
                    help="table: write it into this file's table block instead of printing it")
     p.add_argument("--poll", type=float, default=2.0, help=argparse.SUPPRESS)
@@ -1060,7 +1106,11 @@ def command(opts, life):
             sys.stdout = open(os.devnull, "w")
         return 0
     if opts.command == "table":
-        if opts.readme:
+        if opts.full:
+            if opts.plan != "compare":
+                raise SystemExit("--full is the comparison's table: pass --plan compare")
+            print(full_compare_table(life))
+        elif opts.readme:
             write_table(life, opts.readme)
         else:
             print(table_of(life)[0])

@@ -144,3 +144,6 @@ def test_the_compare_plan_grids_at_seed_0_then_the_seeds_wait_for_their_grid_and
     assert selection["chosen_run"] == grid[1]["name"]
     row = next(l for l in long_runs.compare_table(life).splitlines() if l.startswith("| Group"))
     assert row == "| GroupDRO | 0.300 (n = 1) [eta 0.001] |"  # seed 0's chosen run so far
+    full = long_runs.full_compare_table(life).splitlines()[-1]
+    assert full.startswith("| GroupDRO | 1.0% | 0.300 (n = 1) |")
+    assert "| 0.700 [" in full and full.endswith("| groupdro_eta 0.001 |")
