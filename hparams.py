@@ -106,9 +106,12 @@ def choose(method, runs, name):
     separable = any(g["ci95"][1] < low for i, g in enumerate(grid) if i != best)
     note = ("" if separable else "too noisy to choose: every grid point's interval overlaps "
             "the best one's; the best value is taken all the same")
+    config = runs[best][1].get("config") if isinstance(runs[best][1].get("config"), dict) else {}
     return {"method": method, "criterion": name, "grid": grid,
             "choice": grid[best]["hparams"], "chosen_run": grid[best]["run"],
-            "separable": separable, "note": note}
+            "separable": separable, "note": note,
+            "chosen_on": {k: config.get(k) for k in ("dataset_name", "lff_conflict_ratio",
+                                                     "color_var", "val_fraction")}}
 
 
 def read_selection(selection, method, path):

@@ -214,6 +214,8 @@ def compare_plan(epochs, ratios=COMPARE_RATIOS, seeds=SEEDS, methods=COMPARE_MET
     at sigma^2 0.020, seed 0, full length: LNL's benchmark has no image off the correlation in
     its training set, so no validation split drawn from it can choose: the recipe stays."""
     ledger = ledger or os.path.join(ROOT, "results", "compare")
+    selection = lambda method, ratio: os.path.join(ledger, "selection",
+                                                   f"{method}_ratio{ratio}.json")
     plan, grids = [], {}
     for ratio in ratios:
         for method in methods:
@@ -224,14 +226,30 @@ def compare_plan(epochs, ratios=COMPARE_RATIOS, seeds=SEEDS, methods=COMPARE_MET
                     for point in method_grid(method, epochs)]
             grids[ratio, method] = [{"name": r["name"], "point": r["point"]} for r in runs]
             plan += runs
+        if ratio == ratios[0] and "blindeye" in methods:
+            plan += blindeye_on_lnls(epochs, tiny, grids[ratio, "blindeye"],
+                                     selection("blindeye", ratio))
     for seed in (s for s in seeds if s != 0):
         for ratio in ratios:
             for method in methods:
                 grid = grids.get((ratio, method))
-                path = (os.path.join(ledger, "selection", f"{method}_ratio{ratio}.json")
-                        if grid else None)
+                path = selection(method, ratio) if grid else None
                 plan.append(compare_run(ratio, method, seed, epochs, tiny, selection=path,
                                         grid=grid or ()))
     plan += [{**later_method_run("0.020", m, epochs, tiny), "waits_for": [], "choose": None,
               "point": None} for m in AFTER_LNL if m in methods]
     return plan
+
+
+def blindeye_on_lnls(epochs, tiny, grid, path):
+    """BlindEye on LNL's Colored MNIST at sigma^2 0.020 again (issue #41, 3): the paper's
+    two-stage recipe from a baseline of this plan's own, its alpha the one chosen on LfF's
+    benchmark at the plan's first share (LNL's benchmark cannot choose: no validation image
+    is off the correlation); the selection file says where it was chosen."""
+    base = {**cmnist_run("0.020", "baseline", epochs, tiny=tiny), "waits_for": [],
+            "choose": None, "point": None}
+    run = cmnist_run("0.020", "blindeye", epochs, tiny=tiny)
+    run["flags"] += ["--hparams_from", path]
+    return [base, {**run, "waits_for": [g["name"] for g in grid], "point": None,
+                   "choose": {"method": "blindeye", "criterion": CRITERION, "path": path,
+                              "grid": [(g["point"], g["name"]) for g in grid]}}]
