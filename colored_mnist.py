@@ -6,6 +6,7 @@ files both are built from.
 """
 import gzip
 import os
+import stat
 import zipfile
 import zlib
 
@@ -169,24 +170,68 @@ CMNIST_KEYS = ("train_image", "train_label", "train_color_index", "test_image", 
                "test_color_index")
 
 
+# A cache holds MNIST's 70,000 images in colour (165 MB unpacked): anything far larger is not
+# one, and is refused before it is unpacked (a small file may unpack to gigabytes)
+CACHE_MAX_BYTES = 1 << 30
+
+
+def cache_problem(path):
+    """Why the file at path cannot be a cache this tool wrote, from what it is before it is
+    read (a plain file, not a link, FIFO or folder; its zip members' unpacked sizes bounded),
+    or None."""
+    st = os.lstat(path)
+    if not stat.S_ISREG(st.st_mode):
+        return "it is not a plain file (a link, a FIFO, a device or a folder)"
+    if st.st_size > CACHE_MAX_BYTES:
+        return f"it is {st.st_size:,} bytes, more than a cache holds"
+    with zipfile.ZipFile(path) as z:
+        unpacked = sum(info.file_size for info in z.infolist())
+        names = {os.path.splitext(info.filename)[0] for info in z.infolist()}
+    if unpacked > CACHE_MAX_BYTES:
+        return f"it unpacks to {unpacked:,} bytes, more than a cache holds"
+    if not set(CMNIST_KEYS) | {"sha256"} <= names:
+        return "it lacks some of the arrays a cache holds"
+    return None
+
+
+def content_problem(data):
+    """Why arrays whose digest matches (the digest sits in the same file, so rewriting the file
+    rewrites it) still cannot be a coloured MNIST, or None: uint8 images of 28 x 28 x 3, digit
+    labels and colour indices in 0..9, one of each per image, a training set of images."""
+    for split in ("train", "test"):
+        image, label, colour = (data[f"{split}_{k}"] for k in ("image", "label", "color_index"))
+        if image.dtype != np.uint8 or image.ndim != 4 or image.shape[1:] != (28, 28, 3):
+            return f"its {split} images are {image.dtype} of shape {image.shape[1:]}, not uint8 28x28x3"
+        for name, values in (("labels", label), ("colour indices", colour)):
+            if values.ndim != 1 or values.dtype.kind not in "iu" or len(values) != len(image):
+                return f"its {split} {name} are not one whole number per image"
+            if len(values) and (values.min() < 0 or values.max() > 9):
+                return f"its {split} {name} leave 0..9"
+    if len(data["train_label"]) < 10 or len(data["test_label"]) < 1:
+        return f"its training set holds {len(data['train_label'])} images"
+    return None
+
+
 def read_cmnist_cache(path):
     """A cached Colored MNIST, or None when it is missing or damaged (a damaged cache is
-    rebuilt, never trusted: every array is read in full, the lengths must agree and the
-    arrays must hash to the sha256 stored when the cache was built)."""
-    if not os.path.exists(path):
+    never trusted: it is checked as a file before it is unpacked, every array is read in full,
+    they must hash to the sha256 stored when the cache was built and hold what a coloured
+    MNIST holds)."""
+    if not os.path.lexists(path):
         return None
     try:
-        with np.load(path) as z:
-            data = {k: z[k] for k in CMNIST_KEYS}
-            stored = str(z["sha256"])
-        ok = all(len(data[f"{s}_image"]) == len(data[f"{s}_label"]) ==
-                 len(data[f"{s}_color_index"]) for s in ("train", "test"))
-        ok = ok and array_digest(data) == stored
+        problem = cache_problem(path)
+        if problem is None:
+            with np.load(path, allow_pickle=False) as z:
+                data = {k: z[k] for k in CMNIST_KEYS}
+                stored = str(z["sha256"])
+            problem = ("its arrays do not match their stored sha256"
+                       if array_digest(data) != stored else content_problem(data))
     except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error):
-        ok = False
-    if not ok:
-        log(f"note: the Colored-MNIST cache {path} is damaged or changed since it was built "
-            "(its arrays do not match their stored sha256); building it again")
+        problem = "it cannot be read as the cache this tool writes"
+    if problem:
+        log(f"note: the Colored-MNIST cache {path} is not used: {problem}; move it aside "
+            "(another copy, or a fresh build, stands in)")
         return None
     return data
 

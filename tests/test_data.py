@@ -426,3 +426,45 @@ def test_the_lists_never_write_through_a_planted_temp_link(tmp_path):
     assert all((dest / n).read_text() == f"{n}\n" for n in fetch_data.LIST_FILES)
     fetch_data.write_list(str(dest / "list_x.txt"), ["a.jpg"])
     assert (dest / "list_x.txt").read_text() == "a.jpg\n"
+
+
+def rewritten(data, **changes):
+    """A cache rewritten by hand with its digest recomputed: the digest alone cannot tell."""
+    data = {**data, **changes}
+    return {**data, "sha256": np.array(dh.array_digest({k: data[k] for k in cm.CMNIST_KEYS}))}
+
+
+@pytest.mark.parametrize("case,said", [
+    ("float_images", "images are float64"),
+    ("three_images", "training set holds 3 images"),
+    ("labels_99", "labels leave 0..9"),
+    ("fifo", "not a plain file"),
+    ("zip_bomb", "unpacks to"),
+])
+def test_a_cache_whose_digest_matches_is_still_checked_for_what_it_holds(
+        case, said, tmp_path, fake_mnist, monkeypatch, capsys):
+    """The stored digest sits in the same file: a rewritten cache with a fresh digest was
+    trusted whatever it held (images x 1e6 trained silently, a 3-image training set was taken,
+    a FIFO hung the run). Each is refused in one line and the data is built again."""
+    calls = []
+    monkeypatch.setattr(cm, "load_mnist", lambda root: calls.append(root) or fake_mnist)
+    built = cm.load_or_build_cmnist(str(tmp_path), 0.03, 1)
+    path = cm.cmnist_cache_path(str(tmp_path), 0.03, 1)
+    data = {k: built[k] for k in cm.CMNIST_KEYS}
+    os.remove(path)
+    if case == "float_images":
+        np.savez(path, **rewritten(data, train_image=data["train_image"] * 1e6))
+    elif case == "three_images":
+        np.savez(path, **rewritten(data, **{f"train_{k}": data[f"train_{k}"][:3]
+                                            for k in ("image", "label", "color_index")}))
+    elif case == "labels_99":
+        np.savez(path, **rewritten(data, test_label=np.full_like(data["test_label"], 99)))
+    elif case == "fifo":
+        os.mkfifo(path)
+    else:  # a small file that unpacks far past what a cache holds
+        monkeypatch.setattr(cm, "CACHE_MAX_BYTES", 1 << 20)
+        np.savez_compressed(path, **rewritten(data), padding=np.zeros(1 << 22, np.uint8))
+        assert os.path.getsize(path) < 1 << 20
+    assert cm.read_cmnist_cache(path) is None  # returns at once: a FIFO is never opened
+    out = capsys.readouterr().out
+    assert said in out and "is not used" in out
