@@ -368,11 +368,30 @@ class RunView:
         return self.record is not None and (epochs is None or self.record["epochs"] == epochs)
 
 
+EPOCHS_MAX = 10 ** 6  # more epochs than any run here trains: a record claiming them is damaged
+
+
+def record_problem(record):
+    """Why a results.json value is not a finished run's record, or None: it must hold whole
+    epochs in 1..EPOCHS_MAX and a test accuracy in [0, 1]."""
+    if not isinstance(record, dict):
+        return "it is not a JSON object"
+    epochs, acc = whole(record.get("epochs")), number(record.get("test_acc"))
+    if epochs is None or not 1 <= epochs <= EPOCHS_MAX:
+        return f"epochs {short_value(record.get('epochs'))} is not a whole number of epochs"
+    if acc is None or not 0.0 <= acc <= 1.0:
+        return f"test_acc {short_value(record.get('test_acc'))} is not an accuracy in [0, 1]"
+    return None
+
+
+def short_value(value, limit=20):
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
 def valid_record(record):
-    """Whether a results.json value is a finished run's record: whole epochs >= 1 and a
-    finite test accuracy."""
-    return (isinstance(record, dict) and (whole(record.get("epochs")) or 0) >= 1
-            and number(record.get("test_acc")) is not None)
+    """Whether a results.json value is a finished run's record (record_problem)."""
+    return record_problem(record) is None
 
 
 def metrics_epochs(rows):
@@ -398,7 +417,9 @@ def read_run(folder, root=None):
         damaged.append(str(err))
     except FileNotFoundError:
         rows = []
-    record = record if valid_record(record) else None
+    if record is not None and record_problem(record):
+        damaged.append(f"{os.path.join(folder, 'results.json')}: {record_problem(record)}")
+        record = None
     epochs = metrics_epochs(rows)
     if record is not None:
         epochs = max(epochs, record["epochs"])

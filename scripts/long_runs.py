@@ -654,6 +654,8 @@ def status(life):
         state = life.state(run)
         where = next((w for w in ("work", "keep", "ledger")
                       if os.path.lexists(getattr(life, w)(run))), "work")
+        if state == "not started" and life.view(run, "ledger").damaged:
+            state = "damaged record in the ledger: move it aside to train the run again"
         if state == "not started" and os.path.lexists(os.path.join(life.keep(run), "args.json")):
             state = "saved (restored by run)"
         waiting = life.waiting_for(run) if state == "not started" else []
@@ -711,6 +713,10 @@ def cell(life, runs):
     lost = [r for r, e in going if not e and lost_start(life, r)]
     going = [(r, e) for r, e in going if e]
     parts = [spread(values)] if values else []
+    damaged = [r for r, acc in done if acc is None and life.view(r, "ledger").damaged]
+    if damaged:  # named, never dropped silently
+        parts.append(", ".join(f"seed {r['seed']}" for r in damaged) + ": damaged record ("
+                     + life.view(damaged[0], "ledger").damaged + ")")
     collapsed = [r for r, acc in done if acc is not None and collapsed_at_end(life, r)]
     if collapsed:  # its accuracy is a class's share, not the method's: never shown bare
         parts[0] += (f", {len(collapsed)} of {len(values)} collapsed to one class (epoch "

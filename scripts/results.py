@@ -43,7 +43,8 @@ from dataset_specs import DATASETS  # noqa: E402  (the registries name methods a
 from methods import METHODS  # noqa: E402
 from long_runs import LEDGER_FILES  # noqa: E402  (a run's small record: one definition)
 from errors import UserError  # noqa: E402
-from safe_files import (number, read_bytes, read_jsonl, read_run, valid_record, whole,  # noqa: E402
+from safe_files import (number, read_bytes, read_jsonl, read_run, record_problem,  # noqa: E402
+                        valid_record, whole,
                         write_bytes, write_text, write_with)
 from safe_files import read_json as safe_read_json  # noqa: E402
 
@@ -156,6 +157,10 @@ def key_text(key, value):
 def load_records(roots):
     """A DataFrame with one row per finished run (a run folder holding results.json)."""
     records = [(f, read_json(os.path.join(f, "results.json"))) for f in run_folders(roots)]
+    for folder, record in records:  # a record with impossible values is named, never dropped
+        if record and record_problem(record):  # silently ({}: missing, or warned above)
+            print(f"warning: skipped {os.path.join(folder, 'results.json')}: "
+                  f"{record_problem(record)}", file=sys.stderr)
     rows = [flat_row(f, record) for f, record in records if valid_record(record)]
     frame = pd.DataFrame(rows)
     if "color_var" in frame:

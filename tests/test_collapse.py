@@ -70,3 +70,26 @@ def test_a_healthy_run_records_no_collapse(mnist_root, tmp_path):
     record = json.load(open(tmp_path / "ok" / "results.json"))
     assert record["collapse"] is None and record["test_top_class_share"] < 0.5
     assert all(dead < 0.5 for _, dead, _, _ in dead_units.rows(str(tmp_path / "ok"), 500))
+
+
+def test_a_record_with_impossible_values_is_named_in_the_tables_and_status(tmp_path, capsys):
+    """A test_acc of 1e308 or a 400-digit epoch count entered the table as a 300-digit
+    'mean ± inf', and status read 'not started 100/100': such a record is damaged, and named."""
+    plan = plans.lff_plan(100, ("0.01",), (0, 1), ("lff",))
+    ledger = tmp_path / "ledger"
+    for run, record in zip(plan, ({"epochs": 100, "test_acc": 1e308},
+                                  {"epochs": 10 ** 400, "test_acc": 0.5})):
+        (ledger / run["name"]).mkdir(parents=True)
+        (ledger / run["name"] / "results.json").write_text(json.dumps(record))
+    opts = types.SimpleNamespace(work=str(tmp_path / "work"), keep=str(tmp_path / "keep"),
+                                 ledger=str(ledger), device="cpu", plan="lff")
+    life = long_runs.Lifecycle(plan, opts)
+    row = next(line for line in long_runs.lff_table(life).splitlines()
+               if line.startswith("| LfF"))
+    assert "seed 0, seed 1: damaged record (" in row and "inf" not in row
+    assert "test_acc 1e+308 is not an accuracy in [0, 1]" in row
+    long_runs.status(life)
+    assert capsys.readouterr().out.count("damaged record in the ledger") == 2
+    results.load_records([str(ledger)])
+    err = capsys.readouterr().err
+    assert err.count("warning: skipped") == 2 and "not a whole number of epochs" in err
