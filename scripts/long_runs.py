@@ -159,8 +159,11 @@ def copy_resume_point(src, dst, src_root, dst_root):
 class Lifecycle:
     """The plan's runs between --work (live folders), --keep (resume points) and --ledger."""
 
-    def __init__(self, plan, opts):
+    def __init__(self, plan, opts, whole=None):
+        """whole: the plan before --sigmas, --seeds, --variants ... narrowed it (plan_of with
+        the defaults): a resume point a run outside the narrowed plan starts from is kept."""
         self.plan, self.opts = plan, opts
+        self.whole = {r["name"]: r for r in (whole or []) + plan}
         self.by_name = {r["name"]: r for r in plan}
 
     def work(self, run):
@@ -215,8 +218,10 @@ class Lifecycle:
             copy_resume_point(self.work(run), self.keep(run), self.opts.work, self.opts.keep)
 
     def needed_later(self, run):
-        """Whether an unfinished run of the plan starts from this one's checkpoint."""
-        return any(r["after"] == run["name"] and self.state(r) != "finished" for r in self.plan)
+        """Whether an unfinished run of the whole plan (not only the narrowed one this driver
+        trains) starts from this one's checkpoint."""
+        return any(r["after"] == run["name"] and self.state(r) != "finished"
+                   for r in self.whole.values())
 
     def settle(self):
         """Finished runs into the ledger; resume points nobody needs any more removed; every
@@ -989,6 +994,14 @@ def plan_of(opts):
     return headline_plan(opts.epochs, opts.sigmas, opts.tiny, opts.seeds, opts.variants)
 
 
+def whole_plan_of(opts):
+    """The plan --plan names with nothing narrowed (its --epochs and --tiny kept)."""
+    defaults = parse_args(["status", "--plan", opts.plan])
+    for key in ("epochs", "tiny", "ledger"):
+        setattr(defaults, key, getattr(opts, key))
+    return plan_of(defaults)
+
+
 # each plan's folders: work (under outputs/), keep and ledger (under results/, committed).
 # Every resume point lives under results/in_progress/: the LfF plan's in its own subfolder.
 PLAN_FOLDERS = {"headline": ("long", "in_progress", "cmnist"),
@@ -1098,7 +1111,7 @@ def main(argv=None):
     never a traceback."""
     opts = parse_args(argv)
     try:
-        return command(opts, Lifecycle(plan_of(opts), opts))
+        return command(opts, Lifecycle(plan_of(opts), opts, whole_plan_of(opts)))
     except UserError as err:  # safe_files: DamagedFile, UnsafePath, DiskFull
         raise SystemExit(f"error: {err}")
 

@@ -478,3 +478,27 @@ def test_resume_points_left_where_they_lived_before_they_moved_are_named(tmp_pat
     assert opts.keep.endswith("in_progress_lff")
     assert long_runs.parse_args(["status"]).keep.endswith(os.path.join("results",
                                                                        "in_progress"))
+
+
+def test_a_narrowed_plan_keeps_the_resume_points_the_whole_plan_still_needs(tmp_path):
+    """`--variants lnl` finished LNL and then removed the baseline's resume point that
+    BlindEye and Gray, outside the narrowed plan, start from (it happened on 2026-12-06)."""
+    folders = ["--work", str(tmp_path / "w"), "--keep", str(tmp_path / "k"), "--ledger",
+               str(tmp_path / "l"), "--sigmas", "0.050", "--seeds", "0", "--variants", "lnl"]
+    opts = long_runs.parse_args(["save", *folders])
+    narrowed = long_runs.plan_of(opts)
+    assert [r["variant"] for r in narrowed] == ["baseline", "lnl"]
+    life = long_runs.Lifecycle(narrowed, opts, long_runs.whole_plan_of(opts))
+    base, lnl = narrowed
+    for run in (base, lnl):
+        (tmp_path / "l" / run["name"]).mkdir(parents=True)
+        (tmp_path / "l" / run["name"] / "results.json").write_text(
+            json.dumps({"epochs": 100, "test_acc": 0.5}))
+    kept = tmp_path / "k" / base["name"] / "checkpoints"
+    kept.mkdir(parents=True)
+    (kept / "last.pth").write_bytes(b"its resume point")
+    assert life.needed_later(base)  # BlindEye at 0.050 starts from it
+    life.drop(base)
+    assert (kept / "last.pth").exists()
+    alone = long_runs.Lifecycle(narrowed, opts)  # without the whole plan: the old behaviour
+    assert not alone.needed_later(base)
