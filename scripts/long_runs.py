@@ -332,10 +332,24 @@ def hold_folders(opts):
         except BlockingIOError:
             os.close(fd)
             raise SystemExit(f"another `long_runs.py run` is using {folder}; wait for it to "
-                             "end (or stop it: pkill -TERM -f 'scripts/long_runs.py run'), "
-                             "or pass other --work/--keep/--ledger folders") from None
+                             f"end (or stop that one alone: {stop_advice(opts)}), or pass "
+                             "other --work/--keep/--ledger folders") from None
         held_files.append(fd)
+    write_text(os.path.join(opts.work, DRIVER_PID), f"{os.getpid()}\n", opts.work)
     return held_files
+
+
+DRIVER_PID = ".long_runs.pid"  # in --work: which process holds the plan's folders
+
+
+def stop_advice(opts):
+    """How to stop the driver holding these folders, and no other: its pid, from --work."""
+    try:
+        pid = whole(int(read_text(os.path.join(opts.work, DRIVER_PID), opts.work, 64)))
+    except (OSError, UserError, ValueError):
+        pid = None
+    return (f"kill -TERM {pid}" if pid else "send SIGTERM to the driver started on these "
+            "folders (ps -ef | grep long_runs.py; each driver prints its folders)")
 
 
 # --------------------------------------------------------------------------- training

@@ -254,6 +254,7 @@ def test_a_second_driver_on_the_same_folders_is_refused(tmp_path):
                        tmp_path / "nodata")
     one_line_failure(code, out)
     assert "another `long_runs.py run` is using" in out
+    assert f"kill -TERM {os.getpid()}" in out and "pkill" not in out  # that driver alone
     for fd in held:
         os.close(fd)
 

@@ -275,3 +275,10 @@ def test_a_pivot_of_several_metrics_names_each_row_and_lff_stage_two_is_its_own_
                     "| LNL test_acc_selected (ours) | 0.300 (n=1) |",
                     "| LNL, stage 2 from vanilla test_acc (ours) | 0.600 (n=1) |",
                     "| LNL, stage 2 from vanilla test_acc_selected (ours) | 0.500 (n=1) |"]
+
+
+def test_status_of_an_empty_folder_lists_no_phantom_run(tmp_path, capsys):
+    """With nothing --expect'ed, an empty folder listed one 'never started' run."""
+    with pytest.raises(SystemExit, match="no runs under .* and nothing --expect'ed"):
+        results.main(["status", str(tmp_path)])
+    assert "never started" not in capsys.readouterr().out
