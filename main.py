@@ -537,8 +537,11 @@ def fail(err, args, code=None):
     """One line on stderr (from one process under torchrun), then exit."""
     message = str(err)
     if isinstance(err, DiskFull):
+        resumable = args.mode == "train" and os.path.exists(
+            os.path.join(run_folder.checkpoint_dir(args), "last.pth"))
         message += (" Free some space, then continue with the same command plus --resume."
-                    if args.mode == "train" else " Free some space, then run it again.")
+                    if resumable else " Free some space, then run the same command again"
+                    + (" (no checkpoint was saved yet)." if args.mode == "train" else "."))
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"error: {message}", file=sys.stderr)
     sys.exit(code or (2 if isinstance(err, ArgError) else 1))

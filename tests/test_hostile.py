@@ -373,6 +373,19 @@ def test_full_disk_names_the_file_and_keeps_the_last_checkpoint(world, mnist_roo
     assert (world / "outputs" / "disk" / "checkpoints" / "last.pth").read_bytes() == before
 
 
+def test_a_full_disk_at_the_first_checkpoint_does_not_advise_resume(world, mnist_root,
+                                                                    monkeypatch, capsys):
+    """With no checkpoint saved yet, --resume would fail: the advice is to run it again."""
+    def no_space(obj, fh, *a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(torch, "save", no_space)
+    with pytest.raises(SystemExit) as exc:
+        cli.main(with_out(world, mnist_root, "--method", "baseline", name="first"))
+    err = capsys.readouterr().err
+    assert exc.value.code == 1 and "no space left" in err
+    assert "--resume" not in err and "no checkpoint was saved yet" in err
+
+
 def test_ctrl_c_in_test_mode_is_one_line(world, mnist_root, monkeypatch, capsys):
     def interrupted(self, loader):
         raise KeyboardInterrupt
