@@ -61,7 +61,13 @@ def check_experiment_name(name):
     parts = name.replace("\\", "/").split("/")
     if any(p in ("", ".", "..") for p in parts):
         return "has an empty, '.' or '..' part"
+    longest = max(len(p.encode("utf-8", "surrogateescape")) for p in parts)
+    if longest > NAME_MAX:  # refused before a folder is made, not met as ENAMETOOLONG
+        return f"has a part of {longest} bytes, more than a file name may hold ({NAME_MAX})"
     return None
+
+
+NAME_MAX = 255  # bytes in one file name on Linux's file systems
 
 
 def lock(folder):

@@ -722,3 +722,12 @@ def test_jtt_with_no_epoch_left_for_its_second_model_is_refused(tmp_path, capsys
     assert exc.value.code == 2
     assert "--jtt_first_epochs 50 leaves none of --epochs 50" in capsys.readouterr().err
     assert not os.listdir(tmp_path)
+
+
+def test_an_over_long_run_name_is_refused_before_any_folder(tmp_path, capsys):
+    """It said 'check permissions and space' and left empty nested folders."""
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["--output_dir", str(tmp_path), "--experiment_name", "a/" + "b" * 300])
+    assert exc.value.code == 2
+    assert "more than a file name may hold" in capsys.readouterr().err
+    assert not os.listdir(tmp_path)
