@@ -71,16 +71,23 @@ def read_old(path, trust):
     kind = what_it_holds(path)
     if kind == "old format":
         return load_old_format(path)
+    if kind == "corrupt":  # no unpickle can read it: the flag would not help
+        raise UserError(f"{path} is not a PyTorch checkpoint (a text file, a truncated or "
+                        "corrupt one): nothing can convert it and nothing in it ran; use "
+                        "another copy of the checkpoint")
     if not trust:
-        what = ("is not a PyTorch checkpoint (a text file, a truncated or corrupt one?)"
-                if kind == "corrupt" else
-                "holds Python objects that this tool's old checkpoints never held")
         raise UserError(
-            f"{path} {what}: it was not converted and nothing in it ran. Converting it would "
-            "need a full unpickle, which runs any code the file carries with your rights; only "
-            f"if you made this file yourself or trust who did, pass {TRUST_FLAG}.")
+            f"{path} holds Python objects that this tool's old checkpoints never held: it was "
+            "not converted and nothing in it ran. Converting it would need a full unpickle, "
+            "which runs any code the file carries with your rights; only if you made this "
+            f"file yourself or trust who did, pass {TRUST_FLAG}.")
     print(f"{path}: full unpickle ({TRUST_FLAG}): any code the file carries runs now")
-    return torch.load(path, map_location="cpu", weights_only=False)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # a foreign pickle fails in many ways: one line, not a trace
+        raise UserError(f"{path} could not be unpickled either ({type(exc).__name__}: "
+                        f"{str(exc).splitlines()[0][:120] if str(exc) else 'no detail'}); "
+                        "nothing was converted") from None
 
 
 def convert_file(path, trust):
