@@ -1,0 +1,179 @@
+"""Launchers: a plan's main.py commands run on this machine, one GPU per lane, or a Slurm
+cluster through submitit, as DomainBed's command_launchers.py and SubpopBench's slurm launcher
+run theirs. A launcher is one function over a list of Commands; it decides nothing about a
+run's state, which the run folders hold (main.py --resume_if_any continues any run that
+stopped, on whatever machine). A stage-2 command waits for its start run: the commands go in
+waves, each after the one it depends on (`after`).
+
+    LAUNCHERS[name](commands, **options) -> {command name: exit code}
+
+- local: --lanes processes at a time on this machine (OMP_NUM_THREADS: cores / lanes);
+- multi_gpu: one lane per GPU, each process pinned by CUDA_VISIBLE_DEVICES;
+- slurm: one submitit job per command, each wave submitted as one job array; on a timeout or a
+  preemption submitit signals the job (USR2), the job sends main.py SIGTERM (main.py finishes
+  its step, saves a checkpoint and exits), and the job is requeued to continue from it.
+  `cluster="local"` runs the same jobs through submitit's LocalExecutor: a rehearsal of the
+  cluster on this machine, timeouts and requeues included.
+"""
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Optional
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+MAIN = os.path.join(ROOT, "main.py")
+
+
+@dataclass
+class Command:
+    """One run: its name, main.py's arguments, and the run it waits for (None: none)."""
+    name: str
+    argv: list
+    after: Optional[str] = None
+    env: dict = field(default_factory=dict)
+
+
+def waves(commands):
+    """The commands in waves: each command in the wave after the one holding what it waits
+    for (a name outside the list is taken as done: its run finished before)."""
+    names, placed, out = {c.name for c in commands}, {}, []
+    pending = list(commands)
+    while pending:
+        wave = [c for c in pending if c.after not in names or c.after in placed]
+        if not wave:
+            raise ValueError("the commands wait for each other in a cycle: "
+                             + ", ".join(c.name for c in pending))
+        out.append(wave)
+        placed.update((c.name, len(out)) for c in wave)
+        pending = [c for c in pending if c.name not in placed]
+    return out
+
+
+def shard(commands, index, count):
+    """Shard `index` of `count` (0-based): whole chains (a start run with every run that waits
+    on it, directly or not) dealt round-robin in plan order, so no shard waits on another and
+    the shards' union is the plan, each command once."""
+    by_name = {c.name: c for c in commands}
+
+    def root(c):
+        while c.after in by_name:
+            c = by_name[c.after]
+        return c.name
+    chains = list(dict.fromkeys(root(c) for c in commands))
+    mine = {r for k, r in enumerate(chains) if k % count == index}
+    return [c for c in commands if root(c) in mine]
+
+
+def _popen(command, lane_env):
+    """main.py with the command's arguments; its environment: ours, the lane's, then the
+    command's own (the more specific wins)."""
+    return subprocess.Popen([sys.executable, MAIN, *command.argv], cwd=ROOT,
+                            env={**os.environ, **lane_env, **command.env},
+                            stdin=subprocess.DEVNULL)
+
+
+def _lanes(commands, lane_env):
+    """Run each wave's commands, one process per lane at a time (lane_env: each lane's
+    environment); a command whose start run failed is not started (exit code None)."""
+    codes = {}
+    for wave in waves(commands):
+        queue = [c for c in wave if codes.get(c.after, 0) == 0]
+        codes.update((c.name, None) for c in wave if c not in queue)
+        running = {}
+        while queue or running:
+            for lane, env in enumerate(lane_env):
+                if lane not in running and queue:
+                    command = queue.pop(0)
+                    running[lane] = (command, _popen(command, env))
+            for lane, (command, proc) in list(running.items()):
+                if proc.poll() is not None:
+                    codes[command.name] = proc.returncode
+                    del running[lane]
+            time.sleep(0.2)
+    return codes
+
+
+def local(commands, lanes=2, cores=None):
+    """N lanes on this machine, each with its share of the cores."""
+    threads = max(1, (cores or os.cpu_count() or 1) // lanes)
+    return _lanes(commands, [{"OMP_NUM_THREADS": str(threads)}] * lanes)
+
+
+def multi_gpu(commands, gpus=None):
+    """One lane per GPU (gpus: their indices; default every GPU torch sees)."""
+    if gpus is None:
+        import torch
+        gpus = list(range(torch.cuda.device_count()))
+    if not gpus:
+        raise ValueError("multi_gpu: no GPU is visible here; use the local launcher")
+    return _lanes(commands, [{"CUDA_VISIBLE_DEVICES": str(g)} for g in gpus])
+
+
+class MainRun:
+    """A submitit job: main.py in a subprocess. On a timeout or a preemption submitit calls
+    checkpoint() from its signal handler: main.py gets SIGTERM, finishes its step, saves a
+    checkpoint and exits; the job is requeued with the same arguments, and --resume_if_any
+    continues the run from that checkpoint. (The child is reaped with os.waitpid: Popen.wait
+    inside a signal handler can deadlock on Popen's own lock.)"""
+
+    def __init__(self, command):
+        self.command, self.proc = command, None
+
+    def __call__(self):
+        self.proc = _popen(self.command, {})
+        while True:
+            try:
+                _, status = os.waitpid(self.proc.pid, 0)
+                break
+            except InterruptedError:
+                continue
+        code = os.waitstatus_to_exitcode(status)
+        if code != 0:
+            raise RuntimeError(f"{self.command.name}: main.py exited with {code}")
+        return code
+
+    def checkpoint(self, *args, **kwargs):
+        import submitit
+        if self.proc is not None and self.proc.returncode is None:
+            try:
+                self.proc.send_signal(signal.SIGTERM)
+                os.waitpid(self.proc.pid, 0)
+            except ChildProcessError:  # already reaped
+                pass
+        return submitit.helpers.DelayedSubmission(MainRun(self.command))
+
+    def __getstate__(self):  # the process stays behind: a requeued job starts its own
+        return {"command": self.command, "proc": None}
+
+
+def slurm(commands, folder, cluster="slurm", timeout_min=60 * 24, max_num_timeout=30,
+          signal_delay_s=120, **slurm_parameters):
+    """One job per command through submitit (each wave one job array); the launcher waits for
+    a wave before submitting the next. slurm_parameters go to submitit (slurm_partition,
+    gpus_per_node, cpus_per_task, ...). Returns {name: 0 or the failure's text}."""
+    import submitit
+    executor = submitit.AutoExecutor(folder=folder, cluster=cluster,
+                                     slurm_max_num_timeout=max_num_timeout)
+    if cluster == "local":
+        executor = submitit.LocalExecutor(folder=folder, max_num_timeout=max_num_timeout)
+    executor.update_parameters(timeout_min=timeout_min, **({"signal_delay_s": signal_delay_s}
+                               if cluster == "local" else {"slurm_signal_delay_s": signal_delay_s}),
+                               **slurm_parameters)
+    codes = {}
+    for wave in waves(commands):
+        ready = [c for c in wave if codes.get(c.after, 0) == 0]
+        codes.update((c.name, "its start run failed") for c in wave if c not in ready)
+        with executor.batch():
+            jobs = [executor.submit(MainRun(c)) for c in ready]
+        for command, job in zip(ready, jobs):
+            try:
+                codes[command.name] = job.result()
+            except Exception as exc:  # a failed job: its text, the others go on
+                codes[command.name] = str(exc).strip().splitlines()[-1][:300]
+    return codes
+
+
+LAUNCHERS = {"local": local, "multi_gpu": multi_gpu, "slurm": slurm}

@@ -1,0 +1,133 @@
+"""Launchers (launchers.py, scripts/launch.py; issue #43): the plan in waves (a stage-2 run
+after its start run), shards whose union is the plan with no run twice, one GPU per lane
+(faked devices), and the slurm launcher rehearsed through submitit's LocalExecutor: a run
+preempted by its timeout and requeued ends byte-identical to one never stopped."""
+import json
+import os
+import sys
+import textwrap
+import time
+
+import pytest
+import torch
+
+import launchers
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "scripts"))
+import launch  # noqa: E402
+
+
+def fake_main(tmp_path, monkeypatch, body):
+    """main.py replaced by a script that logs what it was given (its first argument: a name)."""
+    script = tmp_path / "fake_main.py"
+    script.write_text(textwrap.dedent(f"""
+        import os, sys, time
+        name, log = sys.argv[1], {str(tmp_path / 'log.txt')!r}
+        def say(what):
+            with open(log, "a") as fh:
+                fh.write(f"{{time.time():.3f}} {{what}} {{name}} "
+                         f"{{os.environ.get('CUDA_VISIBLE_DEVICES', '-')}}\\n")
+    """) + textwrap.dedent(body))
+    monkeypatch.setattr(launchers, "MAIN", str(script))
+    return tmp_path / "log.txt"
+
+
+def lines(log):
+    return [line.split() for line in log.read_text().splitlines()]
+
+
+def test_the_plan_runs_in_waves_and_shards_deal_whole_chains():
+    plan = [launchers.Command("a", []), launchers.Command("a2", [], after="a"),
+            launchers.Command("b", []), launchers.Command("a3", [], after="a2"),
+            launchers.Command("c", []), launchers.Command("x", [], after="done_before")]
+    assert [[c.name for c in w] for w in launchers.waves(plan)] == [["a", "b", "c", "x"],
+                                                                   ["a2"], ["a3"]]
+    shards = [launchers.shard(plan, i, 3) for i in range(3)]
+    names = [c.name for s in shards for c in s]
+    assert sorted(names) == sorted(c.name for c in plan) and len(names) == len(set(names))
+    assert {"a", "a2", "a3"} <= {c.name for c in shards[0]}  # a chain stays together
+    with pytest.raises(ValueError, match="cycle"):
+        launchers.waves([launchers.Command("p", [], after="q"),
+                         launchers.Command("q", [], after="p")])
+
+
+def test_launch_shards_of_a_real_plan_cover_it_once(tmp_path, capsys):
+    """scripts/launch.py --shard i/n over the LfF plan: the union is the plan."""
+    base = ["--plan", "lff", "--output_dir", str(tmp_path), "--dry_run"]
+    launch.main(base)
+    whole = [l for l in capsys.readouterr().out.splitlines() if "run(s)" not in l]
+    parts = []
+    for i in range(4):
+        launch.main(base + ["--shard", f"{i}/4"])
+        parts += [l for l in capsys.readouterr().out.splitlines() if "run(s)" not in l]
+    assert sorted(parts) == sorted(whole) and len(parts) == len(set(parts)) == 96
+    assert not os.listdir(tmp_path)  # a dry run writes nothing
+
+
+def test_a_stage_two_run_starts_after_its_start_run_and_not_after_a_failed_one(
+        tmp_path, monkeypatch):
+    log = fake_main(tmp_path, monkeypatch, """
+        say("start"); time.sleep(0.5)
+        say("end"); sys.exit(3 if name == "bad" else 0)
+    """)
+    plan = [launchers.Command("base", ["base"]), launchers.Command("stage2", ["stage2"],
+                                                                  after="base"),
+            launchers.Command("bad", ["bad"]), launchers.Command("orphan", ["orphan"],
+                                                                 after="bad")]
+    codes = launchers.local(plan, lanes=2)
+    assert codes == {"base": 0, "bad": 3, "stage2": 0, "orphan": None}
+    when = {(w, n): float(t) for t, w, n, _ in lines(log)}
+    assert when["start", "stage2"] >= when["end", "base"]
+    assert ("start", "orphan") not in when
+
+
+def test_multi_gpu_gives_each_lane_its_own_gpu(tmp_path, monkeypatch):
+    log = fake_main(tmp_path, monkeypatch, """
+        say("start"); time.sleep(0.3); say("end")
+    """)
+    plan = [launchers.Command(f"r{k}", [f"r{k}"]) for k in range(4)]
+    assert set(launchers.multi_gpu(plan, gpus=[3, 5]).values()) == {0}
+    seen = lines(log)
+    assert {gpu for _, _, _, gpu in seen} == {"3", "5"}
+    busy = {}  # at no moment do two runs share a GPU
+    for t, what, name, gpu in sorted(seen, key=lambda r: float(r[0])):
+        if what == "start":
+            assert gpu not in busy.values()
+            busy[name] = gpu
+        else:
+            busy.pop(name)
+    with pytest.raises(ValueError, match="no GPU"):
+        launchers.multi_gpu(plan, gpus=[])
+
+
+def test_slurm_through_submitit_preempts_requeues_and_ends_byte_identical(mnist_root,
+                                                                          tmp_path):
+    """submitit's LocalExecutor with a 30 s timeout: the job is signalled (USR2) 10 s before
+    it, sends main.py SIGTERM, is requeued, and main.py --resume_if_any continues from the
+    checkpoint; the run ends with the metrics and weights of the same run never stopped."""
+    pytest.importorskip("submitit")
+    argv = lambda out: ["--config", "configs/lff_cmnist.yaml", "--method", "baseline",
+                        "--data_root_base", mnist_root, "--output_dir", str(out), "--device",
+                        "cpu", "--epochs", "90", "--max_train_samples", "12000",
+                        "--max_test_samples", "500", "--lff_input_scale", "unit",
+                        "--experiment_name", "run", "--resume_if_any"]
+    one = {"OMP_NUM_THREADS": "1"}
+    assert launchers.local([launchers.Command("run", argv(tmp_path / "straight"), env=one)],
+                           lanes=1) == {"run": 0}
+    started = time.time()
+    codes = launchers.slurm([launchers.Command("run", argv(tmp_path / "slurm"), env=one)],
+                            str(tmp_path / "jobs"), cluster="local", timeout_min=0.5,
+                            signal_delay_s=10)
+    assert codes == {"run": 0}, codes
+    log = (tmp_path / "slurm" / "run" / "run.log").read_text()
+    said = "".join(p.read_text() for p in (tmp_path / "jobs").glob("*_log.*"))
+    assert log.count("resumed from") >= 1 and "stopped by SIGTERM" in said, (
+        f"never preempted in {time.time() - started:.0f} s")
+    same = [(tmp_path / d / "run" / "metrics.jsonl").read_text() for d in ("straight", "slurm")]
+    assert same[0] == same[1]
+    nets = [torch.load(tmp_path / d / "run" / "checkpoints" / "last.pth",
+                       weights_only=True)["nets"] for d in ("straight", "slurm")]
+    for net, state in nets[0].items():
+        assert all(torch.equal(v, nets[1][net][k]) for k, v in state.items())
+    record = json.load(open(tmp_path / "slurm" / "run" / "results.json"))
+    assert record["epochs"] == 90
