@@ -806,17 +806,24 @@ def lff_table(life):
     final-epoch test accuracy (mean ± std over the seeds in the ledger, with n), or the epochs
     the resume points hold. No published number beside it: the LfF paper's table was not read
     here (docs/references.md §4a)."""
+    return "\n".join(share_table(life, LFF_ROWS, cell)[0])
+
+
+def share_table(life, rows, cell_of):
+    """(Markdown lines: a row per method of rows that the plan has, a column per share of
+    conflicting images in plan order, each cell cell_of(life, runs); the plan's runs by
+    (variant, sigma))."""
     runs = {}
     for r in life.plan:
         runs.setdefault((r["variant"], r["sigma"]), []).append(r)
-    ratios = list(dict.fromkeys(r["sigma"] for r in life.plan))
+    ratios = [s for s in dict.fromkeys(r["sigma"] for r in life.plan) if s in LFF_RATIOS]
     lines = ["| conflicting | " + " | ".join(f"{float(r):.1%}" for r in ratios) + " |",
              "|---|" + "---|" * len(ratios)]
-    for method, name in LFF_ROWS:
+    for method, name in rows:
         if any((method, r) in runs for r in ratios):
-            lines.append(f"| {name} | " + " | ".join(cell(life, runs.get((method, r), []))
+            lines.append(f"| {name} | " + " | ".join(cell_of(life, runs.get((method, r), []))
                                                       for r in ratios) + " |")
-    return "\n".join(lines)
+    return lines, runs
 
 
 COMPARE_ROWS = (("baseline", "Vanilla"), ("lff", "LfF"), ("groupdro", "GroupDRO"),
@@ -914,16 +921,7 @@ def compare_table(life):
     """The README's comparison table: per method and share of conflicting images, the final
     epoch at the hyperparameters chosen on validation (plans.CRITERION), mean ± std over
     seeds with n, the choice in brackets; then the later methods on LNL's Colored MNIST."""
-    runs = {}
-    for r in life.plan:
-        runs.setdefault((r["variant"], r["sigma"]), []).append(r)
-    ratios = [s for s in dict.fromkeys(r["sigma"] for r in life.plan) if s in LFF_RATIOS]
-    lines = ["| conflicting | " + " | ".join(f"{float(r):.1%}" for r in ratios) + " |",
-             "|---|" + "---|" * len(ratios)]
-    for method, name in COMPARE_ROWS:
-        if any((method, r) in runs for r in ratios):
-            lines.append(f"| {name} | " + " | ".join(compare_cell(life, runs.get((method, r), []))
-                                                      for r in ratios) + " |")
+    lines, runs = share_table(life, COMPARE_ROWS, compare_cell)
     other = [(m, runs[m, "0.020"]) for m, _ in COMPARE_ROWS if (m, "0.020") in runs]
     if other:
         lines += ["", "| LNL's Colored MNIST, σ² 0.020 | " + " | ".join(

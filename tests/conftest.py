@@ -47,3 +47,22 @@ def fake_mnist():
         return x
     return {"train_images": images(n_train), "train_labels": np.arange(n_train) % 10,
             "test_images": images(n_test), "test_labels": np.arange(n_test) % 10}
+
+
+@pytest.fixture
+def stop_after(monkeypatch):
+    """stop_after(steps): SIGTERM to this process once `steps` training steps (of all runs in
+    it) have been taken, as a budget or a scheduler stops a run; monkeypatch.undo() ends it."""
+    import signal
+    import solver as solver_module
+
+    def arm(steps):
+        taken, step = [], solver_module.Solver.step
+
+        def counted(self, batch):
+            taken.append(1)
+            if len(taken) == steps:
+                os.kill(os.getpid(), signal.SIGTERM)
+            return step(self, batch)
+        monkeypatch.setattr(solver_module.Solver, "step", counted)
+    return arm

@@ -4,7 +4,6 @@ training images only; each method's update computed by hand on a tiny batch; eac
 bit-exactly."""
 import json
 import os
-import signal
 
 import numpy as np
 import pytest
@@ -13,7 +12,6 @@ from torch import nn, optim
 
 import lff_cmnist as lff
 import main as cli
-import solver as solver_module
 from data_handler import Batch, split_validation
 from dataset_specs import build_datasets
 from methods import METHODS, gce_loss
@@ -180,22 +178,10 @@ def test_jtt_switches_to_a_fresh_model_with_the_error_set_upweighted():
 
 
 # --------------------------------------------------------------------------- whole runs
-def stop_after(monkeypatch, steps):
-    """SIGTERM to this process once `steps` training steps have been taken."""
-    taken, step = [], solver_module.Solver.step
-
-    def counted(self, batch):
-        taken.append(1)
-        if len(taken) == steps:
-            os.kill(os.getpid(), signal.SIGTERM)
-        return step(self, batch)
-
-    monkeypatch.setattr(solver_module.Solver, "step", counted)
-
-
 @pytest.mark.parametrize("method", ["lff", "groupdro", "jtt"])
 def test_each_new_method_trains_on_lff_cmnist_and_resumes_bit_exactly(method, mnist_root,
-                                                                      tmp_path, monkeypatch):
+                                                                      tmp_path, monkeypatch,
+                                                                      stop_after):
     """Two epochs straight against one epoch, a stop, and one resumed: every metric and every
     network (LfF's biased twin included) equal to the last bit."""
     common = ["--config", "configs/lff_cmnist.yaml", "--method", method, "--data_root_base",
@@ -204,7 +190,7 @@ def test_each_new_method_trains_on_lff_cmnist_and_resumes_bit_exactly(method, mn
               "--lff_input_scale", "unit"] + (["--jtt_first_epochs", "1"] if method == "jtt"
                                                else [])
     cli.main(common + ["--epochs", "2", "--experiment_name", "straight"])
-    stop_after(monkeypatch, 10)  # a budget's stop in epoch 1 (15 steps an epoch)
+    stop_after(10)  # a budget's stop in epoch 1 (15 steps an epoch)
     with pytest.raises(SystemExit):
         cli.main(common + ["--epochs", "2", "--experiment_name", "pieces"])
     monkeypatch.undo()

@@ -2,15 +2,12 @@
 JTT's upsampled error set, each an epoch the sampler serves in an order fixed by (seed, epoch,
 the method's state), so a run stopped mid-epoch resumes bit-exactly."""
 import json
-import os
-import signal
 
 import numpy as np
 import pytest
 import torch
 
 import main as cli
-import solver as solver_module
 from data_handler import EpochSampler
 from methods import METHODS
 
@@ -90,22 +87,9 @@ def test_a_drawn_epoch_resumed_from_its_middle_serves_the_rest_of_the_same_order
     assert epoch_of(sampler, 5) != whole  # another epoch, another draw
 
 
-def stop_after(monkeypatch, steps):
-    taken = []
-    step = solver_module.Solver.step
-
-    def counted(self, batch):
-        taken.append(1)
-        if len(taken) == steps:
-            os.kill(os.getpid(), signal.SIGTERM)
-        return step(self, batch)
-
-    monkeypatch.setattr(solver_module.Solver, "step", counted)
-
-
 @pytest.mark.parametrize("name", ["groupdro", "jtt"])
 def test_a_run_stopped_mid_epoch_in_its_drawn_epochs_resumes_bit_exactly(
-        name, mnist_root, tmp_path, monkeypatch):
+        name, mnist_root, tmp_path, monkeypatch, stop_after):
     """GroupDRO draws every epoch; JTT upsamples from epoch 2 (T = 1), an epoch longer than the
     training set. Stopped in epoch 2's middle and resumed, each ends with the metrics and
     weights of the run never stopped."""
@@ -116,7 +100,7 @@ def test_a_run_stopped_mid_epoch_in_its_drawn_epochs_resumes_bit_exactly(
     torch.set_num_threads(1)
     cli.main(common + ["--experiment_name", "straight"])
     steps = 17 + 5  # epoch 1: 540 training images in batches of 32, then 5 steps into epoch 2
-    stop_after(monkeypatch, steps)
+    stop_after(steps)
     with pytest.raises(SystemExit):
         cli.main(common + ["--experiment_name", "pieces"])
     monkeypatch.undo()

@@ -10,7 +10,6 @@ import pytest
 import torch
 
 import main as cli
-import solver as solver_module
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -73,25 +72,11 @@ def test_each_run_of_a_sweep_ends_with_the_weights_of_the_same_run_alone(mnist_r
     assert acc == accs[names[0]]
 
 
-def stop_after(monkeypatch, steps):
-    """SIGTERM to this process once `steps` training steps (of all runs) have been taken."""
-    taken = []
-    step = solver_module.Solver.step
-
-    def counted(self, batch):
-        taken.append(1)
-        if len(taken) == steps:
-            os.kill(os.getpid(), signal.SIGTERM)
-        return step(self, batch)
-
-    monkeypatch.setattr(solver_module.Solver, "step", counted)
-
-
 def test_a_sweep_stopped_mid_epoch_resumes_to_where_an_uninterrupted_sweep_ends(
-        mnist_root, tmp_path, monkeypatch, capsys):
+        mnist_root, tmp_path, monkeypatch, capsys, stop_after):
     flags = ["--method", "lnl", "--seed", "0", "1", "--lr", "0.01", "--experiment_name", "s"]
     straight = cli.main(argv(mnist_root, tmp_path / "straight", *flags, n_train="320"))
-    stop_after(monkeypatch, 2 * 40 + 27)  # epoch 2 (40 steps an epoch), two runs in turn
+    stop_after(2 * 40 + 27)  # epoch 2 (40 steps an epoch), two runs in turn
     with pytest.raises(SystemExit) as exc:
         cli.main(argv(mnist_root, tmp_path / "stopped", *flags, n_train="320"))
     assert exc.value.code == 128 + signal.SIGTERM
