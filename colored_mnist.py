@@ -230,8 +230,9 @@ def read_cmnist_cache(path):
     except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error):
         problem = "it cannot be read as the cache this tool writes"
     if problem:
-        log(f"note: the Colored-MNIST cache {path} is not used: {problem}; move it aside "
-            "(another copy, or a fresh build, stands in)")
+        log(f"note: the Colored-MNIST cache {path} is damaged or not one this tool wrote "
+            f"({problem}), so it is not used: another copy or a fresh build stands in; move "
+            "it aside to keep it")
         return None
     return data
 
