@@ -358,7 +358,7 @@ def color_bin_target(images):
 
 def colored_mnist_datasets(args):
     """Train (biased) and test (unbiased) datasets for --dataset_name ColoredMNIST (--color_var
-    in (0, 1), as its spec declares and main.validate checks)."""
+    in (0, 1), as its spec declares and arguments.validate checks)."""
     if args.cmnist_source == "official":
         data = load_official_cmnist(args.data_root_base, args.color_var)
     else:

@@ -219,7 +219,7 @@ def dogs_cats_datasets(args):
     'test' = every listed image outside the training pattern (the paper's protocol: train TB1,
     test on TB2's composition) and 'mixed' = an unbiased set, the same number of images from
     each (animal, colour) cell, in-pattern cells taken from the held-out part only."""
-    split = args.bias_split  # TB1 or TB2, checked by main.validate (dataset_specs.py)
+    split = args.bias_split  # TB1 or TB2, checked by arguments.validate (dataset_specs.py)
     root = dogs_cats_dir(args.data_root_base)
     rows = dogs_cats_rows(os.path.join(root, "images"), args.dogs_cats_lists
                           or os.path.join(root, "lists"))
@@ -314,7 +314,7 @@ def imdb_face_datasets(args):
     --bias_split (EB1/EB2) part of manifests/train.csv. Evaluated on 'test' = an unbiased set
     from manifests/test.csv (in every age class, as many women as men) and 'opposite' = the
     test images in the other split's pattern."""
-    split = args.bias_split  # EB1 or EB2, checked by main.validate (dataset_specs.py)
+    split = args.bias_split  # EB1 or EB2, checked by arguments.validate (dataset_specs.py)
     root = imdb_dir(args.data_root_base)
     manifests, images = os.path.join(root, "manifests"), os.path.join(root, "images")
     train_rows = read_manifest(os.path.join(manifests, "train.csv"), images)
