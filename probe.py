@@ -13,7 +13,6 @@ reference trains h) applies unless --epochs or --lr is given; the record states 
 """
 import os
 
-import numpy as np
 import torch
 from torch import optim
 
@@ -103,17 +102,3 @@ def is_probe_record(path):
     """Whether path is a probe.json this tool wrote (never replace another file)."""
     data = small_json(path, 1 << 16)
     return data is not None and "probe_bias_acc" in data
-
-
-def chance_of(targets, k):
-    """The most-frequent-class accuracy of bias targets (N, heads, ...) with k classes
-    (numpy; for tests)."""
-    t = np.asarray(targets)
-    t = t.reshape(t.shape[0], -1, *t.shape[2:]) if t.ndim > 1 else t[:, None]
-    hits = total = 0
-    for head in range(t.shape[1]):
-        v = t[:, head][t[:, head] != IGNORE_INDEX]
-        if v.size:
-            hits += np.bincount(v, minlength=k).max()
-            total += v.size
-    return hits / total if total else float("nan")

@@ -20,7 +20,7 @@ import numpy as np
 from torch.utils.tensorboard import SummaryWriter
 
 import records
-from checkpoints import list_checkpoints, newest_readable
+from checkpoints import list_checkpoints
 from safe_files import (append_text, read_jsonl, read_run, save_npy, save_torch, small_json,
                         whole, write_json, write_text)
 from utils import ArgError, log, matrix_figure, save_matrix_png
@@ -313,11 +313,6 @@ class RunFolder:
             save_torch(state, os.path.join(self.checkpoints, "last.pth"), root)
         if not mid_epoch and (epoch % self.args.save_every == 0 or final):
             save_torch(state, os.path.join(self.checkpoints, f"epoch_{epoch:04d}.pth"), root)
-
-    def newest_checkpoint(self):
-        """(path, checkpoint) of the newest readable checkpoint, or (None, None); an unreadable
-        one is reported by name and the next older one is tried."""
-        return newest_readable(self.checkpoints, lambda m: log(m, err=True))
 
     def last_checkpoint(self):
         """last.pth's path, or 'none written yet'."""
