@@ -1129,22 +1129,20 @@ def main(argv=None):
 
 
 def command(opts, life):
-    if opts.command == "status":
+    if opts.command == "table" and opts.full and opts.plan != "compare":
+        raise SystemExit("--full is the comparison's table: pass --plan compare")
+    if opts.command == "table" and opts.readme:
+        write_table(life, opts.readme)
+        return 0
+    if opts.command in ("status", "table"):
         try:
-            status(life)
+            if opts.command == "status":
+                status(life)
+            else:
+                print(full_compare_table(life) if opts.full else table_of(life)[0])
             sys.stdout.flush()
         except BrokenPipeError:  # `status | head`: the reader has what it wanted
             sys.stdout = open(os.devnull, "w")
-        return 0
-    if opts.command == "table":
-        if opts.full:
-            if opts.plan != "compare":
-                raise SystemExit("--full is the comparison's table: pass --plan compare")
-            print(full_compare_table(life))
-        elif opts.readme:
-            write_table(life, opts.readme)
-        else:
-            print(table_of(life)[0])
         return 0
     if opts.command == "save":
         life.settle()
