@@ -1088,6 +1088,11 @@ def parse_args(argv=None):
                    help="table: write it into this file's table block instead of printing it")
     p.add_argument("--poll", type=float, default=2.0, help=argparse.SUPPRESS)
     opts = p.parse_args(argv)
+    for flag in ("sigmas", "seeds", "variants", "ratios", "methods", "compare_methods"):
+        values = getattr(opts, flag) or []
+        twice = sorted({str(v) for v in values if values.count(v) > 1})
+        if twice:  # each run would be listed, and counted, twice
+            p.error(f"--{flag} lists {', '.join(twice)} more than once; give each value once")
     opts.ratios = opts.ratios or list(COMPARE_RATIOS if opts.plan == "compare" else LFF_RATIOS)
     work, keep, ledger = PLAN_FOLDERS[opts.plan]
     old = os.path.join("results", MOVED_KEEPS[opts.plan]) if opts.plan in MOVED_KEEPS else None

@@ -503,3 +503,11 @@ def test_a_narrowed_plan_keeps_the_resume_points_the_whole_plan_still_needs(tmp_
     assert (kept / "last.pth").exists()
     alone = long_runs.Lifecycle(narrowed, opts)  # without the whole plan: the old behaviour
     assert not alone.needed_later(base)
+
+
+def test_a_value_given_twice_is_refused(capsys):
+    """`--sigmas 0.020 0.020` listed each run twice."""
+    with pytest.raises(SystemExit) as exc:
+        long_runs.parse_args(["status", "--sigmas", "0.020", "0.02"])
+    assert exc.value.code == 2
+    assert "--sigmas lists 0.020 more than once" in capsys.readouterr().err
