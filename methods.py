@@ -700,8 +700,9 @@ class JustTrainTwice(Method):
 
     @classmethod
     def check_args(cls, args):
-        if super().check_args(args):
-            return super().check_args(args)
+        problem = super().check_args(args)
+        if problem:
+            return problem
         if args.mode == "train" and args.jtt_first_epochs >= args.epochs:
             return (f"--jtt_first_epochs {args.jtt_first_epochs} leaves none of --epochs "
                     f"{args.epochs} to JTT's second model: the run would be plain ERM recorded "
