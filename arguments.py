@@ -224,6 +224,13 @@ def read_config(parser, path):
         events = list(yaml.parse(text, Loader=yaml.SafeLoader))
         if any(isinstance(e, yaml.AliasEvent) for e in events):
             parser.error(f"--config {path} uses YAML aliases (*name); write each value out")
+        top = yaml.compose(text, Loader=yaml.SafeLoader)
+        if isinstance(top, yaml.MappingNode):  # safe_load keeps a repeated key's last value
+            keys = [k.value for k, _ in top.value if isinstance(k, yaml.ScalarNode)]
+            twice = sorted({short(k, 40) for k in keys if keys.count(k) > 1})
+            if twice:
+                parser.error(f"--config {path} sets {', '.join(twice[:5])} more than once; "
+                             "keep one value for each key")
         cfg = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         parser.error(f"--config {path}: {str(exc).splitlines()[0][:200]}")
@@ -426,8 +433,32 @@ def parse_runs(argv=None):
     runs = [resolve(parser, args) for args in sweep.expand(parser, parser.parse_args(argv))]
     for args in runs:
         validate(parser, args)
+    check_unused_flags(parser, runs)
     sweep.check_runs(parser, runs)
     return parser, runs
+
+
+def check_unused_flags(parser, runs):
+    """A method's or a dataset's own flag set (on the command line or in --config) for runs
+    none of which uses it is refused: it would be ignored without a word (--jtt_up with the
+    baseline, --lff_conflict_ratio on LNL's Colored MNIST)."""
+    owners = [(name, cls.options_read(), lambda a, n=name: a.method == n, "--method")
+              for name, cls in METHODS.items()]
+    owners += [(name, spec.options, lambda a, n=name: a.dataset_name == n, "--dataset_name")
+               for name, spec in DATASETS.items()]
+    used, holders = set(), {}
+    for name, options, runs_it, flag in owners:
+        for option in options:
+            holders.setdefault(option.name, []).append(f"{flag} {name}")
+            if any(runs_it(a) for a in runs):
+                used.add(option.name)
+    for option in methods.all_options() + dataset_specs.all_options():
+        if option.name not in used and any(getattr(a, option.name) != option.unset
+                                           for a in runs):
+            parser.error(f"--{option.name} applies to {' or '.join(holders[option.name])} only "
+                         f"and this run uses --method {runs[0].method} on "
+                         f"{runs[0].dataset_name}: drop it (or pass the method or dataset it "
+                         "belongs to)")
 
 
 def parse_args(argv=None):

@@ -23,7 +23,7 @@ from data_handler import FIELDS
 from colored_mnist import PALETTES, colored_mnist_datasets, irm_cmnist_datasets
 from image_datasets import AGE_EDGES, IMDB_TASKS, dogs_cats_datasets, imdb_face_datasets
 from lff_cmnist import LFF_PALETTE, SEVERITY_STD, lff_cmnist_datasets
-from options import DRIVES, Option
+from options import DRIVES, Option, share
 from utils import UserError
 
 B_KINDS = ("bias", "env")
@@ -165,7 +165,7 @@ register_dataset(DatasetSpec(
     options=(
         Option("lff_conflict_ratio", 0.01, "LfFColoredMNIST: share of training images whose "
                "colour is another digit's (the paper's 0.005, 0.01, 0.02, 0.05)",
-               range="[0, 0.9]"),
+               range="[0, 0.9]", type=share),
         Option("lff_severity", 4, "LfFColoredMNIST: colour noise std 0.05, 0.02, 0.01, 0.005, "
                "0.002 for severity 1..5 (the authors' runs: 4)", choices=tuple(SEVERITY_STD)),
         Option("lff_input_scale", "authors", "LfFColoredMNIST: authors: x / 255 / 255 (their "

@@ -143,6 +143,11 @@ class Method:
                                                   **kw) for role in roles})
 
     @classmethod
+    def options_read(cls):
+        """Its own flags and those of the methods it extends (DFA reads LfF's q and EMA)."""
+        return [o for k in cls.__mro__ for o in vars(k).get("options", ())]
+
+    @classmethod
     def check_args(cls, args):
         """Why this method cannot run with these flags (one line), or None."""
         if cls.multiclass and args.num_main_classes < 2:

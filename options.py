@@ -33,6 +33,11 @@ class Option:
     role: str = None  # None: the owner's (a dataset's flags define the run, a method's are
     #                   its recipe)
 
+    @property
+    def unset(self):
+        """Its value when nobody set it (a switch is off)."""
+        return False if self.switch else self.default
+
     def add_to(self, group):
         if self.switch:
             return group.add_argument(f"--{self.name}", action="store_true", help=self.help)
@@ -116,3 +121,17 @@ def sigma2(text):
             f"{text!r} has more digits than a run's name keeps (three decimals: {name}); pass "
             "a sigma^2 written with three decimals, e.g. 0.020")
     return name
+
+
+def share(text):
+    """argparse type: a share written with at most six significant digits, as a cache's and a
+    table cell's name keep it (0.0100000001 would train on 0.01's cache as a cell of its own)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number")
+    if float(f"{value:g}") != value:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} has more digits than a run's name keeps ({value:g}); pass {value:g}")
+    return value
+

@@ -210,7 +210,20 @@ def prediction_target(args, checkpoint, error):
     if os.path.lexists(summary) and not is_prediction_summary(summary, path):
         error(f"{summary} exists and is not a prediction summary written by this tool (test "
               "mode writes one beside --test_output_npy); pass another --test_output_npy")
+    earlier = (small_json(summary, SUMMARY_MAX_BYTES) or {}).get("checkpoint")
+    if (args.test_output_npy is None and isinstance(earlier, str)
+            and not (own_checkpoint(args, earlier) and own_checkpoint(args, checkpoint))
+            and os.path.realpath(earlier) != os.path.realpath(checkpoint)):
+        # the default name holds this run's own predictions; another run's (or method's)
+        # checkpoint replaces them only when the user names the file
+        error(f"{path} holds the predictions of {earlier}; testing {checkpoint} would replace "
+              "them: pass --test_output_npy NAME.npy to keep both")
     return path
+
+
+def own_checkpoint(args, path):
+    """Whether path is one of this run's own checkpoints (in its checkpoints/ folder)."""
+    return os.path.dirname(os.path.realpath(path)) == os.path.realpath(checkpoint_dir(args))
 
 
 SUMMARY_MAX_BYTES = 1 << 20  # a prediction summary is a few confusion matrices

@@ -1031,6 +1031,12 @@ def nested_keeps(plan="headline"):
             if k.startswith(keep)}
 
 
+# the flags that shape one plan only (--seeds and --epochs shape every plan)
+PLAN_FLAGS = {"sigmas": ("headline",), "variants": ("headline",),
+              "ratios": ("lff", "compare"), "methods": ("lff",),
+              "compare_methods": ("compare",)}
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -1093,6 +1099,10 @@ def parse_args(argv=None):
         twice = sorted({str(v) for v in values if values.count(v) > 1})
         if twice:  # each run would be listed, and counted, twice
             p.error(f"--{flag} lists {', '.join(twice)} more than once; give each value once")
+    for flag, plans in PLAN_FLAGS.items():
+        if opts.plan not in plans and getattr(opts, flag) != p.get_default(flag):
+            p.error(f"--{flag} applies to --plan {' or '.join(plans)} only; drop it with "
+                    f"--plan {opts.plan}")
     opts.ratios = opts.ratios or list(COMPARE_RATIOS if opts.plan == "compare" else LFF_RATIOS)
     work, keep, ledger = PLAN_FOLDERS[opts.plan]
     old = os.path.join("results", MOVED_KEEPS[opts.plan]) if opts.plan in MOVED_KEEPS else None

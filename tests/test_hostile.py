@@ -114,6 +114,15 @@ CASES = [
     ("lnl_with_env_b", ["--method", "lnl", "--env_from_bias", "--experiment_name", "new"], 2,
      ["bias target"]),
     ("workers", ["--num_workers", "-3"], 2, ["--num_workers"]),
+    # a method's or dataset's flag that the run would ignore
+    ("jtt_flag_on_baseline", ["--method", "baseline", "--jtt_up", "5", "--experiment_name",
+                              "new"], 2, ["--jtt_up", "--method jtt only"]),
+    ("lff_data_flag_on_cmnist", ["--lff_conflict_ratio", "0.05", "--experiment_name", "new"],
+     2, ["--lff_conflict_ratio", "--dataset_name LfFColoredMNIST"]),
+    ("ratio_finer_than_its_name", ["--dataset_name", "LfFColoredMNIST", "--lff_conflict_ratio",
+                                   "0.0100000001"], 2, ["--lff_conflict_ratio", "pass 0.01"]),
+    ("switch_of_another_dataset", ["--skip_bad_images", "--experiment_name", "new"], 2,
+     ["--skip_bad_images", "DogsCats"]),
 ]
 
 
@@ -172,6 +181,26 @@ def test_relative_prediction_name_lands_in_the_run_folder(world, mnist_root, tmp
     cli.main(with_out(world, mnist_root, "--mode", "test", "--test_output_npy", "mine.npy"))
 
 
+def test_another_runs_checkpoint_never_replaces_this_runs_predictions(mnist_root, tmp_path,
+                                                                     capsys):
+    """Test mode of run a with run b's checkpoint: a's own test_predictions stay unless the
+    user names another file (then both are kept)."""
+    out = tmp_path / "outputs"
+    for name in ("a", "b"):
+        cli.main(common(mnist_root, out, name) + ["--method", "baseline", "--lr", "0.01"])
+    cli.main(common(mnist_root, out, "a") + ["--mode", "test"])
+    foreign = str(out / "b" / "checkpoints" / "last.pth")
+    expect_refusal(tmp_path, common(mnist_root, out, "a") + [
+        "--mode", "test", "--load_checkpoint_path", foreign], 2,
+        ["holds the predictions of", "--test_output_npy"], capsys)
+    cli.main(common(mnist_root, out, "a") + ["--mode", "test", "--load_checkpoint_path",
+                                             foreign, "--test_output_npy", "of_b.npy"])
+    assert json.load(open(out / "a" / "of_b.json"))["checkpoint"] == foreign
+    assert json.load(open(out / "a" / "test_predictions.json"))["checkpoint"].endswith(
+        os.path.join("a", "checkpoints", "last.pth"))
+    cli.main(common(mnist_root, out, "a") + ["--mode", "test"])  # its own: replaced freely
+
+
 def test_a_second_run_on_a_held_folder_is_refused(world, mnist_root, capsys):
     folder = world / "outputs" / "base"
     with open(folder / ".lock", "a") as fh:  # another process's run, as the kernel sees it
@@ -193,7 +222,8 @@ CONFIGS = [("mode: bogus\n", ["mode", "bogus"]), ("lr: [0.1, 0.2]\n", ["lr", "si
            ("x" * 70000 + ": 1\n", ["KiB"]),
            ("1: 2\nlr: 0.1\n", ["unknown keys", "1"]),
            ("1: 2\nbogus: 3\n", ["unknown keys", "bogus"]),  # mixed key types: no sort error
-           ("lr: '" + "9" * 5000 + "x'\n", ["lr", "..."])]
+           ("lr: '" + "9" * 5000 + "x'\n", ["lr", "..."]),
+           ("lr: 0.1\nepochs: 3\nlr: 0.2\n", ["lr", "more than once"])]
 
 
 @pytest.mark.parametrize("text,words", CONFIGS, ids=[c[0].split(":")[0].strip("- \n")
@@ -691,7 +721,8 @@ def test_a_resumed_checkpoint_lacking_a_twin_an_optimizer_or_a_method_state_is_r
     common = ["--config", "configs/lff_cmnist.yaml", "--method", method, "--data_root_base",
               mnist_root, "--output_dir", str(tmp_path), "--device", "cpu",
               "--max_train_samples", "400", "--max_test_samples", "100", "--batch_size", "64",
-              "--jtt_first_epochs", "1", "--experiment_name", "run"]
+              "--experiment_name", "run"] + (["--jtt_first_epochs", "1"] if method == "jtt"
+                                             else [])
     cli.main(common + ["--epochs", "2"])
     damage_checkpoint(tmp_path / "run" / "checkpoints" / "last.pth", change)
     before = snapshot(tmp_path)

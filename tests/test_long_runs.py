@@ -511,3 +511,16 @@ def test_a_value_given_twice_is_refused(capsys):
         long_runs.parse_args(["status", "--sigmas", "0.020", "0.02"])
     assert exc.value.code == 2
     assert "--sigmas lists 0.020 more than once" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv,said", [
+    (["--ratios", "0.01"], "--ratios applies to --plan lff or compare only"),
+    (["--methods", "lff"], "--methods applies to --plan lff only"),
+    (["--plan", "compare", "--sigmas", "0.020"], "--sigmas applies to --plan headline only"),
+    (["--plan", "lff", "--compare_methods", "dfa"], "--compare_methods applies to --plan compare"),
+])
+def test_a_flag_of_another_plan_is_refused(argv, said, capsys):
+    """--ratios or --methods with the headline plan were ignored without a word."""
+    with pytest.raises(SystemExit) as exc:
+        long_runs.parse_args(["status", *argv])
+    assert exc.value.code == 2 and said in capsys.readouterr().err
