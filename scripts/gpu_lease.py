@@ -51,6 +51,7 @@ import types
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.append(ROOT)  # colored_mnist's MNIST file names (imported where used: it loads torch)
 sys.path.append(os.path.dirname(os.path.abspath(__file__)))  # long_runs, beside this file
+import ledger  # noqa: E402
 from errors import UserError  # noqa: E402
 from safe_files import (append_text, read_bytes, read_json, read_jsonl, read_run,  # noqa: E402
                         read_text, whole, write_bytes, write_json, write_text, write_with)
@@ -553,7 +554,7 @@ def pack(folder, out):
     steps' logs in out (LOG_FILES, moved in: the reply carries at most 8 files) as one gzip'd
     tar in out, cut into parts of PART_BYTES (long_runs.tar.gz.00, .01, ...)."""
     import long_runs
-    allowed = {"in_progress": set(long_runs.RESUME_POINT), "cmnist": set(long_runs.LEDGER_FILES)}
+    allowed = {"in_progress": set(long_runs.RESUME_POINT), "cmnist": set(ledger.LEDGER_FILES)}
     whole = os.path.join(out, ARCHIVE)
     logs = [n for n in LOG_FILES if os.path.isfile(os.path.join(out, n))
             and not os.path.islink(os.path.join(out, n))]
@@ -730,7 +731,7 @@ def collect_long(opts, src):
     top = os.path.join(src, "cmnist")
     for name, theirs in fetched_runs(src, "cmnist", plan):
         dest = life.ledger(plan[name])
-        files = plain_files(theirs, set(long_runs.LEDGER_FILES))
+        plain_files(theirs, set(ledger.LEDGER_FILES))
         view = read_run(theirs, top)
         if not view.finished(long_runs.planned_epochs(plan[name])):
             print(f"skipped {theirs}: it holds no finished run's record (results.json)"
@@ -740,19 +741,10 @@ def collect_long(opts, src):
         if not (device.startswith("cuda") or opts.allow_cpu):
             print(f"skipped {theirs}: not finished on a CUDA GPU (a rehearsal? --allow_cpu)")
             continue
-        for rel in files:
-            mine = os.path.join(dest, rel)
-            data = read_bytes(os.path.join(theirs, rel), top)
-            if os.path.lexists(mine):
-                try:
-                    same = read_bytes(mine, opts.ledger) == data
-                except UserError:
-                    same = False
-                if not same:
-                    print(f"kept {mine}: the ledger's copy differs from the fetched one")
-                continue
-            write_bytes(mine, data, opts.ledger)
-            print(f"added {mine}")
+        added, _, differ = ledger.add_record(theirs, dest, top, opts.ledger)
+        print("".join(f"added {os.path.join(dest, n)}\n" for n in added)
+              + "".join(f"kept {os.path.join(dest, n)}: the ledger's copy differs from the "
+                        "fetched one\n" for n in differ), end="")
     for run in life.plan:  # ours behind a record that came back: nothing resumes it any more
         if life.state(run) == "finished":
             life.drop(run)
@@ -783,7 +775,7 @@ def unpack(src, dest):
                 refuse(src, f"its archive is larger than a call's reply can be ({size} bytes)")
             with open(path, "rb") as part:
                 shutil.copyfileobj(part, fh)
-    allowed = {"in_progress": set(long_runs.RESUME_POINT), "cmnist": set(long_runs.LEDGER_FILES)}
+    allowed = {"in_progress": set(long_runs.RESUME_POINT), "cmnist": set(ledger.LEDGER_FILES)}
     try:
         with tarfile.open(whole, "r:gz") as tar:
             members, total = [], 0

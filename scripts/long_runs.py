@@ -45,19 +45,14 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 from errors import UserError  # noqa: E402
+from ledger import add_record  # noqa: E402
 from options import sigma2  # noqa: E402
 from safe_files import (append_text, make_folder, number, read_bytes, read_json,  # noqa: E402
                         read_run, read_text, whole, write_bytes, write_json, write_text)
 # what resuming needs (results.json only once finished: a baseline kept for its stage 2)
 RESUME_POINT = ("args.json", "metrics.jsonl", "run.log", "pace.json", "results.json",
                 os.path.join("checkpoints", "last.pth"))
-# a finished run's small record (probe.json once `main.py --mode probe` ran on it, pace.json
-# where this driver trained it: the pace `status` estimates the plan's later runs by; run.log,
-# every piece's lines: where and with what code each ran); never weights
-LEDGER_FILES = ("results.json", "metrics.jsonl", "args.json", "probe.json", "pace.json",
-                "run.log")
 MORE_TO_DO = 3
-APPENDED = ("run.log",)  # a record's file that grows after the run ends (its probe's lines)
 RECENT_EPOCHS = 10  # status's pace: the newest pieces covering this many epochs
 KEPT_PIECES = 20  # pieces pace.json lists per device kind (its totals keep every piece)
 PAPER_CSV = os.path.join(ROOT, "results", "paper_numbers.csv")
@@ -250,31 +245,16 @@ class Lifecycle:
         log(f"{run['name']}: finished; its resume point {keep} removed")
 
     def to_ledger(self, run):
-        """A finished run's small record (LEDGER_FILES, plain files only) into the ledger. A
-        file already there is never overwritten, but for a log the run has since extended
-        (the ledger's copy is the start of the run's: its probe's lines came after it)."""
+        """A finished run's record into the ledger (ledger.add_record: plain files, nothing
+        there overwritten but a log the run has since extended)."""
         if not self.view(run, "work").finished(planned_epochs(run)):
             return  # finished elsewhere: the ledger already has its record
-        dest, new = self.ledger(run), []
-        for name in LEDGER_FILES:
-            dst = os.path.join(dest, name)
-            if os.path.lexists(dst):
-                try:
-                    theirs = read_bytes(dst, self.opts.ledger)
-                    ours = read_bytes(os.path.join(self.work(run), name), self.opts.work)
-                except FileNotFoundError:
-                    continue
-                except UserError as err:
-                    raise SystemExit(f"{err} (nothing was copied into {dest})")
-                if name in APPENDED and len(ours) > len(theirs) and ours.startswith(theirs):
-                    new.append(name)  # the same log, longer: nothing in the ledger is lost
-                elif ours != theirs:
-                    log(f"kept {dst}: the ledger's copy differs from the run's (move one aside "
-                        "to replace it)")
-                continue
-            new.append(name)
-        copied = copy_files(new, self.work(run), dest, self.opts.work, self.opts.ledger)
-        if "results.json" in copied:
+        dest = self.ledger(run)
+        added, _, differ = add_record(self.work(run), dest, self.opts.work, self.opts.ledger)
+        for name in differ:
+            log(f"kept {os.path.join(dest, name)}: the ledger's copy differs from the run's "
+                "(move one aside to replace it)")
+        if "results.json" in added:
             log(f"{run['name']}: finished; its record is in {dest}")
 
     def ready(self, run):

@@ -41,11 +41,10 @@ DDOF = 1  # sample standard deviation
 sys.path.insert(0, ROOT)
 from dataset_specs import DATASETS  # noqa: E402  (the registries name methods and datasets)
 from methods import METHODS  # noqa: E402
-from long_runs import LEDGER_FILES  # noqa: E402  (a run's small record: one definition)
 from errors import UserError  # noqa: E402
-from safe_files import (number, read_bytes, read_jsonl, read_run, record_problem,  # noqa: E402
-                        valid_record, whole,
-                        write_bytes, write_text, write_with)
+from ledger import add_record  # noqa: E402
+from safe_files import (number, read_jsonl, read_run, record_problem,  # noqa: E402
+                        valid_record, whole, write_text, write_with)
 from safe_files import read_json as safe_read_json  # noqa: E402
 
 # display names in table order, from the registries: each method, then the variants its flags
@@ -760,26 +759,11 @@ def cmd_ledger(args):
         if os.path.commonpath([real, into]) == into:
             continue  # the ledger's own copy, found again under a root that holds the ledger
         dest = os.path.join(args.into, ledger_name(folder, args.roots))
-        for name in LEDGER_FILES:
-            src, dst = os.path.join(folder, name), os.path.join(dest, name)
-            try:  # plain files only: a link's target never travels into a commit
-                data = read_bytes(src, os.path.dirname(os.path.abspath(folder)))
-            except FileNotFoundError:
-                continue
-            except UserError as err:
-                raise SystemExit(f"{err} (refused: nothing more was copied)")
-            if os.path.lexists(dst):
-                try:
-                    theirs = read_bytes(dst, args.into)
-                except (FileNotFoundError, UserError):
-                    theirs = None
-                if theirs == data:
-                    same += 1
-                else:
-                    differ.append(dst)
-                continue
-            write_bytes(dst, data, args.into)
-            added.append(dst)
+        new, kept, other = add_record(folder, dest, os.path.dirname(os.path.abspath(folder)),
+                                      args.into)
+        added += [os.path.join(dest, n) for n in new]
+        differ += [os.path.join(dest, n) for n in other]
+        same += len(kept)
     print("\n".join(f"added {p}" for p in added))
     print(f"{len(added)} files added to {args.into}, {same} already there")
     if differ:
