@@ -20,10 +20,10 @@ from utils import UserError, log
 # Mean stroke colour per digit (RGB, 0..255), --cmnist_palette. The authors never published
 # their palette (docs/references.md §1a says how these were chosen):
 # - "authors" (default): digits 0-5 and 9 take the colours reported for the authors' released
-#   files (approximate means read off jittered samples, from the project's PAPERS.md; never
-#   re-measured here); digits 6-8, not reported, take cyan, pink and green, the trio of a
-#   standard list of distinct colours farthest from the seven reported ones and from each
-#   other once achromatic colours (a white or gray digit is a grayscale digit) and colours
+#   files (approximate means read off jittered samples of those files, as they reached the
+#   project; never re-measured here); digits 6-8, not reported, take cyan, pink and green,
+#   the trio of a standard list of distinct colours farthest from the seven reported ones and
+#   from each other once achromatic colours (a white or gray digit is a grayscale digit) and colours
 #   with a zero channel (a zero channel is background to h's target) are left out;
 # - "p1": the palette of releases before this one (digits 6-8 cyan, navy, white), kept so
 #   earlier rows can be reproduced.

@@ -113,7 +113,7 @@ def recorded_data(parser, args, recorded, path):
             continue
         if getattr(args, key) != parser.get_default(key):
             parser.error(f"--{key} {getattr(args, key)} contradicts the run's recorded "
-                         f"{recorded[key]} ({path}); test mode evaluates on the run's own data: "
+                         f"{recorded[key]} ({path}); --mode {args.mode} reads the run's own data: "
                          f"drop --{key}")
         log(f"note: --{key} {recorded[key]}, as the run recorded it")
         taken[key] = recorded[key]

@@ -150,6 +150,10 @@ def check_experiment(args, error, hold=True):
     if not inside(out, args.output_dir):  # a symbolic link out of --output_dir
         error(f"--experiment_name {args.experiment_name} leads outside --output_dir "
               f"(through a link, to {os.path.realpath(out)}); pick another name")
+    for folder in (out, ckpts):  # else an unreadable run reads as one without checkpoints
+        if os.path.isdir(folder) and not os.access(folder, os.R_OK | os.X_OK):
+            error(f"cannot read {folder} (permission denied); make it readable (chmod u+rx "
+                  f"{folder}) and run again, or pick another --experiment_name")
     if hold and writable_parent(out):
         lock(out)
     links = [name for name in LINKABLE if os.path.islink(os.path.join(out, name))]

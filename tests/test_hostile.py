@@ -119,6 +119,8 @@ CASES = [
                               "new"], 2, ["--jtt_up", "--method jtt only"]),
     ("lff_data_flag_on_cmnist", ["--lff_conflict_ratio", "0.05", "--experiment_name", "new"],
      2, ["--lff_conflict_ratio", "--dataset_name LfFColoredMNIST"]),
+    ("probe_on_other_data", ["--mode", "probe", "--color_var", "0.030"], 2,
+     ["--mode probe reads the run's own data", "--color_var"]),
     ("ratio_finer_than_its_name", ["--dataset_name", "LfFColoredMNIST", "--lff_conflict_ratio",
                                    "0.0100000001"], 2, ["--lff_conflict_ratio", "pass 0.01"]),
     ("switch_of_another_dataset", ["--skip_bad_images", "--experiment_name", "new"], 2,
@@ -199,6 +201,20 @@ def test_another_runs_checkpoint_never_replaces_this_runs_predictions(mnist_root
     assert json.load(open(out / "a" / "test_predictions.json"))["checkpoint"].endswith(
         os.path.join("a", "checkpoints", "last.pth"))
     cli.main(common(mnist_root, out, "a") + ["--mode", "test"])  # its own: replaced freely
+
+
+def test_an_unreadable_checkpoint_folder_is_named_not_read_as_empty(world, mnist_root, capsys,
+                                                                   monkeypatch):
+    """--resume of a run whose checkpoints/ cannot be read said it "has no checkpoint". The
+    denial is faked (root may read anything): os.access as a user without r-x would answer."""
+    ckpts = str(world / "outputs" / "base" / "checkpoints")
+    real = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode, **kw: (
+        False if os.path.abspath(p) == ckpts and mode & os.R_OK else real(p, mode, **kw)))
+    monkeypatch.setattr(os.path, "exists", lambda p, real=os.path.exists: (
+        False if os.path.dirname(os.path.abspath(p)) == ckpts else real(p)))
+    expect_refusal(world, with_out(world, mnist_root, "--resume", "--epochs", "2"), 2,
+                   ["cannot read", "checkpoints", "chmod"], capsys)
 
 
 def test_a_second_run_on_a_held_folder_is_refused(world, mnist_root, capsys):
