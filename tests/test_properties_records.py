@@ -91,3 +91,42 @@ def test_the_scripts_read_any_damaged_record_without_a_traceback(tree):
                 assert code in (0, 1, None) or isinstance(code, str), out
         after = snapshot(tmp)
         assert {k: v for k, v in after.items() if not k.startswith("new" + os.sep)} == before
+
+
+COMPARE_RUNS = ("cmp_ratio0.01_seed0_lff_q0.7", "cmp_ratio0.01_seed0_lff_q0.5",
+                "cmp_ratio0.01_seed0_lff_q0.9", "cmp_ratio0.01_seed1_lff")
+GROUP_ROW = st.one_of(
+    st.tuples(st.integers(0, 9), st.integers(0, 9), st.integers(0, 60), st.integers(0, 60),
+              st.integers(0, 1)).map(list),                           # nearly a group's counts
+    st.lists(st.one_of(st.integers(-3, 2 ** 40), SCALARS), min_size=4, max_size=6))
+COMPARE_RECORD = st.fixed_dictionaries(
+    {"epochs": st.one_of(st.just(100), SCALARS), "test_acc": st.one_of(st.just(0.5), SCALARS)},
+    optional={"val_groups": st.one_of(st.lists(GROUP_ROW, max_size=4), VALUES),
+              "test_groups": st.lists(GROUP_ROW, max_size=4), "collapse": VALUES,
+              "val_acc_conflicting": VALUES, "test_acc_oracle": VALUES,
+              "hparam_selection": VALUES, "config": st.one_of(VALUES, st.just(
+                  {"method": "lff", "lff_q": 0.7, "lff_conflict_ratio": 0.01}))}).map(as_json)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.dictionaries(st.tuples(st.sampled_from(["keep", "ledger"]),
+                                 st.sampled_from(COMPARE_RUNS)),
+                       st.dictionaries(st.sampled_from(FILES), st.one_of(COMPARE_RECORD, CONTENT),
+                                       max_size=3), min_size=1, max_size=4))
+def test_the_compare_plans_readers_take_damaged_grid_records_without_a_traceback(tree):
+    """The comparison plan's fields (validation groups, collapse, the selection) damaged in any
+    way: status, the table and the full table end in output or one line."""
+    with tempfile.TemporaryDirectory() as tmp:
+        for (where, run), files in tree.items():
+            os.makedirs(os.path.join(tmp, where, run), exist_ok=True)
+            for name, data in files.items():
+                with open(os.path.join(tmp, where, run, name), "wb") as fh:
+                    fh.write(data)
+        before = snapshot(tmp)
+        folders = ["--plan", "compare", "--work", os.path.join(tmp, "work"), "--keep",
+                   os.path.join(tmp, "keep"), "--ledger", os.path.join(tmp, "ledger"),
+                   "--ratios", "0.01", "--seeds", "0", "1", "--compare_methods", "lff"]
+        for argv in (["status", *folders], ["table", *folders], ["table", "--full", *folders]):
+            code, out = call(long_runs.main, argv)
+            assert code == 0 or isinstance(code, str), out
+        assert snapshot(tmp) == before
