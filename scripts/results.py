@@ -247,6 +247,22 @@ def summarise(frame, keys, metrics, ddof=DDOF):
     return out.sort_values(keys, key=sort_key, kind="stable").reset_index(drop=True)
 
 
+def check_metrics(frame, metrics):
+    """Each asked metric held as a number by some record, else one line (a typo or a text
+    field would be a silent column of dashes, or nothing)."""
+    numeric = [c for c in frame if frame[c].map(
+        lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)).any()]
+    missing = [m for m in metrics if m not in numeric]
+    if missing:
+        known = ", ".join(c for c in numeric if any(w in c for w in ("acc", "loss", "time_s")))
+        raise SystemExit(f"--metrics {' '.join(missing)}: no record holds it as a number; "
+                         f"these records hold {short_list(known)}")
+
+
+def short_list(text, limit=300):
+    return text if len(text) <= limit else text[:limit] + ", ..."
+
+
 def load_paper(path=PAPER_CSV):
     return pd.read_csv(path, dtype={"color_var": str}).fillna({"color_var": ""})
 
@@ -626,6 +642,7 @@ def cmd_table(args):
     frame = records_or_exit(args)
     keys = args.group_by + ([args.columns] if args.columns and args.columns not in args.group_by
                             else [])
+    check_metrics(frame, args.metrics)
     summary, text = table_text(frame, keys, args.metrics, args.columns, load_paper())
     text += (f"\n\nmean ± sample std (ddof={DDOF}) over n runs, final epoch; "
              "paper: results/paper_numbers.csv\n")

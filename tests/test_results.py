@@ -282,3 +282,13 @@ def test_status_of_an_empty_folder_lists_no_phantom_run(tmp_path, capsys):
     with pytest.raises(SystemExit, match="no runs under .* and nothing --expect'ed"):
         results.main(["status", str(tmp_path)])
     assert "never started" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("metric", ["config", "bogus_metric"])
+def test_a_metric_no_record_holds_as_a_number_is_one_line(tmp_path, metric, capsys):
+    """`--metrics config` was a traceback; an unknown metric beside known ones a silent column
+    of dashes."""
+    record(tmp_path / "run", {"method": "lnl", "color_var": 0.02, "seed": 0}, test_acc=0.5)
+    with pytest.raises(SystemExit) as exc:
+        results.main(["table", str(tmp_path), "--metrics", "test_acc", metric])
+    assert metric in str(exc.value) and "test_acc" in str(exc.value)
