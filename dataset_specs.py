@@ -58,6 +58,8 @@ class DatasetSpec:
     bias_colours: Callable = None  # args -> RGB per bias class (confusion-matrix rows)
     variants: tuple = ()      # (key, label, test(config)): a setting of its flags the papers
     #                           name as a method of its own (the grayscale oracle)
+    names: dict = field(default_factory=dict)  # method -> its name on this benchmark's
+    #                           papers, where that is not the method's label (records.labels)
 
     @property
     def eval_batch(self):
@@ -160,6 +162,7 @@ register_dataset(DatasetSpec(
         c.get("dataset_name") == "LfFColoredMNIST" and c.get("method") == m
         and bool(c.get("init_checkpoint")))) for m, name in (("lnl", "LNL"),
                                                               ("blindeye", "BlindEye"))),
+    names={"baseline": "Vanilla"},  # the LfF paper's name for the plain model
     describe=lambda args: f"{args.lff_conflict_ratio:.1%} conflicting",
     bias_colours=lambda args: LFF_PALETTE,
     options=(

@@ -21,6 +21,25 @@ ROOT = os.path.dirname(os.path.abspath(__file__))
 RECORD_VERSION = 2  # 1: name, method, dataset, epochs, metrics; 2: + config, provenance
 
 
+def labels(dataset=None):
+    """{key: name in tables and figures}, in table order, from the registries: each method's
+    label, the variants its flags make (IRM's ERM), the datasets' variants (the grayscale
+    oracle, LNL's stage 2 on LfF's benchmark) after the baseline, and where `dataset` is given,
+    that benchmark's own names (LfF's "Vanilla" for the baseline)."""
+    from dataset_specs import DATASETS  # here: both import the data code, which needs this
+    from methods import METHODS         # module's neighbours loaded first
+    out = {}
+    for name, cls in METHODS.items():
+        out[name] = cls.label or name
+        out.update({key: label for key, label, _ in cls.variants})
+        if name == "baseline":  # the data variants (the grayscale oracle) are baselines
+            out.update({key: label for spec in DATASETS.values()
+                        for key, label, _ in spec.variants})
+    if dataset:
+        out.update(DATASETS[dataset].names)
+    return out
+
+
 def git_state(root=ROOT):
     """{'commit', 'dirty'} of the checkout; None for both outside a git checkout. Dirty counts
     modified tracked files and untracked ones, except ignored ones (outputs/) and results/:

@@ -56,8 +56,7 @@ MORE_TO_DO = 3
 RECENT_EPOCHS = 10  # status's pace: the newest pieces covering this many epochs
 KEPT_PIECES = 20  # pieces pace.json lists per device kind (its totals keep every piece)
 PAPER_CSV = os.path.join(ROOT, "results", "paper_numbers.csv")
-TABLE_ROWS = (("baseline", "Baseline"), ("lnl", "LNL"), ("blindeye", "BlindEye"),
-              ("gray", "Gray"), ("lff", "LfF"), ("groupdro", "GroupDRO"), ("jtt", "JTT"))
+TABLE_ROWS = ("baseline", "lnl", "blindeye", "gray", "lff", "groupdro", "jtt")
 TABLE_MARKS = ("<!-- long_runs.py table -->", "<!-- end of long_runs.py table -->")
 from plans import (AFTER_LNL, COMPARE_METHODS, COMPARE_RATIOS, CRITERION,  # noqa: E402
                    HEADLINE_SIGMAS,
@@ -747,6 +746,13 @@ def lost_start(life, run):
             and not life.has_checkpoint(after, "keep"))
 
 
+def labelled(keys, dataset):
+    """(key, its name on the benchmark) for a table's rows (records.labels: the registries)."""
+    import records  # here: the other commands need no torch
+    names = records.labels(dataset)
+    return [(key, names[key]) for key in keys]
+
+
 def headline_table(life):
     """The README's headline table in Markdown: ours beside the paper's per method and per
     sigma^2 of the plan that has begun (in the order of HEADLINE_SIGMAS), built from the
@@ -762,7 +768,7 @@ def headline_table(life):
              if any(c != "not started" for (_, sigma), c in cells.items() if sigma == s)]
     paper = paper_numbers()
     lines = ["| σ² | " + " | ".join(begun) + " |", "|---|" + "---|" * len(begun)]
-    for method, name in TABLE_ROWS:
+    for method, name in labelled(TABLE_ROWS, "ColoredMNIST"):
         if not any((method, s) in runs for s in begun) or (
                 method in AFTER_LNL and all(cells.get((method, s), "—") in ("—", "not started")
                                             for s in begun)):
@@ -774,9 +780,8 @@ def headline_table(life):
     return "\n".join(lines)
 
 
-LFF_ROWS = (("baseline", "Vanilla"), ("lff", "LfF"), ("groupdro", "GroupDRO"), ("jtt", "JTT"),
-            ("lnl", "LNL"), ("blindeye", "BlindEye"), ("lnl_stage2", "LNL, stage 2 from vanilla"),
-            ("blindeye_stage2", "BlindEye, stage 2 from vanilla"))
+LFF_ROWS = ("baseline", "lff", "groupdro", "jtt", "lnl", "blindeye", "lnl_stage2",
+            "blindeye_stage2")
 LFF_MARKS = ("<!-- long_runs.py table --plan lff -->",
              "<!-- end of long_runs.py table --plan lff -->")
 
@@ -786,7 +791,7 @@ def lff_table(life):
     final-epoch test accuracy (mean ± std over the seeds in the ledger, with n), or the epochs
     the resume points hold. No published number beside it: the LfF paper's table was not read
     here (docs/references.md §4a)."""
-    return "\n".join(share_table(life, LFF_ROWS, cell)[0])
+    return "\n".join(share_table(life, labelled(LFF_ROWS, "LfFColoredMNIST"), cell)[0])
 
 
 def share_table(life, rows, cell_of):
@@ -806,8 +811,7 @@ def share_table(life, rows, cell_of):
     return lines, runs
 
 
-COMPARE_ROWS = (("baseline", "Vanilla"), ("lff", "LfF"), ("groupdro", "GroupDRO"),
-                ("jtt", "JTT"), ("lnl", "LNL"), ("blindeye", "BlindEye"), ("dfa", "DFA"))
+COMPARE_ROWS = ("baseline", "lff", "groupdro", "jtt", "lnl", "blindeye", "dfa")
 COMPARE_MARKS = ("<!-- long_runs.py table --plan compare -->",
                  "<!-- end of long_runs.py table --plan compare -->")
 
@@ -891,7 +895,8 @@ def full_compare_table(life):
                 crit = f"{best['value']:.3f} [{best['ci95'][0]:.3f}, {best['ci95'][1]:.3f}]"
             choice = ", ".join(f"{k} {v:g}" for k, v in selection["choice"].items())
             choice += "" if selection.get("separable") else " (too noisy to choose)"
-        lines.append(f"| {dict(COMPARE_ROWS)[method]} | {float(ratio):.1%} | "
+        lines.append(f"| {dict(labelled(COMPARE_ROWS, 'LfFColoredMNIST'))[method]} | "
+                     f"{float(ratio):.1%} | "
                      f"{cell(life, pooled)} | {spread(oracle) if oracle else '—'} | {crit} | "
                      f"{choice} |")
     return "\n".join(lines)
@@ -901,11 +906,12 @@ def compare_table(life):
     """The README's comparison table: per method and share of conflicting images, the final
     epoch at the hyperparameters chosen on validation (plans.CRITERION), mean ± std over
     seeds with n, the choice in brackets; then the later methods on LNL's Colored MNIST."""
-    lines, runs = share_table(life, COMPARE_ROWS, compare_cell)
-    other = [(m, runs[m, "0.020"]) for m, _ in COMPARE_ROWS if (m, "0.020") in runs]
+    rows = labelled(COMPARE_ROWS, "LfFColoredMNIST")
+    lines, runs = share_table(life, rows, compare_cell)
+    other = [(m, runs[m, "0.020"]) for m, _ in rows if (m, "0.020") in runs]
     if other:
         lines += ["", "| LNL's Colored MNIST, σ² 0.020 | " + " | ".join(
-            dict(COMPARE_ROWS)[m] for m, _ in other) + " |", "|---|" + "---|" * len(other),
+            dict(labelled(COMPARE_ROWS, "ColoredMNIST"))[m] for m, _ in other) + " |", "|---|" + "---|" * len(other),
             "| final epoch | " + " | ".join(cell(life, rs) for _, rs in other) + " |"]
     return "\n".join(lines)
 

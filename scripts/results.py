@@ -41,21 +41,14 @@ DDOF = 1  # sample standard deviation
 sys.path.insert(0, ROOT)
 from dataset_specs import DATASETS  # noqa: E402  (the registries name methods and datasets)
 from methods import METHODS  # noqa: E402
+import records  # noqa: E402
 from errors import UserError  # noqa: E402
 from ledger import add_record  # noqa: E402
 from safe_files import (number, read_jsonl, read_run, record_problem,  # noqa: E402
                         valid_record, whole, write_text, write_with)
 from safe_files import read_json as safe_read_json  # noqa: E402
 
-# display names in table order, from the registries: each method, then the variants its flags
-# (or, for the baseline, the dataset's flags) make
-LABELS = {}
-for name, cls in METHODS.items():
-    LABELS[name] = cls.label or name
-    LABELS.update({key: label for key, label, _ in cls.variants})
-    if name == "baseline":  # the data variants (the grayscale oracle) are baselines
-        LABELS.update({key: label for spec in DATASETS.values() for key, label, _
-                       in spec.variants})
+LABELS = records.labels()  # display names in table order, from the registries
 # the presets of `methods`: dataset -> (section title, metrics, pivot column)
 SECTIONS = {name: (spec.title or name, list(spec.report), spec.pivot)
             for name, spec in DATASETS.items()}

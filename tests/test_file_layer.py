@@ -21,6 +21,7 @@ from errors import DiskFull
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "scripts"))
+sys.path.insert(0, os.path.join(ROOT, "short_lived"))
 import gpu_lease  # noqa: E402
 import long_runs  # noqa: E402
 import plans  # noqa: E402

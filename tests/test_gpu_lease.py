@@ -1,4 +1,4 @@
-"""scripts/gpu_lease.py, the GPU lease's steps, rehearsed on the CPU: the long step continues
+"""short_lived/gpu_lease.py, the GPU lease's steps, rehearsed on the CPU: the long step continues
 the long runs from resume points and brings them back; collect brings home only what is
 further along, refuses a fetched folder holding anything a resume point does not, and keeps
 rehearsal records out of the committed folders."""
@@ -15,6 +15,7 @@ import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "scripts"))
+sys.path.insert(0, os.path.join(ROOT, "short_lived"))
 import gpu_lease  # noqa: E402
 import long_runs  # noqa: E402
 import plans  # noqa: E402

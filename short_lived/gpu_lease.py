@@ -50,7 +50,7 @@ import types
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.append(ROOT)  # colored_mnist's MNIST file names (imported where used: it loads torch)
-sys.path.append(os.path.dirname(os.path.abspath(__file__)))  # long_runs, beside this file
+sys.path.append(os.path.join(ROOT, "scripts"))  # long_runs and plans: the plan it continues
 import ledger  # noqa: E402
 from errors import UserError  # noqa: E402
 from safe_files import (append_text, read_bytes, read_json, read_jsonl, read_run,  # noqa: E402
@@ -129,7 +129,7 @@ def mnist_env(opts):
     from colored_mnist import MNIST_FILES, find_idx
     src = os.path.join(opts.lease_dir, "mnist")
     if not all(find_idx(src, f) for f in MNIST_FILES.values()):
-        raise SystemExit(f"MNIST is not in {src}; run `python scripts/gpu_lease.py stage` on "
+        raise SystemExit(f"MNIST is not in {src}; run `python short_lived/gpu_lease.py stage` on "
                          "the development machine and name .lease in the call's carry")
     return {"MNIST_FROM": src, "MNIST_DIR": src, "DATA_ROOT": opts.data_root,
             "PYTHON": PY, "PYTHONUNBUFFERED": "1"}
@@ -693,8 +693,8 @@ def collect_long(opts, src):
     it is further along, its checkpoint loads (weights only) and holds the epoch its metrics
     say (and our long runs are not running); what it replaces is kept aside. A record the
     ledger lacks is added; anything else is kept as it is, with one line."""
-    import long_runs  # scripts/long_runs.py, beside this file: the runs' folders and checks
-    import plans  # the plans, beside it
+    import long_runs  # scripts/long_runs.py: the runs' folders and checks
+    import plans  # scripts/plans.py
     plan = {r["name"]: r for r in plans.headline_plan(opts.epochs, tiny=opts.tiny)}
     life = long_runs.Lifecycle(list(plan.values()), opts)
     top = os.path.join(src, "in_progress")
