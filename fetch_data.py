@@ -57,6 +57,11 @@ def import_mnist(src, data_root_base):
     print(f"MNIST imported from {src} into {dest} (checksums verified)")
 
 
+def have_mnist(data_root_base):
+    """Whether the four MNIST idx files (gzip or raw) are in data_root_base/MNIST/raw."""
+    return all(find_idx(mnist_raw_dir(data_root_base), stem) for stem in MNIST_FILES.values())
+
+
 def download_mnist(data_root_base):
     """torchvision's downloader, which lays files out as <root>/MNIST/raw."""
     from torchvision.datasets import MNIST
@@ -374,6 +379,9 @@ def main(argv=None):
     p.add_argument("--data_root_base", default="./data")
     p.add_argument("--from", dest="src", default=None,
                    help="mnist: import the idx files from this folder instead of downloading")
+    p.add_argument("--if_missing", action="store_true",
+                   help="mnist: do nothing when the four idx files are already there (what "
+                        "the run scripts and the long-run driver call before training)")
     p.add_argument("--zip_from", default=None,
                    help="dogs_cats: Kaggle's zip (or its train.zip) downloaded by hand")
     p.add_argument("--lists_from", default=None,
@@ -395,6 +403,8 @@ def main(argv=None):
         elif args.dataset == "imdb_face":
             fetch_imdb_face(args)
         elif args.dataset == "mnist":
+            if args.if_missing and have_mnist(args.data_root_base):
+                return
             if args.src:
                 import_mnist(args.src, args.data_root_base)
             else:

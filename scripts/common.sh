@@ -8,12 +8,7 @@ DEVICE=${DEVICE:-auto}
 DATA_ROOT=${DATA_ROOT:-./data}
 OUTPUT_DIR=${OUTPUT_DIR:-./outputs}
 
-ensure_mnist() {
-  if ! ls "$DATA_ROOT"/MNIST/raw/t10k-labels-idx1-ubyte* >/dev/null 2>&1; then
-    if [ -n "${MNIST_FROM:-}" ]; then
-      "$PYTHON" fetch_data.py mnist --from "$MNIST_FROM" --data_root_base "$DATA_ROOT"
-    else
-      "$PYTHON" fetch_data.py mnist --data_root_base "$DATA_ROOT"
-    fi
-  fi
+ensure_mnist() {  # fetch_data.py's own check: nothing happens when MNIST is there
+  "$PYTHON" fetch_data.py mnist --if_missing ${MNIST_FROM:+--from "$MNIST_FROM"} \
+    --data_root_base "$DATA_ROOT"
 }

@@ -1107,14 +1107,11 @@ def parse_args(argv=None):
 
 
 def ensure_mnist(opts):
-    raw = os.path.join(opts.data_root, "MNIST", "raw")
-    if any(n.startswith("t10k-labels-idx1-ubyte") for n in
-           (os.listdir(raw) if os.path.isdir(raw) else [])):
-        return
-    cmd = [sys.executable, os.path.join(ROOT, "fetch_data.py"), "mnist",
-           "--data_root_base", opts.data_root]
-    if opts.mnist_from:
-        cmd += ["--from", opts.mnist_from]
+    """MNIST in --data_root (fetch_data.py mnist --if_missing: imported --mnist_from, else
+    downloaded)."""
+    cmd = [sys.executable, os.path.join(ROOT, "fetch_data.py"), "mnist", "--if_missing",
+           "--data_root_base", opts.data_root] + (["--from", opts.mnist_from]
+                                                   if opts.mnist_from else [])
     if subprocess.call(cmd) != 0:
         raise SystemExit("MNIST is needed first: see the line above")
 

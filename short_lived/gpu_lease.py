@@ -143,11 +143,10 @@ def device_line():
 
 
 def ensure_mnist(out, env, opts):
-    if not glob.glob(os.path.join(opts.data_root, "MNIST", "raw", "t10k-labels-idx1-ubyte*")):
-        code, _ = run(out, [PY, "fetch_data.py", "mnist", "--from", env["MNIST_FROM"],
-                            "--data_root_base", opts.data_root], "prove_runs.log", 300, env)
-        if code:
-            raise SystemExit(f"importing MNIST failed (exit {code}); see {out}/prove_runs.log")
+    code, _ = run(out, [PY, "fetch_data.py", "mnist", "--if_missing", "--from", env["MNIST_FROM"],
+                        "--data_root_base", opts.data_root], "prove_runs.log", 300, env)
+    if code:
+        raise SystemExit(f"importing MNIST failed (exit {code}); see {out}/prove_runs.log")
 
 
 # --------------------------------------------------------------------------- prove

@@ -271,6 +271,17 @@ def test_two_imports_at_once_both_succeed(tmp_path, mnist_root, monkeypatch):
     assert cm.load_mnist(dest)["train_labels"].shape == (60000,)
 
 
+def test_if_missing_imports_once_and_then_does_nothing(tmp_path, mnist_root, monkeypatch):
+    """The one "is MNIST there, else fetch it" (the run scripts, the long-run driver and the
+    lease all call fetch_data.py mnist --if_missing)."""
+    src = os.path.join(mnist_root, "MNIST", "raw")
+    argv = ["mnist", "--if_missing", "--from", src, "--data_root_base", str(tmp_path / "d")]
+    fetch_data.main(argv)
+    assert fetch_data.have_mnist(str(tmp_path / "d"))
+    monkeypatch.setattr(fetch_data, "import_mnist", lambda *a: pytest.fail("imported again"))
+    fetch_data.main(argv)
+
+
 # ----------------------------------------------------------------------------- IRM Colored MNIST
 def test_irm_environments_have_the_published_agreement_rates(mnist_root):
     envs, test = cm.build_irm_cmnist(cm.load_mnist(mnist_root), data_seed=0)
