@@ -67,12 +67,31 @@ def shard(commands, index, count):
     return [c for c in commands if root(c) in mine]
 
 
+def start_main(argv, env=None, out=None, low=False):
+    """main.py with argv in the checkout, as every program here starts it: stdin closed, its
+    environment ours plus env, its output appended to the open file out (else ours); low: in
+    its own session at nice 19 and autogroup nice 19 (it yields the CPU to other work)."""
+    return subprocess.Popen([sys.executable, MAIN, *argv], cwd=ROOT,
+                            env={**os.environ, **(env or {})}, stdin=subprocess.DEVNULL,
+                            stdout=out, stderr=subprocess.STDOUT if out else None,
+                            preexec_fn=low_priority if low else None)
+
+
+def low_priority():
+    """Child process: its own session (so its own autogroup), nice 19, autogroup nice 19."""
+    os.setsid()
+    os.nice(19)
+    try:
+        with open("/proc/self/autogroup", "w") as fh:
+            fh.write("19")
+    except OSError:  # no autogroup scheduler here (another OS, a container without /proc)
+        pass
+
+
 def _popen(command, lane_env):
     """main.py with the command's arguments; its environment: ours, the lane's, then the
     command's own (the more specific wins)."""
-    return subprocess.Popen([sys.executable, MAIN, *command.argv], cwd=ROOT,
-                            env={**os.environ, **lane_env, **command.env},
-                            stdin=subprocess.DEVNULL)
+    return start_main(command.argv, {**lane_env, **command.env})
 
 
 def _lanes(commands, lane_env):

@@ -45,6 +45,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 from errors import UserError  # noqa: E402
+from launchers import start_main  # noqa: E402
 from ledger import add_record  # noqa: E402
 from options import sigma2  # noqa: E402
 from safe_files import (append_text, make_folder, number, read_bytes, read_json,  # noqa: E402
@@ -346,17 +347,6 @@ def log(text):
             print(f"[long_runs] no longer writing its log file: {err}", flush=True)
 
 
-def low_priority():
-    """Child process: its own session (so its own autogroup), nice 19, autogroup nice 19."""
-    os.setsid()
-    os.nice(19)
-    try:
-        with open("/proc/self/autogroup", "w") as fh:
-            fh.write("19")
-    except OSError:  # no autogroup scheduler here (another OS, a container without /proc)
-        pass
-
-
 class Lane:
     """One main.py process at a time, with its share of the cores, training one run of the plan
     or (--per_process K) up to K together: main.py --runs_from, the sweep engine, which trains
@@ -388,14 +378,11 @@ def start(life, lane, runs):
         listing = os.path.join(opts.work, f".lane{lane.index}.json")
         write_json(listing, [run_argv(life, r) for r in runs], opts.work, indent=1)
         args, out_name = ["--runs_from", listing], f".lane{lane.index}.out"
-    env = {**os.environ, "OMP_NUM_THREADS": str(lane.threads)}
     out_path = os.path.join(opts.work, out_name)
     append_text(out_path, "", opts.work)  # made or checked by the file layer: never a link
     with open(out_path, "a") as out:
-        lane.proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "main.py"), *args],
-                                     cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL,
-                                     preexec_fn=low_priority if opts.low_priority else None)
+        lane.proc = start_main(args, {"OMP_NUM_THREADS": str(lane.threads)}, out,
+                               opts.low_priority)
     lane.runs, lane.started = list(runs), time.time()
     lane.at_start = {r["name"]: life.done(r, "work") for r in runs}
     together = f", {len(runs)} runs in one process" if len(runs) > 1 else ""
@@ -431,11 +418,8 @@ def start_probe(life, lane, run):
     out_path = os.path.join(opts.work, f".{run['name']}.probe.out")
     append_text(out_path, "", opts.work)
     with open(out_path, "a") as out:
-        lane.proc = subprocess.Popen(
-            [sys.executable, os.path.join(ROOT, "main.py"), *args], cwd=ROOT,
-            env={**os.environ, "OMP_NUM_THREADS": str(lane.threads)}, stdout=out,
-            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            preexec_fn=low_priority if opts.low_priority else None)
+        lane.proc = start_main(args, {"OMP_NUM_THREADS": str(lane.threads)}, out,
+                               opts.low_priority)
     lane.runs, lane.probing, lane.started = [], run, time.time()
     log(f"{run['name']}: finished; its frozen-f probe runs (output {out_path})")
 

@@ -13,6 +13,7 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "scripts"))
+import launchers  # noqa: E402
 import long_runs  # noqa: E402
 import plans  # noqa: E402
 
@@ -177,7 +178,7 @@ def test_low_priority_sets_nice_and_autogroup_nice():
     """nice alone does not yield the CPU across sessions: the autogroup's nice must be 19."""
     code = ("print(open('/proc/self/autogroup').read().split()[-1], __import__('os').nice(0))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         preexec_fn=long_runs.low_priority).stdout.split()
+                         preexec_fn=launchers.low_priority).stdout.split()
     assert out == ["19", "19"], out
 
 
