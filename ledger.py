@@ -7,6 +7,7 @@ only (a link's target never travels into a commit) and never overwrites what the
 but for a log the run has since extended. The checkout's own path becomes CHECKOUT, so a
 record says where under the checkout a run wrote, not on which machine.
 """
+import csv
 import os
 import re
 
@@ -21,6 +22,7 @@ LEDGER_FILES = ("results.json", "metrics.jsonl", "args.json", "probe.json", "pac
 APPENDED = ("run.log",)  # a record's file that grows after the run ends (its probe's lines)
 ROOT = os.path.dirname(os.path.abspath(__file__))
 CHECKOUT = "<checkout>"
+PAPER_CSV = os.path.join(ROOT, "results", "paper_numbers.csv")  # published numbers, beside us
 
 
 def portable(data, root=ROOT):
@@ -56,3 +58,11 @@ def add_record(src, dest, src_root, dest_root):
         write_bytes(target, ours, dest_root)
         added.append(name)
     return added, same, differ
+
+
+def paper_numbers(path=PAPER_CSV):
+    """The published numbers the tables set beside ours: rows of dataset, variant, color_var
+    (text, as the papers print it; '' where none), metric, value (a float) and source."""
+    with open(path, newline="") as fh:
+        return [{**row, "color_var": row["color_var"] or "", "value": float(row["value"])}
+                for row in csv.DictReader(fh)]

@@ -32,7 +32,6 @@ refused there in one line and nothing is overwritten.
 alone does not yield the CPU to the user's other work once a job has its own session.
 """
 import argparse
-import csv
 import fcntl
 import os
 import re
@@ -46,6 +45,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 from errors import UserError  # noqa: E402
 from launchers import start_main  # noqa: E402
+import ledger  # noqa: E402
 from ledger import add_record  # noqa: E402
 from options import sigma2  # noqa: E402
 from safe_files import (append_text, make_folder, number, read_bytes, read_json,  # noqa: E402
@@ -56,7 +56,6 @@ RESUME_POINT = ("args.json", "metrics.jsonl", "run.log", "pace.json", "results.j
 MORE_TO_DO = 3
 RECENT_EPOCHS = 10  # status's pace: the newest pieces covering this many epochs
 KEPT_PIECES = 20  # pieces pace.json lists per device kind (its totals keep every piece)
-PAPER_CSV = os.path.join(ROOT, "results", "paper_numbers.csv")
 TABLE_ROWS = ("baseline", "lnl", "blindeye", "gray", "lff", "groupdro", "jtt")
 TABLE_MARKS = ("<!-- long_runs.py table -->", "<!-- end of long_runs.py table -->")
 from plans import (AFTER_LNL, COMPARE_METHODS, COMPARE_RATIOS, CRITERION,  # noqa: E402
@@ -658,12 +657,11 @@ def status(life):
 
 
 # --------------------------------------------------------------------------- the table
-def paper_numbers(path=PAPER_CSV):
+def paper_numbers():
     """{(method, sigma^2): published test accuracy} on Colored MNIST (Kim et al., CVPR 2019,
-    Fig. 4's table; results/paper_numbers.csv)."""
-    with open(path, newline="") as fh:
-        return {(r["variant"], r["color_var"]): float(r["value"]) for r in csv.DictReader(fh)
-                if r["dataset"] == "ColoredMNIST" and r["metric"] == "test_acc"}
+    Fig. 4's table; ledger.paper_numbers)."""
+    return {(r["variant"], r["color_var"]): r["value"] for r in ledger.paper_numbers()
+            if r["dataset"] == "ColoredMNIST" and r["metric"] == "test_acc"}
 
 
 def final_accuracy(life, run):

@@ -36,13 +36,13 @@ import time
 import pandas as pd
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PAPER_CSV = os.path.join(ROOT, "results", "paper_numbers.csv")
 DDOF = 1  # sample standard deviation
 sys.path.insert(0, ROOT)
 from dataset_specs import DATASETS  # noqa: E402  (the registries name methods and datasets)
 from methods import METHODS  # noqa: E402
 import records  # noqa: E402
 from errors import UserError  # noqa: E402
+import ledger  # noqa: E402
 from ledger import add_record  # noqa: E402
 from safe_files import (number, read_jsonl, read_run, record_problem,  # noqa: E402
                         valid_record, whole, write_text, write_with)
@@ -256,8 +256,9 @@ def short_list(text, limit=300):
     return text if len(text) <= limit else text[:limit] + ", ..."
 
 
-def load_paper(path=PAPER_CSV):
-    return pd.read_csv(path, dtype={"color_var": str}).fillna({"color_var": ""})
+def load_paper():
+    """The published numbers (ledger.paper_numbers) as a frame."""
+    return pd.DataFrame(ledger.paper_numbers())
 
 
 def paper_value(paper, frame, group, metric):
