@@ -34,17 +34,19 @@ run_cmnist: setup
 	PYTHON=$(PY) DATA_ROOT=$(DATA_ROOT) bash scripts/run_cmnist.sh $(SIGMA2)
 
 # The headline runs (baseline + LNL at 100 + 100 epochs, sigma^2 0.020 then 0.050, ...) within
-# BUDGET, at low priority; resume points in results/in_progress/, finished records in
-# results/cmnist/ (commit both). Run again to continue, here or on a fresh clone. PLAN=lff:
-# LfF's benchmark (resume points in results/in_progress/lff/, records in results/lff_cmnist/);
-# PLAN=compare: every method as its authors run it, chosen on validation (results/compare/).
+# BUDGET, at low priority; finished records in results/cmnist/. PLAN=lff: LfF's benchmark
+# (results/lff_cmnist/); PLAN=compare: every method as its authors run it, chosen on
+# validation (results/compare/). KEEP=auto (the default here) carries unfinished runs' resume
+# points in results/in_progress/ through git (short_lived/keep.py; commit them with the
+# records) so a fresh clone continues them; KEEP= leaves them in outputs/ on this machine.
 BUDGET ?= 1h
 PLAN ?= headline
+KEEP ?= auto
 long_runs: setup
-	$(PY) scripts/long_runs.py run --plan $(PLAN) --budget $(BUDGET) --low_priority $(if $(MNIST_FROM),--mnist_from $(MNIST_FROM))
+	$(PY) scripts/long_runs.py run --plan $(PLAN) --budget $(BUDGET) --low_priority $(if $(KEEP),--keep $(KEEP)) $(if $(MNIST_FROM),--mnist_from $(MNIST_FROM))
 
 long_runs_status: setup
-	$(PY) scripts/long_runs.py status --plan $(PLAN)
+	$(PY) scripts/long_runs.py status --plan $(PLAN) $(if $(KEEP),--keep $(KEEP))
 
 # the Colored-MNIST sweep -> outputs/cmnist_table/{results.csv,results.md,accuracy_vs_var.png}
 table_cmnist: setup

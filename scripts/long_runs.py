@@ -1,31 +1,26 @@
-"""Long runs on short-lived machines: a plan of runs trained within a time budget, carried
-across machines through resume points kept in the repository.
+"""Long runs: a plan of runs trained within a time budget, in pieces that resume bit-exactly.
 
     python scripts/long_runs.py run --budget 2h --low_priority   # train until the budget
     python scripts/long_runs.py status                           # where every run stands
-    python scripts/long_runs.py save                             # keep the resume points now
     python scripts/long_runs.py table --readme README.md         # the README's headline table
 
 A plan is a list of main.py runs, some starting from another's last checkpoint (the
 Colored-MNIST recipe's stage 2 starts from its baseline). `run`:
-1. restores every run that has a resume point in --keep (default results/in_progress/) and no
-   folder in --work (default outputs/long/): a fresh clone continues where another machine
-   stopped;
-2. trains the runs whose start is ready, --lanes at a time, each lane with its share of the
-   cores (two one-thread runs do more per hour on 2 cores than one two-thread run);
-3. at the budget sends every run SIGTERM: each finishes its step and saves a checkpoint
-   (main.py's own stop), then its resume point is copied into --keep;
-4. a finished run's small record (results.json, metrics.jsonl, args.json) goes into the
-   --ledger (default results/cmnist/), and its resume point is removed once no unfinished run
-   of the plan starts from it.
+1. trains the runs whose start is ready, --lanes at a time, each lane with its share of the
+   cores (two one-thread runs do more per hour on 2 cores than one two-thread run), each in
+   its folder in --work (default outputs/long/), continued there by main.py --resume_if_any;
+2. at the budget sends every run SIGTERM: each finishes its step and saves a checkpoint
+   (main.py's own stop);
+3. a finished run's small record (ledger.py: results.json, metrics.jsonl, args.json, ...)
+   goes into the --ledger (default results/cmnist/), committed.
 Exit codes: 0 every run of the plan finished; 3 the budget ran out first (run again to
 continue); 1 a run failed (its log says why); 2 bad arguments.
 
-A resume point is what resuming needs and nothing else: checkpoints/last.pth, args.json,
-metrics.jsonl, run.log and pace.json (seconds and epochs this driver measured per run, for
-`status`'s estimate); never data or kept epoch checkpoints. main.py checks the checkpoint
-against args.json when it resumes, so a resume point that does not match its record is
-refused there in one line and nothing is overwritten.
+On a machine that keeps nothing, --keep DIR (--keep auto: results/in_progress/...) carries the
+runs through git: the short_lived plug-in (short_lived/keep.py) restores each resume point from
+DIR before training, saves it there at the stop (`save` does it at once) and removes it once no
+unfinished run starts from it. main.py checks a checkpoint against args.json when it resumes,
+so a resume point that does not match its record is refused there in one line.
 
 --low_priority: each run in its own process session with nice 19 *and* its autogroup set to
 19. Linux's autogroup scheduler shares the CPU between sessions whatever their nice, so nice
@@ -35,7 +30,6 @@ import argparse
 import fcntl
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -48,11 +42,8 @@ from launchers import start_main  # noqa: E402
 import ledger  # noqa: E402
 from ledger import add_record  # noqa: E402
 from options import sigma2  # noqa: E402
-from safe_files import (append_text, make_folder, number, read_bytes, read_json,  # noqa: E402
-                        read_run, read_text, whole, write_bytes, write_json, write_text)
-# what resuming needs (results.json only once finished: a baseline kept for its stage 2)
-RESUME_POINT = ("args.json", "metrics.jsonl", "run.log", "pace.json", "results.json",
-                os.path.join("checkpoints", "last.pth"))
+from safe_files import (append_text, make_folder, number, read_json, read_run,  # noqa: E402
+                        read_text, whole, write_json, write_text)
 MORE_TO_DO = 3
 RECENT_EPOCHS = 10  # status's pace: the newest pieces covering this many epochs
 KEPT_PIECES = 20  # pieces pace.json lists per device kind (its totals keep every piece)
@@ -127,31 +118,13 @@ def planned_epochs(run):
     return run["epochs"]
 
 
-def copy_files(names, src, dst, src_root, dst_root):
-    """Copy the named files that src holds into dst, each a plain file (a link is refused in
-    one line: its target would travel into a commit), each written atomically. Returns the
-    names copied."""
-    copied = []
-    for name in names:
-        source = os.path.join(src, name)
-        try:
-            data = read_bytes(source, src_root)
-        except FileNotFoundError:
-            continue
-        except UserError as err:
-            raise SystemExit(f"{err} (nothing more was copied from {src})")
-        write_bytes(os.path.join(dst, name), data, dst_root)
-        copied.append(name)
-    return copied
-
-
-def copy_resume_point(src, dst, src_root, dst_root):
-    """A run's RESUME_POINT files from src to dst: plain files only, written atomically."""
-    return copy_files(RESUME_POINT, src, dst, src_root, dst_root)
-
-
 class Lifecycle:
-    """The plan's runs between --work (live folders), --keep (resume points) and --ledger."""
+    """The plan's runs between --work (their live folders) and --ledger (finished records).
+    With --keep, lifecycle() adds the resume points carried through git (short_lived/keep.py:
+    restore, save, drop); here those steps do nothing and a run resumes from its work folder."""
+
+    places = ("work", "ledger")  # where a run's folder may be, in the order read
+    kept_in = "work"  # what the tables show of an unfinished run: its work folder
 
     def __init__(self, plan, opts, whole=None):
         """whole: the plan before --sigmas, --seeds, --variants ... narrowed it (plan_of with
@@ -162,9 +135,6 @@ class Lifecycle:
 
     def work(self, run):
         return os.path.join(self.opts.work, run["name"])
-
-    def keep(self, run):
-        return os.path.join(self.opts.keep, run["name"])
 
     def ledger(self, run):
         return os.path.join(self.opts.ledger, run["name"])
@@ -188,28 +158,22 @@ class Lifecycle:
         return "not started"
 
     def restore(self):
-        """Resume points in --keep become run folders in --work where these have none. A
-        resume point whose record is another run, or a work folder behind its resume point, is
-        not touched: one line says what to do. (main.py then checks the checkpoint against
-        the same flags when it resumes.)"""
-        for run in self.plan:
-            keep, work = self.keep(run), self.work(run)
-            if not os.path.lexists(os.path.join(keep, "args.json")):
-                continue
-            check_record(run, keep, self.opts.keep)
-            if not os.path.lexists(work):
-                copy_resume_point(keep, work, self.opts.keep, self.opts.work)
-                log(f"restored {run['name']} from {keep} (epoch {self.done(run, 'work')})")
-            elif self.done(run, "work") < self.done(run, "keep"):
-                raise SystemExit(
-                    f"{work} is at epoch {self.done(run, 'work')} but its resume point {keep} "
-                    f"is at epoch {self.done(run, 'keep')}; move {work} aside to continue from "
-                    "the resume point (nothing was changed)")
+        """Nothing to restore: a run's checkpoint stays in its work folder."""
 
     def save(self, run):
-        """Copy a run's resume point into --keep (its last checkpoint, records and pace)."""
-        if self.has_checkpoint(run, "work"):
-            copy_resume_point(self.work(run), self.keep(run), self.opts.work, self.opts.keep)
+        """Nothing to save: the work folder is the run's resume point."""
+
+    def drop(self, run):
+        """Nothing to remove."""
+
+    def saved(self, run):
+        return False
+
+    def note(self, text):
+        log(text)
+
+    def check(self, run, folder, root):
+        check_record(run, folder, root)
 
     def needed_later(self, run):
         """Whether an unfinished run of the whole plan (not only the narrowed one this driver
@@ -230,18 +194,6 @@ class Lifecycle:
                     self.drop(run)
             elif state in ("stopped", "running"):  # running: its last end-of-epoch checkpoint
                 self.save(run)
-
-    def drop(self, run):
-        """A finished run's resume point, once no unfinished run starts from it, is removed
-        (a link there is refused, never followed)."""
-        keep = self.keep(run)
-        if not os.path.lexists(keep) or self.needed_later(run):
-            return
-        if os.path.islink(keep) or not os.path.isdir(keep):
-            raise SystemExit(f"{keep} is a link or not a folder; this tool removes only the "
-                             "resume points it wrote: move it aside")
-        shutil.rmtree(keep)
-        log(f"{run['name']}: finished; its resume point {keep} removed")
 
     def to_ledger(self, run):
         """A finished run's record into the ledger (ledger.add_record: plain files, nothing
@@ -288,12 +240,21 @@ class Lifecycle:
         folder, or in its resume point (which `run` restores). A start run that finished before
         this run was planned may have lost it: then this run cannot start."""
         after = self.by_name[run["after"]]
-        return any(self.has_checkpoint(after, where) for where in ("work", "keep"))
+        return any(self.has_checkpoint(after, where) for where in self.places[:-1])
 
     def has_checkpoint(self, run, where):
         """Whether the run's folder in work or keep holds its last checkpoint."""
         return os.path.lexists(os.path.join(getattr(self, where)(run), "checkpoints",
                                             "last.pth"))
+
+
+def lifecycle(plan, opts, whole=None):
+    """The plan's Lifecycle; with --keep, the one that carries resume points through git (the
+    short_lived plug-in, imported only then)."""
+    if not getattr(opts, "keep", None):
+        return Lifecycle(plan, opts, whole)
+    from short_lived.keep import KeptRuns
+    return type("KeptLifecycle", (KeptRuns, Lifecycle), {})(plan, opts, whole)
 
 
 def hold_folders(opts):
@@ -303,7 +264,7 @@ def hold_folders(opts):
     the same runs and reporting each other's as failed."""
     held_files = []
     for folder in dict.fromkeys(os.path.realpath(f) for f in (opts.work, opts.keep,
-                                                              opts.ledger)):
+                                                              opts.ledger) if f):
         make_folder(folder, folder)
         fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
         try:
@@ -542,8 +503,9 @@ def run_plan(life, opts):
         log(f"failed: {', '.join(failed)}")
         return 1
     if left:
-        log(f"{len(left)} run(s) not finished; resume points in {opts.keep}. Run the same "
-            "command again (here or on a clone with them) to continue.")
+        log(f"{len(left)} run(s) not finished; resume points in {opts.keep or opts.work}. Run "
+            "the same command again " + ("(here or on a clone with them) " if opts.keep else "")
+            + "to continue.")
         return MORE_TO_DO
     log("every run of the plan finished")
     return 0
@@ -603,7 +565,7 @@ def seconds_per_epoch(life, run):
     kind = device_kind(life.opts.device)
 
     def pace(r):
-        for where in ("work", "keep", "ledger"):
+        for where in life.places:
             data = read_pace(os.path.join(getattr(life, where)(r), "pace.json"),
                              getattr(life.opts, where))
             mine = [recent(v) for k, v in data.items() if pace_kind(k) == kind]
@@ -633,11 +595,11 @@ def status(life):
     rows = [("run", "state", "epochs", "s/epoch", "time left")]
     for run in life.plan:
         state = life.state(run)
-        where = next((w for w in ("work", "keep", "ledger")
-                      if os.path.lexists(getattr(life, w)(run))), "work")
+        where = next((w for w in life.places if os.path.lexists(getattr(life, w)(run))),
+                     "work")
         if state == "not started" and life.view(run, "ledger").damaged:
             state = "damaged record in the ledger: move it aside to train the run again"
-        if state == "not started" and os.path.lexists(os.path.join(life.keep(run), "args.json")):
+        if state == "not started" and life.saved(run):
             state = "saved (restored by run)"
         waiting = life.waiting_for(run) if state == "not started" else []
         if waiting:
@@ -689,7 +651,7 @@ def cell(life, runs):
         return "—"
     done = [(r, final_accuracy(life, r)) for r in runs]
     values = [acc for _, acc in done if acc is not None]
-    going = [(r, life.done(r, "keep")) for r, acc in done if acc is None]
+    going = [(r, life.done(r, life.kept_in)) for r, acc in done if acc is None]
     lost = [r for r, e in going if not e and lost_start(life, r)]
     going = [(r, e) for r, e in going if e]
     parts = [spread(values)] if values else []
@@ -725,7 +687,7 @@ def lost_start(life, run):
     before this run was planned): it can never start from what the repository holds."""
     after = life.by_name.get(run["after"]) if run["after"] else None
     return (after is not None and final_accuracy(life, after) is not None
-            and not life.has_checkpoint(after, "keep"))
+            and not life.has_checkpoint(after, life.kept_in))
 
 
 def labelled(keys, dataset):
@@ -987,18 +949,6 @@ def whole_plan_of(opts):
 PLAN_FOLDERS = {"headline": ("long", "in_progress", "cmnist"),
                 "lff": ("long_lff", os.path.join("in_progress", "lff"), "lff_cmnist"),
                 "compare": ("long_compare", os.path.join("in_progress", "compare"), "compare")}
-MOVED_KEEPS = {"lff": "in_progress_lff"}  # a plan's keep before it moved (under results/)
-
-
-def nested_keeps(plan="headline"):
-    """Names of the folders in `plan`'s keep that are other plans' keeps (the LfF plan's
-    resume points in results/in_progress/lff): a copy of `plan`'s resume points leaves them
-    out."""
-    keep = PLAN_FOLDERS[plan][1] + os.sep
-    return {k[len(keep):].split(os.sep)[0] for _, k, _ in PLAN_FOLDERS.values()
-            if k.startswith(keep)}
-
-
 # the flags that shape one plan only (--seeds and --epochs shape every plan)
 PLAN_FLAGS = {"sigmas": ("headline",), "variants": ("headline",),
               "ratios": ("lff", "compare"), "methods": ("lff",),
@@ -1047,8 +997,10 @@ def parse_args(argv=None):
                    help="the live run folders (default outputs/long, outputs/long_lff with "
                         "--plan lff)")
     p.add_argument("--keep", default=None,
-                   help="resume points of unfinished runs (commit or sync this folder; "
-                        "default results/in_progress, results/in_progress/lff with --plan lff)")
+                   help="carry unfinished runs' resume points in this folder (commit or sync "
+                        "it: short_lived/keep.py); auto: results/in_progress/, its lff/ and "
+                        "compare/ subfolders for those plans; default: none, runs resume from "
+                        "--work")
     p.add_argument("--ledger", default=None,
                    help="finished runs' small records (committed; default results/cmnist, "
                         "results/lff_cmnist with --plan lff)")
@@ -1072,18 +1024,15 @@ def parse_args(argv=None):
             p.error(f"--{flag} applies to --plan {' or '.join(plans)} only; drop it with "
                     f"--plan {opts.plan}")
     opts.ratios = opts.ratios or list(COMPARE_RATIOS if opts.plan == "compare" else LFF_RATIOS)
-    work, keep, ledger = PLAN_FOLDERS[opts.plan]
-    old = os.path.join("results", MOVED_KEEPS[opts.plan]) if opts.plan in MOVED_KEEPS else None
-    if opts.keep is None and old and os.path.lexists(os.path.join(ROOT, old)):
-        p.error(f"{os.path.join(ROOT, old)} holds resume points from before they moved to "
-                f"results/{keep}: move them there (git mv {old} results/{keep}, or mv), or "
-                f"pass --keep {old}")
+    work, _, ledger = PLAN_FOLDERS[opts.plan]
+    if opts.keep:  # the short-lived machines' plug-in, imported only when asked for
+        from short_lived import keep
+        opts.keep = keep.resolve(opts, p.error, ROOT, PLAN_FOLDERS)
     opts.work = opts.work or os.path.join(ROOT, "outputs", work)
-    opts.keep = opts.keep or os.path.join(ROOT, "results", keep)
     opts.ledger = opts.ledger or os.path.join(ROOT, "results", ledger)
     for flag in ("work", "keep", "ledger"):
         folder = getattr(opts, flag)
-        if os.path.exists(folder) and not os.path.isdir(folder):
+        if folder and os.path.exists(folder) and not os.path.isdir(folder):
             p.error(f"--{flag} {folder} is a file, not a folder; pass a folder")
     return opts
 
@@ -1103,7 +1052,7 @@ def main(argv=None):
     never a traceback."""
     opts = parse_args(argv)
     try:
-        return command(opts, Lifecycle(plan_of(opts), opts, whole_plan_of(opts)))
+        return command(opts, lifecycle(plan_of(opts), opts, whole_plan_of(opts)))
     except UserError as err:  # safe_files: DamagedFile, UnsafePath, DiskFull
         raise SystemExit(f"error: {err}")
 
@@ -1125,6 +1074,9 @@ def command(opts, life):
             sys.stdout = open(os.devnull, "w")
         return 0
     if opts.command == "save":
+        if not opts.keep:
+            raise SystemExit("save copies resume points into --keep: pass --keep DIR (or "
+                             "--keep auto: results/in_progress/...)")
         life.settle()
         log(f"resume points saved in {opts.keep}")
         return 0

@@ -51,6 +51,8 @@ import types
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.append(ROOT)  # colored_mnist's MNIST file names (imported where used: it loads torch)
 sys.path.append(os.path.join(ROOT, "scripts"))  # long_runs and plans: the plan it continues
+sys.path.append(os.path.dirname(os.path.abspath(__file__)))  # keep, beside this file
+import keep  # noqa: E402  (short_lived/keep.py, beside this file: resume points through git)
 import ledger  # noqa: E402
 from errors import UserError  # noqa: E402
 from safe_files import (append_text, read_bytes, read_json, read_jsonl, read_run,  # noqa: E402
@@ -467,22 +469,22 @@ def cmd_long(opts, out):
     scratch = os.path.normpath(os.path.join(ROOT, opts.runs_dir)) + "_returned"
     if os.path.isdir(scratch):  # this tool's own folder, from an earlier call on this machine
         shutil.rmtree(scratch)
-    keep, ledger = os.path.join(scratch, "in_progress"), os.path.join(scratch, "cmnist")
+    kept, records = os.path.join(scratch, "in_progress"), os.path.join(scratch, "cmnist")
     plan = ["--epochs", str(opts.epochs)]
     if opts.tiny:  # its own small plan: never from the committed resume points (other runs)
         plan += ["--tiny", "--sigmas", "0.020", "--seeds", "0", "--variants", "baseline", "lnl",
                  "blindeye", "gray"]
-    for mine, there, committed in ((opts.keep, keep, KEEP), (opts.ledger, ledger, LEDGER)):
+    for mine, there, committed in ((opts.keep, kept, KEEP), (opts.ledger, records, LEDGER)):
         if not (opts.tiny and mine == committed):  # the headline's runs, not in_progress/lff
-            copy_plain_tree(mine, there, long_runs.nested_keeps("headline"))
+            copy_plain_tree(mine, there, keep.nested_keeps(long_runs.PLAN_FOLDERS, "headline"))
     work = os.path.join(ROOT, opts.runs_dir)
     if opts.tiny and os.path.normpath(opts.runs_dir) == TINY_RUNS and os.path.isdir(work):
         shutil.rmtree(work)  # this tool's own rehearsal runs: a rehearsal starts from nothing
         say(out, f"removed {opts.runs_dir}, an earlier rehearsal's runs")
-    folders = ["--keep", keep, "--ledger", ledger, "--work", work]
-    life = long_runs.Lifecycle(long_runs.plan_of(long_runs.parse_args(
-        ["status", *plan, *folders])), types.SimpleNamespace(work=work, keep=keep,
-                                                              ledger=ledger, device=opts.device))
+    folders = ["--keep", kept, "--ledger", records, "--work", work]
+    life = long_runs.lifecycle(long_runs.plan_of(long_runs.parse_args(
+        ["status", *plan, *folders])), types.SimpleNamespace(work=work, keep=kept,
+                                                              ledger=records, device=opts.device))
     build_caches(out, opts, sorted({r["sigma"] for r in life.plan}), env)
 
     def train(layout, budget, log_name="long.log"):
@@ -552,8 +554,7 @@ def pack(folder, out):
     """folder's in_progress/ and cmnist/ (plain files only; none without a folder) and the
     steps' logs in out (LOG_FILES, moved in: the reply carries at most 8 files) as one gzip'd
     tar in out, cut into parts of PART_BYTES (long_runs.tar.gz.00, .01, ...)."""
-    import long_runs
-    allowed = {"in_progress": set(long_runs.RESUME_POINT), "cmnist": set(ledger.LEDGER_FILES)}
+    allowed = {"in_progress": set(keep.RESUME_POINT), "cmnist": set(ledger.LEDGER_FILES)}
     whole = os.path.join(out, ARCHIVE)
     logs = [n for n in LOG_FILES if os.path.isfile(os.path.join(out, n))
             and not os.path.islink(os.path.join(out, n))]
@@ -681,9 +682,8 @@ def fetched_checkpoint(folder, root, epochs):
 
 def set_aside(folder, root, into, name):
     """A copy of a resume point (plain files) under `into`, kept before collect replaces it."""
-    import long_runs
     dest = os.path.join(into, time.strftime("%Y%m%d_%H%M%S"), name)
-    long_runs.copy_resume_point(folder, dest, root, into)
+    keep.copy_resume_point(folder, dest, root, into)
     return dest
 
 
@@ -695,11 +695,11 @@ def collect_long(opts, src):
     import long_runs  # scripts/long_runs.py: the runs' folders and checks
     import plans  # scripts/plans.py
     plan = {r["name"]: r for r in plans.headline_plan(opts.epochs, tiny=opts.tiny)}
-    life = long_runs.Lifecycle(list(plan.values()), opts)
+    life = long_runs.lifecycle(list(plan.values()), opts)
     top = os.path.join(src, "in_progress")
     for name, theirs in fetched_runs(src, "in_progress", plan):
         run, ours = plan[name], life.keep(plan[name])
-        plain_files(theirs, set(long_runs.RESUME_POINT))
+        plain_files(theirs, set(keep.RESUME_POINT))
         long_runs.check_record(run, theirs, top)
         args = read_json(os.path.join(theirs, "args.json"), top)
         if not (str(args.get("device", "")).startswith("cuda") or opts.allow_cpu):
@@ -721,7 +721,7 @@ def collect_long(opts, src):
         if os.path.lexists(ours):
             aside = set_aside(ours, opts.keep, opts.replaced, name)
             print(f"  our resume point at epoch {have} kept aside in {aside}")
-        long_runs.copy_resume_point(theirs, ours, top, opts.keep)
+        keep.copy_resume_point(theirs, ours, top, opts.keep)
         print(f"{name}: resume point now at epoch {got} (was {have}) in {ours}")
         if life.done(run, "work") < got and os.path.lexists(work):
             aside = f"{work}.before_collect_{time.strftime('%Y%m%d_%H%M%S')}"
@@ -759,7 +759,6 @@ def unpack(src, dest):
     in_progress/<run>/<a resume point's file> or cmnist/<run>/<a record's file>, each within
     MEMBER_BYTES and UNPACKED_BYTES in all, are written (by this code, never by tarfile's
     extract); anything else refuses the whole archive in one line before a file is written."""
-    import long_runs  # scripts/long_runs.py: what a resume point and a record hold
     names = sorted(n for n in os.listdir(src) if n.startswith(ARCHIVE + "."))
     if names != [f"{ARCHIVE}.{i:02d}" for i in range(len(names))]:
         refuse(src, f"the archive's parts are not {ARCHIVE}.00, .01, ... in order: {names}")
@@ -774,7 +773,7 @@ def unpack(src, dest):
                 refuse(src, f"its archive is larger than a call's reply can be ({size} bytes)")
             with open(path, "rb") as part:
                 shutil.copyfileobj(part, fh)
-    allowed = {"in_progress": set(long_runs.RESUME_POINT), "cmnist": set(ledger.LEDGER_FILES)}
+    allowed = {"in_progress": set(keep.RESUME_POINT), "cmnist": set(ledger.LEDGER_FILES)}
     try:
         with tarfile.open(whole, "r:gz") as tar:
             members, total = [], 0

@@ -51,7 +51,7 @@ def test_a_forced_blindeye_collapse_is_detected_and_named(mnist_root, tmp_path, 
     plan = plans.lff_plan(2, ("0.01",), (0,), ("blindeye",))
     opts = types.SimpleNamespace(work=str(tmp_path / "work"), keep=str(tmp_path / "keep"),
                                  ledger=str(tmp_path / "ledger"), device="cpu", plan="lff")
-    life = long_runs.Lifecycle(plan, opts)
+    life = long_runs.lifecycle(plan, opts)
     row = next(line for line in long_runs.lff_table(life).splitlines()
                if line.startswith("| BlindEye"))
     assert "1 of 1 collapsed to one class (epoch 1)" in row
@@ -83,7 +83,7 @@ def test_a_record_with_impossible_values_is_named_in_the_tables_and_status(tmp_p
         (ledger / run["name"] / "results.json").write_text(json.dumps(record))
     opts = types.SimpleNamespace(work=str(tmp_path / "work"), keep=str(tmp_path / "keep"),
                                  ledger=str(ledger), device="cpu", plan="lff")
-    life = long_runs.Lifecycle(plan, opts)
+    life = long_runs.lifecycle(plan, opts)
     row = next(line for line in long_runs.lff_table(life).splitlines()
                if line.startswith("| LfF"))
     assert "seed 0, seed 1: damaged record (" in row and "inf" not in row

@@ -45,7 +45,7 @@ def one_line_failure(code, out):
 def life(tmp_path, plan=None):
     opts = types.SimpleNamespace(work=str(tmp_path / "work"), keep=str(tmp_path / "keep"),
                                  ledger=str(tmp_path / "ledger"), device="cpu")
-    return long_runs.Lifecycle(plan or plans.headline_plan(100, ("0.020",), seeds=(0,)),
+    return long_runs.lifecycle(plan or plans.headline_plan(100, ("0.020",), seeds=(0,)),
                                opts)
 
 

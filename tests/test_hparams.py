@@ -130,7 +130,7 @@ def test_the_compare_plan_grids_at_seed_0_then_the_seeds_wait_for_their_grid_and
     assert chosen["waits_for"] == [r["name"] for r in grid] and "--hparams_from" in chosen["flags"]
     opts = types.SimpleNamespace(work=str(tmp_path / "work"), keep=str(tmp_path / "keep"),
                                  ledger=str(ledger), device="cpu", plan="compare")
-    life = long_runs.Lifecycle(plan, opts)
+    life = long_runs.lifecycle(plan, opts)
     assert not life.ready(chosen) and "grid: 0 of 3" in long_runs.compare_table(life)
     for run, conflicting in zip(grid, (0.5, 0.7, 0.4)):
         folder = ledger / run["name"]

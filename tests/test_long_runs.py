@@ -16,6 +16,7 @@ sys.path.insert(0, os.path.join(ROOT, "scripts"))
 import launchers  # noqa: E402
 import long_runs  # noqa: E402
 import plans  # noqa: E402
+from short_lived import keep  # noqa: E402
 
 PLAN = ["--tiny", "--epochs", "3", "--sigmas", "0.020", "--seeds", "0", "--variants", "baseline",
         "lnl", "blindeye", "--lanes", "2"]
@@ -145,7 +146,7 @@ def test_a_resume_point_that_does_not_match_its_record_is_refused(tmp_path, data
 def test_a_work_folder_behind_its_resume_point_is_left_alone(tmp_path):
     opts = long_runs.parse_args(["status", "--work", str(tmp_path / "w"), "--keep",
                                  str(tmp_path / "k"), *PLAN])
-    life = long_runs.Lifecycle(plans.headline_plan(3, ["0.020"], tiny=True), opts)
+    life = long_runs.lifecycle(plans.headline_plan(3, ["0.020"], tiny=True), opts)
     name = "cmnist_var0.020_seed0_baseline"
     for folder, epochs in (("k", 2), ("w", 1)):
         os.makedirs(tmp_path / folder / name)
@@ -186,7 +187,7 @@ def lifecycle(tmp_path, run, device):
     """A plan of one run with its folders under tmp_path (work, keep, ledger)."""
     opts = types.SimpleNamespace(work=str(tmp_path / "work"), keep=str(tmp_path / "keep"),
                                  ledger=str(tmp_path / "ledger"), device=device)
-    return long_runs.Lifecycle([run], opts)
+    return long_runs.lifecycle([run], opts)
 
 
 def test_the_pace_of_one_device_never_estimates_another(tmp_path):
@@ -214,7 +215,7 @@ def test_a_run_not_started_is_estimated_from_its_variants_latest_pace(tmp_path):
     runs = [plans.lff_run("0.01", "baseline", seed, 100) for seed in (0, 1, 2)]
     opts = types.SimpleNamespace(work=str(tmp_path / "work"), keep=str(tmp_path / "keep"),
                                  ledger=str(tmp_path / "ledger"), device="cpu")
-    life = long_runs.Lifecycle(runs, opts)
+    life = long_runs.lifecycle(runs, opts)
     for run, seconds in zip(runs, (2600.0, 200.0)):
         os.makedirs(tmp_path / "ledger" / run["name"])
         (tmp_path / "ledger" / run["name"] / "pace.json").write_text(json.dumps(
@@ -277,7 +278,7 @@ def test_the_headline_table_is_built_from_the_ledger_and_the_resume_points(tmp_p
                                    variants=("baseline", "lnl", "blindeye"))
     opts = types.SimpleNamespace(work=str(tmp_path / "work"), keep=str(tmp_path / "keep"),
                                  ledger=str(tmp_path / "ledger"), device="cpu")
-    life = long_runs.Lifecycle(plan, opts)
+    life = long_runs.lifecycle(plan, opts)
     base = tmp_path / "ledger" / "cmnist_var0.020_seed0_baseline"
     base.mkdir(parents=True)
     (base / "results.json").write_text(json.dumps({"epochs": 100, "test_acc": 0.45678}))
@@ -314,13 +315,13 @@ def test_the_readme_tables_are_what_the_repository_holds(plan):
     points (results/cmnist and in_progress; results/lff_cmnist and in_progress/lff): after
     committing resume points, `python scripts/long_runs.py table [--plan lff] --readme
     README.md` brings it up to date."""
-    opts = long_runs.parse_args(["table", "--plan", plan])
-    life = long_runs.Lifecycle(long_runs.plan_of(opts), opts)
+    opts = long_runs.parse_args(["table", "--plan", plan, "--keep", "auto"])
+    life = long_runs.lifecycle(long_runs.plan_of(opts), opts)
     table, marks = long_runs.table_of(life)
     readme = open(os.path.join(ROOT, "README.md"), encoding="utf-8").read()
     assert f"{marks[0]}\n{table}\n{marks[1]}" in readme, (
         f"README.md's {plan} table differs from the ledger and resume points: run "
-        f"`python scripts/long_runs.py table --plan {plan} --readme README.md`")
+        f"`python scripts/long_runs.py table --plan {plan} --keep auto --readme README.md`")
 
 
 def test_a_cell_pools_the_seeds_with_their_spread(tmp_path):
@@ -329,7 +330,7 @@ def test_a_cell_pools_the_seeds_with_their_spread(tmp_path):
     plan = plans.headline_plan(100, ("0.020", "0.050"), variants=("baseline", "lnl"))
     opts = types.SimpleNamespace(work=str(tmp_path / "work"), keep=str(tmp_path / "keep"),
                                  ledger=str(tmp_path / "ledger"), device="cpu")
-    life = long_runs.Lifecycle(plan, opts)
+    life = long_runs.lifecycle(plan, opts)
     for seed, acc in ((0, 0.80), (1, 0.84)):
         folder = tmp_path / "ledger" / f"cmnist_var0.020_seed{seed}_lnl"
         folder.mkdir(parents=True)
@@ -373,10 +374,10 @@ def test_the_plan_follows_the_issue_order():
 def test_lffs_benchmark_is_a_plan_of_its_own(tmp_path):
     """Every method x the four shares x 3 seeds, seed by seed, in its own folders; its README
     table pools seeds as the headline's does."""
-    opts = long_runs.parse_args(["status", "--plan", "lff"])
+    opts = long_runs.parse_args(["status", "--plan", "lff", "--keep", "auto"])
     assert opts.keep.endswith(os.path.join("results", "in_progress", "lff"))
-    assert long_runs.nested_keeps("headline") == {"lff", "compare"}
-    assert not long_runs.nested_keeps("lff")
+    assert keep.nested_keeps(long_runs.PLAN_FOLDERS, "headline") == {"lff", "compare"}
+    assert not keep.nested_keeps(long_runs.PLAN_FOLDERS, "lff")
     assert opts.ledger.endswith(os.path.join("results", "lff_cmnist"))
     assert opts.work.endswith(os.path.join("outputs", "long_lff"))
     plan = long_runs.plan_of(opts)
@@ -390,7 +391,7 @@ def test_lffs_benchmark_is_a_plan_of_its_own(tmp_path):
     assert vanilla["name"] == "lff_ratio0.005_seed0_vanilla" and "--config" in vanilla["flags"]
     assert vanilla["expect"]["dataset_name"] == "LfFColoredMNIST"
     opts.ledger, opts.keep = str(tmp_path / "ledger"), str(tmp_path / "keep")
-    life = long_runs.Lifecycle(plan, opts)
+    life = long_runs.lifecycle(plan, opts)
     for seed, acc in ((0, 0.5), (1, 0.7)):
         folder = tmp_path / "ledger" / f"lff_ratio0.01_seed{seed}_lff"
         folder.mkdir(parents=True)
@@ -423,7 +424,7 @@ def test_a_stage_two_run_whose_start_checkpoint_is_gone_cannot_start(tmp_path, c
                                  "--methods", "lnl_stage2", "--epochs", "3", "--work",
                                  str(tmp_path / "w"), "--keep", str(tmp_path / "k"),
                                  "--ledger", str(tmp_path / "l")])
-    life = long_runs.Lifecycle(long_runs.plan_of(opts), opts)
+    life = long_runs.lifecycle(long_runs.plan_of(opts), opts)
     vanilla, stage2 = life.plan
     (tmp_path / "l" / vanilla["name"]).mkdir(parents=True)
     (tmp_path / "l" / vanilla["name"] / "results.json").write_text(
@@ -470,7 +471,7 @@ def test_resume_points_left_where_they_lived_before_they_moved_are_named(tmp_pat
     monkeypatch.setattr(long_runs, "ROOT", str(tmp_path))
     os.makedirs(tmp_path / "results" / "in_progress_lff" / "lff_ratio0.01_seed0_vanilla")
     with pytest.raises(SystemExit) as stop:
-        long_runs.parse_args(["status", "--plan", "lff"])
+        long_runs.parse_args(["status", "--plan", "lff", "--keep", "auto"])
     assert stop.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert "git mv results/in_progress_lff results/in_progress/lff" in err
@@ -478,8 +479,9 @@ def test_resume_points_left_where_they_lived_before_they_moved_are_named(tmp_pat
     opts = long_runs.parse_args(["status", "--plan", "lff", "--keep",
                                  str(tmp_path / "results" / "in_progress_lff")])
     assert opts.keep.endswith("in_progress_lff")
-    assert long_runs.parse_args(["status"]).keep.endswith(os.path.join("results",
-                                                                       "in_progress"))
+    assert long_runs.parse_args(["status", "--keep", "auto"]).keep.endswith(
+        os.path.join("results", "in_progress"))
+    assert long_runs.parse_args(["status", "--plan", "lff"]).keep is None  # no plug-in asked
 
 
 def test_a_narrowed_plan_keeps_the_resume_points_the_whole_plan_still_needs(tmp_path):
@@ -490,7 +492,7 @@ def test_a_narrowed_plan_keeps_the_resume_points_the_whole_plan_still_needs(tmp_
     opts = long_runs.parse_args(["save", *folders])
     narrowed = long_runs.plan_of(opts)
     assert [r["variant"] for r in narrowed] == ["baseline", "lnl"]
-    life = long_runs.Lifecycle(narrowed, opts, long_runs.whole_plan_of(opts))
+    life = long_runs.lifecycle(narrowed, opts, long_runs.whole_plan_of(opts))
     base, lnl = narrowed
     for run in (base, lnl):
         (tmp_path / "l" / run["name"]).mkdir(parents=True)
@@ -502,7 +504,7 @@ def test_a_narrowed_plan_keeps_the_resume_points_the_whole_plan_still_needs(tmp_
     assert life.needed_later(base)  # BlindEye at 0.050 starts from it
     life.drop(base)
     assert (kept / "last.pth").exists()
-    alone = long_runs.Lifecycle(narrowed, opts)  # without the whole plan: the old behaviour
+    alone = long_runs.lifecycle(narrowed, opts)  # without the whole plan: the old behaviour
     assert not alone.needed_later(base)
 
 
@@ -525,3 +527,23 @@ def test_a_flag_of_another_plan_is_refused(argv, said, capsys):
     with pytest.raises(SystemExit) as exc:
         long_runs.parse_args(["status", *argv])
     assert exc.value.code == 2 and said in capsys.readouterr().err
+
+
+def test_without_keep_the_plug_in_is_never_imported_and_a_run_resumes_from_its_folder(tmp_path):
+    """The short-lived machines' plug-in stays off the researcher's path: without --keep,
+    status and table never import short_lived/keep.py, and an unfinished run's epochs are read
+    from its work folder (where main.py --resume_if_any continues it)."""
+    work = tmp_path / "work" / "cmnist_var0.020_seed0_baseline"
+    (work / "checkpoints").mkdir(parents=True)
+    (work / "checkpoints" / "last.pth").write_bytes(b"")
+    (work / "metrics.jsonl").write_text("".join(f'{{"epoch": {e}}}\n' for e in (1, 2, 3)))
+    folders = ["--work", str(tmp_path / "work"), "--ledger", str(tmp_path / "ledger"),
+               "--sigmas", "0.020", "--seeds", "0", "--variants", "baseline"]
+    code = ("import sys; sys.path.insert(0, 'scripts'); import long_runs; "
+            f"long_runs.main(['status', *{folders!r}]); long_runs.main(['table', *{folders!r}]);"
+            " assert 'short_lived.keep' not in sys.modules, 'imported'")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                         text=True)
+    assert out.returncode == 0, out.stderr
+    assert "stopped" in out.stdout and "3/100" in out.stdout
+    assert "not finished: 3 of 100 epochs" in out.stdout
