@@ -12,13 +12,13 @@ import os
 import re
 
 from errors import UserError
-from safe_files import read_bytes, write_bytes
+from safe_files import (ARGS, METRICS, PACE, PROBE, RESULTS, RUN_LOG, read_bytes,
+                        write_bytes)
 
 # a finished run's small record (probe.json once `main.py --mode probe` ran on it, pace.json
 # where the long-run driver trained it; run.log, every piece's lines: where and with what code
 # each ran); never weights
-LEDGER_FILES = ("results.json", "metrics.jsonl", "args.json", "probe.json", "pace.json",
-                "run.log")
+LEDGER_FILES = (RESULTS, METRICS, ARGS, PROBE, PACE, RUN_LOG)
 APPENDED = ("run.log",)  # a record's file that grows after the run ends (its probe's lines)
 ROOT = os.path.dirname(os.path.abspath(__file__))
 CHECKOUT = "<checkout>"

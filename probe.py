@@ -17,12 +17,12 @@ import torch
 from torch import optim
 
 from methods import IGNORE_INDEX, as_heads, bias_cross_entropy
-from safe_files import small_json, write_json
+from safe_files import PROBE, small_json, write_json
 from utils import log, progress
 
 PROBE_EPOCHS = 5
 PROBE_LR = 0.01
-PROBE_FILE = "probe.json"
+PROBE_FILE = PROBE
 
 
 def probe_path(folder):

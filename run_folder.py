@@ -21,18 +21,18 @@ from torch.utils.tensorboard import SummaryWriter
 
 import records
 from checkpoints import list_checkpoints
-from safe_files import (append_text, read_jsonl, read_run, save_npy, save_torch, small_json,
-                        whole, write_json, write_text)
+from safe_files import (ARGS, LAST, METRICS, PROBE, RESULTS, RUN_LOG, append_text, read_jsonl,
+                        read_run, save_npy, save_torch, small_json, whole, write_json,
+                        write_text)
 from utils import ArgError, log, matrix_figure, save_matrix_png
 
 # Files a training run writes, relative to its folder; --overwrite removes these and no others.
-RUN_FILES = ("checkpoints/last.pth", "checkpoints/epoch_*.pth", "checkpoints/.tmp-*",
-             "logs/events.out.tfevents.*", "metrics.jsonl", "results.json", "run.log",
-             ".tmp-*")
+RUN_FILES = (LAST, "checkpoints/epoch_*.pth", "checkpoints/.tmp-*",
+             "logs/events.out.tfevents.*", METRICS, RESULTS, RUN_LOG, ".tmp-*")
 
 # what a run writes in its folder: none of these may be a symbolic link
-LINKABLE = ("checkpoints", "logs", "metrics.jsonl", "results.json", "run.log", "args.json",
-            "test_args.json", "probe_args.json", "probe.json", ".lock")
+LINKABLE = ("checkpoints", "logs", METRICS, RESULTS, RUN_LOG, ARGS, "test_args.json",
+            "probe_args.json", PROBE, ".lock")
 
 _held = {}  # folder -> open lock file, kept for the life of the process
 

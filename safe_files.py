@@ -33,6 +33,11 @@ TEXT_MAX_BYTES = 16 << 20   # run.log, the README
 FILE_MAX_BYTES = 1 << 30    # a checkpoint copied into a resume point
 MAX_DEPTH = 32              # nesting of a JSON value: the tool writes 4 levels at most
 LOW_SPACE = 64 << 20        # below this, a failed write is taken for a full disk
+# A run folder's files by name, for every program that reads or copies them (run_folder,
+# the probe, the ledger, the resume points carried through git)
+ARGS, METRICS, RESULTS, RUN_LOG = "args.json", "metrics.jsonl", "results.json", "run.log"
+PACE, PROBE = "pace.json", "probe.json"  # the long-run driver's pace; the frozen-f probe's
+LAST = os.path.join("checkpoints", "last.pth")  # the newest checkpoint: what a run resumes from
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 

@@ -11,8 +11,8 @@ Every run lives in --output_dir/<run> (outputs/launch/ by default) and is starte
 --resume_if_any: what a run has done is read from its folder, never from the launcher, so the
 same command launched again (here, on a cluster, after a preemption) continues where each run
 stopped and skips the finished ones. A stage-2 run is launched after the run it starts from;
---shard i/n deals whole chains (a start run with its stage-2 runs) to n shards. The plan's
-budgeted, committed resume points (scripts/long_runs.py) are for short-lived machines; a
+--shard i/n deals whole chains (a start run with its stage-2 runs) to n shards. Resume points
+carried through git (long_runs.py --keep, short_lived/) are for machines that keep nothing; a
 cluster's runs keep their folders where they train.
 """
 import argparse
@@ -68,10 +68,10 @@ def commands(opts):
     the runs they start from) and --shard."""
     plan_opts = long_runs.parse_args(["status", "--plan", opts.plan, "--epochs",
                                       str(opts.epochs), "--work", opts.output_dir,
-                                      "--keep", opts.output_dir, "--ledger", opts.output_dir,
+                                      "--ledger", opts.output_dir,
                                       "--data_root", opts.data_root, "--device", opts.device]
                                      + (["--tiny"] if opts.tiny else []))
-    life = long_runs.Lifecycle(long_runs.plan_of(plan_opts), plan_opts)
+    life = long_runs.lifecycle(long_runs.plan_of(plan_opts), plan_opts)
     runs = life.plan
     if opts.only:
         wanted = {r["name"] for r in runs if any(fnmatch.fnmatch(r["name"], p) for p in opts.only)}

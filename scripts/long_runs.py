@@ -42,7 +42,7 @@ from launchers import start_main  # noqa: E402
 import ledger  # noqa: E402
 from ledger import add_record  # noqa: E402
 from options import sigma2  # noqa: E402
-from safe_files import (append_text, make_folder, number, read_json, read_run,  # noqa: E402
+from safe_files import (PACE, append_text, make_folder, number, read_json, read_run,  # noqa: E402
                         read_text, whole, write_json, write_text)
 MORE_TO_DO = 3
 RECENT_EPOCHS = 10  # status's pace: the newest pieces covering this many epochs
@@ -402,7 +402,7 @@ def record_pace(life, lane):
         gained = life.done(run, "work") - lane.at_start.get(run["name"], 0)
         if gained <= 0:  # also when the folder is gone: no metrics.jsonl, no epochs
             continue
-        path = os.path.join(work, "pace.json")
+        path = os.path.join(work, PACE)
         pace = read_pace(path, life.opts.work)  # damaged: start it again
         key = pace_key(life.opts, lane)
         total, pieces = pace_entry(pace.get(key)) or ((0.0, 0), [])
@@ -566,7 +566,7 @@ def seconds_per_epoch(life, run):
 
     def pace(r):
         for where in life.places:
-            data = read_pace(os.path.join(getattr(life, where)(r), "pace.json"),
+            data = read_pace(os.path.join(getattr(life, where)(r), PACE),
                              getattr(life.opts, where))
             mine = [recent(v) for k, v in data.items() if pace_kind(k) == kind]
             secs, eps = sum(s for s, _ in mine), sum(e for _, e in mine)

@@ -11,11 +11,11 @@ import os
 import shutil
 
 from errors import UserError
-from safe_files import read_bytes, write_bytes
+from safe_files import (ARGS, LAST, METRICS, PACE, RESULTS, RUN_LOG, read_bytes,
+                        write_bytes)
 
 # what resuming needs (results.json only once finished: a baseline kept for its stage 2)
-RESUME_POINT = ("args.json", "metrics.jsonl", "run.log", "pace.json", "results.json",
-                os.path.join("checkpoints", "last.pth"))
+RESUME_POINT = (ARGS, METRICS, RUN_LOG, PACE, RESULTS, LAST)
 MOVED_KEEPS = {"lff": "in_progress_lff"}  # a plan's keep before it moved (under results/)
 
 
