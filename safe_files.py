@@ -353,11 +353,6 @@ def number(value):
     return value if value == value and abs(value) != float("inf") else None
 
 
-def copy_file(src, dst, src_root=None, dst_root=None, limit=FILE_MAX_BYTES):
-    """Copy a plain file (never a link: its target would travel) into dst, atomically."""
-    write_bytes(dst, read_bytes(src, src_root, limit), dst_root)
-
-
 # --------------------------------------------------------------------------- run folders
 @dataclass
 class RunView:

@@ -368,8 +368,10 @@ class Solver:
         panels = records.confusion_panels(args, *self.last_eval, epoch=self.epoch,
                                           checkpoint="final weights")
         self.run.write_results(record, panels, self.epoch)
+        collapsed = metrics["collapse"]  # never a bare accuracy when it is a class's share
         log(f"final test_acc={metrics['test_acc']:.4f} ({args.experiment_name}, "
-            f"epoch {self.epoch}) -> {self.run.path}")
+            f"epoch {self.epoch}" + (f"; {records.collapse_text(collapsed)}" if collapsed
+                                     else "") + f") -> {self.run.path}")
 
     # ------------------------------------------------------------------ evaluation
     @torch.no_grad()

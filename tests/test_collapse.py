@@ -40,7 +40,10 @@ def test_a_forced_blindeye_collapse_is_detected_and_named(mnist_root, tmp_path, 
               str(tmp_path / "ledger"), "--device", "cpu", "--max_train_samples", "1000",
               "--max_test_samples", "300", "--batch_size", "64", "--epochs", "2",
               "--save_every", "1", "--experiment_name", folder.name])
-    assert "collapsed to one class" in capfd.readouterr().out
+    out = capfd.readouterr().out
+    assert "collapsed to one class" in out
+    final = next(line for line in out.splitlines() if "final test_acc=" in line)
+    assert "collapsed to one class at epoch 1 (still at the end)" in final  # never bare
     record = json.load(open(folder / "results.json"))
     assert record["collapse"]["first_epoch"] == 1 and record["collapse"]["final"] is True
     assert record["test_top_class_share"] >= records.COLLAPSE_SHARE
