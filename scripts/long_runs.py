@@ -576,9 +576,12 @@ def seconds_per_epoch(life, run):
     own = pace(run)
     if own is not None:
         return own, "measured"
-    # another run of its variant, else of its method (Gray trains as the baseline does)
+    # another run of its variant, else of its method (Gray trains as the baseline does), on
+    # its dataset (LNL's Colored MNIST trains a CNN: its epoch is not an LfF MLP's)
     method = lambda r: "baseline" if r["variant"] == "gray" else r["variant"]
-    for alike in (lambda r: r["variant"] == run["variant"], lambda r: method(r) == method(run)):
+    data = lambda r: r.get("expect", {}).get("dataset_name")
+    for alike in (lambda r: r["variant"] == run["variant"] and data(r) == data(run),
+                  lambda r: method(r) == method(run) and data(r) == data(run)):
         for other in reversed(life.plan):
             other_pace = pace(other) if alike(other) and other is not run else None
             if other_pace is not None:
