@@ -361,7 +361,8 @@ def with_selection(parser, args):
         parser.error(str(err))
     for flag, value in choice.items():
         given = getattr(args, flag)
-        if given != parser.get_default(flag) and given != value:
+        if (given != parser.get_default(flag) or flag in getattr(parser, "given", ())) \
+                and given != value:  # the default passed by hand counts as given
             parser.error(f"--{flag} {given} disagrees with --hparams_from {path}, which chose "
                          f"{value}; pass one of them")
     return with_values(args, **choice, hparam_selection=selection)
@@ -430,6 +431,8 @@ def parse_runs(argv=None):
         sweep.check_runs(parser, runs)
         return parser, runs
     apply_config(parser, argv)
+    parser.given = {a[2:].split("=")[0] for a in (sys.argv[1:] if argv is None else argv)
+                    if a.startswith("--")}
     runs = [resolve(parser, args) for args in sweep.expand(parser, parser.parse_args(argv))]
     for args in runs:
         validate(parser, args)

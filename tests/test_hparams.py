@@ -101,6 +101,9 @@ def test_hparams_from_applies_the_choice_and_the_record_holds_it(mnist_root, tmp
     with pytest.raises(SystemExit):  # a flag that disagrees with the choice
         cli.parse_args(common + ["--groupdro_eta", "0.1"])
     assert "disagrees with --hparams_from" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # the default passed by hand disagrees too
+        cli.parse_args(common + ["--groupdro_eta", "0.01"])
+    assert "disagrees with --hparams_from" in capsys.readouterr().err
     with pytest.raises(SystemExit):  # another method's selection
         cli.parse_args(["--method", "lff", "--hparams_from", str(path)])
     assert "not 'lff'" in capsys.readouterr().err
