@@ -442,9 +442,10 @@ def parse_runs(argv=None):
 
 
 def check_unused_flags(parser, runs):
-    """A method's or a dataset's own flag set (on the command line or in --config) for runs
-    none of which uses it is refused: it would be ignored without a word (--jtt_up with the
-    baseline, --lff_conflict_ratio on LNL's Colored MNIST)."""
+    """A method's or a dataset's own flag given on the command line for runs none of which
+    uses it is refused: it would be ignored without a word (--jtt_up with the baseline,
+    --lff_conflict_ratio on LNL's Colored MNIST). A --config preset may hold the flags of
+    several methods (configs/spiral.yaml serves AND-mask and GEN-mask)."""
     owners = [(name, cls.options_read(), lambda a, n=name: a.method == n, "--method")
               for name, cls in METHODS.items()]
     owners += [(name, spec.options, lambda a, n=name: a.dataset_name == n, "--dataset_name")
@@ -456,8 +457,8 @@ def check_unused_flags(parser, runs):
             if any(runs_it(a) for a in runs):
                 used.add(option.name)
     for option in methods.all_options() + dataset_specs.all_options():
-        if option.name not in used and any(getattr(a, option.name) != option.unset
-                                           for a in runs):
+        if option.name not in used and (option.name in getattr(parser, "given", ()) or any(
+                getattr(a, option.name) != parser.get_default(option.name) for a in runs)):
             parser.error(f"--{option.name} applies to {' or '.join(holders[option.name])} only "
                          f"and this run uses --method {runs[0].method} on "
                          f"{runs[0].dataset_name}: drop it (or pass the method or dataset it "
