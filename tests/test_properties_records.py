@@ -55,6 +55,16 @@ def snapshot(root):
             for d, _, files in os.walk(root) for f in files}
 
 
+def write_tree(tmp, tree):
+    """{(folder, run): {file: bytes}} written under tmp; returns its snapshot."""
+    for (where, run), files in tree.items():
+        os.makedirs(os.path.join(tmp, where, run), exist_ok=True)
+        for name, data in files.items():
+            with open(os.path.join(tmp, where, run, name), "wb") as fh:
+                fh.write(data)
+    return snapshot(tmp)
+
+
 def call(main, argv):
     """A script's main() as the user runs it: (exit code, output); any other exception is a
     traceback the user would see, and fails the test."""
@@ -72,12 +82,7 @@ def call(main, argv):
 @given(TREE)
 def test_the_scripts_read_any_damaged_record_without_a_traceback(tree):
     with tempfile.TemporaryDirectory() as tmp:
-        for (where, run), files in tree.items():
-            os.makedirs(os.path.join(tmp, where, run), exist_ok=True)
-            for name, data in files.items():
-                with open(os.path.join(tmp, where, run, name), "wb") as fh:
-                    fh.write(data)
-        before = snapshot(tmp)
+        before = write_tree(tmp, tree)
         folders = ["--work", os.path.join(tmp, "work"), "--keep", os.path.join(tmp, "keep"),
                    "--ledger", os.path.join(tmp, "ledger"), "--sigmas", "0.020", "--seeds", "0"]
         for argv in (["status", *folders], ["table", *folders]):
@@ -117,12 +122,7 @@ def test_the_compare_plans_readers_take_damaged_grid_records_without_a_traceback
     """The comparison plan's fields (validation groups, collapse, the selection) damaged in any
     way: status, the table and the full table end in output or one line."""
     with tempfile.TemporaryDirectory() as tmp:
-        for (where, run), files in tree.items():
-            os.makedirs(os.path.join(tmp, where, run), exist_ok=True)
-            for name, data in files.items():
-                with open(os.path.join(tmp, where, run, name), "wb") as fh:
-                    fh.write(data)
-        before = snapshot(tmp)
+        before = write_tree(tmp, tree)
         folders = ["--plan", "compare", "--work", os.path.join(tmp, "work"), "--keep",
                    os.path.join(tmp, "keep"), "--ledger", os.path.join(tmp, "ledger"),
                    "--ratios", "0.01", "--seeds", "0", "1", "--compare_methods", "lff"]
