@@ -19,21 +19,34 @@ SEEDS = (0, 1, 2)  # seed 0 everywhere; the others at the headline's two sigma^2
 
 
 # --------------------------------------------------------------------------- the plan
+STAGE_LR = {1: "0.01", 2: "0.001"}  # the reference recipe's lr per stage (Kim et al., §4.1)
+CMNIST_VARIANTS = ("baseline", "lnl", "blindeye", "gray")  # the paper's table's rows
+
+
+def stage_flags(variant):
+    """The reference Colored-MNIST recipe's flags for one of its rows (Kim et al., CVPR 2019,
+    §4.1): stage 1 (the baseline; Gray, the baseline on grayscale images) at lr 0.01; stage 2
+    (LNL, BlindEye), from the baseline's last checkpoint, at lr 0.001. The plans and the run
+    scripts (run_cmnist.sh, run_cmnist_table.sh: `python scripts/plans.py stage VARIANT`)
+    take the recipe from here."""
+    method = "baseline" if variant == "gray" else variant
+    stage = 1 if method == "baseline" else 2
+    return (["--method", method, "--lr", STAGE_LR[stage]]
+            + (["--grayscale"] if variant == "gray" else []))  # Gray: no colour, train or test
+
+
 def cmnist_run(sigma, variant, epochs, seed=0, tiny=False):
-    """One run of the reference Colored-MNIST recipe (Kim et al., CVPR 2019, §4.1): stage 1
-    (baseline; Gray, the baseline on grayscale images) at lr 0.01; stage 2 (LNL, BlindEye) at
-    lr 0.001 from the baseline's last checkpoint. Named as scripts/run_cmnist.sh names it.
-    `expect`: the values its args.json must record (check_record)."""
+    """One run of the reference Colored-MNIST recipe (stage_flags), named as
+    scripts/run_cmnist.sh names it. `expect`: the values its args.json must record
+    (check_record)."""
     base = f"cmnist_var{sigma}_seed{seed}"
     method = "baseline" if variant == "gray" else variant
     stage1 = method == "baseline"
     expect = {"dataset_name": "ColoredMNIST", "color_var": sigma, "seed": seed, "data_seed": 0,
-              "method": method, "lr": 0.01 if stage1 else 0.001, "grayscale": variant == "gray"}
+              "method": method, "lr": float(STAGE_LR[1 if stage1 else 2]),
+              "grayscale": variant == "gray"}
     flags = ["--dataset_name", "ColoredMNIST", "--color_var", sigma, "--seed", str(seed),
-             "--data_seed", "0", "--epochs", str(epochs), "--method", method,
-             "--lr", "0.01" if stage1 else "0.001"]
-    if variant == "gray":  # the paper's Gray: trained and tested without colour
-        flags.append("--grayscale")
+             "--data_seed", "0", "--epochs", str(epochs), *stage_flags(variant)]
     if tiny:  # the rehearsal: 600 images, for tests
         flags += ["--max_train_samples", "512", "--max_test_samples", "256"]
         expect.update(max_train_samples=512, max_test_samples=256)
@@ -253,3 +266,10 @@ def blindeye_on_lnls(epochs, tiny, grid, path):
     return [base, {**run, "waits_for": [g["name"] for g in grid], "point": None,
                    "choose": {"method": "blindeye", "criterion": CRITERION, "path": path,
                               "grid": [(g["point"], g["name"]) for g in grid]}}]
+
+
+if __name__ == "__main__":  # `python scripts/plans.py stage VARIANT`: the recipe's flags
+    import sys
+    if len(sys.argv) != 3 or sys.argv[1] != "stage" or sys.argv[2] not in CMNIST_VARIANTS:
+        sys.exit(f"usage: python scripts/plans.py stage {{{','.join(CMNIST_VARIANTS)}}}")
+    print("\n".join(stage_flags(sys.argv[2])))

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The reference two-stage Colored-MNIST recipe (Kim et al., CVPR 2019):
+# The reference two-stage Colored-MNIST recipe (Kim et al., CVPR 2019; its flags per row from
+# scripts/plans.py, the one home of the recipe the long-run plans use too):
 #   stage 1: baseline, 100 epochs, lr 0.01;  stage 2: LNL, 100 epochs, lr 0.001, from stage 1.
 # Comparison methods (METHODS="baseline lnl blindeye gray"): BlindEye runs as stage 2 like LNL
 # (same start, lr and epochs); Gray is the baseline recipe on grayscale images.
@@ -28,19 +29,21 @@ COMMON=(--dataset_name ColoredMNIST --color_var "$VAR" --seed "$SEED" --data_see
         --output_dir "$OUTPUT_DIR" --resume_if_any ${EXTRA:-})
 BASELINE="$OUTPUT_DIR/${NAME}_baseline/checkpoints/last.pth"
 
-run() {  # run METHOD_LABEL main.py-flags...
+run() {  # run VARIANT more-main.py-flags...: the recipe's flags for that row (plans.py)
   local label=$1; shift
-  "$PYTHON" main.py "${COMMON[@]}" --experiment_name "${NAME}_$label" "$@"
+  local recipe
+  mapfile -t recipe < <("$PYTHON" scripts/plans.py stage "$label")
+  [ ${#recipe[@]} -gt 0 ] || exit 2
+  "$PYTHON" main.py "${COMMON[@]}" "${recipe[@]}" --experiment_name "${NAME}_$label" "$@"
 }
 needs_baseline=0
 for m in $METHODS; do case $m in baseline|lnl|blindeye) needs_baseline=1;; esac; done
-[ $needs_baseline = 1 ] && run baseline --method baseline --lr 0.01
+[ $needs_baseline = 1 ] && run baseline
 for m in $METHODS; do
   case $m in
     baseline) ;;
-    lnl|blindeye) run "$m" --method "$m" --lr 0.001 --init_checkpoint "$BASELINE" \
-                    ${RESTART_STAGE2:+--overwrite} ;;
-    gray) run gray --method baseline --lr 0.01 --grayscale ;;
+    lnl|blindeye) run "$m" --init_checkpoint "$BASELINE" ${RESTART_STAGE2:+--overwrite} ;;
+    gray) run gray ;;
     *) echo "unknown method '$m' in METHODS (baseline, lnl, blindeye, gray)" >&2; exit 2 ;;
   esac
 done

@@ -31,6 +31,10 @@ sweep() {  # sweep LABEL main.py-flags...: one stage's runs as one process, logg
   "$PYTHON" main.py "${COMMON[@]}" "$@" > "$OUTPUT_DIR/.cmnist_table_$label.log" 2>&1 ||
     failed+=("$label")
 }
+recipe() {  # recipe VARIANT: the reference recipe's flags for that row, into REC (plans.py)
+  mapfile -t REC < <("$PYTHON" scripts/plans.py stage "$1")
+  [ ${#REC[@]} -gt 0 ] || exit 2
+}
 stage2=()
 for m in $METHODS; do
   case $m in
@@ -40,16 +44,19 @@ for m in $METHODS; do
   esac
 done
 if [[ " $METHODS " == *" baseline "* || ${#stage2[@]} -gt 0 ]]; then
-  sweep baseline --method baseline --lr 0.01 --experiment_name "${NAME}_baseline"
+  recipe baseline
+  sweep baseline "${REC[@]}" --experiment_name "${NAME}_baseline"
 fi
 if [[ " $METHODS " == *" gray "* ]]; then
-  sweep gray --method baseline --lr 0.01 --grayscale --experiment_name "${NAME}_gray"
+  recipe gray
+  sweep gray "${REC[@]}" --experiment_name "${NAME}_gray"
 fi
 if [ ${#stage2[@]} -gt 0 ]; then
   if [[ " ${failed[*]} " == *" baseline "* ]]; then
     failed+=("stage2 (not started: it starts from the baseline runs)")
   else
-    sweep stage2 --method "${stage2[@]}" --lr 0.001 --experiment_name "${NAME}_{method}" \
+    recipe "${stage2[0]}"  # one stage-2 recipe; --method then names every stage-2 row
+    sweep stage2 "${REC[@]}" --method "${stage2[@]}" --experiment_name "${NAME}_{method}" \
       --init_checkpoint "$OUTPUT_DIR/${NAME}_baseline/checkpoints/last.pth"
   fi
 fi

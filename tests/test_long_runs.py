@@ -547,3 +547,21 @@ def test_without_keep_the_plug_in_is_never_imported_and_a_run_resumes_from_its_f
     assert out.returncode == 0, out.stderr
     assert "stopped" in out.stdout and "3/100" in out.stdout
     assert "not finished: 3 of 100 epochs" in out.stdout
+
+
+def test_the_recipe_has_one_home_that_the_run_scripts_read():
+    """plans.stage_flags is the two-stage recipe; run_cmnist.sh and run_cmnist_table.sh read
+    it through `python scripts/plans.py stage VARIANT` (one flag a line)."""
+    assert plans.stage_flags("gray") == ["--method", "baseline", "--lr", "0.01", "--grayscale"]
+    assert plans.stage_flags("blindeye") == ["--method", "blindeye", "--lr", "0.001"]
+    run = plans.cmnist_run("0.020", "lnl", 100)
+    assert run["flags"][-4:] == plans.stage_flags("lnl") and run["expect"]["lr"] == 0.001
+    out = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "plans.py"), "stage",
+                          "lnl"], capture_output=True, text=True)
+    assert out.stdout.split() == plans.stage_flags("lnl")
+    bad = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "plans.py"), "stage",
+                          "magic"], capture_output=True, text=True)
+    assert bad.returncode != 0 and "usage" in bad.stderr
+    for script in ("run_cmnist.sh", "run_cmnist_table.sh"):
+        text = open(os.path.join(ROOT, "scripts", script)).read()
+        assert "scripts/plans.py stage" in text and "--lr 0.01" not in text
