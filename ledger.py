@@ -66,3 +66,13 @@ def paper_numbers(path=PAPER_CSV):
     with open(path, newline="") as fh:
         return [{**row, "color_var": row["color_var"] or "", "value": float(row["value"])}
                 for row in csv.DictReader(fh)]
+
+
+def mean_std(mean, std, n=None, digits=3):
+    """A table cell as every table here writes it: '0.850 ± 0.071 (n = 2)' (the sample std
+    over seeds; none for one run, or when std is None or NaN), '—' for no value."""
+    if mean is None or mean != mean:
+        return "—"
+    text = f"{mean:.{digits}f}" + ("" if std is None or std != std or n == 1
+                                   else f" ± {std:.{digits}f}")
+    return text + (f" (n = {n})" if n is not None else "")

@@ -636,14 +636,12 @@ def final_accuracy(life, run):
 
 
 def spread(values):
-    """'mean ± std (n = k)' of the seeds' final accuracies (sample std, ddof 1); one seed
-    says n = 1 and no spread."""
+    """'mean ± std (n = k)' of the seeds' final accuracies (ledger.mean_std: sample std, ddof
+    1); one seed says n = 1 and no spread."""
     n = len(values)
     mean = sum(values) / n
-    if n == 1:
-        return f"{mean:.3f} (n = 1)"
-    std = (sum((v - mean) ** 2 for v in values) / (n - 1)) ** 0.5
-    return f"{mean:.3f} ± {std:.3f} (n = {n})"
+    std = (sum((v - mean) ** 2 for v in values) / (n - 1)) ** 0.5 if n > 1 else None
+    return ledger.mean_std(mean, std, n)
 
 
 def cell(life, runs):

@@ -292,13 +292,8 @@ def select(frame, group):
 
 # --------------------------------------------------------------------------- formatting
 def fmt(mean, std, n=None, digits=3):
-    """'0.850 ± 0.071 (n=2)'; a single run has no std."""
-    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
-        return "—"
-    text = f"{mean:.{digits}f}"
-    if std is not None and not (isinstance(std, float) and math.isnan(std)):
-        text += f" ± {std:.{digits}f}"
-    return text + (f" (n={n})" if n is not None else "")
+    """'0.850 ± 0.071 (n = 2)' (ledger.mean_std, as the README's tables); one run has no std."""
+    return ledger.mean_std(mean, std, n, digits)
 
 
 def fmt_paper(value):

@@ -49,9 +49,9 @@ def test_methods_table_groups_by_configuration_not_folder_names(ledger, capsys):
     results.main(["methods", str(ledger)])
     text = (ledger / "methods_table" / "results.md").read_text()
     # sample std of 0.8 and 0.9 is 0.0707 (the population std would be 0.050)
-    assert "| LNL (ours) | 0.850 ± 0.071 (n=2) | — |" in text
+    assert "| LNL (ours) | 0.850 ± 0.071 (n = 2) | — |" in text
     assert "| LNL (paper) | 0.8185 | 0.9618 |" in text
-    assert "| Gray (ours) | — | 0.700 (n=1) |" in text  # --grayscale, not the folder name
+    assert "| Gray (ours) | — | 0.700 (n = 1) |" in text  # --grayscale, not the folder name
     assert "| ERM | 1 | 0.870 | 0.170 | 0.874 | 0.171 |" in text
     assert "| IRM | 1 | 0.700 | 0.680 | 0.708 | 0.669 |" in text
     assert "| AND-mask | 1 | 0.900 | 0.850 | — | — |" in text and "CIFAR" not in text
@@ -86,7 +86,7 @@ def test_cmnist_preset_writes_table_csv_and_plot(ledger):
     results.main(["cmnist", str(ledger), "--out", str(ledger / "c")])
     md = (ledger / "c" / "results.md").read_text()
     assert "| variant | σ²=0.020 | σ²=0.050 |" in md
-    assert "| LNL (ours) | 0.850 ± 0.071 (n=2) | — |" in md
+    assert "| LNL (ours) | 0.850 ± 0.071 (n = 2) | — |" in md
     assert "| Baseline (paper) | 0.4055 | 0.845 |" not in md  # no Baseline runs: no rows
     csv = (ledger / "c" / "results.csv").read_text().splitlines()
     assert csv[0].startswith("sigma2,seed,variant,method,test_acc") and len(csv) == 4
@@ -122,7 +122,7 @@ def test_cmnist_table_refuses_to_average_runs_of_several_lengths(ledger):
         results.main(["cmnist", str(ledger), "--out", str(ledger / "c")])
     results.main(["cmnist", str(ledger), "--where", "epochs=100", "--out", str(ledger / "c")])
     md = (ledger / "c" / "results.md").read_text()
-    assert "| LNL (ours) | 0.950 (n=1) |" in md and "Epochs per stage: 100." in md
+    assert "| LNL (ours) | 0.950 (n = 1) |" in md and "Epochs per stage: 100." in md
 
 
 def test_older_records_take_their_config_from_args_json(tmp_path, capsys):
@@ -209,7 +209,7 @@ def test_ledger_copies_small_records_once_and_never_overwrites(ledger, tmp_path,
     assert sorted(os.listdir(into)) == ["cmnist_var0.020_seed0_lnl", "cmnist_var0.020_seed1_lnl",
                                         "cmnist_var0.050_seed0_gray"]
     results.main(["cmnist", str(into), "--out", str(tmp_path / "t")])
-    assert "| LNL (ours) | 0.850 ± 0.071 (n=2) | — |" in (tmp_path / "t" / "results.md").read_text()
+    assert "| LNL (ours) | 0.850 ± 0.071 (n = 2) | — |" in (tmp_path / "t" / "results.md").read_text()
     # again: nothing added; a ledger file that differs is kept and named
     mine = into / "cmnist_var0.050_seed0_gray" / "results.json"
     mine.write_text("{}")
@@ -271,10 +271,10 @@ def test_a_pivot_of_several_metrics_names_each_row_and_lff_stage_two_is_its_own_
     results.main(["table", str(tmp_path), "--group_by", "variant", "--columns",
                   "lff_conflict_ratio", "--metrics", "test_acc", "test_acc_selected"])
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| LNL")]
-    assert sorted(rows) == ["| LNL test_acc (ours) | 0.400 (n=1) |",
-                    "| LNL test_acc_selected (ours) | 0.300 (n=1) |",
-                    "| LNL, stage 2 from vanilla test_acc (ours) | 0.600 (n=1) |",
-                    "| LNL, stage 2 from vanilla test_acc_selected (ours) | 0.500 (n=1) |"]
+    assert sorted(rows) == ["| LNL test_acc (ours) | 0.400 (n = 1) |",
+                    "| LNL test_acc_selected (ours) | 0.300 (n = 1) |",
+                    "| LNL, stage 2 from vanilla test_acc (ours) | 0.600 (n = 1) |",
+                    "| LNL, stage 2 from vanilla test_acc_selected (ours) | 0.500 (n = 1) |"]
 
 
 def test_status_of_an_empty_folder_lists_no_phantom_run(tmp_path, capsys):
