@@ -66,7 +66,7 @@ def headline_plan(epochs, sigmas=HEADLINE_SIGMAS, tiny=False, seeds=SEEDS, varia
     5. baseline + LNL at the remaining sigma^2, in their order;
     6. BlindEye, then Gray, at every sigma^2 not yet planned;
     7. LfF, GroupDRO and JTT at the headline sigma^2 (issue #33: the methods after LNL on
-       LNL's ground)."""
+       LNL's ground) but OTHER_DIRECTION's, which the comparison plan trains."""
     def runs(sigma, *which, seed=0):
         return [cmnist_run(sigma, v, epochs, seed, tiny) for v in which if v in variants]
     head, third, rest = list(sigmas[:2]), list(sigmas[2:3]), list(sigmas[3:])
@@ -79,7 +79,7 @@ def headline_plan(epochs, sigmas=HEADLINE_SIGMAS, tiny=False, seeds=SEEDS, varia
     plan += [r for s in sigmas[1:] for r in runs(s, "blindeye")]
     plan += [r for s in third + rest for r in runs(s, "gray")]
     plan += [later_method_run(s, m, epochs, tiny) for s in head for m in AFTER_LNL
-             if m in variants]
+             if m in variants and s != OTHER_DIRECTION]  # there: the comparison plan's runs
     if set(variants) == set(VARIANTS):
         return plan
     return with_start_runs(plan, headline_plan(epochs, sigmas, tiny, seeds))
@@ -98,6 +98,7 @@ def with_start_runs(plan, whole):
     return out
 
 
+OTHER_DIRECTION = "0.020"  # sigma^2 of the later methods on LNL's data in the comparison plan
 AFTER_LNL = ("lff", "groupdro", "jtt")  # the later methods, on LNL's Colored MNIST at the end
 
 
@@ -249,7 +250,8 @@ def compare_plan(epochs, ratios=COMPARE_RATIOS, seeds=SEEDS, methods=COMPARE_MET
                 path = selection(method, ratio) if grid else None
                 plan.append(compare_run(ratio, method, seed, epochs, tiny, selection=path,
                                         grid=grid or ()))
-    plan += [{**later_method_run("0.020", m, epochs, tiny), "waits_for": [], "choose": None,
+    plan += [{**later_method_run(OTHER_DIRECTION, m, epochs, tiny), "waits_for": [],
+              "choose": None,
               "point": None} for m in AFTER_LNL if m in methods]
     return plan
 
