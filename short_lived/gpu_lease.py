@@ -708,7 +708,7 @@ def collect_long(opts, src):
         work = life.work(run)
         if long_runs.held(work):
             raise SystemExit(f"{work} is training here: stop the long runs first "
-                             "(pkill -TERM -f 'scripts/long_runs.py run'), then collect again")
+                             f"({long_runs.stop_advice(life.opts)}), then collect again")
         got, have = read_run(theirs, top).epochs, life.done(run, "keep")
         if got <= have:
             print(f"kept {ours}: at epoch {have}, as far as or further than the fetched {got}")
