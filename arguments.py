@@ -41,6 +41,7 @@ def build_parser():
                                 "(Learning Not to Learn, Kim et al., CVPR 2019).",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.roles = {}  # flag -> its role for a run (options.ROLES), declared with the flag
+    p.given = set()  # the flags on the command line (parse_runs): given by hand
 
     def add(group, role, *names, **kwargs):
         action = group.add_argument(*names, **kwargs)
@@ -361,7 +362,7 @@ def with_selection(parser, args):
         parser.error(str(err))
     for flag, value in choice.items():
         given = getattr(args, flag)
-        if (given != parser.get_default(flag) or flag in getattr(parser, "given", ())) \
+        if (given != parser.get_default(flag) or flag in parser.given) \
                 and given != value:  # the default passed by hand counts as given
             parser.error(f"--{flag} {given} disagrees with --hparams_from {path}, which chose "
                          f"{value}; pass one of them")
@@ -457,7 +458,7 @@ def check_unused_flags(parser, runs):
             if any(runs_it(a) for a in runs):
                 used.add(option.name)
     for option in methods.all_options() + dataset_specs.all_options():
-        if option.name not in used and (option.name in getattr(parser, "given", ()) or any(
+        if option.name not in used and (option.name in parser.given or any(
                 getattr(a, option.name) != parser.get_default(option.name) for a in runs)):
             parser.error(f"--{option.name} applies to {' or '.join(holders[option.name])} only "
                          f"and this run uses --method {runs[0].method} on "

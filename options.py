@@ -33,11 +33,6 @@ class Option:
     role: str = None  # None: the owner's (a dataset's flags define the run, a method's are
     #                   its recipe)
 
-    @property
-    def unset(self):
-        """Its value when nobody set it (a switch is off)."""
-        return False if self.switch else self.default
-
     def add_to(self, group):
         if self.switch:
             return group.add_argument(f"--{self.name}", action="store_true", help=self.help)

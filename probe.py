@@ -22,11 +22,10 @@ from utils import log, progress
 
 PROBE_EPOCHS = 5
 PROBE_LR = 0.01
-PROBE_FILE = PROBE
 
 
 def probe_path(folder):
-    return os.path.join(folder, PROBE_FILE)
+    return os.path.join(folder, PROBE)
 
 
 @torch.no_grad()

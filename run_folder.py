@@ -211,10 +211,12 @@ def prediction_target(args, checkpoint, error):
         error(f"--test_output_npy {path} exists and is not a prediction file written "
               "by this tool; pass another name")
     summary = summary_path(path)
-    if os.path.lexists(summary) and not is_prediction_summary(summary, path):
+    exists = os.path.lexists(summary)
+    written = small_json(summary, SUMMARY_MAX_BYTES) if exists else None  # read once
+    if exists and not is_prediction_summary(written, path):
         error(f"{summary} exists and is not a prediction summary written by this tool (test "
               "mode writes one beside --test_output_npy); pass another --test_output_npy")
-    earlier = (small_json(summary, SUMMARY_MAX_BYTES) or {}).get("checkpoint")
+    earlier = (written or {}).get("checkpoint")
     if (args.test_output_npy is None and isinstance(earlier, str)
             and not (own_checkpoint(args, earlier) and own_checkpoint(args, checkpoint))
             and os.path.realpath(earlier) != os.path.realpath(checkpoint)):
@@ -251,9 +253,9 @@ def is_prediction_file(path):
         return False
 
 
-def is_prediction_summary(path, npy):
-    """Whether path is the summary a test run wrote for the prediction file npy."""
-    data = small_json(path, SUMMARY_MAX_BYTES)
+def is_prediction_summary(data, npy):
+    """Whether data (a summary file's JSON object, or None) is the summary a test run wrote
+    for the prediction file npy."""
     return data is not None and data.get("predictions") == os.path.basename(npy)
 
 

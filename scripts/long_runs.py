@@ -824,6 +824,7 @@ def full_compare_table(life):
     for r in life.plan:
         if r["sigma"] in LFF_RATIOS:
             runs.setdefault((r["variant"], r["sigma"]), []).append(r)
+    names = dict(labelled(COMPARE_ROWS, "LfFColoredMNIST"))
     for (method, ratio), group in runs.items():
         pooled, selection = chosen_runs(life, group)
         if pooled is None:
@@ -840,8 +841,7 @@ def full_compare_table(life):
                 crit = f"{best['value']:.3f} [{best['ci95'][0]:.3f}, {best['ci95'][1]:.3f}]"
             choice = ", ".join(f"{k} {v:g}" for k, v in selection["choice"].items())
             choice += "" if selection.get("separable") else " (too noisy to choose)"
-        lines.append(f"| {dict(labelled(COMPARE_ROWS, 'LfFColoredMNIST'))[method]} | "
-                     f"{float(ratio):.1%} | "
+        lines.append(f"| {names[method]} | {float(ratio):.1%} | "
                      f"{cell(life, pooled)} | {spread(oracle) if oracle else '—'} | {crit} | "
                      f"{choice} |")
     return "\n".join(lines)
@@ -855,8 +855,9 @@ def compare_table(life):
     lines, runs = share_table(life, rows, compare_cell)
     other = [(m, runs[m, "0.020"]) for m, _ in rows if (m, "0.020") in runs]
     if other:
+        on_lnls = dict(labelled(COMPARE_ROWS, "ColoredMNIST"))
         lines += ["", "| LNL's Colored MNIST, σ² 0.020 | " + " | ".join(
-            dict(labelled(COMPARE_ROWS, "ColoredMNIST"))[m] for m, _ in other) + " |", "|---|" + "---|" * len(other),
+            on_lnls[m] for m, _ in other) + " |", "|---|" + "---|" * len(other),
             "| final epoch | " + " | ".join(cell(life, rs) for _, rs in other) + " |"]
     return "\n".join(lines)
 

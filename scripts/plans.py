@@ -23,14 +23,19 @@ STAGE_LR = {1: "0.01", 2: "0.001"}  # the reference recipe's lr per stage (Kim e
 CMNIST_VARIANTS = ("baseline", "lnl", "blindeye", "gray")  # the paper's table's rows
 
 
+def stage_of(variant):
+    """(the method a row of the paper's table trains, its stage): Gray is the baseline."""
+    method = "baseline" if variant == "gray" else variant
+    return method, 1 if method == "baseline" else 2
+
+
 def stage_flags(variant):
     """The reference Colored-MNIST recipe's flags for one of its rows (Kim et al., CVPR 2019,
     §4.1): stage 1 (the baseline; Gray, the baseline on grayscale images) at lr 0.01; stage 2
     (LNL, BlindEye), from the baseline's last checkpoint, at lr 0.001. The plans and the run
     scripts (run_cmnist.sh, run_cmnist_table.sh: `python scripts/plans.py stage VARIANT`)
     take the recipe from here."""
-    method = "baseline" if variant == "gray" else variant
-    stage = 1 if method == "baseline" else 2
+    method, stage = stage_of(variant)
     return (["--method", method, "--lr", STAGE_LR[stage]]
             + (["--grayscale"] if variant == "gray" else []))  # Gray: no colour, train or test
 
@@ -40,11 +45,9 @@ def cmnist_run(sigma, variant, epochs, seed=0, tiny=False):
     scripts/run_cmnist.sh names it. `expect`: the values its args.json must record
     (check_record)."""
     base = f"cmnist_var{sigma}_seed{seed}"
-    method = "baseline" if variant == "gray" else variant
-    stage1 = method == "baseline"
+    method, stage = stage_of(variant)
     expect = {"dataset_name": "ColoredMNIST", "color_var": sigma, "seed": seed, "data_seed": 0,
-              "method": method, "lr": float(STAGE_LR[1 if stage1 else 2]),
-              "grayscale": variant == "gray"}
+              "method": method, "lr": float(STAGE_LR[stage]), "grayscale": variant == "gray"}
     flags = ["--dataset_name", "ColoredMNIST", "--color_var", sigma, "--seed", str(seed),
              "--data_seed", "0", "--epochs", str(epochs), *stage_flags(variant)]
     if tiny:  # the rehearsal: 600 images, for tests
@@ -52,7 +55,7 @@ def cmnist_run(sigma, variant, epochs, seed=0, tiny=False):
         expect.update(max_train_samples=512, max_test_samples=256)
     return {"name": f"{base}_{variant}", "flags": flags, "expect": expect, "sigma": sigma,
             "variant": variant, "seed": seed, "epochs": epochs,
-            "after": None if stage1 else f"{base}_baseline"}
+            "after": None if stage == 1 else f"{base}_baseline"}
 
 
 def headline_plan(epochs, sigmas=HEADLINE_SIGMAS, tiny=False, seeds=SEEDS, variants=VARIANTS):
