@@ -18,6 +18,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Callable
 
+import metrics
 from andmask_datasets import cifar_random_labels_datasets, spiral_datasets
 from data_handler import FIELDS
 from colored_mnist import PALETTES, colored_mnist_datasets, irm_cmnist_datasets
@@ -52,7 +53,7 @@ class DatasetSpec:
     #                              class), whose agreement with the label splits the test set
     #                              into aligned and conflicting examples; False: an environment
     title: str = None         # its name in tables (scripts/results.py); None: its name
-    report: tuple = ("test_acc",)  # the metrics its table shows, in order
+    report: tuple = (metrics.FINAL,)  # the metrics its table shows, in order
     pivot: str = None         # the flag its table spreads into columns (sigma^2, the split)
     describe: Callable = None  # args -> a few words for figure titles ("σ²=0.020")
     bias_colours: Callable = None  # args -> RGB per bias class (confusion-matrix rows)
@@ -156,7 +157,7 @@ register_dataset(DatasetSpec(
     classes=10, bias_classes=10,
     run_name=lambda args: f"LfF{args.lff_conflict_ratio:g}",
     title="LfF's Colored MNIST (test accuracy)", pivot="lff_conflict_ratio",
-    report=("test_acc", "test_acc_conflicting", "test_worst_group_acc"),
+    report=(metrics.FINAL, metrics.conflicting(), metrics.worst_group()),
     # LNL and BlindEye as their authors order them: stage 2 from a vanilla run's checkpoint
     variants=tuple((f"{m}_stage2", f"{name}, stage 2 from vanilla", lambda c, m=m: (
         c.get("dataset_name") == "LfFColoredMNIST" and c.get("method") == m
@@ -177,7 +178,7 @@ register_dataset(DatasetSpec(
 
 register_dataset(DatasetSpec(
     "IRMColoredMNIST", irm_cmnist_datasets, b="env",
-    title="IRM Colored MNIST", report=("train_acc", "test_acc"),
+    title="IRM Colored MNIST", report=(metrics.TRAIN, metrics.FINAL),
     classes=1))  # label = digit < 5: one logit
 
 SPIRAL_OPTIONS = (
@@ -191,12 +192,12 @@ register_dataset(DatasetSpec(
     "SpiralSignatures", spiral_datasets, b="env", classes=1,  # the arm: one logit
     balanced_envs=True, options=SPIRAL_OPTIONS, bias_attribute=False,
     title="AND-mask synthetic memorisation (spiral + signatures)",
-    report=("train_acc", "test_acc")))
+    report=(metrics.TRAIN, metrics.FINAL)))
 
 register_dataset(DatasetSpec(
     "CIFAR10RandomLabels", cifar_random_labels_datasets, b="env",  # each example its own
     classes=10, title="CIFAR-10 with random labels", bias_attribute=False,
-    report=("train_acc", "mislabeled_acc", "test_acc"),
+    report=(metrics.TRAIN, metrics.accuracy("mislabeled"), metrics.FINAL),
     options=(Option("random_labels_fraction", 0.0, "CIFAR10RandomLabels: fraction of training "
                     "labels randomized", range="[0, 1]"),)))
 
@@ -212,7 +213,7 @@ register_dataset(DatasetSpec(
     classes=2, bias_classes=2,  # cat, dog; dark, bright
     bias_splits=("TB1", "TB2"), file_backed=True,
     run_name=lambda args: f"DogsCats_{args.bias_split}",
-    title="Dogs and Cats", report=("test_acc", "mixed_acc"), pivot="bias_split",
+    title="Dogs and Cats", report=(metrics.FINAL, metrics.accuracy("mixed")), pivot="bias_split",
     options=IMAGE_FILE_OPTIONS + (
         Option("holdout_fraction", 0.1, "DogsCats: share of each training cell held out for the "
                "unbiased 'mixed' evaluation set", range="[0, 1)"),
@@ -226,7 +227,7 @@ register_dataset(DatasetSpec(
     bias_classes=lambda args: IMDB_CLASSES[IMDB_TASKS[args.imdb_task][1]],
     bias_splits=("EB1", "EB2"), file_backed=True,
     run_name=lambda args: f"IMDBFace_{args.bias_split}_{args.imdb_task}",
-    title="IMDB-Face", report=("test_acc", "opposite_acc"), pivot="bias_split",
+    title="IMDB-Face", report=(metrics.FINAL, metrics.accuracy("opposite")), pivot="bias_split",
     options=IMAGE_FILE_OPTIONS + (
         Option("imdb_task", "gender", "IMDBFace: predict gender (bias: age class) or the age "
                "class (bias: gender)", choices=("gender", "age")),)))

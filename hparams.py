@@ -19,6 +19,7 @@ import math
 
 import numpy as np
 
+import metrics
 from errors import UserError
 from methods import METHODS
 
@@ -40,7 +41,7 @@ def tag(point):
 
 def _groups(record, split="val"):
     """[(examples, correct, aligned)] of a record's split, or None (absent or damaged)."""
-    rows = record.get(f"{split}_groups") if isinstance(record, dict) else None
+    rows = record.get(metrics.groups(split)) if isinstance(record, dict) else None
     if not isinstance(rows, list) or not rows:
         return None
     out = []
@@ -69,7 +70,7 @@ def _worst(groups, draws):
             np.min(np.stack([d / n for (n, _, _), d in zip(groups, draws)]), axis=0))
 
 
-CRITERIA = {"val_acc_conflicting": _conflicting, "val_worst_group_acc": _worst}
+CRITERIA = {metrics.conflicting("val"): _conflicting, metrics.worst_group("val"): _worst}
 
 
 def criterion(record, name, resamples=RESAMPLES, seed=SEED):

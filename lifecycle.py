@@ -19,6 +19,7 @@ from typing import Optional
 
 import torch
 
+import metrics
 import run_folder
 import probe as bias_probe
 from checkpoints import (adopt_resumed_args, check_compatible, check_init_optimizer,
@@ -228,9 +229,9 @@ def training_steps(solver, start):
     begin(solver, start)
     finished = solver.run.finished_record(solver.epoch)
     if finished is not None:
-        log(f"final test_acc={finished['test_acc']:.4f} ({start.args.experiment_name}, "
+        log(f"final {metrics.FINAL}={finished[metrics.FINAL]:.4f} ({start.args.experiment_name}, "
             f"epoch {solver.epoch}, finished earlier) -> {solver.run.path}")
-        return finished["test_acc"]
+        return finished[metrics.FINAL]
     last = solver.run.open_logs(solver.epoch, start.kind == "resume")  # drops redone epochs
     return (yield from solver.training(last))
 
@@ -251,7 +252,7 @@ def probe(start, runtime, nets, train_loader, test_loader, extra_loaders=None):
     checkpoint = {"path": os.path.abspath(start.path), "epoch": start.ckpt.get("epoch"),
                   "sha256": file_digest(start.path)}
     return bias_probe.run_probe(args, nets["f"], nets["h"], train_loader, test_loader,
-                           runtime.device, checkpoint, experiment_dir(args))["probe_bias_acc"]
+                           runtime.device, checkpoint, experiment_dir(args))[metrics.PROBE]
 
 
 def test(solver, start):

@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+import metrics
 from data_handler import IGNORE_INDEX
 from network import build_network, grad_reverse
 from options import Option
@@ -209,7 +210,7 @@ class Baseline(Method):
         loss = task_loss(logits, y)
         loss.backward()
         optimizers["main"].step()
-        return {"loss_cls": loss.detach(), "train_acc": task_accuracy(logits, y)}
+        return {"loss_cls": loss.detach(), metrics.TRAIN: task_accuracy(logits, y)}
 
 
 class _BiasHeadMethod(Method):
@@ -271,7 +272,7 @@ class LearningNotToLearn(_BiasHeadMethod):
         reversed_feat = grad_reverse(self.nets["f"](x), self.args.mu_grl)  # a fresh f(x)
         return {"loss_cls": loss_cls.detach(), "entropy_term": neg_ent.detach(),
                 **self.bias_step(reversed_feat, b, optimizers, ("main", "bias")),
-                "train_acc": task_accuracy(logits, y)}
+                metrics.TRAIN: task_accuracy(logits, y)}
 
 
 def confusion_loss(logits, target):
@@ -299,7 +300,7 @@ class BlindEye(_BiasHeadMethod):
             x, y, optimizers, lambda out: confusion_loss(out, b), self.args.blindeye_alpha)
         return {"loss_cls": loss_cls.detach(), "confusion": confusion.detach(),
                 **self.bias_step(feat.detach(), b, optimizers, ("bias",)),
-                "train_acc": task_accuracy(logits, y)}
+                metrics.TRAIN: task_accuracy(logits, y)}
 
 
 def irm_penalty(logits, y):
@@ -360,7 +361,7 @@ class IRM(Method):
         self.step += 1
         return {"loss_cls": risk.detach(), "irm_penalty": penalty.detach(),
                 "penalty_weight": risk.new_tensor(float(weight)),
-                "train_acc": task_accuracy(logits, y)}
+                metrics.TRAIN: task_accuracy(logits, y)}
 
     def state_dict(self):
         return {"step": self.step}
@@ -428,7 +429,7 @@ class _GradientMaskMethod(Method):
             kept.append((p.grad != 0).float().mean())
         optimizers["main"].step()
         return {"loss_cls": loss.detach(), "kept_fraction": torch.stack(kept).mean(),
-                "train_acc": task_accuracy(logits, batch["y"])}
+                metrics.TRAIN: task_accuracy(logits, batch["y"])}
 
 
 @register("andmask")
@@ -571,8 +572,8 @@ class LearningFromFailure(Method):
         optimizers["biased"].step()
         optimizers["main"].step()
         return {"loss_cls": ce_d.detach().mean(), "loss_biased": ce_b.detach().mean(),
-                "lff_weight": w.mean(), "train_acc": task_accuracy(logits_d, y),
-                "train_acc_biased": task_accuracy(logits_b, y)}
+                "lff_weight": w.mean(), metrics.TRAIN: task_accuracy(logits_d, y),
+                f"{metrics.TRAIN}_biased": task_accuracy(logits_b, y)}
 
     def state_dict(self):
         return {} if self.ema is None else {"ema": self.ema.cpu(), "seen": self.seen.cpu()}
@@ -650,7 +651,7 @@ class GroupDRO(Method):
         loss.backward()
         optimizers["main"].step()
         return {"loss_cls": losses.detach().mean(), "loss_robust": loss.detach(),
-                "largest_group_weight": self.q.max(), "train_acc": task_accuracy(logits, y)}
+                "largest_group_weight": self.q.max(), metrics.TRAIN: task_accuracy(logits, y)}
 
     def state_dict(self):
         return {"q": self.q.cpu()}
@@ -769,7 +770,7 @@ class JustTrainTwice(Method):
         loss.backward()
         optimizers["main"].step()
         self.examples_seen += len(y)
-        return {"loss_cls": losses.detach().mean(), "train_acc": task_accuracy(logits, y),
+        return {"loss_cls": losses.detach().mean(), metrics.TRAIN: task_accuracy(logits, y),
                 "error_set_share": self.share.to(x.device)}
 
     def state_dict(self):
@@ -868,8 +869,8 @@ class DisEnt(LearningFromFailure):
         self.step += 1
         return {"loss_cls": ce_i.detach().mean(), "loss_biased": ce_b.detach().mean(),
                 "lff_weight": w.mean(), "swapped": ce_i.new_tensor(float(swapped)),
-                "step_lr": ce_i.new_tensor(lr), "train_acc": task_accuracy(logits_i, y),
-                "train_acc_biased": task_accuracy(logits_b, y)}
+                "step_lr": ce_i.new_tensor(lr), metrics.TRAIN: task_accuracy(logits_i, y),
+                f"{metrics.TRAIN}_biased": task_accuracy(logits_b, y)}
 
     def state_dict(self):
         return {**super().state_dict(), "step": self.step}

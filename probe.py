@@ -16,6 +16,7 @@ import os
 import torch
 from torch import optim
 
+import metrics
 from methods import IGNORE_INDEX, as_heads, bias_cross_entropy
 from safe_files import PROBE, small_json, write_json
 from utils import log, progress
@@ -83,7 +84,7 @@ def run_probe(args, f, h, train_loader, test_loader, device, checkpoint, folder)
         p.requires_grad_(False)
     train_head(f, h, train_loader, device, args.epochs, args.lr)
     acc, chance = bias_scores(f, h, test_loader, device)
-    record = {"probe_bias_acc": acc, "chance": chance,
+    record = {metrics.PROBE: acc, "chance": chance,
               "recipe": {"epochs": args.epochs, "lr": args.lr, "optimizer": "sgd",
                          "momentum": 0.9, "weight_decay": 5e-4, "seed": args.seed,
                          "head": args.h_network_name, "loss": "LNL bias cross-entropy",
@@ -92,7 +93,7 @@ def run_probe(args, f, h, train_loader, test_loader, device, checkpoint, folder)
               "test_examples": len(test_loader.dataset)}
     root = getattr(args, "output_dir", None) or os.path.dirname(os.path.abspath(folder))
     write_json(probe_path(folder), record, root)
-    log(f"probe_bias_acc={acc:.4f} (chance {chance:.4f}; f of {checkpoint['path']}, epoch "
+    log(f"{metrics.PROBE}={acc:.4f} (chance {chance:.4f}; f of {checkpoint['path']}, epoch "
         f"{checkpoint['epoch']}) -> {probe_path(folder)}")
     return record
 
@@ -100,4 +101,4 @@ def run_probe(args, f, h, train_loader, test_loader, device, checkpoint, folder)
 def is_probe_record(path):
     """Whether path is a probe.json this tool wrote (never replace another file)."""
     data = small_json(path, 1 << 16)
-    return data is not None and "probe_bias_acc" in data
+    return data is not None and metrics.PROBE in data

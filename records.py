@@ -17,6 +17,8 @@ import time
 import numpy as np
 import torch
 
+import metrics
+
 ROOT = os.path.dirname(os.path.abspath(__file__))
 RECORD_VERSION = 2  # 1: name, method, dataset, epochs, metrics; 2: + config, provenance
 
@@ -144,20 +146,20 @@ def selection(history, first_epoch=1):
     best validation worst-group accuracy and its test accuracy. Only epochs from first_epoch
     on, those of the model the method reports (Method.reported_from: JTT's second model).
     {} without validation accuracies."""
-    rows = [r for r in history if "val_acc" in r and "test_acc" in r
-            and r.get("epoch", 0) >= first_epoch]
+    val, test, worst = metrics.VALIDATION, metrics.FINAL, metrics.worst_group("val")
+    rows = [r for r in history if val in r and test in r and r.get("epoch", 0) >= first_epoch]
     if not rows:
         return {}
-    chosen = max(rows, key=lambda r: (r["val_acc"], -r["epoch"]))
-    oracle = max(rows, key=lambda r: (r["test_acc"], -r["epoch"]))
-    out = {"selected_epoch": chosen["epoch"], "val_acc_selected": chosen["val_acc"],
-           "test_acc_selected": chosen["test_acc"], "test_acc_oracle": oracle["test_acc"],
+    chosen = max(rows, key=lambda r: (r[val], -r["epoch"]))
+    oracle = max(rows, key=lambda r: (r[test], -r["epoch"]))
+    out = {"selected_epoch": chosen["epoch"], f"{val}_selected": chosen[val],
+           metrics.SELECTED: chosen[test], metrics.ORACLE: oracle[test],
            "oracle_epoch": oracle["epoch"]}
-    groups = [r for r in rows if "val_worst_group_acc" in r]
+    groups = [r for r in rows if worst in r]
     if groups:  # GroupDRO's and JTT's criterion (Sagawa et al. 2020; Liu et al. 2021)
-        worst = max(groups, key=lambda r: (r["val_worst_group_acc"], -r["epoch"]))
-        out.update(selected_epoch_worst_group=worst["epoch"],
-                   test_acc_selected_worst_group=worst["test_acc"])
+        best = max(groups, key=lambda r: (r[worst], -r["epoch"]))
+        out.update(selected_epoch_worst_group=best["epoch"],
+                   **{f"{metrics.SELECTED}_worst_group": best[test]})
     return out
 
 
@@ -178,12 +180,12 @@ def collapse(history, share=COLLAPSE_SHARE):
     evaluated epoch reached `share`; else the first epoch that did, the epochs that did, and
     whether the final epoch is one of them (the accuracy then is a class's share, not the
     method's)."""
-    rows = [r for r in history if "test_top_class_share" in r]
-    hit = [r["epoch"] for r in rows if r["test_top_class_share"] >= share]
+    rows = [r for r in history if metrics.TOP_CLASS in r]
+    hit = [r["epoch"] for r in rows if r[metrics.TOP_CLASS] >= share]
     if not hit:
         return None
     return {"first_epoch": hit[0], "epochs": len(hit), "final": hit[-1] == rows[-1]["epoch"],
-            "final_top_class_share": rows[-1]["test_top_class_share"], "threshold": share}
+            "final_top_class_share": rows[-1][metrics.TOP_CLASS], "threshold": share}
 
 
 def collapse_text(state):
@@ -205,7 +207,7 @@ def data_digest(sets):
     return h.hexdigest()
 
 
-def results_record(args, device, started, epochs, metrics, world=1, train_seconds=None,
+def results_record(args, device, started, epochs, final, world=1, train_seconds=None,
                    step_path=None, correct=None, data_sha256=None, init=None):
     """results.json's content: the flat fields earlier records had (experiment, method,
     dataset, epochs, final metrics) plus config and provenance (with step_path: how the
@@ -220,10 +222,10 @@ def results_record(args, device, started, epochs, metrics, world=1, train_second
         prov["data_sha256"] = data_sha256
     interval = {}
     if correct is not None:
-        interval = {"test_acc_ci95": bootstrap_ci(correct)}
-        prov["test_acc_ci95_method"] = BOOTSTRAP
+        interval = {metrics.CI95: bootstrap_ci(correct)}
+        prov[f"{metrics.CI95}_method"] = BOOTSTRAP
     return {"experiment": args.experiment_name, "method": args.method,
-            "dataset": args.dataset_name, "epochs": epochs, **metrics, **interval,
+            "dataset": args.dataset_name, "epochs": epochs, **final, **interval,
             "init": init, "record_version": RECORD_VERSION,
             "config": resolved_config(args, device), "provenance": prov}
 
@@ -296,7 +298,7 @@ def aligned_accuracies(cells, labels, preds, bias):
     inside = (bias <= cells["top"]) & np.isin(labels * (cells["top"] + 1) + bias,
                                               cells["codes"])
     out = {}
-    for name, part in (("test_acc_aligned", inside), ("test_acc_conflicting", ~inside)):
+    for name, part in ((metrics.aligned(), inside), (metrics.conflicting(), ~inside)):
         if part.any():
             out[name] = float((preds[part] == labels[part]).mean())
     return out

@@ -19,6 +19,7 @@ import os
 import numpy as np
 from torch.utils.tensorboard import SummaryWriter
 
+import metrics
 import records
 from checkpoints import list_checkpoints
 from safe_files import (ARGS, LAST, METRICS, PROBE, RESULTS, RUN_LOG, append_text, read_jsonl,
@@ -127,7 +128,7 @@ def clear_run_files(folder):
         path = os.path.join(folder, sub)
         if os.path.isdir(path) and not os.listdir(path):
             os.rmdir(path)
-    left = sorted(set(os.listdir(folder)) - {".lock", "args.json", "test_args.json"})
+    left = sorted(set(os.listdir(folder)) - {".lock", ARGS, "test_args.json"})
     note = f"; kept files this tool did not write: {', '.join(left)}" if left else ""
     log(f"--overwrite: removed {removed} files of the earlier run in {folder}{note}")
 
@@ -272,10 +273,10 @@ def open_run(args, device):
             clear_run_files(out)
     if not (training and finished_record(out, args.epochs, args.output_dir)):
         # (a finished run's args.json stays: its record's config)
-        write_json(os.path.join(out, {"train": "args.json", "test": "test_args.json",
+        write_json(os.path.join(out, {"train": ARGS, "test": "test_args.json",
                                       "probe": "probe_args.json"}[args.mode]),
                    {**vars(args), "device_used": str(device)}, args.output_dir)
-    log.open(os.path.join(out, "run.log"), args.output_dir)
+    log.open(os.path.join(out, RUN_LOG), args.output_dir)
 
 
 def finished_record(folder, epochs, root):
@@ -316,7 +317,7 @@ class RunFolder:
     def __init__(self, args, writes=True, eval_sets=()):
         self.args, self.writes, self.eval_sets = args, writes, set(eval_sets)
         self.path, self.checkpoints = experiment_dir(args), checkpoint_dir(args)
-        self.metrics = os.path.join(self.path, "metrics.jsonl")
+        self.metrics = os.path.join(self.path, METRICS)
         self.writer = None
 
     # checkpoints: what they hold is the Solver's state(); checkpoints.py checks them
@@ -358,23 +359,12 @@ class RunFolder:
         return (None if epoch < self.args.epochs
                 else finished_record(self.path, epoch, self.args.output_dir))
 
-    def _tag(self, key):
-        if key == "test_acc":
-            return "test/acc"
-        if key.startswith("test_acc_"):  # aligned, conflicting
-            return f"test/acc_{key[len('test_acc_'):]}"
-        if key in ("bias_agreement", "test_worst_group_acc"):
-            return f"test/{key.replace('test_', '')}"
-        if key.endswith("_acc") and key.split("_")[0] in self.eval_sets:
-            return f"test/{key}"
-        return f"train/{key}"
-
     def log_epoch(self, epoch, stats):
         """One epoch's metrics: TensorBoard scalars and a metrics.jsonl line."""
         if not self.writes:
             return
         for k, v in stats.items():
-            self.writer.add_scalar(self._tag(k), v, epoch)
+            self.writer.add_scalar(metrics.tag(k, self.eval_sets), v, epoch)
         self.writer.flush()
         append_text(self.metrics, json.dumps({"epoch": epoch, **stats}) + "\n",
                     self.args.output_dir)
@@ -384,11 +374,9 @@ class RunFolder:
         HPARAMS view) and the final confusion matrices as figures."""
         if not self.writes:
             return
-        write_json(os.path.join(self.path, "results.json"), record, self.args.output_dir)
-        metrics = {k: v for k, v in record.items() if k.endswith("_acc")
-                   or k in ("bias_agreement", "epochs", "test_acc_aligned",
-                            "test_acc_conflicting")}
-        records.log_hparams(self.writer, record["config"], metrics, epoch)
+        write_json(os.path.join(self.path, RESULTS), record, self.args.output_dir)
+        records.log_hparams(self.writer, record["config"],
+                            {k: v for k, v in record.items() if metrics.is_result(k)}, epoch)
         for name, panel in panels:
             self.writer.add_figure(f"confusion/{name}", matrix_figure(*panel), epoch)
 

@@ -23,6 +23,7 @@ import torch.distributed as dist
 from torch import nn, optim
 from torch.nn.parallel import DistributedDataParallel
 
+import metrics
 import records
 from methods import METHODS
 from utils import BadInput, EpochPace, RunStopped, format_duration, log, progress, rng_state, set_rng_state
@@ -201,7 +202,7 @@ class Solver:
                     last.update(self.evaluate_all())
                 self._report(last, self.epoch_share)
                 run.save_checkpoint(self.state())
-            if "test_acc" not in last or self.last_eval is None:
+            if metrics.FINAL not in last or self.last_eval is None:
                 # nothing was left to train: evaluate the finished run (its figures need it)
                 last.update(self.evaluate_all())
             last.pop("epoch", None)
@@ -215,7 +216,7 @@ class Solver:
                            "--resume.") from None
         finally:
             run.close()
-        return last["test_acc"]
+        return last[metrics.FINAL]
 
     def train_epoch(self):
         """Train from the current position in the epoch to its end: the epoch's mean step
@@ -351,16 +352,16 @@ class Solver:
         layout = ", NHWC weights" if self.runtime.nhwc else ""
         return f"{data}, {step}, {precision}{layout} on {records.device_text(self.device)}"
 
-    def _finish(self, metrics):
+    def _finish(self, last):
         """results.json and the final TensorBoard record (one event file per run)."""
         args = self.args
         labels, preds = self.last_eval[:2]
         history = self.run.history()
-        metrics = {**metrics, **records.selection(history, self.method.reported_from()),
-                   "collapse": records.collapse(history),
-                   **{f"{name}_groups": groups for name, groups in self.last_groups.items()},
-                   "hparam_selection": getattr(args, "hparam_selection", None)}
-        record = records.results_record(args, self.device, self.started, self.epoch, metrics,
+        final = {**last, **records.selection(history, self.method.reported_from()),
+                 "collapse": records.collapse(history),
+                 **{metrics.groups(name): groups for name, groups in self.last_groups.items()},
+                 "hparam_selection": getattr(args, "hparam_selection", None)}
+        record = records.results_record(args, self.device, self.started, self.epoch, final,
                                         self.world, self.train_seconds(), self.step_path(),
                                         correct=labels == preds,
                                         data_sha256=self.data_sha256,
@@ -368,8 +369,8 @@ class Solver:
         panels = records.confusion_panels(args, *self.last_eval, epoch=self.epoch,
                                           checkpoint="final weights")
         self.run.write_results(record, panels, self.epoch)
-        collapsed = metrics["collapse"]  # never a bare accuracy when it is a class's share
-        log(f"final test_acc={metrics['test_acc']:.4f} ({args.experiment_name}, "
+        collapsed = final["collapse"]  # never a bare accuracy when it is a class's share
+        log(f"final {metrics.FINAL}={final[metrics.FINAL]:.4f} ({args.experiment_name}, "
             f"epoch {self.epoch}" + (f"; {records.collapse_text(collapsed)}" if collapsed
                                      else "") + f") -> {self.run.path}")
 
@@ -404,21 +405,21 @@ class Solver:
         preds = probs.argmax(1)
         bias = self.test_loader.dataset.bias_index[:len(labels)]
         self.last_eval = (labels, preds, bias, probs.shape[1])
-        out = {"test_acc": float((preds == labels).mean()),
-               "test_top_class_share": records.top_class_share(preds, probs.shape[1])}
-        collapsed = out["test_top_class_share"] >= records.COLLAPSE_SHARE
+        out = {metrics.FINAL: float((preds == labels).mean()),
+               metrics.TOP_CLASS: records.top_class_share(preds, probs.shape[1])}
+        collapsed = out[metrics.TOP_CLASS] >= records.COLLAPSE_SHARE
         if collapsed != self.collapsed:  # said when it happens and when it ends
             self.collapsed = collapsed
-            log(f"warning: epoch {self.epoch}: {out['test_top_class_share']:.0%} of the test "
+            log(f"warning: epoch {self.epoch}: {out[metrics.TOP_CLASS]:.0%} of the test "
                 "predictions name one class: the run has collapsed to one class (its record "
                 "will say so)" if collapsed else f"epoch {self.epoch}: the predictions spread "
                 "over the classes again (the collapse stays in the record)")
         agreement = records.bias_agreement(preds, bias, probs.shape[1])
         if agreement is not None:
-            out["bias_agreement"] = agreement
+            out[metrics.AGREEMENT] = agreement
         if self.cells is not None:
             out.update(records.aligned_accuracies(self.cells, labels, preds, bias))
-            out["test_worst_group_acc"] = records.worst_group_accuracy(labels, preds, bias)
+            out[metrics.worst_group()] = records.worst_group_accuracy(labels, preds, bias)
         for name, loader in self.extra_loaders.items():
             out.update(self.scores(name, loader))
         return out
@@ -430,13 +431,13 @@ class Solver:
         of hparams.py. Its per-group counts are kept for the run's record (their intervals)."""
         probs, labels = self.predict_all(loader)
         preds = probs.argmax(1)
-        out = {f"{name}_acc": float((preds == labels).mean())}
+        out = {metrics.accuracy(name): float((preds == labels).mean())}
         if self.cells is not None:
             bias = loader.dataset.bias_index[:len(labels)]
-            out[f"{name}_worst_group_acc"] = records.worst_group_accuracy(labels, preds, bias)
+            out[metrics.worst_group(name)] = records.worst_group_accuracy(labels, preds, bias)
             split = records.aligned_accuracies(self.cells, labels, preds, bias)
-            if "test_acc_conflicting" in split:
-                out[f"{name}_acc_conflicting"] = split["test_acc_conflicting"]
+            if metrics.conflicting() in split:
+                out[metrics.conflicting(name)] = split[metrics.conflicting()]
             self.last_groups[name] = records.group_counts(labels, preds, bias, self.cells)
         return out
 
@@ -457,7 +458,7 @@ class Solver:
                    "confusion_bias": panels["bias"][0].tolist()}
         self.run.write_predictions(
             out, records.prediction_rows(labels, preds, bias, probs), summary, panels,
-            f"test_acc={acc:.4f} ({len(labels)} images, checkpoint {path})")
+            f"{metrics.FINAL}={acc:.4f} ({len(labels)} images, checkpoint {path})")
         return acc
 
     # ------------------------------------------------------------------ checkpoints

@@ -19,6 +19,7 @@ import string
 
 import torch
 
+import metrics
 from solver import stop_signals
 from utils import RunStopped, UserError, log, rng_state, set_rng_state
 
@@ -184,7 +185,8 @@ def train_together(members):
         interleave(members)
     for member in members:
         code, message = member.outcome
-        log(f"[{member.name}] {message}" + ("" if code else f": test_acc={member.test_acc:.4f}"),
+        log(f"[{member.name}] {message}"
+            + ("" if code else f": {metrics.FINAL}={member.test_acc:.4f}"),
             err=code != 0)
     codes = [member.outcome[0] for member in members if member.outcome[0]]
     failed = [member.name for member in members if member.outcome[0]]

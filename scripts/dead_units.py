@@ -19,15 +19,15 @@ from checkpoints import list_checkpoints, read_checkpoint  # noqa: E402
 from dataset_specs import build_datasets  # noqa: E402
 from errors import UserError  # noqa: E402
 from main import build_nets  # noqa: E402
-from safe_files import read_json, read_jsonl  # noqa: E402
+from safe_files import ARGS, METRICS, read_json, read_jsonl  # noqa: E402
 
 
 def rows(folder, images):
     """(epoch, dead share, mean feature norm, that epoch's metrics) per epoch checkpoint."""
-    args = argparse.Namespace(**read_json(os.path.join(folder, "args.json"), folder))
+    args = argparse.Namespace(**read_json(os.path.join(folder, ARGS), folder))
     train = build_datasets(args)["train"]
     x = train.__getitems__(list(range(min(images, len(train)))))["x"]
-    metrics = {r.get("epoch"): r for r in read_jsonl(os.path.join(folder, "metrics.jsonl"),
+    metrics = {r.get("epoch"): r for r in read_jsonl(os.path.join(folder, METRICS),
                                                      folder)[0]}
     nets = build_nets(args, train.input_shape)
     for path in reversed([p for p in list_checkpoints(os.path.join(folder, "checkpoints"))

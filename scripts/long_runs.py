@@ -40,10 +40,12 @@ sys.path.insert(0, ROOT)
 from errors import UserError  # noqa: E402
 from launchers import start_main  # noqa: E402
 import ledger  # noqa: E402
+import metrics  # noqa: E402
 from ledger import add_record  # noqa: E402
 from options import sigma2  # noqa: E402
-from safe_files import (PACE, append_text, make_folder, number, read_json, read_run,  # noqa: E402
-                        read_text, whole, write_json, write_text)
+from safe_files import (ARGS, METRICS, PACE, PROBE, RESULTS, append_text,  # noqa: E402
+                        make_folder, number, read_json, read_run, read_text, whole, write_json,
+                        write_text)
 MORE_TO_DO = 3
 RECENT_EPOCHS = 10  # status's pace: the newest pieces covering this many epochs
 KEPT_PIECES = 20  # pieces pace.json lists per device kind (its totals keep every piece)
@@ -97,7 +99,7 @@ def same(recorded, planned):
 def check_record(run, folder, root):
     """One line (SystemExit) when folder's args.json is not the run the plan names."""
     try:
-        record = read_json(os.path.join(folder, "args.json"), root)
+        record = read_json(os.path.join(folder, ARGS), root)
     except (OSError, UserError) as err:
         raise SystemExit(f"{folder}/args.json is unreadable ({err}); restore it from git "
                          f"(git checkout -- {folder}) or move {folder} aside to start again")
@@ -205,7 +207,7 @@ class Lifecycle:
         for name in differ:
             log(f"kept {os.path.join(dest, name)}: the ledger's copy differs from the run's "
                 "(move one aside to replace it)")
-        if "results.json" in added:
+        if RESULTS in added:
             log(f"{run['name']}: finished; its record is in {dest}")
 
     def ready(self, run):
@@ -363,7 +365,7 @@ def needs_probe(life, run):
     work = life.work(run)
     return (run.get("probe", True) and life.view(run, "work").finished(planned_epochs(run))
             and os.path.lexists(os.path.join(work, "checkpoints", "last.pth"))
-            and not any(os.path.lexists(os.path.join(folder, "probe.json"))
+            and not any(os.path.lexists(os.path.join(folder, PROBE))
                         for folder in (work, life.ledger(run))))
 
 
@@ -407,7 +409,7 @@ def record_pace(life, lane):
         key = pace_key(life.opts, lane)
         total, pieces = pace_entry(pace.get(key)) or ((0.0, 0), [])
         # metrics.jsonl gets a line as each epoch ends: its time is the last whole epoch's end
-        last_epoch_end = os.path.getmtime(os.path.join(work, "metrics.jsonl"))
+        last_epoch_end = os.path.getmtime(os.path.join(work, METRICS))
         seconds = max(last_epoch_end - lane.started, 0.0)
         pace[key] = {"seconds": total[0] + seconds, "epochs": total[1] + gained,
                      "pieces": (pieces + [[round(seconds, 1), gained]])[-KEPT_PIECES:]}
@@ -626,13 +628,13 @@ def paper_numbers():
     """{(method, sigma^2): published test accuracy} on Colored MNIST (Kim et al., CVPR 2019,
     Fig. 4's table; ledger.paper_numbers)."""
     return {(r["variant"], r["color_var"]): r["value"] for r in ledger.paper_numbers()
-            if r["dataset"] == "ColoredMNIST" and r["metric"] == "test_acc"}
+            if r["dataset"] == "ColoredMNIST" and r["metric"] == metrics.FINAL}
 
 
 def final_accuracy(life, run):
     """A finished run's final-epoch test accuracy from the ledger, else None."""
     view = life.view(run, "ledger")
-    return view.record["test_acc"] if view.finished(planned_epochs(run)) else None
+    return view.record[metrics.FINAL] if view.finished(planned_epochs(run)) else None
 
 
 def spread(values):
@@ -831,8 +833,7 @@ def full_compare_table(life):
             continue
         records = [life.view(r, "ledger").record for r in pooled
                    if final_accuracy(life, r) is not None]
-        oracle = [x["test_acc_oracle"] for x in records if number(x.get("test_acc_oracle"))
-                  is not None]
+        oracle = [x[metrics.ORACLE] for x in records if number(x.get(metrics.ORACLE)) is not None]
         crit, choice = "—", "recipe"
         if selection:
             best = next((g for g in selection["grid"] if g["run"] == selection["chosen_run"]),

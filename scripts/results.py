@@ -40,12 +40,13 @@ DDOF = 1  # sample standard deviation
 sys.path.insert(0, ROOT)
 from dataset_specs import DATASETS  # noqa: E402  (the registries name methods and datasets)
 from methods import METHODS  # noqa: E402
+import metrics  # noqa: E402
 import records  # noqa: E402
 from errors import UserError  # noqa: E402
 import ledger  # noqa: E402
 from ledger import add_record  # noqa: E402
-from safe_files import (number, read_jsonl, read_run, record_problem,  # noqa: E402
-                        valid_record, whole, write_text, write_with)
+from safe_files import (ARGS, METRICS, PROBE, RESULTS, number, read_jsonl,  # noqa: E402
+                        read_run, record_problem, valid_record, whole, write_text, write_with)
 from safe_files import read_json as safe_read_json  # noqa: E402
 
 LABELS = records.labels()  # display names in table order, from the registries
@@ -95,7 +96,7 @@ def run_folders(roots):
     for root in roots:
         for folder, dirs, files in os.walk(root):  # followlinks=False
             dirs.sort()
-            plain = [n for n in ("args.json", "results.json") if n in files
+            plain = [n for n in (ARGS, RESULTS) if n in files
                      and not os.path.islink(os.path.join(folder, n))]
             if plain:
                 found.setdefault(os.path.realpath(folder), folder)
@@ -115,24 +116,24 @@ def config_of(folder, record=None):
     """The run's configuration: the record's own, else args.json's (older records)."""
     if record and isinstance(record.get("config"), dict):
         return plain(record["config"])
-    return plain(read_json(os.path.join(folder, "args.json")))
+    return plain(read_json(os.path.join(folder, ARGS)))
 
 
 def flat_row(folder, record):
     """One table row: provenance, configuration, then the final metrics (which win: 'epochs'
     is the number completed), the derived variant and the folder."""
     config = config_of(folder, record)
-    metrics = plain({k: v for k, v in record.items() if k not in ("config", "provenance")})
-    row = {**plain(record.get("provenance")), **config, **metrics}
-    probe = read_json(os.path.join(folder, "probe.json"))
-    if number(probe.get("probe_bias_acc")) is not None:  # main.py --mode probe
-        row["probe_bias_acc"], row["probe_chance"] = probe["probe_bias_acc"], number(
+    final = plain({k: v for k, v in record.items() if k not in ("config", "provenance")})
+    row = {**plain(record.get("provenance")), **config, **final}
+    probe = read_json(os.path.join(folder, PROBE))
+    if number(probe.get(metrics.PROBE)) is not None:  # main.py --mode probe
+        row[metrics.PROBE], row[metrics.PROBE_CHANCE] = probe[metrics.PROBE], number(
             probe.get("chance"))
     state = record.get("collapse")  # records.collapse; absent before 2026-12-06
     row["collapsed"] = (bool(state.get("final")) if isinstance(state, dict)
                         else False if "collapse" in record else None)
     row["epochs_planned"] = config.get("epochs")
-    row["variant"] = variant({**metrics, **config})
+    row["variant"] = variant({**final, **config})
     if "dataset_name" not in row and "dataset" in row:
         row["dataset_name"] = row["dataset"]
     row["folder"] = folder
@@ -148,7 +149,7 @@ def key_text(key, value):
 
 def load_records(roots):
     """A DataFrame with one row per finished run (a run folder holding results.json)."""
-    records = [(f, read_json(os.path.join(f, "results.json"))) for f in run_folders(roots)]
+    records = [(f, read_json(os.path.join(f, RESULTS))) for f in run_folders(roots)]
     for folder, record in records:  # a record with impossible values is named, never dropped
         if record and record_problem(record):  # silently ({}: missing, or warned above)
             print(f"warning: skipped {os.path.join(folder, 'results.json')}: "
@@ -365,7 +366,7 @@ def pyplot():
     return plt
 
 
-def plot_vs_var(summary, paper, path, metric="test_acc"):
+def plot_vs_var(summary, paper, path, metric=metrics.FINAL):
     """Colored MNIST: test accuracy against sigma^2, ours (mean ± sample std) solid, the
     paper's dashed in the same colour."""
     plt = pyplot()
@@ -397,7 +398,7 @@ def read_metrics(folder):
     """A run's metrics.jsonl as a DataFrame, one row per whole epoch (a torn or damaged line
     is left out; a damaged file is a warning and no rows)."""
     try:
-        rows, _ = read_jsonl(os.path.join(folder, "metrics.jsonl"),
+        rows, _ = read_jsonl(os.path.join(folder, METRICS),
                              os.path.dirname(os.path.abspath(folder)))
     except (OSError, UserError) as exc:
         print(f"warning: skipped {folder}/metrics.jsonl: {exc}", file=sys.stderr)
@@ -410,7 +411,7 @@ def curve_metrics(curves, asked):
     """The asked metrics, or test accuracy, the bias diagnostic and every loss."""
     if asked:
         return [m for m in asked if m in curves]
-    return [m for m in ("test_acc", "bias_agreement") if m in curves] + sorted(
+    return [m for m in metrics.CURVES if m in curves] + sorted(
         c for c in curves if "loss" in c or c == "entropy_term")
 
 
@@ -438,12 +439,12 @@ def curve_lines(part, hue, starts):
     for value, runs in (part.groupby(hue, dropna=False, sort=True) if hue else [(None, part)]):
         frames = []
         for folder in runs.folder:
-            metrics = read_metrics(folder)
-            if "epoch" not in metrics:
+            curve = read_metrics(folder)
+            if "epoch" not in curve:
                 continue
             start = starts.get(folder)
             shift = epochs_done(start) if start in drawn else 0
-            frames.append(metrics.assign(run=folder, epoch=metrics.epoch + shift))
+            frames.append(curve.assign(run=folder, epoch=curve.epoch + shift))
         if frames:
             lines["all runs" if hue is None else label(hue, value)] = (
                 pd.concat(frames, ignore_index=True), len(frames))
@@ -637,11 +638,11 @@ def cmd_table(args):
              "paper: results/paper_numbers.csv\n")
     print(text)
     if args.final:
-        hit = summary[(summary.metric == "test_acc") & summary[args.group_by[0]].map(
+        hit = summary[(summary.metric == metrics.FINAL) & summary[args.group_by[0]].map(
             lambda v: label(args.group_by[0], v) == args.final or v == args.final)]
         if hit.empty:
             raise SystemExit(f"no finished '{args.final}' runs to report")
-        print(f"{args.final} test_acc={hit['mean'].iloc[0]:.4f}")
+        print(f"{args.final} {metrics.FINAL}={hit['mean'].iloc[0]:.4f}")
     if args.out:
         write_outputs(args.out, args.name, frame, summary, text)
         print(f"written to {args.out}/{args.name}.csv, {args.name}.md, {args.name}_runs.csv")
@@ -655,11 +656,11 @@ def cmnist_table(frame, paper):
         raise SystemExit("these Colored-MNIST runs have several lengths ("
                          f"{', '.join(map(str, lengths))} epochs per stage); pick one with "
                          "--where epochs=N")
-    summary, text = table_text(frame, ["variant", "color_var"], ["test_acc"], "color_var", paper)
+    summary, text = table_text(frame, ["variant", "color_var"], [metrics.FINAL], "color_var",
+                               paper)
     epochs = ", ".join(map(str, lengths))
     split = ""
-    parts = [m for m in ("test_acc_aligned", "test_acc_conflicting", "probe_bias_acc",
-                         "probe_chance", "test_acc_selected", "test_acc_oracle") if m in frame]
+    parts = [m for m in metrics.DETAILS if m in frame]
     if parts:  # records from 2026-11-29 on
         wide = markdown_wide(summarise(frame, ["variant", "color_var"], parts).assign(
             paper=float("nan")), ["variant", "color_var"], parts, paper=False)
@@ -684,10 +685,8 @@ def cmd_cmnist(args):
     summary, text = cmnist_table(frame, paper)
     runs = frame[frame.dataset_name == "ColoredMNIST"].sort_values(
         ["color_var", "seed", "variant"])
-    cols = ["color_var", "seed", "variant", "method", "test_acc", "test_acc_ci95",
-            "test_acc_aligned", "test_acc_conflicting", "probe_bias_acc", "probe_chance",
-            "selected_epoch", "test_acc_selected", "test_acc_oracle",
-            "bias_agreement", "epochs",
+    cols = ["color_var", "seed", "variant", "method", metrics.FINAL, metrics.CI95,
+            *metrics.DETAILS, "selected_epoch", metrics.AGREEMENT, "epochs",
             "commit", "dirty", "device", "wall_time_s", "folder"]
     save_csv(out, "results.csv",
              runs.reindex(columns=cols).rename(columns={"color_var": "sigma2"}))
@@ -704,7 +703,7 @@ def cmd_methods(args):
     parts = [f"# Methods x benchmarks\n\nMean ± sample std (ddof={DDOF}) over seeds (restarts) "
              "of final-epoch accuracy, n runs; the paper's numbers beside ours "
              "(results/paper_numbers.csv)."]
-    for dataset, (title, metrics, column) in SECTIONS.items():
+    for dataset, (title, shown, column) in SECTIONS.items():
         part = frame[frame.dataset_name == dataset]
         if part.empty:
             continue
@@ -712,7 +711,7 @@ def cmd_methods(args):
             _, text = cmnist_table(part, paper)
         else:
             keys = ["variant"] + ([column] if column else [])
-            _, text = table_text(part, keys, metrics, None, paper)
+            _, text = table_text(part, keys, shown, None, paper)
         parts.append(f"## {title}\n\n{text}")
     text = "\n\n".join(parts) + "\n"
     out = out_folder(args, "methods_table", "table")
@@ -795,13 +794,14 @@ def build_parser():
         return c
 
     t = command("table", cmd_table, "mean ± std, n per group; CSV and Markdown",
-                ["train_acc", "test_acc"])
+                [metrics.TRAIN, metrics.FINAL])
     t.add_argument("--group_by", nargs="+", default=["variant"],
                    help="configuration keys (any key of args.json, 'variant', provenance keys)")
     t.add_argument("--columns", default=None, help="spread this key's values over columns")
     t.add_argument("--name", default="summary", help="file stem of the written files")
     t.add_argument("--final", default=None,
-                   help="print 'LABEL test_acc=<mean>' last, for the first group key's LABEL")
+                   help=f"print 'LABEL {metrics.FINAL}=<mean>' last, for the first group "
+                        "key's LABEL")
     command("cmnist", cmd_cmnist, "the Colored-MNIST table and accuracy_vs_var.png "
             "(default --out: ROOT/cmnist_table; required for a ledger)")
     command("methods", cmd_methods, "every method x benchmark in one Markdown file "

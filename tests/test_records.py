@@ -105,6 +105,23 @@ def test_selection_takes_the_best_validation_epoch_and_shows_the_oracle_apart():
             later["selected_epoch_worst_group"]) == (3, 0.55, 3, 3)
 
 
+def test_every_evaluation_metric_is_tagged_test_and_a_method_statistic_train():
+    """One rule (metrics.tag) for TensorBoard: what an evaluation measures lies under test/,
+    whatever its set, what a method's step measures under train/."""
+    import metrics
+    evaluated = [metrics.FINAL, metrics.aligned(), metrics.conflicting(), metrics.worst_group(),
+                 metrics.TOP_CLASS, metrics.AGREEMENT, metrics.VALIDATION,
+                 metrics.conflicting("val"), metrics.worst_group("val")]
+    tags = [metrics.tag(k, eval_sets={"val"}) for k in evaluated]
+    assert all(t.startswith("test/") for t in tags) and len(set(tags)) == len(tags)
+    assert tags[:2] == ["test/acc", "test/acc_aligned"]  # the tags earlier runs wrote
+    assert [metrics.tag(k, {"val"}) for k in (metrics.TRAIN, "loss_cls", "lr")] == [
+        "train/train_acc", "train/loss_cls", "train/lr"]
+    # an extra set's name is read from the run, not guessed: without it, train/
+    assert metrics.tag("mixed_acc", {"mixed"}) == "test/mixed_acc"
+    assert metrics.tag("mixed_acc") == "train/mixed_acc"
+
+
 def test_provenance_names_commit_device_versions_and_times():
     prov = records.provenance(torch.device("cpu"), started=100.0, ended=160.5)
     assert prov["wall_time_s"] == 60.5 and prov["started"].startswith("1970-01-01T00:01:40")
