@@ -43,10 +43,10 @@ BUDGET ?= 1h
 PLAN ?= headline
 KEEP ?= auto
 long_runs: setup
-	$(PY) scripts/long_runs.py run --plan $(PLAN) --budget $(BUDGET) --low_priority $(if $(KEEP),--keep $(KEEP)) $(if $(MNIST_FROM),--mnist_from $(MNIST_FROM))
+	$(PY) short_lived/long_runs.py run --plan $(PLAN) --budget $(BUDGET) --low_priority $(if $(KEEP),--keep $(KEEP)) $(if $(MNIST_FROM),--mnist_from $(MNIST_FROM))
 
 long_runs_status: setup
-	$(PY) scripts/long_runs.py status --plan $(PLAN) $(if $(KEEP),--keep $(KEEP))
+	$(PY) short_lived/long_runs.py status --plan $(PLAN) $(if $(KEEP),--keep $(KEEP))
 
 # the Colored-MNIST sweep -> outputs/cmnist_table/{results.csv,results.md,accuracy_vs_var.png}
 table_cmnist: setup

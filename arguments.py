@@ -50,7 +50,7 @@ def build_parser():
         help="YAML file whose keys (flag names) become defaults; flags win")
     add(p, DRIVES, "--runs_from", default=None,
         help="a JSON file listing runs, each a list of main.py arguments, trained together in "
-        "this process as a sweep's runs are (each exactly as alone): what scripts/long_runs.py "
+        "this process as a sweep's runs are (each exactly as alone): what the long-run driver's "
         "--per_process writes. No other flag goes with it")
     add(p, DRIVES, "--mode", choices=("train", "test", "probe"), default="train",
         help="probe: train a fresh bias head on the run's frozen f (the bias left in f)")
@@ -58,8 +58,8 @@ def build_parser():
         help="training method (registry in methods.py)")
     add(p, DRIVES, "--hparams_from", default=None,
         help="a selection file (hparams.py: the method's grid compared on validation, written "
-        "by scripts/long_runs.py's compare plan): its chosen hyperparameters are this run's, "
-        "and its record holds the criterion, the grid and the choice")
+        "when the compare plan is launched: scripts/plan_runs.py): its chosen hyperparameters "
+        "are this run's, and its record holds the criterion, the grid and the choice")
 
     d = p.add_argument_group("data")
     add(d, ARCHITECTURE, "--dataset_name", default="ColoredMNIST",

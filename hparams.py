@@ -128,7 +128,7 @@ def read_selection(selection, method, path):
     if not isinstance(choice, dict) or not choice or set(choice) - set(grid):
         raise UserError(f"{where} holds no choice of {method}'s grid flags "
                         f"({', '.join(grid) or 'it has none'}); write it with "
-                        "scripts/long_runs.py (plan compare) or pass the flags themselves")
+                        "scripts/launch.py --plan compare or pass the flags themselves")
     for flag, value in choice.items():
         kind = type(grid[flag][0])
         ok = (isinstance(value, (int, float)) and not isinstance(value, bool)

@@ -1,5 +1,5 @@
 """The ledger: the committed records of finished runs (results/<plan>/<run>/), and the one way a
-record enters it, for every program that adds one (scripts/long_runs.py when a run finishes,
+record enters it, for every program that adds one (plan_runs.Lifecycle when a long run finishes,
 scripts/results.py ledger, the GPU lease's collect).
 
 A record is a run's small files (LEDGER_FILES), never weights. It is copied from plain files

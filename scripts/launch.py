@@ -12,7 +12,7 @@ Every run lives in --output_dir/<run> (outputs/launch/ by default) and is starte
 same command launched again (here, on a cluster, after a preemption) continues where each run
 stopped and skips the finished ones. A stage-2 run is launched after the run it starts from;
 --shard i/n deals whole chains (a start run with its stage-2 runs) to n shards. Resume points
-carried through git (long_runs.py --keep, short_lived/) are for machines that keep nothing; a
+carried through git (short_lived/long_runs.py --keep) are for machines that keep nothing; a
 cluster's runs keep their folders where they train.
 """
 import argparse
@@ -24,7 +24,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import launchers  # noqa: E402
-import long_runs  # noqa: E402
+import plan_runs  # noqa: E402
 
 
 def shard_spec(text):
@@ -40,18 +40,18 @@ def shard_spec(text):
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--plan", choices=tuple(long_runs.PLAN_FOLDERS), default="headline")
+    p.add_argument("--plan", choices=tuple(plan_runs.PLAN_FOLDERS), default="headline")
     p.add_argument("--launcher", choices=tuple(launchers.LAUNCHERS), default="local")
     p.add_argument("--output_dir", default=os.path.join(ROOT, "outputs", "launch"),
                    help="the runs' folders (each run resumes from its own)")
     p.add_argument("--data_root", default=os.path.join(ROOT, "data"))
     p.add_argument("--device", default="auto", help="main.py's --device")
-    p.add_argument("--epochs", type=long_runs.positive, default=100)
+    p.add_argument("--epochs", type=plan_runs.positive, default=100)
     p.add_argument("--tiny", action="store_true", help="a rehearsal plan: small data")
     p.add_argument("--only", nargs="+", default=None,
                    help="run names (shell patterns) to launch; the runs they start from too")
     p.add_argument("--shard", type=shard_spec, default=None, help="i/n: shard i of n")
-    p.add_argument("--lanes", type=long_runs.positive, default=2, help="local: processes")
+    p.add_argument("--lanes", type=plan_runs.positive, default=2, help="local: processes")
     p.add_argument("--gpus", type=int, nargs="+", default=None, help="multi_gpu: indices")
     p.add_argument("--cluster", default="slurm", help="slurm: 'local' rehearses on this machine")
     p.add_argument("--timeout_min", type=float, default=60 * 24, help="slurm: a job's limit")
@@ -63,15 +63,15 @@ def parse_args(argv=None):
 
 
 def commands(opts):
-    """The plan's unfinished runs as launcher Commands (main.py's arguments from long_runs'
-    run_argv: its flags, folder, data, device and --resume_if_any), narrowed by --only (with
-    the runs they start from) and --shard."""
-    plan_opts = long_runs.parse_args(["status", "--plan", opts.plan, "--epochs",
+    """The plan's unfinished runs as launcher Commands (main.py's arguments from
+    plan_runs.run_argv: its flags, folder, data, device and --resume_if_any), narrowed by
+    --only (with the runs they start from) and --shard."""
+    plan_opts = plan_runs.parse_plan(["--plan", opts.plan, "--epochs",
                                       str(opts.epochs), "--work", opts.output_dir,
                                       "--ledger", opts.output_dir,
                                       "--data_root", opts.data_root, "--device", opts.device]
                                      + (["--tiny"] if opts.tiny else []))
-    life = long_runs.lifecycle(long_runs.plan_of(plan_opts), plan_opts)
+    life = plan_runs.Lifecycle(plan_runs.plan_of(plan_opts), plan_opts)
     runs = life.plan
     if opts.only:
         wanted = {r["name"] for r in runs if any(fnmatch.fnmatch(r["name"], p) for p in opts.only)}
@@ -81,7 +81,7 @@ def commands(opts):
             if r["name"] in wanted:
                 wanted.update(n for n in [r["after"], *r.get("waits_for", ())] if n)
         runs = [r for r in runs if r["name"] in wanted]
-    out = [launchers.Command(r["name"], long_runs.run_argv(life, r), r["after"])
+    out = [launchers.Command(r["name"], plan_runs.run_argv(life, r), r["after"])
            for r in runs if life.state(r) != "finished"]
     return (launchers.shard(out, *opts.shard) if opts.shard else out), life
 

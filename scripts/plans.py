@@ -1,8 +1,8 @@
-"""The long runs' plans: which runs, in which order, with which flags (scripts/long_runs.py
-trains them; gpu_lease.py continues them on a GPU). A run is a dict: its name, main.py flags,
-the values its args.json must record (`expect`), the table cell it fills (`variant`, `sigma`:
-sigma^2, or LfF's share of conflicting images), its seed and epochs, and the run it starts
-from (`after`: a stage-2 run waits for its baseline).
+"""The plans: which runs, in which order, with which flags (scripts/launch.py runs them through a
+launcher, short_lived/long_runs.py in budgeted pieces; plan_runs.py reads where each stands).
+A run is a dict: its name, main.py flags, the values its args.json must record (`expect`), the
+table cell it fills (`variant`, `sigma`: sigma^2, or LfF's share of conflicting images), its
+seed and epochs, and the run it starts from (`after`: a stage-2 run waits for its baseline).
 
 - headline: the LNL paper's Colored-MNIST table (Kim et al., CVPR 2019, Fig. 4) in issue #34's
   order, its spread at the headline's two sigma^2, then the methods after LNL on that ground;

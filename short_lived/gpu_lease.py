@@ -15,7 +15,7 @@ On the GPU machine (everything is written under --out, which defaults to $OUT th
           prove.md / prove.json, naming the training code's sha256 and commit.
   bench   scripts/benchmark.py at full size, then the sweep at --sweep_runs runs (on demand:
           a lease measures its layouts on the plan itself). bench.json, bench_sweep.jsonl.
-  long    the CPU's long runs (scripts/long_runs.py: the same plan, resume points and ledger)
+  long    the CPU's long runs (long_runs.py, beside this file: the same plan, resume points, ledger)
           continued on the GPU: the Colored-MNIST sets built in parallel first; each candidate
           layout (--layouts: N processes, or one process training N runs together on their own
           CUDA streams) trains the plan for --measure_s while its throughput is measured; the
@@ -50,8 +50,8 @@ import types
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.append(ROOT)  # colored_mnist's MNIST file names (imported where used: it loads torch)
-sys.path.append(os.path.join(ROOT, "scripts"))  # long_runs and plans: the plan it continues
-sys.path.append(os.path.dirname(os.path.abspath(__file__)))  # keep, beside this file
+sys.path.append(os.path.join(ROOT, "scripts"))  # plans and plan_runs: the plan it continues
+sys.path.append(os.path.dirname(os.path.abspath(__file__)))  # keep, long_runs: beside it
 import keep  # noqa: E402  (short_lived/keep.py, beside this file: resume points through git)
 import ledger  # noqa: E402
 from errors import UserError  # noqa: E402
@@ -458,8 +458,8 @@ def parse_layout(text):
 
 
 def cmd_long(opts, out):
-    """Continue the long runs on this device (scripts/long_runs.py) from the resume points and
-    ledger carried in. First each candidate layout (--layouts) trains the plan for about
+    """Continue the long runs on this device (long_runs.py, beside this file) from the resume
+    points and ledger carried in. First each candidate layout (--layouts) trains the plan for about
     --measure_s seconds and its throughput is measured; the fastest trains for the rest of the
     budget. Every candidate's figure goes into long.json. At the end resume points and records
     are packed into --out (pack)."""
@@ -489,7 +489,7 @@ def cmd_long(opts, out):
 
     def train(layout, budget, log_name="long.log"):
         lanes, per_process = layout
-        return run(out, [PY, "scripts/long_runs.py", "run", *plan, *folders,
+        return run(out, [PY, "short_lived/long_runs.py", "run", *plan, *folders,
                          "--device", opts.device, "--budget", f"{max(budget, 1):.0f}",
                          "--lanes", str(lanes), "--per_process", str(per_process),
                          "--data_root", opts.data_root, "--mnist_from", env["MNIST_FROM"]],
@@ -525,7 +525,7 @@ def cmd_long(opts, out):
                  f"{chosen[0]}x{chosen[1]} ({how})")
         code, sec = train(chosen, budget)
         trained += sec
-    status = subprocess.run([PY, "scripts/long_runs.py", "status", *plan, *folders],
+    status = subprocess.run([PY, "short_lived/long_runs.py", "status", *plan, *folders],
                             cwd=ROOT, capture_output=True, text=True).stdout
     write_json(os.path.join(out, "long.json"),
                {**device_line(), **code_state(opts.lease_dir), "exit": code,
@@ -692,7 +692,7 @@ def collect_long(opts, src):
     it is further along, its checkpoint loads (weights only) and holds the epoch its metrics
     say (and our long runs are not running); what it replaces is kept aside. A record the
     ledger lacks is added; anything else is kept as it is, with one line."""
-    import long_runs  # scripts/long_runs.py: the runs' folders and checks
+    import long_runs  # beside this file: the runs' folders and checks
     import plans  # scripts/plans.py
     plan = {r["name"]: r for r in plans.headline_plan(opts.epochs, tiny=opts.tiny)}
     life = long_runs.lifecycle(list(plan.values()), opts)

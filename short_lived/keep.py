@@ -1,6 +1,6 @@
 """Resume points carried through git: the long-run driver's plug-in for machines that keep
 nothing (a session's machine, a 15-minute GPU lease). With `--keep DIR` (or `--keep auto`:
-results/in_progress/ and its per-plan folders) scripts/long_runs.py restores each run's resume
+results/in_progress/ and its per-plan folders) long_runs.py, beside it, restores each run's resume
 point from DIR before it trains, saves it there when it stops, and removes it once the run's
 record is in the ledger and no later run starts from it; committing DIR carries the runs to the
 next machine. Without --keep the driver never imports this file: a run stays in its work folder
@@ -56,7 +56,7 @@ def resolve(opts, error, root, plan_folders):
 
 
 class KeptRuns:
-    """The lifecycle's steps that involve --keep, over long_runs.Lifecycle (which names its
+    """The lifecycle's steps that involve --keep, over plan_runs.Lifecycle (which names its
     log and its record check as self.note and self.check)."""
 
     places = ("work", "keep", "ledger")  # where a run's folder may be, in the order read

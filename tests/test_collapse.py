@@ -12,6 +12,7 @@ import main as cli
 import records
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "scripts"))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "short_lived"))
 import dead_units  # noqa: E402
 import long_runs  # noqa: E402
 import plans  # noqa: E402

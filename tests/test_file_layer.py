@@ -33,7 +33,10 @@ SCRIPTS = os.path.join(ROOT, "scripts")
 
 def script(name, *argv, cwd=None):
     """A script run as a user runs it: (exit code, stdout + stderr)."""
-    done = subprocess.run([sys.executable, os.path.join(SCRIPTS, name), *map(str, argv)],
+    where = os.path.join(SCRIPTS, name)
+    if not os.path.exists(where):  # the short-lived machines' plug-in (long_runs, gpu_lease)
+        where = os.path.join(ROOT, "short_lived", name)
+    done = subprocess.run([sys.executable, where, *map(str, argv)],
                           capture_output=True, text=True, cwd=cwd, timeout=300)
     return done.returncode, done.stdout + done.stderr
 

@@ -36,7 +36,7 @@ def test_long_call_continues_the_resume_points_and_collect_brings_the_records_ho
     lease = tmp_path / "lease"
     mnist = os.path.join(mnist_root, "MNIST", "raw")
     assert gpu_lease.main(["stage", "--mnist_from", mnist, "--lease_dir", str(lease)]) == 0
-    here = [sys.executable, os.path.join(ROOT, "scripts", "long_runs.py"), "run", "--tiny",
+    here = [sys.executable, os.path.join(ROOT, "short_lived", "long_runs.py"), "run", "--tiny",
             "--epochs", "2", "--sigmas", "0.020", "--seeds", "0", "--variants", "baseline",
             "lnl", "blindeye", "--data_root", mnist_root, "--poll", "0.2",
             "--keep", str(tmp_path / "keep"), "--ledger", str(tmp_path / "ledger"),

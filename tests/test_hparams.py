@@ -122,6 +122,7 @@ def test_the_compare_plan_grids_at_seed_0_then_the_seeds_wait_for_their_grid_and
     import sys
     import types
     sys.path.insert(0, "scripts")
+    sys.path.insert(0, "short_lived")
     import long_runs
     import plans
     ledger = tmp_path / "ledger"

@@ -4,6 +4,7 @@ after its start run), shards whose union is the plan with no run twice, one GPU 
 preempted by its timeout and requeued ends byte-identical to one never stopped."""
 import json
 import os
+import subprocess
 import sys
 import textwrap
 import time
@@ -62,6 +63,19 @@ def test_launch_shards_of_a_real_plan_cover_it_once(tmp_path, capsys):
         parts += [l for l in capsys.readouterr().out.splitlines() if "run(s)" not in l]
     assert sorted(parts) == sorted(whole) and len(parts) == len(set(parts)) == 96
     assert not os.listdir(tmp_path)  # a dry run writes nothing
+
+
+def test_the_launch_command_never_imports_the_short_lived_plug_in(tmp_path):
+    """A researcher's path (scripts/launch.py over a plan) reads nothing of short_lived/: the
+    budget driver, the resume points carried through git and the GPU lease stay off it."""
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    code = ("import sys; sys.path.insert(0, 'scripts'); import launch; "
+            f"launch.main(['--plan', 'compare', '--output_dir', {str(tmp_path)!r}, '--dry_run']);"
+            " plug = [m for m, v in sys.modules.items() if 'short_lived' in"
+            " (getattr(v, '__file__', None) or '')]; assert not plug, plug")
+    out = subprocess.run([sys.executable, "-c", code], cwd=here, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "run(s) to launch (dry run)" in out.stdout
 
 
 def test_a_stage_two_run_starts_after_its_start_run_and_not_after_a_failed_one(

@@ -1,4 +1,4 @@
-"""scripts/long_runs.py: budgeted pieces, resume points carried between folders, the ledger."""
+"""short_lived/long_runs.py: budgeted pieces, resume points carried between folders, the ledger."""
 import hashlib
 import json
 import os
@@ -13,6 +13,7 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "scripts"))
+sys.path.insert(0, os.path.join(ROOT, "short_lived"))
 import launchers  # noqa: E402
 import long_runs  # noqa: E402
 import plans  # noqa: E402
@@ -24,7 +25,7 @@ PLAN = ["--tiny", "--epochs", "3", "--sigmas", "0.020", "--seeds", "0", "--varia
 
 def drive(tmp, data, work, *extra, budget="10m"):
     """One call of `long_runs.py run`, as a user types it; returns (exit code, output)."""
-    cmd = [sys.executable, os.path.join(ROOT, "scripts", "long_runs.py"), "run", *PLAN,
+    cmd = [sys.executable, os.path.join(ROOT, "short_lived", "long_runs.py"), "run", *PLAN,
            "--budget", budget, "--work", str(work), "--keep", str(tmp / "keep"),
            "--ledger", str(tmp / "ledger"), "--data_root", str(data), "--poll", "0.2", *extra]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
@@ -53,7 +54,7 @@ def uninterrupted(tmp_path_factory, data_root):
 def stop_when(tmp, data, work, ready):
     """Start `long_runs.py run`, and once ready(work) holds, stop it as a budget would (the
     driver's own SIGTERM): the pieces are set by progress, not by the machine's speed."""
-    cmd = [sys.executable, os.path.join(ROOT, "scripts", "long_runs.py"), "run", *PLAN,
+    cmd = [sys.executable, os.path.join(ROOT, "short_lived", "long_runs.py"), "run", *PLAN,
            "--work", str(work), "--keep", str(tmp / "keep"), "--ledger", str(tmp / "ledger"),
            "--data_root", str(data), "--poll", "0.2"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -168,7 +169,7 @@ def test_budget_and_sigmas_are_checked_in_one_line():
     assert long_runs.duration("1h30m") == 5400 and long_runs.duration("90") == 90
     for argv in (["run", "--budget", "-5"], ["run", "--budget", "soon"],
                  ["run", "--sigmas", "abc"], ["run", "--lanes", "0"]):
-        done = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "long_runs.py"),
+        done = subprocess.run([sys.executable, os.path.join(ROOT, "short_lived", "long_runs.py"),
                                *argv], capture_output=True, text=True)
         assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
         assert done.stderr.strip().splitlines()[-1].startswith("usage") is False
@@ -313,7 +314,7 @@ def test_the_headline_table_is_built_from_the_ledger_and_the_resume_points(tmp_p
 def test_the_readme_tables_are_what_the_repository_holds(plan):
     """Each plan's README table equals the one built from its committed ledger and resume
     points (results/cmnist and in_progress; results/lff_cmnist and in_progress/lff): after
-    committing resume points, `python scripts/long_runs.py table [--plan lff] --readme
+    committing resume points, `python short_lived/long_runs.py table [--plan lff] --readme
     README.md` brings it up to date."""
     opts = long_runs.parse_args(["table", "--plan", plan, "--keep", "auto"])
     life = long_runs.lifecycle(long_runs.plan_of(opts), opts)
@@ -321,7 +322,7 @@ def test_the_readme_tables_are_what_the_repository_holds(plan):
     readme = open(os.path.join(ROOT, "README.md"), encoding="utf-8").read()
     assert f"{marks[0]}\n{table}\n{marks[1]}" in readme, (
         f"README.md's {plan} table differs from the ledger and resume points: run "
-        f"`python scripts/long_runs.py table --plan {plan} --keep auto --readme README.md`")
+        f"`python short_lived/long_runs.py table --plan {plan} --keep auto --readme README.md`")
 
 
 def test_a_cell_pools_the_seeds_with_their_spread(tmp_path):
@@ -541,9 +542,9 @@ def test_without_keep_the_plug_in_is_never_imported_and_a_run_resumes_from_its_f
     (work / "metrics.jsonl").write_text("".join(f'{{"epoch": {e}}}\n' for e in (1, 2, 3)))
     folders = ["--work", str(tmp_path / "work"), "--ledger", str(tmp_path / "ledger"),
                "--sigmas", "0.020", "--seeds", "0", "--variants", "baseline"]
-    code = ("import sys; sys.path.insert(0, 'scripts'); import long_runs; "
+    code = ("import sys; sys.path.insert(0, 'short_lived'); import long_runs; "
             f"long_runs.main(['status', *{folders!r}]); long_runs.main(['table', *{folders!r}]);"
-            " assert 'short_lived.keep' not in sys.modules, 'imported'")
+            " assert 'keep' not in sys.modules, 'imported'")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
                          text=True)
     assert out.returncode == 0, out.stderr
