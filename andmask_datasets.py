@@ -48,6 +48,7 @@ def spiral_datasets(args):
 # --------------------------------------------------------------------------- CIFAR-10 random labels
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2470, 0.2435, 0.2616)
+MISLABELED = "mislabeled"  # the randomized examples' evaluation set (metrics.accuracy(name))
 
 
 def load_cifar10(data_root_base):
@@ -99,5 +100,5 @@ def cifar_random_labels_datasets(args):
     sets = {"train": make(images, noisy, index),
             "test": make(timages, tlabels, np.zeros(len(tlabels), np.int64))}
     if mislabeled.any():
-        sets["mislabeled"] = make(images[mislabeled], noisy[mislabeled], index[mislabeled])
+        sets[MISLABELED] = make(images[mislabeled], noisy[mislabeled], index[mislabeled])
     return sets

@@ -19,10 +19,11 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import metrics
-from andmask_datasets import cifar_random_labels_datasets, spiral_datasets
+from andmask_datasets import MISLABELED, cifar_random_labels_datasets, spiral_datasets
 from data_handler import FIELDS
 from colored_mnist import PALETTES, colored_mnist_datasets, irm_cmnist_datasets
-from image_datasets import AGE_EDGES, IMDB_TASKS, dogs_cats_datasets, imdb_face_datasets
+from image_datasets import (AGE_EDGES, IMDB_TASKS, MIXED, OPPOSITE, dogs_cats_datasets,
+                            imdb_face_datasets)
 from lff_cmnist import LFF_PALETTE, SEVERITY_STD, lff_cmnist_datasets
 from options import DRIVES, Option, share
 from utils import UserError
@@ -197,7 +198,7 @@ register_dataset(DatasetSpec(
 register_dataset(DatasetSpec(
     "CIFAR10RandomLabels", cifar_random_labels_datasets, b="env",  # each example its own
     classes=10, title="CIFAR-10 with random labels", bias_attribute=False,
-    report=(metrics.TRAIN, metrics.accuracy("mislabeled"), metrics.FINAL),
+    report=(metrics.TRAIN, metrics.accuracy(MISLABELED), metrics.FINAL),
     options=(Option("random_labels_fraction", 0.0, "CIFAR10RandomLabels: fraction of training "
                     "labels randomized", range="[0, 1]"),)))
 
@@ -213,7 +214,7 @@ register_dataset(DatasetSpec(
     classes=2, bias_classes=2,  # cat, dog; dark, bright
     bias_splits=("TB1", "TB2"), file_backed=True,
     run_name=lambda args: f"DogsCats_{args.bias_split}",
-    title="Dogs and Cats", report=(metrics.FINAL, metrics.accuracy("mixed")), pivot="bias_split",
+    title="Dogs and Cats", report=(metrics.FINAL, metrics.accuracy(MIXED)), pivot="bias_split",
     options=IMAGE_FILE_OPTIONS + (
         Option("holdout_fraction", 0.1, "DogsCats: share of each training cell held out for the "
                "unbiased 'mixed' evaluation set", range="[0, 1)"),
@@ -227,7 +228,7 @@ register_dataset(DatasetSpec(
     bias_classes=lambda args: IMDB_CLASSES[IMDB_TASKS[args.imdb_task][1]],
     bias_splits=("EB1", "EB2"), file_backed=True,
     run_name=lambda args: f"IMDBFace_{args.bias_split}_{args.imdb_task}",
-    title="IMDB-Face", report=(metrics.FINAL, metrics.accuracy("opposite")), pivot="bias_split",
+    title="IMDB-Face", report=(metrics.FINAL, metrics.accuracy(OPPOSITE)), pivot="bias_split",
     options=IMAGE_FILE_OPTIONS + (
         Option("imdb_task", "gender", "IMDBFace: predict gender (bias: age class) or the age "
                "class (bias: gender)", choices=("gender", "age")),)))

@@ -27,6 +27,8 @@ DARK, BRIGHT = 0, 1
 FEMALE, MALE = 0, 1  # IMDB-WIKI's gender code
 # Age classes of the IMDB-Face age task (docs/references.md §1): 12 bins.
 AGE_EDGES = (0, 20, 25, 30, 35, 40, 45, 50, 55, 60, 65, 70, 120)
+# the extra evaluation sets' names (their metrics: metrics.accuracy(name); dataset_specs reports)
+MIXED, OPPOSITE = "mixed", "opposite"  # Dogs and Cats' unbiased set; IMDB-Face's other split
 # The authors' Dogs-and-Cats lists: 8,385 bright and 8,400 dark images of Kaggle's 25,000.
 AUTHORS_BRIGHT, AUTHORS_DARK, KAGGLE_TRAIN = 8385, 8400, 25000
 
@@ -233,7 +235,7 @@ def dogs_cats_datasets(args):
         held[rng.permutation(idx)[:int(round(args.holdout_fraction * len(idx)))]] = True
     sets = {"train": pick(rows, inside & ~held), "test": pick(rows, ~inside)}
     if held.any():  # --holdout_fraction 0: no unbiased set
-        sets["mixed"] = balanced_cells(pick(rows, held | ~inside), lambda r: (r["y"], r["b"]),
+        sets[MIXED] = balanced_cells(pick(rows, held | ~inside), lambda r: (r["y"], r["b"]),
                                        rng)
     return _limit({name: make_dataset(part, "y", "b", args, name == "train")
                    for name, part in sets.items()}, args)
@@ -326,7 +328,7 @@ def imdb_face_datasets(args):
     y_key, b_key = IMDB_TASKS[args.imdb_task]
     sets = {"train": train_rows,
             "test": balanced_cells(test_rows, lambda r: (r["age_bin"], r["gender"]), rng),
-            "opposite": pick(test_rows, _imdb_pattern(test_rows, other))}
+            OPPOSITE: pick(test_rows, _imdb_pattern(test_rows, other))}
     return _limit({name: make_dataset(rows, y_key, b_key, args, name == "train")
                    for name, rows in sets.items()}, args)
 

@@ -22,8 +22,8 @@ from torch.utils.tensorboard import SummaryWriter
 import metrics
 import records
 from checkpoints import list_checkpoints
-from safe_files import (ARGS, LAST, METRICS, PROBE, RESULTS, RUN_LOG, append_text, read_jsonl,
-                        read_run, save_npy, save_torch, small_json, whole, write_json,
+from safe_files import (ARGS, LAST, METRICS, MODE_ARGS, PROBE, RESULTS, RUN_LOG, append_text,
+                        read_jsonl, read_run, save_npy, save_torch, small_json, whole, write_json,
                         write_text)
 from utils import ArgError, log, matrix_figure, save_matrix_png
 
@@ -32,8 +32,8 @@ RUN_FILES = (LAST, "checkpoints/epoch_*.pth", "checkpoints/.tmp-*",
              "logs/events.out.tfevents.*", METRICS, RESULTS, RUN_LOG, ".tmp-*")
 
 # what a run writes in its folder: none of these may be a symbolic link
-LINKABLE = ("checkpoints", "logs", METRICS, RESULTS, RUN_LOG, ARGS, "test_args.json",
-            "probe_args.json", PROBE, ".lock")
+LINKABLE = ("checkpoints", "logs", METRICS, RESULTS, RUN_LOG, *MODE_ARGS.values(), PROBE,
+            ".lock")
 
 _held = {}  # folder -> open lock file, kept for the life of the process
 
@@ -128,7 +128,7 @@ def clear_run_files(folder):
         path = os.path.join(folder, sub)
         if os.path.isdir(path) and not os.listdir(path):
             os.rmdir(path)
-    left = sorted(set(os.listdir(folder)) - {".lock", ARGS, "test_args.json"})
+    left = sorted(set(os.listdir(folder)) - {".lock", ARGS, MODE_ARGS["test"]})
     note = f"; kept files this tool did not write: {', '.join(left)}" if left else ""
     log(f"--overwrite: removed {removed} files of the earlier run in {folder}{note}")
 
@@ -273,8 +273,7 @@ def open_run(args, device):
             clear_run_files(out)
     if not (training and finished_record(out, args.epochs, args.output_dir)):
         # (a finished run's args.json stays: its record's config)
-        write_json(os.path.join(out, {"train": ARGS, "test": "test_args.json",
-                                      "probe": "probe_args.json"}[args.mode]),
+        write_json(os.path.join(out, MODE_ARGS[args.mode]),
                    {**vars(args), "device_used": str(device)}, args.output_dir)
     log.open(os.path.join(out, RUN_LOG), args.output_dir)
 

@@ -37,6 +37,7 @@ LOW_SPACE = 64 << 20        # below this, a failed write is taken for a full dis
 # the probe, the ledger, the resume points carried through git)
 ARGS, METRICS, RESULTS, RUN_LOG = "args.json", "metrics.jsonl", "results.json", "run.log"
 PACE, PROBE = "pace.json", "probe.json"  # the long-run driver's pace; the frozen-f probe's
+MODE_ARGS = {"train": ARGS, "test": "test_args.json", "probe": "probe_args.json"}  # per --mode
 LAST = os.path.join("checkpoints", "last.pth")  # the newest checkpoint: what a run resumes from
 _UMASK = os.umask(0)
 os.umask(_UMASK)
