@@ -174,10 +174,15 @@ def slurm(commands, folder, cluster="slurm", timeout_min=60 * 24, max_num_timeou
     a wave before submitting the next. slurm_parameters go to submitit (slurm_partition,
     gpus_per_node, cpus_per_task, ...). Returns {name: 0 or the failure's text}."""
     import submitit
-    executor = submitit.AutoExecutor(folder=folder, cluster=cluster,
-                                     slurm_max_num_timeout=max_num_timeout)
     if cluster == "local":
         executor = submitit.LocalExecutor(folder=folder, max_num_timeout=max_num_timeout)
+    else:
+        try:
+            executor = submitit.AutoExecutor(folder=folder, cluster=cluster,
+                                             slurm_max_num_timeout=max_num_timeout)
+        except RuntimeError as err:  # no srun here: not a Slurm node
+            raise ValueError(f"slurm: {err} (run it on a Slurm login node, or rehearse here "
+                             "with --cluster local)") from None
     executor.update_parameters(timeout_min=timeout_min, **({"signal_delay_s": signal_delay_s}
                                if cluster == "local" else {"slurm_signal_delay_s": signal_delay_s}),
                                **slurm_parameters)

@@ -24,6 +24,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import launchers  # noqa: E402
+from errors import UserError  # noqa: E402
 import plan_runs  # noqa: E402
 
 
@@ -59,7 +60,10 @@ def parse_args(argv=None):
     p.add_argument("--gpus_per_node", type=int, default=None)
     p.add_argument("--cpus_per_task", type=int, default=None)
     p.add_argument("--dry_run", action="store_true", help="print the commands, run nothing")
-    return p.parse_args(argv)
+    opts = p.parse_args(argv)
+    if os.path.exists(opts.output_dir) and not os.path.isdir(opts.output_dir):
+        p.error(f"--output_dir {opts.output_dir} is a file, not a folder; pass a folder")
+    return opts
 
 
 def commands(opts):
@@ -87,7 +91,16 @@ def commands(opts):
 
 
 def main(argv=None):
+    """Launch the plan; what stops it before a run starts (no GPU for multi_gpu, a grid's
+    record that cannot be read, submitit missing) is one line, exit 1."""
     opts = parse_args(argv)
+    try:
+        return launch(opts)
+    except (UserError, ValueError, ImportError) as err:
+        raise SystemExit(f"error: {err}")
+
+
+def launch(opts):
     todo, life = commands(opts)
     if opts.dry_run or not todo:
         for c in todo:

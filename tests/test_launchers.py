@@ -4,6 +4,7 @@ after its start run), shards whose union is the plan with no run twice, one GPU 
 preempted by its timeout and requeued ends byte-identical to one never stopped."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -63,6 +64,39 @@ def test_launch_shards_of_a_real_plan_cover_it_once(tmp_path, capsys):
         parts += [l for l in capsys.readouterr().out.splitlines() if "run(s)" not in l]
     assert sorted(parts) == sorted(whole) and len(parts) == len(set(parts)) == 96
     assert not os.listdir(tmp_path)  # a dry run writes nothing
+
+
+@pytest.mark.parametrize("case", ["output_dir_a_file", "multi_gpu_without_gpus",
+                                  "slurm_without_slurm"])
+def test_a_launch_that_cannot_start_says_so_in_one_line_and_writes_nothing(
+        case, tmp_path, monkeypatch, capsys):
+    """What stops a launch before any run starts is one line naming what to do (exit 1),
+    never a traceback, and no run folder is made."""
+    out = tmp_path / "runs"
+    argv = ["--plan", "lff", "--tiny", "--only", "lff_ratio0.01_seed0_vanilla",
+            "--output_dir", str(out)]
+    if case == "output_dir_a_file":
+        out.write_text("a user's file")
+        with pytest.raises(SystemExit) as stop:
+            launch.main(argv)
+        assert stop.value.code == 2 and "is a file, not a folder" in capsys.readouterr().err
+        assert out.read_text() == "a user's file"
+        return
+    if case == "multi_gpu_without_gpus":
+        monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+        argv += ["--launcher", "multi_gpu"]
+    else:
+        pytest.importorskip("submitit")
+        if shutil.which("srun"):
+            pytest.skip("this machine is a Slurm node")
+        argv += ["--launcher", "slurm"]
+    with pytest.raises(SystemExit) as stop:
+        launch.main(argv)
+    text = str(stop.value.code)
+    assert text.startswith("error: ") and "\n" not in text
+    assert ("use the local launcher" in text if case == "multi_gpu_without_gpus"
+            else "--cluster local" in text)
+    assert not out.exists()
 
 
 def test_the_launch_command_never_imports_the_short_lived_plug_in(tmp_path):
