@@ -2,8 +2,10 @@
 cluster through submitit, as DomainBed's command_launchers.py and SubpopBench's slurm launcher
 run theirs. A launcher is one function over a list of Commands; it decides nothing about a
 run's state, which the run folders hold (main.py --resume_if_any continues any run that
-stopped, on whatever machine). A stage-2 command waits for its start run: the commands go in
-waves, each after the one it depends on (`after`).
+stopped, on whatever machine). A stage-2 command waits for its start run (`after`), a
+chosen-hyperparameter one for its grid (`waits_for`): the commands go in waves, each after the
+ones it depends on, and a command's `before` (its selection written from the grid's records)
+runs just before it starts.
 
     LAUNCHERS[name](commands, **options) -> {command name: exit code}
 
@@ -20,8 +22,8 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
-from typing import Optional
+from dataclasses import dataclass, field, replace
+from typing import Callable, Optional
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 MAIN = os.path.join(ROOT, "main.py")
@@ -29,20 +31,26 @@ MAIN = os.path.join(ROOT, "main.py")
 
 @dataclass
 class Command:
-    """One run: its name, main.py's arguments, and the run it waits for (None: none)."""
+    """One run: its name, main.py's arguments, the run it starts from (None: none), the runs
+    it waits for without starting from them, and what to do just before it starts."""
     name: str
     argv: list
     after: Optional[str] = None
     env: dict = field(default_factory=dict)
+    waits_for: tuple = ()
+    before: Optional[Callable] = None
+
+    def needs(self):
+        return [n for n in (self.after, *self.waits_for) if n]
 
 
 def waves(commands):
-    """The commands in waves: each command in the wave after the one holding what it waits
+    """The commands in waves: each command in a wave after every one holding what it waits
     for (a name outside the list is taken as done: its run finished before)."""
     names, placed, out = {c.name for c in commands}, {}, []
     pending = list(commands)
     while pending:
-        wave = [c for c in pending if c.after not in names or c.after in placed]
+        wave = [c for c in pending if all(n not in names or n in placed for n in c.needs())]
         if not wave:
             raise ValueError("the commands wait for each other in a cycle: "
                              + ", ".join(c.name for c in pending))
@@ -53,18 +61,41 @@ def waves(commands):
 
 
 def shard(commands, index, count):
-    """Shard `index` of `count` (0-based): whole chains (a start run with every run that waits
-    on it, directly or not) dealt round-robin in plan order, so no shard waits on another and
-    the shards' union is the plan, each command once."""
-    by_name = {c.name: c for c in commands}
+    """Shard `index` of `count` (0-based): whole chains (a run with every run that waits on
+    it, directly or not: a stage 2 on its start, a chosen run on its grid) dealt round-robin in
+    plan order, so no shard waits on another and the shards' union is the plan, each once."""
+    chain = {c.name: c.name for c in commands}
 
-    def root(c):
-        while c.after in by_name:
-            c = by_name[c.after]
-        return c.name
-    chains = list(dict.fromkeys(root(c) for c in commands))
-    mine = {r for k, r in enumerate(chains) if k % count == index}
-    return [c for c in commands if root(c) in mine]
+    def root(name):
+        while chain[name] != name:
+            name = chain[name]
+        return name
+    for c in commands:  # union of each command with what it waits for
+        for n in c.needs():
+            if n in chain:
+                chain[root(c.name)] = root(n)
+    roots = list(dict.fromkeys(root(c.name) for c in commands))
+    mine = {r for k, r in enumerate(roots) if k % count == index}
+    return [c for c in commands if root(c.name) in mine]
+
+
+def startable(wave, codes):
+    """The wave's commands to start: each whose runs it waits for all succeeded (exit 0, or
+    outside the list) and whose `before` succeeded. The others get their reason in codes."""
+    ready = []
+    for c in wave:
+        failed = [n for n in c.needs() if codes.get(n, 0) != 0]
+        if failed:
+            codes[c.name] = None  # not started: what it waits for failed
+            continue
+        try:
+            if c.before:
+                c.before()
+        except Exception as exc:  # its selection could not be made: named, the others go on
+            codes[c.name] = f"not started: {str(exc).splitlines()[0][:300]}"
+            continue
+        ready.append(c)
+    return ready
 
 
 def start_main(argv, env=None, out=None, low=False):
@@ -96,11 +127,10 @@ def _popen(command, lane_env):
 
 def _lanes(commands, lane_env):
     """Run each wave's commands, one process per lane at a time (lane_env: each lane's
-    environment); a command whose start run failed is not started (exit code None)."""
+    environment); a command whose start run or grid failed is not started (exit code None)."""
     codes = {}
     for wave in waves(commands):
-        queue = [c for c in wave if codes.get(c.after, 0) == 0]
-        codes.update((c.name, None) for c in wave if c not in queue)
+        queue = startable(wave, codes)
         running = {}
         while queue or running:
             for lane, env in enumerate(lane_env):
@@ -164,15 +194,16 @@ class MainRun:
                 pass
         return submitit.helpers.DelayedSubmission(MainRun(self.command))
 
-    def __getstate__(self):  # the process stays behind: a requeued job starts its own
-        return {"command": self.command, "proc": None}
+    def __getstate__(self):  # the process stays behind: a requeued job starts its own (and
+        return {"command": replace(self.command, before=None), "proc": None}  # ran `before`)
 
 
 def slurm(commands, folder, cluster="slurm", timeout_min=60 * 24, max_num_timeout=30,
           signal_delay_s=120, **slurm_parameters):
     """One job per command through submitit (each wave one job array); the launcher waits for
     a wave before submitting the next. slurm_parameters go to submitit (slurm_partition,
-    gpus_per_node, cpus_per_task, ...). Returns {name: 0 or the failure's text}."""
+    gpus_per_node, cpus_per_task, ...). Returns {name: 0, the failure's text, or None: not
+    started because what it waits for failed}."""
     import submitit
     if cluster == "local":
         executor = submitit.LocalExecutor(folder=folder, max_num_timeout=max_num_timeout)
@@ -188,8 +219,7 @@ def slurm(commands, folder, cluster="slurm", timeout_min=60 * 24, max_num_timeou
                                **slurm_parameters)
     codes = {}
     for wave in waves(commands):
-        ready = [c for c in wave if codes.get(c.after, 0) == 0]
-        codes.update((c.name, "its start run failed") for c in wave if c not in ready)
+        ready = startable(wave, codes)
         with executor.batch():
             jobs = [executor.submit(MainRun(c)) for c in ready]
         for command, job in zip(ready, jobs):

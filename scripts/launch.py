@@ -10,13 +10,16 @@ per lane, or a Slurm cluster through submitit.
 Every run lives in --output_dir/<run> (outputs/launch/ by default) and is started with
 --resume_if_any: what a run has done is read from its folder, never from the launcher, so the
 same command launched again (here, on a cluster, after a preemption) continues where each run
-stopped and skips the finished ones. A stage-2 run is launched after the run it starts from;
---shard i/n deals whole chains (a start run with its stage-2 runs) to n shards. Resume points
+stopped and skips the finished ones. A stage-2 run is launched after the run it starts from, a
+chosen-hyperparameter run after its grid, its choice written from the grid's validation
+records just before it starts; --shard i/n deals whole chains (a start run with its stage-2
+runs, a grid with its chosen runs) to n shards. Resume points
 carried through git (short_lived/long_runs.py --keep) are for machines that keep nothing; a
 cluster's runs keep their folders where they train.
 """
 import argparse
 import fnmatch
+import functools
 import os
 import sys
 
@@ -85,7 +88,9 @@ def commands(opts):
             if r["name"] in wanted:
                 wanted.update(n for n in [r["after"], *r.get("waits_for", ())] if n)
         runs = [r for r in runs if r["name"] in wanted]
-    out = [launchers.Command(r["name"], plan_runs.run_argv(life, r), r["after"])
+    out = [launchers.Command(r["name"], plan_runs.run_argv(life, r), r["after"],
+                             waits_for=tuple(r.get("waits_for", ())),
+                             before=functools.partial(life.prepare, r) if r.get("choose") else None)
            for r in runs if life.state(r) != "finished"]
     return (launchers.shard(out, *opts.shard) if opts.shard else out), life
 
@@ -104,11 +109,9 @@ def launch(opts):
     todo, life = commands(opts)
     if opts.dry_run or not todo:
         for c in todo:
-            print(c.name + (f" (after {c.after})" if c.after else ""))
+            print(c.name + (f" (after {', '.join(c.needs())})" if c.needs() else ""))
         print(f"{len(todo)} run(s) to launch" + (" (dry run)" if opts.dry_run else ""))
         return 0
-    for c in todo:  # a chosen-hyperparameter run's selection, from its grid's records
-        life.prepare(life.by_name[c.name])
     options = {"local": {"lanes": opts.lanes}, "multi_gpu": {"gpus": opts.gpus},
                "slurm": {"folder": os.path.join(opts.output_dir, ".submitit"),
                          "cluster": opts.cluster, "timeout_min": opts.timeout_min,
@@ -118,7 +121,7 @@ def launch(opts):
     codes = launchers.LAUNCHERS[opts.launcher](todo, **options[opts.launcher])
     failed = {n: c for n, c in codes.items() if c != 0}
     for name, code in failed.items():
-        print(f"{name}: {'not started (its start run failed)' if code is None else code}")
+        print(f"{name}: {'not started (a run it waits for failed)' if code is None else code}")
     print(f"{len(codes) - len(failed)} of {len(codes)} run(s) finished")
     return 1 if failed else 0
 

@@ -66,6 +66,30 @@ def test_launch_shards_of_a_real_plan_cover_it_once(tmp_path, capsys):
     assert not os.listdir(tmp_path)  # a dry run writes nothing
 
 
+def test_one_launch_trains_a_grid_then_its_chosen_run_at_the_choice(tmp_path, mnist_root):
+    """The compare plan in one command: a chosen-hyperparameter run waits for its grid, its
+    choice is written from the grid's validation records just before it starts, and its
+    record holds that choice; a shard keeps a grid with its chosen runs."""
+    code = launch.main(["--plan", "compare", "--tiny", "--epochs", "1", "--output_dir",
+                        str(tmp_path), "--data_root", mnist_root, "--device", "cpu",
+                        "--lanes", "2", "--only", "cmp_ratio0.01_seed1_groupdro*"])
+    assert code == 0
+    chosen = json.loads((tmp_path / "cmp_ratio0.01_seed1_groupdro" / "args.json").read_text())
+    selection = json.loads((tmp_path / "selection" / "groupdro_ratio0.01.json").read_text())
+    assert chosen["hparam_selection"] == selection
+    assert chosen["groupdro_eta"] == selection["choice"]["groupdro_eta"]
+    grid = sorted(tmp_path.glob("cmp_ratio0.01_seed0_groupdro_eta*/results.json"))
+    assert len(grid) == 3 and {g["run"] for g in selection["grid"]} == {
+        p.parent.name for p in grid}
+    started = (tmp_path / "cmp_ratio0.01_seed1_groupdro" / "args.json").stat().st_mtime
+    assert all(p.stat().st_mtime <= started for p in grid)  # after its whole grid
+    todo, _ = launch.commands(launch.parse_args(["--plan", "compare", "--output_dir",
+                                                 str(tmp_path / "plan")]))
+    for i in range(3):
+        part = {c.name for c in launchers.shard(todo, i, 3)}
+        assert all(set(c.needs()) <= part for c in todo if c.name in part)
+
+
 @pytest.mark.parametrize("case", ["output_dir_a_file", "multi_gpu_without_gpus",
                                   "slurm_without_slurm"])
 def test_a_launch_that_cannot_start_says_so_in_one_line_and_writes_nothing(
