@@ -8,7 +8,6 @@ machines' budget driver, short_lived/long_runs.py).
   never from whoever launched it (`Lifecycle.state`); a stage-2 run is ready once its start run
   finished and its checkpoint is there; a chosen-hyperparameter run once its grid finished
   (`prepare` writes the choice, from validation only: hparams.choose);
-- a finished run's record into the ledger (ledger.add_record);
 - a run's main.py arguments (`run_argv`: --resume_if_any, so any launcher continues a stopped run).
 """
 import argparse
@@ -20,9 +19,8 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 from errors import UserError  # noqa: E402
-from ledger import add_record  # noqa: E402
 from options import sigma2  # noqa: E402
-from safe_files import ARGS, RESULTS, append_text, read_json, read_run, write_json  # noqa: E402
+from safe_files import append_text, read_run, write_json  # noqa: E402
 from plans import (COMPARE_METHODS, COMPARE_RATIOS, HEADLINE_SIGMAS, LFF_METHODS,  # noqa: E402
                    LFF_RATIOS, SEEDS, VARIANTS, compare_plan, headline_plan, lff_plan)
 
@@ -31,18 +29,6 @@ from plans import (COMPARE_METHODS, COMPARE_RATIOS, HEADLINE_SIGMAS, LFF_METHODS
 # resume points and records are committed and cloned, so each is a stranger's file. A damaged
 # one counts as absent (a run not finished) or stops the command in one line; a link
 # is never followed, copied or written through.
-def epochs_done(folder, root=None):
-    """Epochs a run folder has completed (safe_files.read_run: its metrics' last whole epoch,
-    or its finished record's)."""
-    return read_run(folder, root).epochs
-
-
-def finished(folder, epochs, root=None):
-    """The one rule (safe_files.RunView.finished): results.json records exactly `epochs`
-    finished epochs and a finite test accuracy."""
-    return read_run(folder, root).finished(epochs)
-
-
 def held(folder):
     """Whether a main.py process holds the run folder's lock right now."""
     path = os.path.join(folder, ".lock")
@@ -57,52 +43,20 @@ def held(folder):
     return False
 
 
-def same(recorded, planned):
-    if isinstance(recorded, bool) or isinstance(planned, bool):
-        return recorded is planned
-    try:
-        return float(recorded) == float(planned)
-    except (TypeError, ValueError):
-        return str(recorded) == str(planned)
-
-
-def check_record(run, folder, root):
-    """One line (SystemExit) when folder's args.json is not the run the plan names."""
-    try:
-        record = read_json(os.path.join(folder, ARGS), root)
-    except (OSError, UserError) as err:
-        raise SystemExit(f"{folder}/args.json is unreadable ({err}); restore it from git "
-                         f"(git checkout -- {folder}) or move {folder} aside to start again")
-    for name, value in run["expect"].items():
-        if not same(record.get(name, False if isinstance(value, bool) else None), value):
-            raise SystemExit(
-                f"{folder} records --{name} {short(record.get(name))}, but the plan's run "
-                f"{run['name']} has --{name} {value}: it is another run's resume point; move "
-                f"it aside (nothing was changed)")
-
-
-def short(value, limit=60):
-    text = repr(value).replace("\n", " ")
-    return text if len(text) <= limit else text[:limit] + "..."
-
-
 def planned_epochs(run):
     return run["epochs"]
 
 
 class Lifecycle:
-    """The plan's runs between --work (their live folders) and --ledger (finished records). A
-    run resumes from its work folder; restore, save and drop do nothing here (the short-lived
-    machines' driver adds them: short_lived/keep.py carries resume points through git)."""
+    """Where each run of a plan stands, read from its folder in --work (where it trains and
+    resumes) and in --ledger (finished records), never from whoever launched it; and what a
+    run needs written before it starts (prepare). The short-lived machines' driver adds the
+    ledger copy and the resume points carried through git (short_lived/long_runs.py Runs)."""
 
     places = ("work", "ledger")  # where a run's folder may be, in the order read
-    kept_in = "work"  # what the tables show of an unfinished run: its work folder
 
-    def __init__(self, plan, opts, whole=None):
-        """whole: the plan before --sigmas, --seeds, --variants ... narrowed it (plan_of with
-        the defaults): a resume point a run outside the narrowed plan starts from is kept."""
+    def __init__(self, plan, opts):
         self.plan, self.opts = plan, opts
-        self.whole = {r["name"]: r for r in (whole or []) + plan}
         self.by_name = {r["name"]: r for r in plan}
 
     def work(self, run):
@@ -128,57 +82,6 @@ class Lifecycle:
         if self.has_checkpoint(run, "work"):
             return "stopped"
         return "not started"
-
-    def restore(self):
-        """Nothing to restore: a run's checkpoint stays in its work folder."""
-
-    def save(self, run):
-        """Nothing to save: the work folder is the run's resume point."""
-
-    def drop(self, run):
-        """Nothing to remove."""
-
-    def saved(self, run):
-        return False
-
-    def note(self, text):
-        log(text)
-
-    def check(self, run, folder, root):
-        check_record(run, folder, root)
-
-    def needed_later(self, run):
-        """Whether an unfinished run of the whole plan (not only the narrowed one this driver
-        trains) starts from this one's checkpoint."""
-        return any(r["after"] == run["name"] and self.state(r) != "finished"
-                   for r in self.whole.values())
-
-    def settle(self):
-        """Finished runs into the ledger; resume points nobody needs any more removed; every
-        other started run's resume point saved."""
-        for run in self.plan:
-            state = self.state(run)
-            if state == "finished":
-                self.to_ledger(run)
-                if self.needed_later(run):
-                    self.save(run)
-                else:
-                    self.drop(run)
-            elif state in ("stopped", "running"):  # running: its last end-of-epoch checkpoint
-                self.save(run)
-
-    def to_ledger(self, run):
-        """A finished run's record into the ledger (ledger.add_record: plain files, nothing
-        there overwritten but a log the run has since extended)."""
-        if not self.view(run, "work").finished(planned_epochs(run)):
-            return  # finished elsewhere: the ledger already has its record
-        dest = self.ledger(run)
-        added, _, differ = add_record(self.work(run), dest, self.opts.work, self.opts.ledger)
-        for name in differ:
-            log(f"kept {os.path.join(dest, name)}: the ledger's copy differs from the run's "
-                "(move one aside to replace it)")
-        if RESULTS in added:
-            log(f"{run['name']}: finished; its record is in {dest}")
 
     def ready(self, run):
         return self.state(run) != "finished" and (
@@ -274,13 +177,6 @@ def plan_of(opts):
                             opts.tiny, opts.ledger)
     return headline_plan(opts.epochs, opts.sigmas, opts.tiny, opts.seeds, opts.variants)
 
-
-def whole_plan_of(opts):
-    """The plan --plan names with nothing narrowed (its --epochs and --tiny kept)."""
-    defaults = parse_plan(["--plan", opts.plan])
-    for key in ("epochs", "tiny", "ledger"):
-        setattr(defaults, key, getattr(opts, key))
-    return plan_of(defaults)
 
 
 # --------------------------------------------------------------------------- the plan's options

@@ -43,7 +43,7 @@ def stage_flags(variant):
 def cmnist_run(sigma, variant, epochs, seed=0, tiny=False):
     """One run of the reference Colored-MNIST recipe (stage_flags), named as
     scripts/run_cmnist.sh names it. `expect`: the values its args.json must record
-    (check_record)."""
+    (short_lived/keep.py check_record)."""
     base = f"cmnist_var{sigma}_seed{seed}"
     method, stage = stage_of(variant)
     expect = {"dataset_name": "ColoredMNIST", "color_var": sigma, "seed": seed, "data_seed": 0,

@@ -700,7 +700,7 @@ def collect_long(opts, src):
     for name, theirs in fetched_runs(src, "in_progress", plan):
         run, ours = plan[name], life.keep(plan[name])
         plain_files(theirs, set(keep.RESUME_POINT))
-        long_runs.check_record(run, theirs, top)
+        keep.check_record(run, theirs, top)
         args = read_json(os.path.join(theirs, "args.json"), top)
         if not (str(args.get("device", "")).startswith("cuda") or opts.allow_cpu):
             print(f"skipped {theirs}: not trained on a CUDA GPU (a rehearsal? --allow_cpu)")

@@ -11,7 +11,7 @@ import os
 import shutil
 
 from errors import UserError
-from safe_files import (ARGS, LAST, METRICS, PACE, RESULTS, RUN_LOG, read_bytes,
+from safe_files import (ARGS, LAST, METRICS, PACE, RESULTS, RUN_LOG, read_bytes, read_json,
                         write_bytes)
 
 # what resuming needs (results.json only once finished: a baseline kept for its stage 2)
@@ -35,6 +35,35 @@ def copy_resume_point(src, dst, src_root, dst_root):
     return copied
 
 
+def same(recorded, planned):
+    if isinstance(recorded, bool) or isinstance(planned, bool):
+        return recorded is planned
+    try:
+        return float(recorded) == float(planned)
+    except (TypeError, ValueError):
+        return str(recorded) == str(planned)
+
+
+def check_record(run, folder, root):
+    """One line (SystemExit) when folder's args.json is not the run the plan names."""
+    try:
+        record = read_json(os.path.join(folder, ARGS), root)
+    except (OSError, UserError) as err:
+        raise SystemExit(f"{folder}/args.json is unreadable ({err}); restore it from git "
+                         f"(git checkout -- {folder}) or move {folder} aside to start again")
+    for name, value in run["expect"].items():
+        if not same(record.get(name, False if isinstance(value, bool) else None), value):
+            raise SystemExit(
+                f"{folder} records --{name} {short(record.get(name))}, but the plan's run "
+                f"{run['name']} has --{name} {value}: it is another run's resume point; move "
+                f"it aside (nothing was changed)")
+
+
+def short(value, limit=60):
+    text = repr(value).replace("\n", " ")
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
 def nested_keeps(plan_folders, plan="headline"):
     """Names of the folders in `plan`'s keep that are other plans' keeps (the LfF plan's
     in_progress/lff inside the headline's in_progress): never a run's resume point."""
@@ -56,8 +85,8 @@ def resolve(opts, error, root, plan_folders):
 
 
 class KeptRuns:
-    """The lifecycle's steps that involve --keep, over plan_runs.Lifecycle (which names its
-    log and its record check as self.note and self.check)."""
+    """The lifecycle's steps that involve --keep, over long_runs.Runs (which names its log
+    self.note)."""
 
     places = ("work", "keep", "ledger")  # where a run's folder may be, in the order read
     kept_in = "keep"  # what the tables show of an unfinished run: its resume point
@@ -77,7 +106,7 @@ class KeptRuns:
             keep, work = self.keep(run), self.work(run)
             if not self.saved(run):
                 continue
-            self.check(run, keep, self.opts.keep)
+            check_record(run, keep, self.opts.keep)
             if not os.path.lexists(work):
                 copy_resume_point(keep, work, self.opts.keep, self.opts.work)
                 self.note(f"restored {run['name']} from {keep} (epoch {self.done(run, 'work')})")

@@ -42,25 +42,114 @@ ROOT = os.path.dirname(HERE)
 sys.path[:0] = [ROOT, os.path.join(ROOT, "scripts"), HERE]
 from errors import UserError  # noqa: E402
 from launchers import start_main  # noqa: E402
-from plan_runs import (LOG, PLAN_FOLDERS, Lifecycle, check_plan_options,  # noqa: E402,F401
-                       check_record, epochs_done, finished, held, log, plan_of, plan_parser,
-                       planned_epochs, positive, run_argv, whole_plan_of)
+from ledger import add_record  # noqa: E402
+from plan_runs import (LOG, PLAN_FOLDERS, Lifecycle, check_plan_options, held,  # noqa: E402,F401
+                       log, parse_plan, plan_of, plan_parser, planned_epochs, positive, run_argv)
 from plan_tables import (TABLE_MARKS, compare_table, full_compare_table,  # noqa: E402,F401
                          headline_table, lff_table, table_of, write_table)
-from safe_files import (METRICS, PACE, PROBE, make_folder, number, read_json,  # noqa: E402
-                        read_text, whole, write_json, append_text, write_text)
+from safe_files import (METRICS, PACE, PROBE, RESULTS, make_folder, number,  # noqa: E402
+                        read_json, read_run, read_text, whole, write_json, append_text,
+                        write_text)
 MORE_TO_DO = 3
 RECENT_EPOCHS = 10  # status's pace: the newest pieces covering this many epochs
 KEPT_PIECES = 20  # pieces pace.json lists per device kind (its totals keep every piece)
 
 
+# --------------------------------------------------------------------------- run folders
+# Every file here is read and written through safe_files (the repository's one file layer):
+# resume points and records are committed and cloned, so each is a stranger's file. A damaged
+# one counts as absent (a run not finished, no pace) or stops the driver in one line; a link
+# is never followed, copied or written through.
+def epochs_done(folder, root=None):
+    """Epochs a run folder has completed (safe_files.read_run: its metrics' last whole epoch,
+    or its finished record's)."""
+    return read_run(folder, root).epochs
+
+
+def finished(folder, epochs, root=None):
+    """The one rule (safe_files.RunView.finished): results.json records exactly `epochs`
+    finished epochs and a finite test accuracy."""
+    return read_run(folder, root).finished(epochs)
+
+
+class Runs(Lifecycle):
+    """The plan's runs as the driver keeps them (plan_runs.Lifecycle reads where each stands):
+    a finished run's record copied into --ledger, and, with --keep, its resume point carried
+    through git (keep.KeptRuns: restore, save, drop; here those steps do nothing and a run
+    resumes from its work folder)."""
+
+    kept_in = "work"  # what the tables show of an unfinished run: its work folder
+
+    def __init__(self, plan, opts, whole=None):
+        """whole: the plan before --sigmas, --seeds, --variants ... narrowed it (plan_of with
+        the defaults): a resume point a run outside the narrowed plan starts from is kept."""
+        super().__init__(plan, opts)
+        self.whole = {r["name"]: r for r in (whole or []) + plan}
+
+    def restore(self):
+        """Nothing to restore: a run's checkpoint stays in its work folder."""
+
+    def save(self, run):
+        """Nothing to save: the work folder is the run's resume point."""
+
+    def drop(self, run):
+        """Nothing to remove."""
+
+    def saved(self, run):
+        return False
+
+    def note(self, text):
+        log(text)
+
+    def needed_later(self, run):
+        """Whether an unfinished run of the whole plan (not only the narrowed one this driver
+        trains) starts from this one's checkpoint."""
+        return any(r["after"] == run["name"] and self.state(r) != "finished"
+                   for r in self.whole.values())
+
+    def settle(self):
+        """Finished runs into the ledger; resume points nobody needs any more removed; every
+        other started run's resume point saved."""
+        for run in self.plan:
+            state = self.state(run)
+            if state == "finished":
+                self.to_ledger(run)
+                if self.needed_later(run):
+                    self.save(run)
+                else:
+                    self.drop(run)
+            elif state in ("stopped", "running"):  # running: its last end-of-epoch checkpoint
+                self.save(run)
+
+    def to_ledger(self, run):
+        """A finished run's record into the ledger (ledger.add_record: plain files, nothing
+        there overwritten but a log the run has since extended)."""
+        if not self.view(run, "work").finished(planned_epochs(run)):
+            return  # finished elsewhere: the ledger already has its record
+        dest = self.ledger(run)
+        added, _, differ = add_record(self.work(run), dest, self.opts.work, self.opts.ledger)
+        for name in differ:
+            log(f"kept {os.path.join(dest, name)}: the ledger's copy differs from the run's "
+                "(move one aside to replace it)")
+        if RESULTS in added:
+            log(f"{run['name']}: finished; its record is in {dest}")
+
+
 def lifecycle(plan, opts, whole=None):
-    """The plan's Lifecycle (plan_runs); with --keep, the one that carries resume points through
-    git (keep.KeptRuns)."""
+    """The plan's Runs; with --keep, the Runs that carry resume points through git
+    (keep.KeptRuns)."""
     if not getattr(opts, "keep", None):
-        return Lifecycle(plan, opts, whole)
+        return Runs(plan, opts, whole)
     from keep import KeptRuns
-    return type("KeptLifecycle", (KeptRuns, Lifecycle), {})(plan, opts, whole)
+    return type("KeptRuns", (KeptRuns, Runs), {})(plan, opts, whole)
+
+
+def whole_plan_of(opts):
+    """The plan --plan names with nothing narrowed (its --epochs, --tiny and --ledger kept)."""
+    defaults = parse_plan(["--plan", opts.plan])
+    for key in ("epochs", "tiny", "ledger"):
+        setattr(defaults, key, getattr(opts, key))
+    return plan_of(defaults)
 
 
 def hold_folders(opts):
