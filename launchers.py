@@ -18,6 +18,7 @@ runs just before it starts.
   cluster on this machine, timeouts and requeues included.
 """
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -205,6 +206,10 @@ def slurm(commands, folder, cluster="slurm", timeout_min=60 * 24, max_num_timeou
     gpus_per_node, cpus_per_task, ...). Returns {name: 0, the failure's text, or None: not
     started because what it waits for failed}."""
     import submitit
+    # a job unpickles MainRun from this module: its Python finds the checkout wherever the
+    # launch was typed (the job inherits this environment, on Slurm through sbatch's export)
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        p for p in (ROOT, os.environ.get("PYTHONPATH")) if p)
     if cluster == "local":
         executor = submitit.LocalExecutor(folder=folder, max_num_timeout=max_num_timeout)
     else:
@@ -220,14 +225,24 @@ def slurm(commands, folder, cluster="slurm", timeout_min=60 * 24, max_num_timeou
     codes = {}
     for wave in waves(commands):
         ready = startable(wave, codes)
+        if not ready:
+            continue
         with executor.batch():
             jobs = [executor.submit(MainRun(c)) for c in ready]
         for command, job in zip(ready, jobs):
             try:
                 codes[command.name] = job.result()
-            except Exception as exc:  # a failed job: its text, the others go on
-                codes[command.name] = str(exc).strip().splitlines()[-1][:300]
+            except Exception as exc:  # a failed job: its error and its log, the others go on
+                codes[command.name] = f"{error_line(exc)} (log: {job.paths.stderr})"
     return codes
+
+
+def error_line(exc):
+    """The line of a failed job's text that names the error (submitit's text holds the
+    job's traceback, then where its logs are)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    named = [line for line in lines if re.match(r"^[\w.]*(Error|Exception|Interrupt)\b", line)]
+    return (named or lines or ["the job failed"])[-1][:300]
 
 
 LAUNCHERS = {"local": local, "multi_gpu": multi_gpu, "slurm": slurm}

@@ -172,6 +172,19 @@ def test_multi_gpu_gives_each_lane_its_own_gpu(tmp_path, monkeypatch):
         launchers.multi_gpu(plan, gpus=[])
 
 
+def test_a_slurm_job_launched_from_another_folder_finds_the_code_and_names_its_error(
+        tmp_path, monkeypatch):
+    """A job unpickles its run from launchers.py wherever the launch was typed, and a run that
+    fails is one line: the error and the job's log (submitit's LocalExecutor)."""
+    pytest.importorskip("submitit")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("PYTHONPATH", raising=False)
+    codes = launchers.slurm([launchers.Command("bad", ["--no_such_flag"])],
+                            str(tmp_path / "jobs"), cluster="local")
+    assert codes["bad"].startswith("RuntimeError: bad: main.py exited with 2 (log: ")
+    assert codes["bad"].endswith("_log.err)") and "\n" not in codes["bad"]
+
+
 def test_slurm_through_submitit_preempts_requeues_and_ends_byte_identical(mnist_root,
                                                                           tmp_path):
     """submitit's LocalExecutor with a 30 s timeout: the job is signalled (USR2) 10 s before
