@@ -20,7 +20,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 from errors import UserError  # noqa: E402
 from options import sigma2  # noqa: E402
-from safe_files import append_text, read_run, write_json  # noqa: E402
+from safe_files import LAST, append_text, read_run, write_json  # noqa: E402
 from plans import (COMPARE_METHODS, COMPARE_RATIOS, HEADLINE_SIGMAS, LFF_METHODS,  # noqa: E402
                    LFF_RATIOS, SEEDS, VARIANTS, compare_plan, headline_plan, lff_plan)
 
@@ -119,8 +119,7 @@ class Lifecycle:
 
     def has_checkpoint(self, run, where):
         """Whether the run's folder in work or keep holds its last checkpoint."""
-        return os.path.lexists(os.path.join(getattr(self, where)(run), "checkpoints",
-                                            "last.pth"))
+        return os.path.lexists(os.path.join(getattr(self, where)(run), LAST))
 
 
 LOG = {"path": None, "root": None}  # the budget driver also keeps its lines in a log file
@@ -143,8 +142,7 @@ def run_argv(life, run):
     argv = [*run["flags"], "--experiment_name", run["name"], "--output_dir", opts.work,
             "--data_root_base", opts.data_root, "--device", opts.device, "--resume_if_any"]
     if run["after"]:
-        argv += ["--init_checkpoint", os.path.join(life.work(life.by_name[run["after"]]),
-                                                   "checkpoints", "last.pth")]
+        argv += ["--init_checkpoint", os.path.join(life.work(life.by_name[run["after"]]), LAST)]
     return argv
 
 

@@ -55,8 +55,9 @@ sys.path.append(os.path.dirname(os.path.abspath(__file__)))  # keep, long_runs: 
 import keep  # noqa: E402  (short_lived/keep.py, beside this file: resume points through git)
 import ledger  # noqa: E402
 from errors import UserError  # noqa: E402
-from safe_files import (append_text, read_bytes, read_json, read_jsonl, read_run,  # noqa: E402
-                        read_text, whole, write_bytes, write_json, write_text, write_with)
+from safe_files import (LAST, append_text, read_bytes, read_json, read_jsonl,  # noqa: E402
+                        read_run, read_text, whole, write_bytes, write_json, write_text,
+                        write_with)
 PY = sys.executable
 TINY = ["--max_train_samples", "600", "--max_test_samples", "500"]
 KEEP, LEDGER = (os.path.join(ROOT, "results", d) for d in ("in_progress", "cmnist"))
@@ -166,7 +167,7 @@ def prove_runs(opts):
         root = os.path.join("outputs", "lease_prove", fast)
         common = ["--device", opts.device, "--fast", fast, "--data_root_base", opts.data_root,
                   "--output_dir", root, "--overwrite"]
-        base = os.path.join(root, "baseline", "checkpoints", "last.pth")
+        base = os.path.join(root, "baseline", LAST)
         yield f"baseline/{fast}", [*cmnist, *common, "--method", "baseline", "--lr", "0.01",
                                    "--experiment_name", "baseline"]
         for m in ("lnl", "blindeye"):
@@ -401,7 +402,7 @@ def progress(folder):
     None when the run has no readable checkpoint."""
     from checkpoints import read_checkpoint
     try:
-        ckpt = read_checkpoint(os.path.join(folder, "checkpoints", "last.pth"))
+        ckpt = read_checkpoint(os.path.join(folder, LAST))
         args = ckpt.get("args") or {}
         size = whole(args.get("max_train_samples")) or MNIST_TRAIN
         partial = ckpt.get("partial") or {}
@@ -425,7 +426,7 @@ def layout_figures(life, before):
         if now is None or now[2] is None:
             continue
         gained = now[0] - (before.get(run["name"]) or (0,))[0]
-        window = os.path.getmtime(os.path.join(folder, "checkpoints", "last.pth")) - now[2]
+        window = os.path.getmtime(os.path.join(folder, LAST)) - now[2]
         if gained <= 0 or window <= 0:
             continue
         rate = gained / now[1] / window
@@ -668,7 +669,7 @@ def fetched_checkpoint(folder, root, epochs):
     one line saying why it may not replace ours."""
     from checkpoints import read_checkpoint  # loads torch: only collect needs it
     from safe_files import under
-    path = os.path.join(folder, "checkpoints", "last.pth")
+    path = os.path.join(folder, LAST)
     try:
         under(path, root)  # plain_files checked the tree: no link anywhere in it
         ckpt = read_checkpoint(path)

@@ -47,7 +47,7 @@ from plan_runs import (LOG, PLAN_FOLDERS, Lifecycle, check_plan_options, held,  
                        log, parse_plan, plan_of, plan_parser, planned_epochs, positive, run_argv)
 from plan_tables import (TABLE_MARKS, compare_table, full_compare_table,  # noqa: E402,F401
                          headline_table, lff_table, table_of, write_table)
-from safe_files import (METRICS, PACE, PROBE, RESULTS, make_folder, number,  # noqa: E402
+from safe_files import (LAST, METRICS, PACE, PROBE, RESULTS, make_folder, number,  # noqa: E402
                         read_json, read_run, read_text, whole, write_json, append_text,
                         write_text)
 MORE_TO_DO = 3
@@ -232,7 +232,7 @@ def needs_probe(life, run):
     from the run's f; issues #25, #33)."""
     work = life.work(run)
     return (run.get("probe", True) and life.view(run, "work").finished(planned_epochs(run))
-            and os.path.lexists(os.path.join(work, "checkpoints", "last.pth"))
+            and os.path.lexists(os.path.join(work, LAST))
             and not any(os.path.lexists(os.path.join(folder, PROBE))
                         for folder in (work, life.ledger(run))))
 
