@@ -13,9 +13,9 @@ same command launched again (here, on a cluster, after a preemption) continues w
 stopped and skips the finished ones. A stage-2 run is launched after the run it starts from, a
 chosen-hyperparameter run after its grid, its choice written from the grid's validation
 records just before it starts; --shard i/n deals whole chains (a start run with its stage-2
-runs, a grid with its chosen runs) to n shards. Resume points
-carried through git (short_lived/long_runs.py --keep) are for machines that keep nothing; a
-cluster's runs keep their folders where they train.
+runs, a grid with its chosen runs) to n shards. Resume points carried through git
+(short_lived/long_runs.py --keep) are for machines that keep nothing; a cluster's runs keep
+their folders where they train.
 """
 import argparse
 import fnmatch
