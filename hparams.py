@@ -9,10 +9,15 @@ Criteria (by name, read from a finished record's val_groups, records.group_count
   val_acc_conflicting   accuracy on the validation images off the training correlation
   val_worst_group_acc   the lowest accuracy over the (label, bias label) groups (GroupDRO's
                         and JTT's criterion: Sagawa et al. 2020, Liu et al. 2021)
-The interval: a stratified bootstrap (each group's correct count redrawn Binomial(n, its
-accuracy), seeded), the 2.5% and 97.5% quantiles. A grid whose every interval overlaps the
-best one's cannot be told apart by the criterion: the choice is still the best value (the
-papers' rule), and the selection says it is too noisy to choose ("separable": false).
+The interval: a bootstrap of the images the criterion reads, seeded, its 2.5% and 97.5%
+quantiles: the conflicting images redrawn with replacement as one set (their correct count
+Binomial(N, their accuracy)); for the worst group, each group's count redrawn Binomial(n, its
+accuracy). (Redrawing the conflicting images within each (label, bias) group, as this did
+until 2026-12-07, understates the spread: at 1% conflicting most such groups hold one or two
+validation images, all right or all wrong, and redraw to themselves, so an interval could
+have no width at all.) A grid whose every interval overlaps the best one's cannot be told
+apart by the criterion: the choice is still the best value (the papers' rule), and the
+selection says it is too noisy to choose ("separable": false).
 """
 import itertools
 import math
@@ -56,18 +61,19 @@ def _groups(record, split="val"):
     return out
 
 
-def _conflicting(groups, draws):
-    """Accuracy over the conflicting groups, for the observed counts and each redraw."""
-    part = [(n, c, d) for (n, c, a), d in zip(groups, draws) if not a]
-    if not part:
+def _conflicting(groups, rng, resamples):
+    """Accuracy over the conflicting images, and over each redraw of them as one set."""
+    n = sum(n for n, _, a in groups if not a)
+    if not n:
         return None
-    n = sum(g[0] for g in part)
-    return sum(g[1] for g in part) / n, sum(g[2] for g in part) / n
+    correct = sum(c for _, c, a in groups if not a)
+    return correct / n, rng.binomial(n, correct / n, size=resamples) / n
 
 
-def _worst(groups, draws):
-    return (min(c / n for n, c, _ in groups),
-            np.min(np.stack([d / n for (n, _, _), d in zip(groups, draws)]), axis=0))
+def _worst(groups, rng, resamples):
+    """The lowest group accuracy, and its value over each redraw of every group's count."""
+    draws = [rng.binomial(n, c / n, size=resamples) / n for n, c, _ in groups]
+    return min(c / n for n, c, _ in groups), np.min(np.stack(draws), axis=0)
 
 
 CRITERIA = {metrics.conflicting("val"): _conflicting, metrics.worst_group("val"): _worst}
@@ -79,9 +85,7 @@ def criterion(record, name, resamples=RESAMPLES, seed=SEED):
     groups = _groups(record)
     if groups is None:
         return None
-    rng = np.random.default_rng(seed)
-    draws = [rng.binomial(n, c / n, size=resamples) for n, c, _ in groups]
-    result = CRITERIA[name](groups, draws)
+    result = CRITERIA[name](groups, np.random.default_rng(seed), resamples)
     if result is None:
         return None
     value, boot = result

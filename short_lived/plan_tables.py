@@ -158,23 +158,28 @@ COMPARE_MARKS = ("<!-- long_runs.py table --plan compare -->",
 
 
 def selection_of(life, grid, path):
-    """The grid's selection: the file the plan wrote when its chosen runs started, else made
-    now from the grid's finished records (validation only: hparams.choose), else None while
-    the grid is unfinished or a record cannot be read."""
+    """The grid's selection made now from its finished records (validation only:
+    hparams.choose), with today's intervals; where the plan wrote its file when the chosen runs
+    started, that file's choice is what they trained at: shown as made now when the two choose
+    alike, else the file as it is. None while the grid is unfinished or a record cannot be
+    read."""
+    stored, made = None, None
     if path and os.path.lexists(path):
         try:
-            return read_json(path, life.opts.ledger)
+            stored = read_json(path, life.opts.ledger)
         except (UserError, OSError):
             return None
     runs = [life.by_name[g] for g in grid]
-    if any(life.state(r) != "finished" for r in runs) or not runs:
-        return None
-    import hparams
-    try:
-        return hparams.choose(runs[0]["variant"], [(r["point"], life.view(r, "ledger").record,
-                                                    r["name"]) for r in runs], CRITERION)
-    except UserError:
-        return None
+    if runs and all(life.state(r) == "finished" for r in runs):
+        import hparams
+        try:
+            made = hparams.choose(runs[0]["variant"], [
+                (r["point"], life.view(r, "ledger").record, r["name"]) for r in runs], CRITERION)
+        except UserError:
+            made = None
+    if stored is not None and (made is None or made.get("choice") != stored.get("choice")):
+        return stored
+    return made
 
 
 def compare_cell(life, runs):

@@ -51,6 +51,17 @@ def test_the_criteria_and_their_intervals():
     assert hparams.criterion(damaged, "val_acc_conflicting") is None
 
 
+def test_an_interval_over_many_tiny_conflicting_groups_has_the_spread_of_its_images():
+    """At 1% conflicting most (label, bias) groups hold one or two validation images, each all
+    right or all wrong: the interval is that of the pooled images' accuracy (50 of 60 right:
+    a binomial's spread, about ± 0.09), never the zero width of redrawing each group alone."""
+    groups = [[0, 0, 4000, 3900, 1], [1, 1, 4000, 3950, 1]]
+    groups += [[k % 10, 1 + k % 9, 2, 2 if k < 25 else 0, 0] for k in range(30)]
+    value, (low, high) = hparams.criterion({"val_groups": groups}, "val_acc_conflicting")
+    assert value == pytest.approx(50 / 60)
+    assert 0.12 < high - low < 0.26 and low < value < high
+
+
 def test_the_choice_is_the_same_when_every_test_metric_is_noise():
     runs = [({"lff_q": q}, record(c, w, seed=i), f"run{i}")
             for i, (q, c, w) in enumerate(((0.7, 0.50, 0.30), (0.5, 0.80, 0.60),
