@@ -146,24 +146,21 @@ def run_argv(life, run):
     return argv
 
 
-def positive(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number")
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1; got {value}")
-    return value
+def whole_in(low, high, rule):
+    """argparse type: a whole number in [low, high), else one line saying the rule."""
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if not low <= value < high:
+            raise argparse.ArgumentTypeError(f"{rule}; got {value}")
+        return value
+    return parse
 
 
-def seed(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number")
-    if not 0 <= value < 2 ** 32:
-        raise argparse.ArgumentTypeError(f"a seed lies in [0, 2^32); got {value}")
-    return value
+positive = whole_in(1, float("inf"), "must be at least 1")
+seed = whole_in(0, 2 ** 32, "a seed lies in [0, 2^32)")
 
 
 def plan_of(opts):
