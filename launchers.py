@@ -208,8 +208,9 @@ def slurm(commands, folder, cluster="slurm", timeout_min=60 * 24, max_num_timeou
     import submitit
     # a job unpickles MainRun from this module: its Python finds the checkout wherever the
     # launch was typed (the job inherits this environment, on Slurm through sbatch's export)
-    os.environ["PYTHONPATH"] = os.pathsep.join(
-        p for p in (ROOT, os.environ.get("PYTHONPATH")) if p)
+    paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    if ROOT not in paths:  # once: a second launch from this process adds nothing
+        os.environ["PYTHONPATH"] = os.pathsep.join([ROOT, *paths])
     if cluster == "local":
         executor = submitit.LocalExecutor(folder=folder, max_num_timeout=max_num_timeout)
     else:
