@@ -22,7 +22,7 @@ from torch.utils.tensorboard import SummaryWriter
 import metrics
 import records
 from checkpoints import list_checkpoints
-from safe_files import (ARGS, LAST, METRICS, MODE_ARGS, PROBE, RESULTS, RUN_LOG, append_text,
+from safe_files import (ARGS, LAST, LOCK, METRICS, MODE_ARGS, PROBE, RESULTS, RUN_LOG, append_text,
                         read_jsonl, read_run, save_npy, save_torch, small_json, whole, write_json,
                         write_text)
 from utils import ArgError, log, matrix_figure, save_matrix_png
@@ -33,7 +33,7 @@ RUN_FILES = (LAST, "checkpoints/epoch_*.pth", "checkpoints/.tmp-*",
 
 # what a run writes in its folder: none of these may be a symbolic link
 LINKABLE = ("checkpoints", "logs", METRICS, RESULTS, RUN_LOG, *MODE_ARGS.values(), PROBE,
-            ".lock")
+            LOCK)
 
 _held = {}  # folder -> open lock file, kept for the life of the process
 
@@ -83,7 +83,7 @@ def lock(folder):
         made.append(path)
         path = os.path.dirname(path)
     os.makedirs(folder, exist_ok=True)
-    lock_path = os.path.join(folder, ".lock")
+    lock_path = os.path.join(folder, LOCK)
     new_file = not os.path.lexists(lock_path)
     try:
         fd = os.open(lock_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o644)
@@ -107,7 +107,7 @@ def unlock(folder):
     if fh is None:
         return
     fh.close()
-    if new_lock and os.listdir(folder) == [".lock"]:  # the run wrote nothing: leave no trace
+    if new_lock and os.listdir(folder) == [LOCK]:  # the run wrote nothing: leave no trace
         os.remove(new_lock)
         for path in made:  # deepest first
             try:
@@ -128,7 +128,7 @@ def clear_run_files(folder):
         path = os.path.join(folder, sub)
         if os.path.isdir(path) and not os.listdir(path):
             os.rmdir(path)
-    left = sorted(set(os.listdir(folder)) - {".lock", ARGS, MODE_ARGS["test"]})
+    left = sorted(set(os.listdir(folder)) - {LOCK, ARGS, MODE_ARGS["test"]})
     note = f"; kept files this tool did not write: {', '.join(left)}" if left else ""
     log(f"--overwrite: removed {removed} files of the earlier run in {folder}{note}")
 

@@ -17,6 +17,7 @@ as if the folder held traps:
   type; a damaged one is one line naming it (DamagedFile), never a traceback.
 """
 import errno
+import fcntl
 import json
 import os
 import secrets
@@ -38,6 +39,7 @@ LOW_SPACE = 64 << 20        # below this, a failed write is taken for a full dis
 ARGS, METRICS, RESULTS, RUN_LOG = "args.json", "metrics.jsonl", "results.json", "run.log"
 PACE, PROBE = "pace.json", "probe.json"  # the long-run driver's pace; the frozen-f probe's
 MODE_ARGS = {"train": ARGS, "test": "test_args.json", "probe": "probe_args.json"}  # per --mode
+LOCK = ".lock"  # a training run's flock (run_folder.lock): held while it runs
 LAST = os.path.join("checkpoints", "last.pth")  # the newest checkpoint: what a run resumes from
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -367,6 +369,24 @@ class RunView:
         """The one rule: results.json records `epochs` finished epochs (any, when None) and a
         finite test accuracy."""
         return self.record is not None and (epochs is None or self.record["epochs"] == epochs)
+
+
+def held(folder):
+    """Whether a process holds the run folder's lock (run_folder.lock) right now: the one test
+    of 'running' (a shared lock taken for an instant, never through a link)."""
+    try:
+        fd = os.open(os.path.join(folder, LOCK), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return False
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):  # a fifo or a device is no run's lock
+            return False
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # closing releases the shared lock
+    return False
 
 
 EPOCHS_MAX = 10 ** 6  # more epochs than any run here trains: a record claiming them is damaged

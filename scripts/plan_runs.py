@@ -11,7 +11,6 @@ machines' budget driver, short_lived/long_runs.py).
 - a run's main.py arguments (`run_argv`: --resume_if_any, so any launcher continues a stopped run).
 """
 import argparse
-import fcntl
 import os
 import sys
 import time
@@ -20,7 +19,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 from errors import UserError  # noqa: E402
 from options import sigma2  # noqa: E402
-from safe_files import LAST, append_text, read_run, write_json  # noqa: E402
+from safe_files import LAST, append_text, held, read_run, write_json  # noqa: E402
 from plans import (COMPARE_METHODS, COMPARE_RATIOS, HEADLINE_SIGMAS, LFF_METHODS,  # noqa: E402
                    LFF_RATIOS, SEEDS, VARIANTS, compare_plan, headline_plan, lff_plan)
 
@@ -29,20 +28,6 @@ from plans import (COMPARE_METHODS, COMPARE_RATIOS, HEADLINE_SIGMAS, LFF_METHODS
 # resume points and records are committed and cloned, so each is a stranger's file. A damaged
 # one counts as absent (a run not finished) or stops the command in one line; a link
 # is never followed, copied or written through.
-def held(folder):
-    """Whether a main.py process holds the run folder's lock right now."""
-    path = os.path.join(folder, ".lock")
-    if not os.path.isfile(path) or os.path.islink(path):
-        return False
-    with open(path) as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        fcntl.flock(fh, fcntl.LOCK_UN)
-    return False
-
-
 def planned_epochs(run):
     return run["epochs"]
 

@@ -45,7 +45,7 @@ import records  # noqa: E402
 from errors import UserError  # noqa: E402
 import ledger  # noqa: E402
 from ledger import add_record  # noqa: E402
-from safe_files import (ARGS, METRICS, PROBE, RESULTS, number, read_jsonl,  # noqa: E402
+from safe_files import (ARGS, METRICS, PROBE, RESULTS, held, number, read_jsonl,  # noqa: E402
                         read_run, record_problem, valid_record, whole, write_text, write_with)
 from safe_files import read_json as safe_read_json  # noqa: E402
 
@@ -503,10 +503,13 @@ def plot_curves(frame, keys, metrics, out, hue=None):
 # --------------------------------------------------------------------------- sweep state
 def run_state(folder, active_within):
     """finished (safe_files.RunView.finished: the one rule, for the epochs its args.json
-    plans), running (a file changed within active_within seconds) or stopped."""
+    plans), running (a process holds its lock: safe_files.held; or, for a run on another
+    machine, a file changed within active_within seconds) or stopped."""
     planned = whole(config_of(folder).get("epochs"))
     if read_run(folder, os.path.dirname(os.path.abspath(folder))).finished(planned):
         return "finished"
+    if held(folder):
+        return "running"
     newest = max((os.path.getmtime(p) for p in glob.glob(os.path.join(folder, "**"),
                                                          recursive=True)), default=0)
     return "running" if time.time() - newest < active_within else "stopped"
@@ -822,8 +825,9 @@ def build_parser():
                    help="the sweep's grid: every combination without a run folder is 'never "
                         "started'")
     s.add_argument("--active_within", type=float, default=900,
-                   help="seconds: an unfinished run whose folder changed this recently is "
-                        "'running', else 'stopped'")
+                   help="seconds: an unfinished run whose lock no process here holds is "
+                        "'running' when its folder changed this recently (a run on another "
+                        "machine), else 'stopped'")
     s.set_defaults(func=cmd_status)
     return p
 

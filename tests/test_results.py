@@ -292,3 +292,29 @@ def test_a_metric_no_record_holds_as_a_number_is_one_line(tmp_path, metric, caps
     with pytest.raises(SystemExit) as exc:
         results.main(["table", str(tmp_path), "--metrics", "test_acc", metric])
     assert metric in str(exc.value) and "test_acc" in str(exc.value)
+
+
+def test_status_calls_a_run_running_while_a_process_holds_its_lock(tmp_path, capsys):
+    """The run lock (run_folder.lock) is the test of 'running' (safe_files.held), whatever
+    the files' times say; an old folder nobody holds is 'stopped'; a link named .lock is
+    neither followed nor taken for a lock."""
+    import subprocess
+    for name, seed in (("held", 0), ("free", 1), ("linked", 2)):
+        record(tmp_path / name, {"seed": seed}, curve=[{"loss_cls": 1.0}])
+    (tmp_path / "free" / ".lock").write_text("")
+    os.symlink(tmp_path / "held" / ".lock", tmp_path / "linked" / ".lock")
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import fcntl, sys, time; f = open(sys.argv[1], 'a'); "
+         "fcntl.flock(f, fcntl.LOCK_EX); print('held', flush=True); time.sleep(60)",
+         str(tmp_path / "held" / ".lock")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        results.main(["status", str(tmp_path), "--active_within", "0"])
+    finally:
+        holder.kill()
+        holder.wait()
+    rows = {line.split("|")[-2].strip(): line for line in capsys.readouterr().out.splitlines()
+            if line.startswith("| ") and "folder" not in line}
+    state = {os.path.basename(k): v for k, v in rows.items()}
+    assert "running" in state["held"]
+    assert "stopped" in state["free"] and "stopped" in state["linked"]
