@@ -6,6 +6,7 @@ per lane, or a Slurm cluster through submitit.
     python scripts/launch.py --plan lff --launcher slurm --slurm_partition gpu --gpus_per_node 1
     python scripts/launch.py --plan lff --launcher slurm --cluster local   # a rehearsal here
     python scripts/launch.py --plan lff --only 'lff_ratio0.01_*' --shard 0/4 --dry_run
+    python scripts/launch.py --plan irm_cmnist --seeds 0 1 -- --eval_every 50  # flags for main.py
 
 Every run lives in --output_dir/<run> (outputs/launch/ by default) and is started with
 --resume_if_any: what a run has done is read from its folder, never from the launcher, so the
@@ -29,6 +30,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import launchers  # noqa: E402
 from errors import UserError  # noqa: E402
 import plan_runs  # noqa: E402
+from plans import CONFIG_PLANS  # noqa: E402
 
 
 def shard_spec(text):
@@ -41,17 +43,27 @@ def shard_spec(text):
     return index, count
 
 
+# main.py's flags a plan sets for each run (its name, folder, recipe, length, seed, start and
+# resuming): refused after --, where they would make the run another than the plan's
+PLAN_OWNED = ("--experiment_name", "--output_dir", "--config", "--method", "--epochs", "--seed",
+              "--data_seed", "--init_checkpoint", "--resume", "--resume_if_any", "--overwrite",
+              "--data_root_base", "--device", "--runs_from", "--hparams_from", "--mode")
+
+
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--plan", choices=tuple(plan_runs.PLAN_FOLDERS), default="headline")
+    """The launch options; main.py flags after `--` go to every run of the plan."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    cut = argv.index("--") if "--" in argv else len(argv)
+    argv, extra = argv[:cut], argv[cut + 1:]
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        parents=[plan_runs.plan_parser(tuple(plan_runs.PLAN_FOLDERS) + tuple(CONFIG_PLANS),
+                                       folders=False, add_help=False)],
+        usage="%(prog)s [options] [-- main.py flags for every run]")
+    p.set_defaults(device="auto")
     p.add_argument("--launcher", choices=tuple(launchers.LAUNCHERS), default="local")
     p.add_argument("--output_dir", default=os.path.join(ROOT, "outputs", "launch"),
                    help="the runs' folders (each run resumes from its own)")
-    p.add_argument("--data_root", default=os.path.join(ROOT, "data"))
-    p.add_argument("--device", default="auto", help="main.py's --device")
-    p.add_argument("--epochs", type=plan_runs.positive, default=100)
-    p.add_argument("--tiny", action="store_true", help="a rehearsal plan: small data")
     p.add_argument("--only", nargs="+", default=None,
                    help="run names (shell patterns) to launch; the runs they start from too")
     p.add_argument("--shard", type=shard_spec, default=None, help="i/n: shard i of n")
@@ -66,19 +78,22 @@ def parse_args(argv=None):
     opts = p.parse_args(argv)
     if os.path.exists(opts.output_dir) and not os.path.isdir(opts.output_dir):
         p.error(f"--output_dir {opts.output_dir} is a file, not a folder; pass a folder")
-    return opts
+    owned = [a for a in extra if a.split("=")[0] in PLAN_OWNED or len(a.split("=")[0]) > 3
+             and any(o.startswith(a.split("=")[0]) for o in PLAN_OWNED)]  # argparse's prefixes
+    if owned:
+        p.error(f"{owned[0]} after -- is set by the plan for each run (its name, folder, "
+                "recipe, length, seed and start); give launch.py's own option instead "
+                "(--epochs, --seeds, --device, --data_root, --output_dir), or drop it")
+    opts.work = opts.ledger = opts.output_dir
+    opts.main_flags = extra
+    return plan_runs.check_plan_options(opts, p)
 
 
 def commands(opts):
     """The plan's unfinished runs as launcher Commands (main.py's arguments from
-    plan_runs.run_argv: its flags, folder, data, device and --resume_if_any), narrowed by
-    --only (with the runs they start from) and --shard."""
-    plan_opts = plan_runs.parse_plan(["--plan", opts.plan, "--epochs",
-                                      str(opts.epochs), "--work", opts.output_dir,
-                                      "--ledger", opts.output_dir,
-                                      "--data_root", opts.data_root, "--device", opts.device]
-                                     + (["--tiny"] if opts.tiny else []))
-    life = plan_runs.Lifecycle(plan_runs.plan_of(plan_opts), plan_opts)
+    plan_runs.run_argv: its flags, folder, data, device and --resume_if_any, then the flags
+    after --), narrowed by --only (with the runs they start from) and --shard."""
+    life = plan_runs.Lifecycle(plan_runs.plan_of(opts), opts)
     runs = life.plan
     if opts.only:
         wanted = {r["name"] for r in runs if any(fnmatch.fnmatch(r["name"], p) for p in opts.only)}
@@ -88,8 +103,8 @@ def commands(opts):
             if r["name"] in wanted:
                 wanted.update(n for n in [r["after"], *r.get("waits_for", ())] if n)
         runs = [r for r in runs if r["name"] in wanted]
-    out = [launchers.Command(r["name"], plan_runs.run_argv(life, r), r["after"],
-                             waits_for=tuple(r.get("waits_for", ())),
+    out = [launchers.Command(r["name"], plan_runs.run_argv(life, r) + opts.main_flags,
+                             r["after"], waits_for=tuple(r.get("waits_for", ())),
                              before=functools.partial(life.prepare, r) if r.get("choose") else None)
            for r in runs if life.state(r) != "finished"]
     return (launchers.shard(out, *opts.shard) if opts.shard else out), life

@@ -20,8 +20,9 @@ sys.path.insert(0, ROOT)
 from errors import UserError  # noqa: E402
 from options import sigma2  # noqa: E402
 from safe_files import LAST, append_text, held, read_run, write_json  # noqa: E402
-from plans import (COMPARE_METHODS, COMPARE_RATIOS, HEADLINE_SIGMAS, LFF_METHODS,  # noqa: E402
-                   LFF_RATIOS, SEEDS, VARIANTS, compare_plan, headline_plan, lff_plan)
+from plans import (COMPARE_METHODS, COMPARE_RATIOS, CONFIG_PLANS, CONFIG_SEEDS,  # noqa: E402
+                   HEADLINE_SIGMAS, LFF_METHODS, LFF_RATIOS, SEEDS, VARIANTS, compare_plan,
+                   headline_plan, lff_plan)
 
 # --------------------------------------------------------------------------- run folders
 # Every file here is read and written through safe_files (the repository's one file layer):
@@ -150,6 +151,8 @@ seed = whole_in(0, 2 ** 32, "a seed lies in [0, 2^32)")
 
 def plan_of(opts):
     """The plan the options describe (plan_parser's)."""
+    if opts.plan in CONFIG_PLANS:
+        return CONFIG_PLANS[opts.plan](opts.epochs, opts.seeds)
     if getattr(opts, "plan", "headline") == "lff":
         return lff_plan(opts.epochs, opts.ratios, opts.seeds, opts.methods, opts.tiny)
     if getattr(opts, "plan", "headline") == "compare":
@@ -168,24 +171,29 @@ PLAN_FOLDERS = {"headline": ("long", "in_progress", "cmnist"),
 # the flags that shape one plan only (--seeds and --epochs shape every plan)
 PLAN_FLAGS = {"sigmas": ("headline",), "variants": ("headline",),
               "ratios": ("lff", "compare"), "methods": ("lff",),
-              "compare_methods": ("compare",)}
+              "compare_methods": ("compare",), "tiny": ("headline", "lff", "compare")}
 
 
-def plan_parser(**kwargs):
-    """The options that name a plan and its folders (a parent parser: each command adds its
-    own)."""
+def plan_parser(plans=tuple(PLAN_FOLDERS), folders=True, **kwargs):
+    """The options that name a plan (one of `plans`) and, with `folders`, its folders (a
+    parent parser: each command adds its own)."""
     p = argparse.ArgumentParser(**kwargs)
-    p.add_argument("--plan", choices=tuple(PLAN_FOLDERS), default="headline",
+    p.add_argument("--plan", choices=plans, default="headline",
                    help="headline: the LNL paper's table (Colored MNIST); lff: LfF's Colored "
                         "MNIST at each method's recipe, every method x --ratios x --seeds; "
                         "compare: every method on LfF's benchmark at hyperparameters chosen "
-                        "on validation, then the later methods on LNL's (each plan with its "
-                        "own --keep and --ledger)")
-    p.add_argument("--epochs", type=positive, default=100, help="per stage (the paper's 100)")
+                        "on validation, then the later methods on LNL's"
+                        + ("; " + ", ".join(n for n in plans if n in CONFIG_PLANS)
+                           + ": the run scripts' benchmarks, each run a committed config at a "
+                           "seed (scripts/plans.py)" if set(plans) & set(CONFIG_PLANS) else ""))
+    p.add_argument("--epochs", type=positive, default=None,
+                   help="per stage (default: the paper's 100; a config plan's: its config's)")
     p.add_argument("--sigmas", nargs="+", type=sigma2, default=list(HEADLINE_SIGMAS),
                    help="sigma^2 of the plan, in the order they are trained")
-    p.add_argument("--seeds", nargs="+", type=seed, default=list(SEEDS),
-                   help="seeds at the headline's two sigma^2 (the others: seed 0)")
+    p.add_argument("--seeds", nargs="+", type=seed, default=None,
+                   help="the headline: seeds at its two sigma^2 (the others: seed 0); "
+                        f"default {' '.join(map(str, SEEDS))} (irm_cmnist: restarts 0-9, "
+                        "real_images: 0)")
     p.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS),
                    help="headline: the table's rows to train (gray: the baseline on grayscale "
                         "images)")
@@ -198,12 +206,13 @@ def plan_parser(**kwargs):
                    default=list(COMPARE_METHODS),
                    help="compare: methods (each over its grid at seed 0, then at its choice)")
     p.add_argument("--device", default="cpu", help="main.py's --device")
-    p.add_argument("--work", default=None,
-                   help="the live run folders (default outputs/long, outputs/long_lff with "
-                        "--plan lff)")
-    p.add_argument("--ledger", default=None,
-                   help="finished runs' small records (committed; default results/cmnist, "
-                        "results/lff_cmnist with --plan lff)")
+    if folders:
+        p.add_argument("--work", default=None,
+                       help="the live run folders (default outputs/long, outputs/long_lff with "
+                            "--plan lff)")
+        p.add_argument("--ledger", default=None,
+                       help="finished runs' small records (committed; default results/cmnist, "
+                            "results/lff_cmnist with --plan lff)")
     p.add_argument("--data_root", default=os.path.join(ROOT, "data"))
     p.add_argument("--tiny", action="store_true", help="512 training images: a rehearsal")
     return p
@@ -222,9 +231,12 @@ def check_plan_options(opts, p):
             p.error(f"--{flag} applies to --plan {' or '.join(plans)} only; drop it with "
                     f"--plan {opts.plan}")
     opts.ratios = opts.ratios or list(COMPARE_RATIOS if opts.plan == "compare" else LFF_RATIOS)
-    work, _, ledger = PLAN_FOLDERS[opts.plan]
-    opts.work = opts.work or os.path.join(ROOT, "outputs", work)
-    opts.ledger = opts.ledger or os.path.join(ROOT, "results", ledger)
+    opts.seeds = opts.seeds or list(CONFIG_SEEDS.get(opts.plan, SEEDS))
+    if opts.plan not in CONFIG_PLANS:  # a config plan's runs take their config's length
+        opts.epochs = opts.epochs or 100
+    work, _, ledger = PLAN_FOLDERS.get(opts.plan, (None, None, None))
+    opts.work = getattr(opts, "work", None) or os.path.join(ROOT, "outputs", work)
+    opts.ledger = getattr(opts, "ledger", None) or os.path.join(ROOT, "results", ledger)
     for flag in ("work", "keep", "ledger"):
         folder = getattr(opts, flag, None)
         if folder and os.path.exists(folder) and not os.path.isdir(folder):

@@ -6,7 +6,10 @@ seed and epochs, and the run it starts from (`after`: a stage-2 run waits for it
 
 - headline: the LNL paper's Colored-MNIST table (Kim et al., CVPR 2019, Fig. 4) in issue #34's
   order, its spread at the headline's two sigma^2, then the methods after LNL on that ground;
-- lff: LfF's Colored MNIST (issue #33), every method x the four shares x 3 seeds.
+- lff: LfF's Colored MNIST (issue #33), every method x the four shares x 3 seeds;
+- compare: every method there at hyperparameters chosen on validation (issue #41);
+- irm_cmnist, andmask_synthetic, real_images: the run scripts' benchmarks, each run a
+  committed config's recipe at a seed (CONFIG_PLANS: launch.py only, no README table).
 """
 import os
 
@@ -271,6 +274,72 @@ def blindeye_on_lnls(epochs, tiny, grid, path):
     return [base, {**run, "waits_for": [g["name"] for g in grid], "point": None,
                    "choose": {"method": "blindeye", "criterion": CRITERION, "path": path,
                               "grid": [(g["point"], g["name"]) for g in grid]}}]
+
+
+# --------------------------------------------------------------------------- the config plans
+# The run scripts' benchmarks as plans (issue #43, 1): the recipe is a committed config
+# (configs/*.yaml), a run that config at a seed; scripts/launch.py runs them on this machine or
+# a cluster as it runs the tables, and the run_*.sh scripts are thin commands over it.
+IRM_METHODS = ("erm", "irm", "gray", "andmask")  # configs/irm_cmnist_<method>.yaml
+SPIRAL_FLAGS = {"baseline": ["--andmask_tau", "0"], "andmask": ["--andmask_tau", "1"],
+                "geom": ["--andmask_variant", "geom", "--andmask_tau", "1"],
+                "genmask": ["--method", "genmask"]}  # over configs/spiral.yaml (AND-mask)
+REAL_IMAGES = {"dogs_cats": ("TB1", "TB2"), "imdb_gender": ("EB1", "EB2"),
+               "imdb_age": ("EB1", "EB2")}  # configs/<benchmark>.yaml x its --bias_split
+CONFIG_SEEDS = {"irm_cmnist": tuple(range(10)), "real_images": (0,)}  # else SEEDS
+
+
+def config_epochs(config):
+    """The epochs a committed config trains (the repository's own file, not a user's)."""
+    import yaml
+    with open(os.path.join(ROOT, "configs", f"{config}.yaml")) as fh:
+        return int(yaml.safe_load(fh)["epochs"])
+
+
+def config_run(name, config, seed, epochs, flags=(), variant=None, data_seed=True, after=None):
+    """One run of a config's recipe: `flags` over it, at `seed` (and its data drawn with the
+    same seed, as the IRM and AND-mask papers' restarts draw theirs, unless data_seed is
+    False); `epochs` None: the config's."""
+    length = epochs or config_epochs(config)
+    seeds = ["--seed", str(seed)] + (["--data_seed", str(seed)] if data_seed else [])
+    return {"name": name, "flags": ["--config", os.path.join(ROOT, "configs", f"{config}.yaml"),
+                                    *flags, *seeds, "--epochs", str(length)],
+            "expect": {"seed": seed}, "sigma": None, "variant": variant, "seed": seed,
+            "epochs": length, "after": after}
+
+
+def irm_plan(epochs=None, seeds=CONFIG_SEEDS["irm_cmnist"]):
+    """IRM's Colored MNIST (Arjovsky et al. 2019): ERM, IRM, Gray and AND-mask at the paper's
+    hyperparameters, restart by restart (restart r: --seed r --data_seed r)."""
+    return [config_run(f"{m}_r{r}", f"irm_cmnist_{m}", r, epochs, variant=m)
+            for r in seeds for m in IRM_METHODS]
+
+
+def andmask_plan(epochs=None, seeds=SEEDS):
+    """AND-mask's synthetic memorisation task (Parascandolo et al., ICLR 2021): tau = 0 (plain
+    averaged gradients), AND-mask, its geometric-mean variant and GEN-mask, seed by seed."""
+    return [config_run(f"{m}_s{s}", "spiral", s, epochs, flags, variant=m)
+            for s in seeds for m, flags in SPIRAL_FLAGS.items()]
+
+
+def real_images_plan(epochs=None, seeds=CONFIG_SEEDS["real_images"]):
+    """LNL's real-image benchmarks (Kim et al., CVPR 2019, §4.2-4.3) with the two-stage
+    recipe of Colored MNIST (stage_flags): the baseline, then LNL from its last checkpoint,
+    for each benchmark and split."""
+    plan = []
+    for seed in seeds:
+        for bench, splits in REAL_IMAGES.items():
+            for split in splits:
+                name = f"{bench}_{split}_seed{seed}"
+                plan += [config_run(f"{name}_{v}", bench, seed, epochs,
+                                    ["--bias_split", split, *stage_flags(v)], v, False,
+                                    after=f"{name}_baseline" if v == "lnl" else None)
+                         for v in ("baseline", "lnl")]
+    return plan
+
+
+CONFIG_PLANS = {"irm_cmnist": irm_plan, "andmask_synthetic": andmask_plan,
+                "real_images": real_images_plan}
 
 
 if __name__ == "__main__":  # `python scripts/plans.py stage VARIANT`: the recipe's flags

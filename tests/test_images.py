@@ -349,9 +349,13 @@ WRAPPERS = {"run_dogs_cats_tb1.sh": ("dogs_cats", "TB1"), "run_dogs_cats_tb2.sh"
 
 
 def test_every_real_image_wrapper_runs_its_benchmark_and_split(tmp_path):
-    """The six wrappers only choose a benchmark and a split for scripts/run_real_images.sh:
-    each runs here with a stand-in PYTHON that records its arguments (no torch start-up); the
+    """The six wrappers only choose a benchmark and a split for scripts/run_real_images.sh,
+    which launches those runs of the real_images plan (scripts/launch.py): each wrapper runs
+    here with a stand-in PYTHON that records its arguments (no torch start-up), and the runs
+    its --only names are the two-stage recipe's, LNL from the baseline's last checkpoint; the
     shared script runs for real in the next test."""
+    sys.path.insert(0, os.path.join(ROOT, "scripts"))
+    import launch
     stub = tmp_path / "python"
     stub.write_text('#!/bin/sh\necho "$@" >> "$CALLS"\n')
     stub.chmod(0o755)
@@ -361,13 +365,23 @@ def test_every_real_image_wrapper_runs_its_benchmark_and_split(tmp_path):
                    OUTPUT_DIR=str(tmp_path), EPOCHS="1")
         subprocess.run(["bash", os.path.join(ROOT, "scripts", name)], env=env, check=True,
                        capture_output=True, timeout=60)
-        base, lnl, *report = calls.read_text().splitlines()
-        stage = f"--config configs/{bench}.yaml --bias_split {split} --seed 0 --device cpu"
-        assert base.startswith(f"main.py {stage}") and lnl.startswith(f"main.py {stage}")
+        started, report = calls.read_text().splitlines()
+        args = started.split()
+        assert args[:5] == ["scripts/launch.py", "--plan", "real_images", "--seeds", "0"]
+        only = args[args.index("--only") + 1]
+        assert only == f"{bench}_{split}_seed0_*" and "--epochs 1 --device cpu" in started
+        assert report.startswith("scripts/results.py table") and only in report
+        todo, _ = launch.commands(launch.parse_args(
+            ["--plan", "real_images", "--only", only, "--epochs", "1", "--device", "cpu",
+             "--output_dir", str(tmp_path)]))
+        base, lnl = (" ".join(c.argv) for c in todo)
+        assert [c.name for c in todo] == [f"{bench}_{split}_seed0_baseline",
+                                          f"{bench}_{split}_seed0_lnl"]
+        stage = f"configs/{bench}.yaml --bias_split {split}"
+        assert stage in base and stage in lnl and "--seed 0 " in base
         assert "--method baseline --lr 0.01" in base and "--method lnl --lr 0.001" in lnl
         assert f"--init_checkpoint {tmp_path}/{bench}_{split}_seed0_baseline/checkpoints/" \
-               "last.pth" in lnl
-        assert [r.split()[2] for r in report] == ["baseline", "lnl"]  # both results reported
+               "last.pth" in lnl and todo[1].after == todo[0].name
 
 
 def test_real_image_script_runs_baseline_then_lnl(image_root, tmp_path):
@@ -379,9 +393,12 @@ def test_real_image_script_runs_baseline_then_lnl(image_root, tmp_path):
     proc = subprocess.run(["bash", os.path.join(ROOT, "scripts", "run_imdb_eb1_age.sh")],
                           env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    lines = proc.stdout.strip().splitlines()[-2:]
-    assert lines[0].split()[2] == "baseline" and lines[1].split()[2] == "lnl", proc.stdout
-    assert all("test_acc=" in l and "opposite_acc=" in l for l in lines)
+    table = proc.stdout.splitlines()
+    assert "2 of 2 run(s) finished" in proc.stdout
+    header = next(l for l in table if l.startswith("| variant"))
+    assert "test_acc" in header and "opposite_acc" in header, proc.stdout
+    for label in ("Baseline", "LNL"):  # each stage's record, one run each
+        assert any(l.startswith(f"| {label} |") for l in table), proc.stdout
 
 
 def test_too_few_classes_for_the_labels_is_a_clear_error(image_root, tmp_path, capsys):

@@ -216,3 +216,34 @@ def test_slurm_through_submitit_preempts_requeues_and_ends_byte_identical(mnist_
         assert all(torch.equal(v, nets[1][net][k]) for k, v in state.items())
     record = json.load(open(tmp_path / "slurm" / "run" / "results.json"))
     assert record["epochs"] == 90
+
+
+def test_the_run_scripts_benchmarks_are_plans_and_flags_after_dashes_reach_every_run(
+        tmp_path, capsys):
+    """IRM's Colored MNIST, AND-mask's synthetic task and the real images are plans (issue
+    #43, 1): each run a committed config at a seed, its length the config's unless --epochs;
+    main.py flags after -- go to every run, except the ones the plan sets for each run."""
+    opts = launch.parse_args(["--plan", "irm_cmnist", "--seeds", "0", "3", "--output_dir",
+                              str(tmp_path), "--", "--eval_every", "50"])
+    todo, _ = launch.commands(opts)
+    assert [c.name for c in todo] == [f"{m}_r{r}" for r in (0, 3)
+                                      for m in ("erm", "irm", "gray", "andmask")]
+    irm = todo[5].argv
+    assert irm[irm.index("--config") + 1].endswith("configs/irm_cmnist_irm.yaml")
+    assert irm[irm.index("--seed") + 1] == irm[irm.index("--data_seed") + 1] == "3"
+    assert irm[irm.index("--epochs") + 1] == "501" and irm[-2:] == ["--eval_every", "50"]
+    assert len(launch.commands(launch.parse_args(
+        ["--plan", "irm_cmnist", "--output_dir", str(tmp_path)]))[0]) == 40  # 10 restarts
+    spiral, _ = launch.commands(launch.parse_args(
+        ["--plan", "andmask_synthetic", "--epochs", "2", "--output_dir", str(tmp_path)]))
+    assert len(spiral) == 12 and all(c.argv[c.argv.index("--epochs") + 1] == "2" for c in spiral)
+    for owned in ("--seed", "--epochs=3", "--experiment", "--output_dir"):
+        with pytest.raises(SystemExit) as exc:
+            launch.parse_args(["--plan", "irm_cmnist", "--output_dir", str(tmp_path), "--",
+                               owned, "1"])
+        assert exc.value.code == 2
+        err = capsys.readouterr().err.strip().splitlines()[-1]
+        assert f"{owned} after -- is set by the plan" in err
+    with pytest.raises(SystemExit):
+        launch.parse_args(["--plan", "real_images", "--tiny", "--output_dir", str(tmp_path)])
+    assert "--tiny applies to --plan headline" in capsys.readouterr().err
