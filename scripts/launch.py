@@ -44,7 +44,8 @@ def shard_spec(text):
 
 
 # main.py's flags a plan sets for each run (its name, folder, recipe, length, seed, start and
-# resuming): refused after --, where they would make the run another than the plan's
+# resuming), with the flags its runs carry: refused after --, where they would make a run
+# another than the plan's (and its name a lie)
 PLAN_OWNED = ("--experiment_name", "--output_dir", "--config", "--method", "--epochs", "--seed",
               "--data_seed", "--init_checkpoint", "--resume", "--resume_if_any", "--overwrite",
               "--data_root_base", "--device", "--runs_from", "--hparams_from", "--mode")
@@ -78,15 +79,24 @@ def parse_args(argv=None):
     opts = p.parse_args(argv)
     if os.path.exists(opts.output_dir) and not os.path.isdir(opts.output_dir):
         p.error(f"--output_dir {opts.output_dir} is a file, not a folder; pass a folder")
-    owned = [a for a in extra if a.split("=")[0] in PLAN_OWNED or len(a.split("=")[0]) > 3
-             and any(o.startswith(a.split("=")[0]) for o in PLAN_OWNED)]  # argparse's prefixes
-    if owned:
-        p.error(f"{owned[0]} after -- is set by the plan for each run (its name, folder, "
-                "recipe, length, seed and start); give launch.py's own option instead "
-                "(--epochs, --seeds, --device, --data_root, --output_dir), or drop it")
     opts.work = opts.ledger = opts.output_dir
     opts.main_flags = extra
     return plan_runs.check_plan_options(opts, p)
+
+
+def check_main_flags(extra, plan):
+    """One line (exit 2) for a flag after -- that the plan sets for its runs (PLAN_OWNED and
+    each run's own flags), an argparse prefix of one included."""
+    owned = set(PLAN_OWNED) | {a for r in plan for a in r["flags"] if a.startswith("--")}
+    for arg in extra:
+        name = arg.split("=")[0]
+        if name.startswith("--") and (name in owned or len(name) > 3 and any(
+                o.startswith(name) for o in owned)):
+            print(f"launch.py: error: {arg} after -- is set by the plan for its runs (their "
+                  "name, folder, recipe, length, seed and start); give launch.py's own option "
+                  "instead (--epochs, --seeds, --device, --data_root, --output_dir), or drop it",
+                  file=sys.stderr)
+            raise SystemExit(2)
 
 
 def commands(opts):
@@ -95,6 +105,7 @@ def commands(opts):
     after --), narrowed by --only (with the runs they start from) and --shard."""
     life = plan_runs.Lifecycle(plan_runs.plan_of(opts), opts)
     runs = life.plan
+    check_main_flags(opts.main_flags, runs)
     if opts.only:
         wanted = {r["name"] for r in runs if any(fnmatch.fnmatch(r["name"], p) for p in opts.only)}
         if not wanted:

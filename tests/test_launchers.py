@@ -237,10 +237,16 @@ def test_the_run_scripts_benchmarks_are_plans_and_flags_after_dashes_reach_every
     spiral, _ = launch.commands(launch.parse_args(
         ["--plan", "andmask_synthetic", "--epochs", "2", "--output_dir", str(tmp_path)]))
     assert len(spiral) == 12 and all(c.argv[c.argv.index("--epochs") + 1] == "2" for c in spiral)
-    for owned in ("--seed", "--epochs=3", "--experiment", "--output_dir"):
-        with pytest.raises(SystemExit) as exc:
-            launch.parse_args(["--plan", "irm_cmnist", "--output_dir", str(tmp_path), "--",
-                               owned, "1"])
+    lr, _ = launch.commands(launch.parse_args(["--plan", "irm_cmnist", "--seeds", "0",
+                                                "--output_dir", str(tmp_path), "--", "--lr",
+                                                "0.001"]))  # over the config: the user's call
+    assert all(c.argv[-2:] == ["--lr", "0.001"] for c in lr)
+    for plan, owned in (("irm_cmnist", "--seed"), ("irm_cmnist", "--epochs=3"),
+                        ("irm_cmnist", "--experiment"), ("andmask_synthetic", "--andmask_tau"),
+                        ("real_images", "--bias_split"), ("real_images", "--lr")):
+        with pytest.raises(SystemExit) as exc:  # a run named TB1 never trains TB2
+            launch.commands(launch.parse_args(["--plan", plan, "--output_dir", str(tmp_path),
+                                               "--", owned, "1"]))
         assert exc.value.code == 2
         err = capsys.readouterr().err.strip().splitlines()[-1]
         assert f"{owned} after -- is set by the plan" in err
