@@ -151,11 +151,12 @@ seed = whole_in(0, 2 ** 32, "a seed lies in [0, 2^32)")
 
 def plan_of(opts):
     """The plan the options describe (plan_parser's)."""
-    if opts.plan in CONFIG_PLANS:
-        return CONFIG_PLANS[opts.plan](opts.epochs, opts.seeds)
-    if getattr(opts, "plan", "headline") == "lff":
+    plan = getattr(opts, "plan", "headline")
+    if plan in CONFIG_PLANS:
+        return CONFIG_PLANS[plan](opts.epochs, opts.seeds)
+    if plan == "lff":
         return lff_plan(opts.epochs, opts.ratios, opts.seeds, opts.methods, opts.tiny)
-    if getattr(opts, "plan", "headline") == "compare":
+    if plan == "compare":
         return compare_plan(opts.epochs, opts.ratios, opts.seeds, opts.compare_methods,
                             opts.tiny, opts.ledger)
     return headline_plan(opts.epochs, opts.sigmas, opts.tiny, opts.seeds, opts.variants)

@@ -11,6 +11,7 @@ seed and epochs, and the run it starts from (`after`: a stage-2 run waits for it
 - irm_cmnist, andmask_synthetic, real_images: the run scripts' benchmarks, each run a
   committed config's recipe at a seed (CONFIG_PLANS: launch.py only, no README table).
 """
+import functools
 import os
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -289,8 +290,10 @@ REAL_IMAGES = {"dogs_cats": ("TB1", "TB2"), "imdb_gender": ("EB1", "EB2"),
 CONFIG_SEEDS = {"irm_cmnist": tuple(range(10)), "real_images": (0,)}  # else SEEDS
 
 
+@functools.lru_cache(maxsize=None)
 def config_epochs(config):
-    """The epochs a committed config trains (the repository's own file, not a user's)."""
+    """The epochs a committed config trains (the repository's own file, not a user's), read
+    once per config however many runs of a plan take it."""
     import yaml
     with open(os.path.join(ROOT, "configs", f"{config}.yaml")) as fh:
         return int(yaml.safe_load(fh)["epochs"])
