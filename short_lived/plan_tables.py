@@ -11,7 +11,7 @@ import ledger
 import metrics
 from errors import UserError
 from plan_runs import planned_epochs
-from plans import AFTER_LNL, CRITERION, HEADLINE_SIGMAS, LFF_RATIOS
+from plans import AFTER_LNL, CRITERION, LFF_RATIOS
 from safe_files import number, read_json, read_text, write_text
 
 TABLE_ROWS = ("baseline", "lnl", "blindeye", "gray", "lff", "groupdro", "jtt")
@@ -96,15 +96,14 @@ def labelled(keys, dataset):
 
 def headline_table(life):
     """The README's headline table in Markdown: ours beside the paper's per method and per
-    sigma^2 of the plan that has begun (in the order of HEADLINE_SIGMAS), built from the
+    sigma^2 of the plan that has begun (ascending, as the paper's table), built from the
     ledger and the resume points alone, so that what the README says is what the repository
     holds. A cell pools the seeds: mean ± std with n once two have finished."""
     runs = {}
     for r in life.plan:
         runs.setdefault((r["variant"], r["sigma"]), []).append(r)
     cells = {key: cell(life, group) for key, group in runs.items()}
-    sigmas = sorted({r["sigma"] for r in life.plan},
-                    key=lambda s: (HEADLINE_SIGMAS + (s,)).index(s))
+    sigmas = sorted({r["sigma"] for r in life.plan}, key=float)
     begun = [s for s in sigmas
              if any(c != "not started" for (_, sigma), c in cells.items() if sigma == s)]
     paper = paper_numbers()
@@ -137,12 +136,12 @@ def lff_table(life):
 
 def share_table(life, rows, cell_of):
     """(Markdown lines: a row per method of rows that the plan has, a column per share of
-    conflicting images in plan order, each cell cell_of(life, runs); the plan's runs by
+    conflicting images in ascending order (the LfF paper's), each cell cell_of(life, runs); the plan's runs by
     (variant, sigma))."""
     runs = {}
     for r in life.plan:
         runs.setdefault((r["variant"], r["sigma"]), []).append(r)
-    ratios = [s for s in dict.fromkeys(r["sigma"] for r in life.plan) if s in LFF_RATIOS]
+    ratios = sorted({r["sigma"] for r in life.plan if r["sigma"] in LFF_RATIOS}, key=float)
     lines = ["| conflicting | " + " | ".join(f"{float(r):.1%}" for r in ratios) + " |",
              "|---|" + "---|" * len(ratios)]
     for method, name in rows:
@@ -226,7 +225,9 @@ def full_compare_table(life):
         if r["sigma"] in LFF_RATIOS:
             runs.setdefault((r["variant"], r["sigma"]), []).append(r)
     names = dict(labelled(COMPARE_ROWS, "LfFColoredMNIST"))
-    for (method, ratio), group in runs.items():
+    order = {m: i for i, m in enumerate(COMPARE_ROWS)}
+    for (method, ratio), group in sorted(runs.items(), key=lambda kv: (
+            order.get(kv[0][0], len(order)), float(kv[0][1]))):
         pooled, selection = chosen_runs(life, group)
         if pooled is None:
             continue
