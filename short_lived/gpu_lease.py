@@ -55,9 +55,9 @@ sys.path.append(os.path.dirname(os.path.abspath(__file__)))  # keep, long_runs: 
 import keep  # noqa: E402  (short_lived/keep.py, beside this file: resume points through git)
 import ledger  # noqa: E402
 from errors import UserError  # noqa: E402
-from safe_files import (LAST, append_text, read_bytes, read_json, read_jsonl,  # noqa: E402
-                        read_run, read_text, whole, write_bytes, write_json, write_text,
-                        write_with)
+from safe_files import (LAST, append_text, held, read_bytes, read_json,  # noqa: E402
+                        read_jsonl, read_run, read_text, whole, write_bytes, write_json,
+                        write_text, write_with)
 PY = sys.executable
 TINY = ["--max_train_samples", "600", "--max_test_samples", "500"]
 KEEP, LEDGER = (os.path.join(ROOT, "results", d) for d in ("in_progress", "cmnist"))
@@ -707,7 +707,7 @@ def collect_long(opts, src):
             print(f"skipped {theirs}: not trained on a CUDA GPU (a rehearsal? --allow_cpu)")
             continue
         work = life.work(run)
-        if long_runs.held(work):
+        if held(work):
             raise SystemExit(f"{work} is training here: stop the long runs first "
                              f"({long_runs.stop_advice(life.opts)}), then collect again")
         got, have = read_run(theirs, top).epochs, life.done(run, "keep")
