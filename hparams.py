@@ -19,6 +19,7 @@ have no width at all.) A grid whose every interval overlaps the best one's canno
 apart by the criterion: the choice is still the best value (the papers' rule), and the
 selection says it is too noisy to choose ("separable": false).
 """
+import copy
 import itertools
 import math
 
@@ -143,3 +144,26 @@ def read_selection(selection, method, path):
     if selection.get("criterion") not in CRITERIA:
         raise UserError(f"{where} names no known criterion ({', '.join(CRITERIA)})")
     return choice
+
+
+def check_selection(selection, method, path):
+    """A stored selection (a committed file, so untrusted) whole, as choose writes it: what
+    read_selection checks, then its grid (a run, a value and a 95% interval per point), its
+    chosen run and whether it was separable. Returns the selection; a UserError says what to
+    do."""
+    read_selection(copy.deepcopy(selection), method, path)
+    grid = selection.get("grid")
+    points_ok = isinstance(grid, list) and grid and all(
+        isinstance(g, dict) and isinstance(g.get("run"), str) and isinstance(g.get("hparams"), dict)
+        and _finite(g.get("value")) and isinstance(g.get("ci95"), list) and len(g["ci95"]) == 2
+        and all(_finite(v) for v in g["ci95"]) for g in grid)
+    if not (points_ok and isinstance(selection.get("chosen_run"), str)
+            and isinstance(selection.get("separable"), bool)):
+        raise UserError(f"{path} is not a selection as the plan writes it (its grid, chosen run "
+                        "or separable flag); restore it from git, or move it aside and the "
+                        "plan chooses again from the grid's records")
+    return selection
+
+
+def _finite(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

@@ -160,17 +160,20 @@ def selection_of(life, grid, path):
     """The grid's selection made now from its finished records (validation only:
     hparams.choose), with today's intervals; where the plan wrote its file when the chosen runs
     started, that file's choice is what they trained at: shown as made now when the two choose
-    alike, else the file as it is. None while the grid is unfinished or a record cannot be
-    read."""
+    alike, else the file as it is; {"damaged": why, "path"} for a file that is not a selection. None
+    while the grid is unfinished or a record cannot be read."""
+    import hparams  # here: the other commands need no torch
     stored, made = None, None
+    runs = [life.by_name[g] for g in grid]
     if path and os.path.lexists(path):
         try:
-            stored = read_json(path, life.opts.ledger)
-        except (UserError, OSError):
-            return None
-    runs = [life.by_name[g] for g in grid]
+            stored = hparams.check_selection(read_json(path, life.opts.ledger),
+                                             runs[0]["variant"], path)
+        except UserError as err:  # a committed file: named, never trusted nor a traceback
+            return {"damaged": str(err), "path": path}
+        except OSError as exc:
+            return {"damaged": f"{path}: {exc.strerror}", "path": path}
     if runs and all(life.state(r) == "finished" for r in runs):
-        import hparams
         try:
             made = hparams.choose(runs[0]["variant"], [
                 (r["point"], life.view(r, "ledger").record, r["name"]) for r in runs], CRITERION)
@@ -186,6 +189,9 @@ def compare_cell(life, runs):
     seeds; one with a grid shows how far its grid is, then pools the chosen grid run (seed 0)
     with the seeds trained at the choice, and names the choice."""
     pooled, selection = chosen_runs(life, runs)
+    if selection and "damaged" in selection:
+        return (f"its selection file is damaged ({os.path.basename(selection['path'])}): "
+                "restore it from git (`long_runs.py table --full` says why)")
     if pooled is None:
         grid = [r for r in runs if r.get("point")]
         done = sum(life.state(r) == "finished" for r in grid)
@@ -201,15 +207,15 @@ def compare_cell(life, runs):
 def chosen_runs(life, runs):
     """(the runs a cell pools: the chosen grid run and the seeds at the choice, the
     selection), or (runs, None) for a method without a grid; None for the runs while its grid
-    has not chosen."""
+    has not chosen (or its selection file is damaged)."""
     grid = [r for r in runs if r.get("point")]
     if not grid:
         return runs, None
     chosen = [r for r in runs if r.get("choose")]
     selection = selection_of(life, [r["name"] for r in grid],
                              chosen[0]["choose"]["path"] if chosen else None)
-    if selection is None:
-        return None, None
+    if selection is None or "damaged" in selection:
+        return None, selection
     seed0 = life.by_name.get(selection.get("chosen_run"))
     return ([seed0] if seed0 else []) + chosen, selection
 
@@ -229,6 +235,10 @@ def full_compare_table(life):
     for (method, ratio), group in sorted(runs.items(), key=lambda kv: (
             order.get(kv[0][0], len(order)), float(kv[0][1]))):
         pooled, selection = chosen_runs(life, group)
+        if selection and "damaged" in selection:
+            lines.append(f"| {names[method]} | {float(ratio):.1%} | {selection['damaged']} "
+                         "| — | — | — |")
+            continue
         if pooled is None:
             continue
         records = [life.view(r, "ledger").record for r in pooled

@@ -4,6 +4,7 @@ metric, a grid too noisy to choose said so, and main.py --hparams_from applying 
 recording the criterion, the grid and the choice."""
 import copy
 import json
+import os
 
 import numpy as np
 import pytest
@@ -125,11 +126,9 @@ def test_hparams_from_applies_the_choice_and_the_record_holds_it(mnist_root, tmp
     assert "is not a float" in capsys.readouterr().err
 
 
-def test_the_compare_plan_grids_at_seed_0_then_the_seeds_wait_for_their_grid_and_its_choice(
-        tmp_path):
-    """Seed 0 trains every grid point; seed 1's run waits for its grid, then starts with the
-    choice the grid's validation records make (written once into the ledger, never from a
-    test metric), and the table names it."""
+def groupdro_compare(tmp_path):
+    """(long_runs, the lifecycle of a compare plan of GroupDRO at 1%, seeds 0 and 1, its grid
+    runs, seed 1's run at the choice), nothing trained."""
     import sys
     import types
     sys.path.insert(0, "scripts")
@@ -138,20 +137,33 @@ def test_the_compare_plan_grids_at_seed_0_then_the_seeds_wait_for_their_grid_and
     import plans
     ledger = tmp_path / "ledger"
     plan = plans.compare_plan(100, ("0.01",), (0, 1), ("groupdro",), ledger=str(ledger))
-    grid = [r for r in plan if r.get("point")]
-    assert [r["point"]["groupdro_eta"] for r in grid] == [0.01, 0.001, 0.1]
-    assert all(r["seed"] == 0 and "--groupdro_eta" in r["flags"] for r in grid)
-    chosen = next(r for r in plan if r["name"] == "cmp_ratio0.01_seed1_groupdro")
-    assert chosen["waits_for"] == [r["name"] for r in grid] and "--hparams_from" in chosen["flags"]
     opts = types.SimpleNamespace(work=str(tmp_path / "work"), keep=str(tmp_path / "keep"),
                                  ledger=str(ledger), device="cpu", plan="compare")
-    life = long_runs.lifecycle(plan, opts)
-    assert not life.ready(chosen) and "grid: 0 of 3" in long_runs.compare_table(life)
+    return (long_runs, long_runs.lifecycle(plan, opts), [r for r in plan if r.get("point")],
+            next(r for r in plan if r["name"] == "cmp_ratio0.01_seed1_groupdro"))
+
+
+def finish_grid(life, grid):
+    """The grid's records in the ledger: validation conflicting accuracy 0.5, 0.7, 0.4."""
     for run, conflicting in zip(grid, (0.5, 0.7, 0.4)):
-        folder = ledger / run["name"]
-        folder.mkdir(parents=True)
-        (folder / "results.json").write_text(json.dumps(
-            {**record(conflicting, 0.3), "epochs": 100, "test_acc": 1.0 - conflicting}))
+        folder = os.path.join(life.opts.ledger, run["name"])
+        os.makedirs(folder)
+        with open(os.path.join(folder, "results.json"), "w") as f:
+            json.dump({**record(conflicting, 0.3), "epochs": 100, "test_acc": 1.0 - conflicting},
+                      f)
+
+
+def test_the_compare_plan_grids_at_seed_0_then_the_seeds_wait_for_their_grid_and_its_choice(
+        tmp_path):
+    """Seed 0 trains every grid point; seed 1's run waits for its grid, then starts with the
+    choice the grid's validation records make (written once into the ledger, never from a
+    test metric), and the table names it."""
+    long_runs, life, grid, chosen = groupdro_compare(tmp_path)
+    assert [r["point"]["groupdro_eta"] for r in grid] == [0.01, 0.001, 0.1]
+    assert all(r["seed"] == 0 and "--groupdro_eta" in r["flags"] for r in grid)
+    assert chosen["waits_for"] == [r["name"] for r in grid] and "--hparams_from" in chosen["flags"]
+    assert not life.ready(chosen) and "grid: 0 of 3" in long_runs.compare_table(life)
+    finish_grid(life, grid)
     assert life.ready(chosen)
     life.prepare(chosen)
     selection = json.load(open(chosen["choose"]["path"]))
@@ -162,3 +174,25 @@ def test_the_compare_plan_grids_at_seed_0_then_the_seeds_wait_for_their_grid_and
     full = long_runs.full_compare_table(life).splitlines()[-1]
     assert full.startswith("| GroupDRO | 1.0% | 0.300 (n = 1) |")
     assert "| 0.700 [" in full and full.endswith("| groupdro_eta 0.001 |")
+
+
+@pytest.mark.parametrize("damage", [{"choice": [1]}, {"choice": {"groupdro_eta": "fast"}},
+                                    {"choice": {"groupdro_eta": 0.5}, "grid": "x"},
+                                    {"grid": [{"run": 1}]}, {"separable": "yes"}])
+def test_a_damaged_selection_file_is_named_in_the_tables_never_read_as_a_choice(tmp_path,
+                                                                               damage):
+    """A committed selection file is untrusted: one that is not what the plan writes is named
+    in both tables (what to do, which file), never shown as the choice nor a traceback."""
+    long_runs, life, grid, chosen = groupdro_compare(tmp_path)
+    finish_grid(life, grid)
+    life.prepare(chosen)
+    path = chosen["choose"]["path"]
+    with open(path) as f:
+        selection = json.load(f)
+    with open(path, "w") as f:
+        json.dump({**selection, **damage}, f)
+    row = next(l for l in long_runs.compare_table(life).splitlines() if l.startswith("| Group"))
+    assert row == ("| GroupDRO | its selection file is damaged (groupdro_ratio0.01.json): "
+                   "restore it from git (`long_runs.py table --full` says why) |")
+    full = long_runs.full_compare_table(life).splitlines()[-1]
+    assert full.startswith(f"| GroupDRO | 1.0% | ") and path in full and "0.5" not in full
