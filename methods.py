@@ -104,6 +104,11 @@ def all_options():
     return [o for cls in METHODS.values() for o in cls.options]
 
 
+def finite_floats(t):
+    """Whether a tensor holds floating-point values, every one finite (a handed state's)."""
+    return torch.is_floating_point(t) and bool(torch.isfinite(t).all())
+
+
 def zero_all(optimizers):
     # set_to_none=False on purpose: the reference zeroed gradients in place, so a module
     # left out of a backward pass (g in the adversarial step) still takes the momentum and
@@ -165,8 +170,18 @@ class Method:
     def start_epoch(self, epoch, optimizers):
         """Before epoch `epoch` (0-based) starts, or resumes from its middle."""
 
+    counters = ()  # the method state's whole-number counters (a step, the examples seen)
+
     def check_state(self, state):
-        """Why a checkpoint's method state cannot be this run's (one line), or None."""
+        """Why a checkpoint's method state cannot be this run's (one line), or None; here,
+        its counters (a checkpoint is a handed file: a string or a negative count is damage,
+        never a traceback mid-run)."""
+        for key in self.counters:
+            value = state.get(key)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool)
+                                      or value < 0):
+                return (f"its method state {key!r} is {value!r}, not a count: the checkpoint "
+                        "is damaged; pass this run's own")
         return None
 
     def sampling(self):
@@ -325,6 +340,7 @@ class IRM(Method):
     w_p > 1. --irm_penalty_weight 0 is their ERM run."""
 
     label = "IRM"
+    counters = ("step",)
     variants = (("erm", "ERM", lambda c: c.get("irm_penalty_weight") == 0),)
 
     supports_ddp = False
@@ -586,7 +602,10 @@ class LearningFromFailure(Method):
                                       or tuple(value.shape) != (2, n)):
                 return (f"its per-example loss averages {key!r} are not of shape (2, {n}) "
                         "(this run's training set); it is another run's: pass this run's own")
-        return None
+            if value is not None and not finite_floats(value):
+                return (f"its per-example loss averages {key!r} are not finite floats: the "
+                        "checkpoint is damaged; pass this run's own")
+        return super().check_state(state)
 
     def load_state_dict(self, state):
         self.ema, self.seen = state.get("ema"), state.get("seen")
@@ -661,6 +680,9 @@ class GroupDRO(Method):
         if q is not None and (not torch.is_tensor(q) or tuple(q.shape) != (self.groups,)):
             return (f"its group weights are not {self.groups} (labels x bias labels of this "
                     "training set); it is another run's: pass this run's own")
+        if q is not None and not (finite_floats(q) and (q >= 0).all() and q.sum() > 0):
+            return ("its group weights are not a distribution (finite, non-negative, not all "
+                    "zero): the checkpoint is damaged; pass this run's own")
         return None
 
     def load_state_dict(self, state):
@@ -681,6 +703,7 @@ class JustTrainTwice(Method):
     set's size. Reads the example index."""
 
     label = "JTT"
+    counters = ("examples_seen",)
     multiclass = True
     reads = ("x", "y", "index")
     options = (Option("jtt_first_epochs", 50, "JTT: epochs the first (ERM) model trains, T "
@@ -783,7 +806,7 @@ class JustTrainTwice(Method):
                                    or tuple(errors.shape) != (n,)):
             return (f"its error set is not one flag per training example ({n}); it is another "
                     "run's: pass this run's own")
-        return None
+        return super().check_state(state)
 
     def load_state_dict(self, state):
         self.examples_seen = state.get("examples_seen", 0)
@@ -806,6 +829,7 @@ class DisEnt(LearningFromFailure):
     StepLR, stepped from step 10,000 on). Prediction: g on both encoders' features."""
 
     label = "DFA"
+    counters = ("step",)
     drop_last = True  # their loader drops the last partial batch
     options = (Option("dfa_lambda_dis", 10.0, "DFA: weight of the bias head's GCE in L_dis "
                       "(their lambda_dis_align)", range=">= 0"),

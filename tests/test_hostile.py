@@ -729,6 +729,13 @@ def damage_checkpoint(path, change):
     ("groupdro", lambda c: c["method"].update(q=torch.ones(3) / 3), "group weights are not"),
     ("jtt", lambda c: c["method"].update(errors=torch.zeros(5, dtype=torch.bool)),
      "error set is not one flag"),
+    ("jtt", lambda c: c["method"].update(examples_seen="400"), "'examples_seen' is '400'"),
+    ("jtt", lambda c: c["method"].update(examples_seen=-1), "not a count"),
+    ("dfa", lambda c: c["method"].update(step=2.5), "'step' is 2.5, not a count"),
+    ("lff", lambda c: c["method"].update(ema=c["method"]["ema"] * float("nan")),
+     "'ema' are not finite floats"),
+    ("groupdro", lambda c: c["method"].update(q=-c["method"]["q"]), "not a distribution"),
+    ("groupdro", lambda c: c["method"].update(q=c["method"]["q"].long()), "not a distribution"),
 ])
 def test_a_resumed_checkpoint_lacking_a_twin_an_optimizer_or_a_method_state_is_refused(
         method, change, said, mnist_root, tmp_path, capsys):
@@ -737,8 +744,9 @@ def test_a_resumed_checkpoint_lacking_a_twin_an_optimizer_or_a_method_state_is_r
     common = ["--config", "configs/lff_cmnist.yaml", "--method", method, "--data_root_base",
               mnist_root, "--output_dir", str(tmp_path), "--device", "cpu",
               "--max_train_samples", "400", "--max_test_samples", "100", "--batch_size", "64",
-              "--experiment_name", "run"] + (["--jtt_first_epochs", "1"] if method == "jtt"
-                                             else [])
+              "--experiment_name", "run"] + {"jtt": ["--jtt_first_epochs", "1"],
+                                             "dfa": ["--config", "configs/dfa_cmnist.yaml"]
+                                             }.get(method, [])
     cli.main(common + ["--epochs", "2"])
     damage_checkpoint(tmp_path / "run" / "checkpoints" / "last.pth", change)
     before = snapshot(tmp_path)
