@@ -59,8 +59,7 @@ def cell(life, runs):
     collapsed = [r for r, acc in done if acc is not None and collapsed_at_end(life, r)]
     if collapsed:  # its accuracy is a class's share, not the method's: never shown bare
         parts[0] += (f", {len(collapsed)} of {len(values)} collapsed to one class (epoch "
-                     + ", ".join(str(life.view(r, "ledger").record["collapse"]["first_epoch"])
-                                 for r in collapsed) + ")")
+                     + ", ".join(collapse_epoch(life, r) for r in collapsed) + ")")
     if going:
         each = ", ".join(f"{e}" + (f" (seed {r['seed']})" if len(runs) > 1 else "")
                          for r, e in going)
@@ -77,6 +76,13 @@ def collapsed_at_end(life, run):
     (records.collapse; records from before 2026-12-06 did not measure it)."""
     state = life.view(run, "ledger").record.get("collapse")
     return isinstance(state, dict) and state.get("final") is True
+
+
+def collapse_epoch(life, run):
+    """The epoch a collapsed run's record says it collapsed at; '?' where the record's value
+    is not an epoch (a handed record: its text never reaches the README)."""
+    first = life.view(run, "ledger").record["collapse"].get("first_epoch")
+    return str(first) if isinstance(first, int) and not isinstance(first, bool) else "?"
 
 
 def lost_start(life, run):

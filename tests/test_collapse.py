@@ -59,6 +59,11 @@ def test_a_forced_blindeye_collapse_is_detected_and_named(mnist_root, tmp_path, 
     row = next(line for line in long_runs.lff_table(life).splitlines()
                if line.startswith("| BlindEye"))
     assert "1 of 1 collapsed to one class (epoch 1)" in row
+    record["collapse"]["first_epoch"] = "<img src=x>"  # a handed record's text: never shown
+    (folder / "results.json").write_text(json.dumps(record))
+    row = next(line for line in long_runs.lff_table(long_runs.lifecycle(plan, opts)).splitlines()
+               if line.startswith("| BlindEye"))
+    assert "1 of 1 collapsed to one class (epoch ?)" in row and "img" not in row
 
     frame = results.load_records([str(tmp_path / "ledger")])
     _, text = results.table_text(frame, ["variant"], ["test_acc"], None, results.load_paper())
