@@ -69,19 +69,46 @@ def parse_args(argv=None):
                    help="run names (shell patterns) to launch; the runs they start from too")
     p.add_argument("--shard", type=shard_spec, default=None, help="i/n: shard i of n")
     p.add_argument("--lanes", type=plan_runs.positive, default=2, help="local: processes")
-    p.add_argument("--gpus", type=int, nargs="+", default=None, help="multi_gpu: indices")
-    p.add_argument("--cluster", default="slurm", help="slurm: 'local' rehearses on this machine")
-    p.add_argument("--timeout_min", type=float, default=60 * 24, help="slurm: a job's limit")
+    p.add_argument("--gpus", type=gpu_index, nargs="+", default=None,
+                   help="multi_gpu: indices (default: every GPU torch sees)")
+    p.add_argument("--cluster", choices=("slurm", "local", "debug"), default="slurm",
+                   help="slurm: 'local' rehearses on this machine (submitit's executors)")
+    p.add_argument("--timeout_min", type=minutes, default=60 * 24, help="slurm: a job's limit")
     p.add_argument("--slurm_partition", default=None)
-    p.add_argument("--gpus_per_node", type=int, default=None)
-    p.add_argument("--cpus_per_task", type=int, default=None)
+    p.add_argument("--gpus_per_node", type=plan_runs.positive, default=None)
+    p.add_argument("--cpus_per_task", type=plan_runs.positive, default=None)
     p.add_argument("--dry_run", action="store_true", help="print the commands, run nothing")
     opts = p.parse_args(argv)
     if os.path.exists(opts.output_dir) and not os.path.isdir(opts.output_dir):
         p.error(f"--output_dir {opts.output_dir} is a file, not a folder; pass a folder")
+    if opts.gpus and len(set(opts.gpus)) != len(opts.gpus):
+        p.error(f"--gpus {' '.join(map(str, opts.gpus))} names a GPU twice: two lanes would "
+                "share it; name each once")
+    if extra and not extra[0].startswith("-"):
+        p.error(f"after -- come main.py's flags (--name value); {extra[0]!r} is not one")
+    if opts.launcher == "multi_gpu" and opts.device == "auto":
+        opts.device = "cuda"  # a lane whose GPU is not there stops, never trains on the CPU
     opts.work = opts.ledger = opts.output_dir
     opts.main_flags = extra
     return plan_runs.check_plan_options(opts, p)
+
+
+def gpu_index(text):
+    """--gpus: a GPU's index, 0 or more."""
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"a GPU index is a whole number from 0; got {text!r}")
+    return int(text)
+
+
+def minutes(text):
+    """--timeout_min: a finite number of minutes, at least 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 1 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"a job's limit is at least 1 minute; got {text!r}")
+    return value
 
 
 def check_main_flags(extra, plan):
@@ -133,6 +160,13 @@ def main(argv=None):
 
 def launch(opts):
     todo, life = commands(opts)
+    if opts.launcher == "multi_gpu" and opts.gpus and not opts.dry_run:
+        import torch
+        count = torch.cuda.device_count()
+        if max(opts.gpus) >= count:  # its lane would see no GPU (CUDA_VISIBLE_DEVICES)
+            raise ValueError(f"--gpus {' '.join(map(str, opts.gpus))}: this machine shows "
+                             + (f"{count} GPU(s), 0 to {count - 1}; name those" if count else
+                                "no GPU; use the local launcher"))
     if opts.dry_run or not todo:
         for c in todo:
             print(c.name + (f" (after {', '.join(c.needs())})" if c.needs() else ""))

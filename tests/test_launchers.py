@@ -253,3 +253,40 @@ def test_the_run_scripts_benchmarks_are_plans_and_flags_after_dashes_reach_every
     with pytest.raises(SystemExit):
         launch.parse_args(["--plan", "real_images", "--tiny", "--output_dir", str(tmp_path)])
     assert "--tiny applies to --plan headline" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args,said", [
+    (["--launcher", "multi_gpu", "--gpus", "-1"], "a GPU index is a whole number from 0"),
+    (["--launcher", "multi_gpu", "--gpus", "1", "1"], "names a GPU twice"),
+    (["--launcher", "slurm", "--timeout_min", "-5"], "at least 1 minute"),
+    (["--launcher", "slurm", "--timeout_min", "nan"], "at least 1 minute"),
+    (["--launcher", "slurm", "--cpus_per_task", "0"], "must be at least 1"),
+    (["--launcher", "slurm", "--cluster", "slrum"], "invalid choice: 'slrum'"),
+    (["--", "foo"], "'foo' is not one"),
+])
+def test_a_launch_option_that_cannot_work_is_refused_before_the_plan_is_read(
+        args, said, tmp_path, capsys):
+    """A GPU index that is no GPU's (CUDA_VISIBLE_DEVICES=-1 hides every GPU: the lane ran on
+    the CPU), a lane pair on one GPU, a job limit submitit cannot take, a stray word that every
+    run would refuse: one line from argparse, exit 2, nothing written."""
+    with pytest.raises(SystemExit) as stop:
+        launch.main(["--plan", "lff", "--tiny", "--output_dir", str(tmp_path / "runs"), *args])
+    assert stop.value.code == 2 and said in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_multi_gpu_runs_ask_for_a_gpu_and_a_gpu_this_machine_lacks_is_refused(
+        tmp_path, monkeypatch):
+    """Under multi_gpu a run's --device auto becomes cuda, so a lane whose GPU is missing
+    stops instead of training on the CPU; an index past the GPUs torch sees is one line."""
+    opts = launch.parse_args(["--plan", "lff", "--tiny", "--launcher", "multi_gpu",
+                              "--output_dir", str(tmp_path / "runs")])
+    todo, _ = launch.commands(opts)
+    assert todo and all(c.argv[c.argv.index("--device") + 1] == "cuda" for c in todo)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    with pytest.raises(SystemExit) as stop:
+        launch.main(["--plan", "lff", "--tiny", "--launcher", "multi_gpu", "--gpus", "0", "2",
+                     "--output_dir", str(tmp_path / "runs")])
+    assert str(stop.value.code) == ("error: --gpus 0 2: this machine shows 2 GPU(s), 0 to 1; "
+                                    "name those")
+    assert not (tmp_path / "runs").exists()
