@@ -136,6 +136,7 @@ class Method:
     label = None             # its name in tables and figures (the papers'); None: its key
     variants = ()            # (key, label, test(config)): a setting of its flags that the
                              # papers name as a method of its own (ERM = IRM without penalty)
+    counters = ()            # its state's whole-number counters (a step): checked on resume
 
     def __init__(self, nets, args, train_set=None):
         self.nets, self.args = nets, args
@@ -169,8 +170,6 @@ class Method:
 
     def start_epoch(self, epoch, optimizers):
         """Before epoch `epoch` (0-based) starts, or resumes from its middle."""
-
-    counters = ()  # the method state's whole-number counters (a step, the examples seen)
 
     def check_state(self, state):
         """Why a checkpoint's method state cannot be this run's (one line), or None; here,

@@ -142,8 +142,8 @@ def lff_table(life):
 
 def share_table(life, rows, cell_of):
     """(Markdown lines: a row per method of rows that the plan has, a column per share of
-    conflicting images in ascending order (the LfF paper's), each cell cell_of(life, runs); the plan's runs by
-    (variant, sigma))."""
+    conflicting images in ascending order (the LfF paper's), each cell cell_of(life, runs);
+    the plan's runs by (variant, sigma))."""
     runs = {}
     for r in life.plan:
         runs.setdefault((r["variant"], r["sigma"]), []).append(r)
