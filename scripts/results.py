@@ -577,7 +577,7 @@ def table_text(frame, keys, metrics, column, paper):
         text = markdown_pivot(summary, keys, column, frame, paper)
     else:
         text = markdown_wide(summary, keys, metrics)
-    return summary, text + collapsed_note(frame)
+    return summary, text + collapsed_note(frame) + pooled_note(frame, keys)
 
 
 def collapsed_note(frame):
@@ -591,6 +591,25 @@ def collapsed_note(frame):
     names = ", ".join(sorted(os.path.basename(str(f)) for f in hit.folder))
     return (f"\n\nEnded collapsed to one class ({len(hit)} of {len(frame)} runs; their "
             f"accuracy is a class's share, not the method's): {names}")
+
+
+def pooled_note(frame, keys):
+    """The groups whose runs differ in a method's searched hyperparameter (Method.grid: a
+    compare plan's grid points), named under the table: their n counts settings, not seeds
+    alone, and the spread is the grid's. --group_by the flag, or --where its value, parts them."""
+    flags = sorted({f for cls in METHODS.values() for f in cls.grid} & set(frame) - set(keys))
+    mixed, differ = [], set()
+    for group, part in frame.groupby(keys, dropna=False, sort=False) if flags else ():
+        here = {f for f in flags if part[f].dropna().astype(str).nunique() > 1}
+        if here:
+            group = group if isinstance(group, tuple) else (group,)
+            mixed.append(", ".join(f"{k}={label(k, v)}" for k, v in zip(keys, group)))
+            differ |= here
+    if not mixed:
+        return ""
+    return (f"\n\nPooled over different hyperparameters ({', '.join(sorted(differ))}) in "
+            f"{len(mixed)} group(s), e.g. {mixed[0]}: their n counts settings, not seeds alone. "
+            "Add the flags to --group_by, or pick one setting with --where.")
 
 
 def is_ledger(root):

@@ -318,3 +318,19 @@ def test_status_calls_a_run_running_while_a_process_holds_its_lock(tmp_path, cap
     state = {os.path.basename(k): v for k, v in rows.items()}
     assert "running" in state["held"]
     assert "stopped" in state["free"] and "stopped" in state["linked"]
+
+
+def test_a_group_pooling_several_grid_settings_is_named_under_the_table(tmp_path, capsys):
+    """A compare plan's grid points of one method are not seeds: a group that pools them says
+    so under the table (which flags differ), and parting them by the flag says nothing."""
+    for k, (lam, acc) in enumerate(((0.01, 0.68), (0.1, 0.35))):
+        record(tmp_path / f"lnl_{k}", {"dataset_name": "LfFColoredMNIST", "lambda_entropy": lam,
+                                       "mu_grl": 0.1, "lff_q": 0.7}, test_acc=acc)
+    results.main(["table", str(tmp_path), "--group_by", "variant", "--metrics", "test_acc"])
+    out = capsys.readouterr().out
+    assert "| LNL | 2 | 0.515 ± 0.233 |" in out
+    assert ("Pooled over different hyperparameters (lambda_entropy) in 1 group(s), e.g. "
+            "variant=LNL: their n counts settings, not seeds alone.") in out
+    results.main(["table", str(tmp_path), "--group_by", "variant", "lambda_entropy",
+                  "--metrics", "test_acc"])
+    assert "Pooled" not in capsys.readouterr().out
