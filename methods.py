@@ -709,7 +709,9 @@ class JustTrainTwice(Method):
                       "(SubpopBench: half the training; half of LfF's 100 epochs)",
                       range="> 0"),
                Option("jtt_up", 10.0, "JTT: lambda_up: the error set's extra copies per epoch "
-                      "(upsample, a whole number) or its weight (weight)", range=">= 1"),
+                      "(upsample, a whole number) or its weight (weight); at most 1000 (the "
+                      "authors search 20-100): an epoch can grow to 1 + lambda_up times the "
+                      "training set", range="[1, 1000]"),
                Option("jtt_sampling", "upsample", "JTT: upsample the error set (the authors') "
                       "or weight it in the loss", choices=("upsample", "weight")))
     # T and lambda_up, searched as the JTT paper does (their code: lambda_up in 20, 50, 100)

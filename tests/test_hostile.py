@@ -779,6 +779,19 @@ def test_jtt_with_no_epoch_left_for_its_second_model_is_refused(tmp_path, capsys
     assert not os.listdir(tmp_path)
 
 
+def test_an_upsampling_that_would_exhaust_the_memory_is_refused_before_any_folder(
+        tmp_path, capsys):
+    """--jtt_up 1e8 trained T epochs, then asked for 191 GB to serve the error set (a
+    traceback); lambda_up is at most 1000 (the authors search 20-100)."""
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["--config", "configs/lff_cmnist.yaml", "--method", "jtt", "--jtt_up", "1e8",
+                  "--jtt_first_epochs", "1", "--epochs", "3", "--output_dir", str(tmp_path),
+                  "--experiment_name", "huge"])
+    assert exc.value.code == 2
+    assert "--jtt_up must lie in [1, 1000]; got 100000000.0" in capsys.readouterr().err
+    assert not os.listdir(tmp_path)
+
+
 def test_an_over_long_run_name_is_refused_before_any_folder(tmp_path, capsys):
     """It said 'check permissions and space' and left empty nested folders."""
     with pytest.raises(SystemExit) as exc:
