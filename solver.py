@@ -297,11 +297,15 @@ class Solver:
         weights = ("no non-finite gradient reached the weights" if self.captured is None else
                    "the recorded step had already updated the weights")
         lrs = [g["lr"] for o in self.optimizers.values() for g in o.param_groups]
+        # the method's own step sizes and weights can diverge too (GroupDRO's eta on q)
+        own = [f"--{o.name}" for o in type(self.method).options_read()
+               if isinstance(o.default, float)]
         advice = ("the learning rate itself is not finite: start again with a finite --lr "
                   "(and --overwrite)" if not all(map(math.isfinite, lrs)) else
-                  "Start it again with a lower --lr (the same command with --overwrite; a "
-                  "resumed run keeps its recorded lr), or --resume with --skip_nonfinite to "
-                  "skip such steps")
+                  "Start it again with a lower --lr" + (f" or a milder {', '.join(own)}"
+                                                         if own else "")
+                  + " (the same command with --overwrite; a resumed run keeps its recorded "
+                  "lr), or --resume with --skip_nonfinite to skip such steps")
         return RunStopped(
             f"stopped: non-finite loss at epoch {self.epoch + 1}, "
             f"step {self.step_in_epoch + 1} "

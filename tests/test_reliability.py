@@ -157,6 +157,20 @@ def test_divergence_stops_with_the_step_the_losses_and_the_last_good_checkpoint(
     assert all(torch.isfinite(v).all() for v in weights(tmp_path, "skip")["nets"]["f"].values())
 
 
+def test_a_method_whose_own_step_diverges_is_told_to_soften_that_step(
+        mnist_root, tmp_path, capsys):
+    """GroupDRO's q <- q exp(eta l) overflows at eta 1000 on the first step: the advice names
+    --groupdro_eta beside --lr (it said only 'a lower --lr', which would not help)."""
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["--config", "configs/lff_cmnist.yaml", "--data_root_base", mnist_root,
+                  "--output_dir", str(tmp_path), "--device", "cpu", "--max_train_samples",
+                  "300", "--max_test_samples", "100", "--batch_size", "64", "--epochs", "1",
+                  "--method", "groupdro", "--groupdro_eta", "1000", "--experiment_name", "dro"])
+    assert exc.value.code == 1
+    err = capsys.readouterr().err
+    assert "largest_group_weight=nan" in err and "a lower --lr or a milder --groupdro_eta" in err
+
+
 def test_resume_with_other_networks_lists_the_mismatch(mnist_root, tmp_path, capsys):
     cli.main(argv(mnist_root, tmp_path, "run", n_train="160", epochs="1"))
     with pytest.raises(SystemExit) as exc:
