@@ -178,7 +178,9 @@ def test_the_compare_plan_grids_at_seed_0_then_the_seeds_wait_for_their_grid_and
 
 @pytest.mark.parametrize("damage", [{"choice": [1]}, {"choice": {"groupdro_eta": "fast"}},
                                     {"choice": {"groupdro_eta": 0.5}, "grid": "x"},
-                                    {"grid": [{"run": 1}]}, {"separable": "yes"}])
+                                    {"grid": [{"run": 1}]}, {"separable": "yes"},
+                                    {"choice": {"groupdro_eta": 0.5}},  # no grid point's
+                                    {"chosen_run": "cmp_ratio0.01_seed0_groupdro_eta0.1"}])
 def test_a_damaged_selection_file_is_named_in_the_tables_never_read_as_a_choice(tmp_path,
                                                                                damage):
     """A committed selection file is untrusted: one that is not what the plan writes is named
