@@ -149,13 +149,14 @@ def read_selection(selection, method, path):
 def check_selection(selection, method, path):
     """A stored selection (a committed file, so untrusted) whole, as choose writes it: what
     read_selection checks, then its grid (a run, a value and a 95% interval per point), its
-    chosen run (a grid point's, whose values are the choice) and whether it was separable. Returns the selection; a UserError says what to
-    do."""
+    chosen run (a grid point's, whose values are the choice) and whether it was separable.
+    Returns the selection; a UserError says what to do."""
     choice = read_selection(copy.deepcopy(selection), method, path)
     grid = selection.get("grid")
     points_ok = isinstance(grid, list) and grid and all(
         isinstance(g, dict) and isinstance(g.get("run"), str)
-        and isinstance(g.get("hparams"), dict) and _finite(g.get("value")) and isinstance(g.get("ci95"), list) and len(g["ci95"]) == 2
+        and isinstance(g.get("hparams"), dict) and _finite(g.get("value"))
+        and isinstance(g.get("ci95"), list) and len(g["ci95"]) == 2
         and all(_finite(v) for v in g["ci95"]) for g in grid)
     chosen = points_ok and [g for g in grid if g["run"] == selection.get("chosen_run")]
     if not (chosen and chosen[0]["hparams"] == choice  # the choice is the chosen grid point's
