@@ -46,7 +46,7 @@ from ledger import add_record  # noqa: E402
 from plan_runs import (LOG, PLAN_FOLDERS, Lifecycle, check_plan_options, held,  # noqa: E402,F401
                        log, parse_plan, plan_of, plan_parser, planned_epochs, positive, run_argv)
 from plan_tables import (TABLE_MARKS, compare_table, full_compare_table,  # noqa: E402,F401
-                         headline_table, lff_table, table_of, write_table)
+                         headline_table, lff_table, selection_of, table_of, write_table)
 from safe_files import (LAST, METRICS, PACE, PROBE, RESULTS, make_folder, number,  # noqa: E402
                         read_json, read_run, read_text, whole, write_json, append_text,
                         write_text)
@@ -446,6 +446,17 @@ def seconds_per_epoch(life, run):
     own = pace(run)
     if own is not None:
         return own, "measured"
+    grid = [name for _, name in (run.get("choose") or {}).get("grid", ())]
+    if grid:  # a run at its grid's choice trains as the chosen grid run did (JTT's upsampled
+        # epoch is 1 + lambda_up times the error set); before the choice, as its slowest
+        made = selection_of(life, grid, run["choose"]["path"]) or {}
+        paces = {n: pace(life.by_name[n]) for n in grid}
+        chosen = made.get("chosen_run")
+        if paces.get(chosen) is not None:
+            return paces[chosen], f"as {chosen}"
+        known = [(p, n) for n, p in paces.items() if p is not None]
+        if known:
+            return max(known)[0], f"as the slowest of its grid, {max(known)[1]}"
     # another run of its variant, else of its method (Gray trains as the baseline does), on
     # its dataset (LNL's Colored MNIST trains a CNN: its epoch is not an LfF MLP's)
     method = lambda r: "baseline" if r["variant"] == "gray" else r["variant"]

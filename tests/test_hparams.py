@@ -198,3 +198,19 @@ def test_a_damaged_selection_file_is_named_in_the_tables_never_read_as_a_choice(
                    "restore it from git (`long_runs.py table --full` says why) |")
     full = long_runs.full_compare_table(life).splitlines()[-1]
     assert full.startswith(f"| GroupDRO | 1.0% | ") and path in full and "0.5" not in full
+
+
+def test_a_run_at_its_grids_choice_is_estimated_from_the_chosen_grid_run(tmp_path):
+    """JTT's upsampled epoch depends on its choice: before the choice a chosen-hyperparameter
+    run is estimated from its grid's slowest run, after it from the chosen one."""
+    long_runs, life, grid, chosen = groupdro_compare(tmp_path)
+    for run, seconds in zip(grid, (100.0, 300.0, 200.0)):
+        os.makedirs(os.path.join(life.opts.ledger, run["name"]))
+        with open(os.path.join(life.opts.ledger, run["name"], "pace.json"), "w") as f:
+            json.dump({"cpu_1_threads": {"seconds": seconds, "epochs": 100}}, f)
+    assert long_runs.seconds_per_epoch(life, chosen) == (
+        3.0, f"as the slowest of its grid, {grid[1]['name']}")
+    for run, conflicting in zip(grid, (0.5, 0.4, 0.7)):  # eta 0.1 is chosen
+        with open(os.path.join(life.opts.ledger, run["name"], "results.json"), "w") as f:
+            json.dump({**record(conflicting, 0.3), "epochs": 100, "test_acc": 0.5}, f)
+    assert long_runs.seconds_per_epoch(life, chosen) == (2.0, f"as {grid[2]['name']}")
