@@ -86,8 +86,8 @@ def parse_args(argv=None):
                 "share it; name each once")
     if extra and not extra[0].startswith("-"):
         p.error(f"after -- come main.py's flags (--name value); {extra[0]!r} is not one")
-    if opts.launcher == "multi_gpu" and opts.device == "auto":
-        opts.device = "cuda"  # a lane whose GPU is not there stops, never trains on the CPU
+    if opts.device == "auto" and (opts.launcher == "multi_gpu" or opts.gpus_per_node):
+        opts.device = "cuda"  # a lane or job whose GPU is not there stops, never trains on CPU
     opts.work = opts.ledger = opts.output_dir
     opts.main_flags = extra
     return plan_runs.check_plan_options(opts, p)

@@ -277,12 +277,18 @@ def test_a_launch_option_that_cannot_work_is_refused_before_the_plan_is_read(
 
 def test_multi_gpu_runs_ask_for_a_gpu_and_a_gpu_this_machine_lacks_is_refused(
         tmp_path, monkeypatch):
-    """Under multi_gpu a run's --device auto becomes cuda, so a lane whose GPU is missing
-    stops instead of training on the CPU; an index past the GPUs torch sees is one line."""
+    """Under multi_gpu (and a Slurm job asking for GPUs) a run's --device auto becomes cuda,
+    so a lane whose GPU is missing stops instead of training on the CPU; an index past the
+    GPUs torch sees is one line."""
     opts = launch.parse_args(["--plan", "lff", "--tiny", "--launcher", "multi_gpu",
                               "--output_dir", str(tmp_path / "runs")])
     todo, _ = launch.commands(opts)
     assert todo and all(c.argv[c.argv.index("--device") + 1] == "cuda" for c in todo)
+    for asked, device in ((["--gpus_per_node", "1"], "cuda"), ([], "auto")):  # a Slurm job too
+        todo, _ = launch.commands(launch.parse_args(
+            ["--plan", "lff", "--tiny", "--launcher", "slurm", "--output_dir",
+             str(tmp_path / "runs"), *asked]))
+        assert all(c.argv[c.argv.index("--device") + 1] == device for c in todo)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     with pytest.raises(SystemExit) as stop:
         launch.main(["--plan", "lff", "--tiny", "--launcher", "multi_gpu", "--gpus", "0", "2",
