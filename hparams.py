@@ -21,13 +21,13 @@ selection says it is too noisy to choose ("separable": false).
 """
 import copy
 import itertools
-import math
 
 import numpy as np
 
 import metrics
 from errors import UserError
 from methods import METHODS
+from safe_files import number
 
 RESAMPLES, SEED = 10000, 0
 
@@ -136,8 +136,7 @@ def read_selection(selection, method, path):
                         "scripts/launch.py --plan compare or pass the flags themselves")
     for flag, value in choice.items():
         kind = type(grid[flag][0])
-        ok = (isinstance(value, (int, float)) and not isinstance(value, bool)
-              and math.isfinite(value) and (kind is float or float(value).is_integer()))
+        ok = number(value) is not None and (kind is float or float(value).is_integer())
         if not ok:
             raise UserError(f"{where}: {flag}={value!r} is not a {kind.__name__}")
         choice[flag] = kind(value)
@@ -155,9 +154,9 @@ def check_selection(selection, method, path):
     grid = selection.get("grid")
     points_ok = isinstance(grid, list) and grid and all(
         isinstance(g, dict) and isinstance(g.get("run"), str)
-        and isinstance(g.get("hparams"), dict) and _finite(g.get("value"))
+        and isinstance(g.get("hparams"), dict) and number(g.get("value")) is not None
         and isinstance(g.get("ci95"), list) and len(g["ci95"]) == 2
-        and all(_finite(v) for v in g["ci95"]) for g in grid)
+        and all(number(v) is not None for v in g["ci95"]) for g in grid)
     chosen = points_ok and [g for g in grid if g["run"] == selection.get("chosen_run")]
     if not (chosen and chosen[0]["hparams"] == choice  # the choice is the chosen grid point's
             and isinstance(selection.get("separable"), bool)):
@@ -165,7 +164,3 @@ def check_selection(selection, method, path):
                         "or separable flag); restore it from git, or move it aside and the "
                         "plan chooses again from the grid's records")
     return selection
-
-
-def _finite(value):
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
