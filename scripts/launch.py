@@ -69,7 +69,8 @@ def parse_args(argv=None):
                    help="run names (shell patterns) to launch; the runs they start from too")
     p.add_argument("--shard", type=shard_spec, default=None, help="i/n: shard i of n")
     p.add_argument("--lanes", type=plan_runs.positive, default=2, help="local: processes")
-    p.add_argument("--gpus", type=gpu_index, nargs="+", default=None,
+    p.add_argument("--gpus", type=plan_runs.whole_in(0, float("inf"), "a GPU index is a whole "
+                                                     "number from 0"), nargs="+", default=None,
                    help="multi_gpu: indices (default: every GPU torch sees)")
     p.add_argument("--cluster", choices=("slurm", "local", "debug"), default="slurm",
                    help="slurm: 'local' rehearses on this machine (submitit's executors)")
@@ -91,13 +92,6 @@ def parse_args(argv=None):
     opts.work = opts.ledger = opts.output_dir
     opts.main_flags = extra
     return plan_runs.check_plan_options(opts, p)
-
-
-def gpu_index(text):
-    """--gpus: a GPU's index, 0 or more."""
-    if not text.isdigit():
-        raise argparse.ArgumentTypeError(f"a GPU index is a whole number from 0; got {text!r}")
-    return int(text)
 
 
 def minutes(text):
