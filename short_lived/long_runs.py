@@ -456,7 +456,8 @@ def seconds_per_epoch(life, run):
             return paces[chosen], f"as {chosen}"
         known = [(p, n) for n, p in paces.items() if p is not None]
         if known:
-            return max(known)[0], f"as the slowest of its grid, {max(known)[1]}"
+            slowest, name = max(known)
+            return slowest, f"as the slowest of its grid, {name}"
     # another run of its variant, else of its method (Gray trains as the baseline does), on
     # its dataset (LNL's Colored MNIST trains a CNN: its epoch is not an LfF MLP's)
     method = lambda r: "baseline" if r["variant"] == "gray" else r["variant"]
