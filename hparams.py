@@ -27,7 +27,7 @@ import numpy as np
 import metrics
 from errors import UserError
 from methods import METHODS
-from safe_files import number
+from safe_files import number, short_value
 
 RESAMPLES, SEED = 10000, 0
 
@@ -164,3 +164,23 @@ def check_selection(selection, method, path):
                         "or separable flag); restore it from git, or move it aside and the "
                         "plan chooses again from the grid's records")
     return selection
+
+
+def applied_text(selection, args, data_flags):
+    """The line a run at a selection's choice logs at its start: the choice, its criterion and
+    where it was chosen, and what differs from this run's data (a choice carried to another
+    share or benchmark, as BlindEye's alpha to LNL's, is the user's call, but never a silent
+    one). `data_flags`: this run's dataset's own flags (its spec's options)."""
+    choice = ", ".join(f"{k} {v:g}" for k, v in selection["choice"].items())
+    made = selection.get("chosen_on")
+    made = made if isinstance(made, dict) else {}
+    same = made.get("dataset_name") == args.dataset_name
+    shown = lambda v: v if isinstance(v, (int, float)) or (
+        isinstance(v, str) and v.isprintable() and len(v) <= 40) else short_value(v)
+    differs = [f"{k} {shown(made[k])} (this run: {getattr(args, k)})"
+               for k in (list(data_flags) + ["val_fraction"] if same else ["dataset_name"])
+               if made.get(k) is not None and made[k] != getattr(args, k, None)]
+    noisy = "" if selection.get("separable") is True else ", too noisy to choose"
+    return (f"hyperparameters from --hparams_from {args.hparams_from}: {choice} (chosen by "
+            f"{selection['criterion']}{noisy})"
+            + (f"; chosen on other data: {', '.join(differs)}" if differs else ""))

@@ -19,6 +19,7 @@ from typing import Optional
 
 import torch
 
+import hparams
 import metrics
 import run_folder
 import probe as bias_probe
@@ -196,6 +197,10 @@ def begin(solver, start):
         run_folder.open_run(start.args, runtime.device)
     solver.run = RunFolder(start.args, runtime.is_main, solver.extra_loaders)
     restore(solver, start)
+    selection = getattr(start.args, "hparam_selection", None)
+    if selection:  # in run.log too: where this run's hyperparameters came from
+        data_flags = [o.name for o in DATASETS[start.args.dataset_name].options]
+        log(hparams.applied_text(selection, start.args, data_flags))
 
 
 def restore(solver, start):
