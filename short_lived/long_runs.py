@@ -429,9 +429,11 @@ def recent(entry):
 
 
 def seconds_per_epoch(life, run):
-    """Measured seconds per epoch on this device kind (--device) of this run's recent pieces,
-    else of the latest run in plan order of its variant (else of its method) with a pace: the
-    plan trains in its order, so that is the one trained last, on the machine of now."""
+    """Measured seconds per epoch on this device kind (--device) of this run's recent pieces;
+    for a run at its grid's choice, else of another seed at that choice, else of the chosen
+    grid run (before the choice, the grid's slowest); else of the latest run in plan order of
+    its variant (else of its method) with a pace: the plan trains in its order, so that is the
+    one trained last, on the machine of now."""
     kind = device_kind(life.opts.device)
 
     def pace(r):
@@ -447,6 +449,12 @@ def seconds_per_epoch(life, run):
     if own is not None:
         return own, "measured"
     grid = [name for _, name in (run.get("choose") or {}).get("grid", ())]
+    for other in (reversed(life.plan) if grid else ()):  # another seed at the same choice: the
+        # same configuration, trained lately (grid runs often ran beside the tests, slower)
+        if other is not run and (other.get("choose") or {}).get("path") == run["choose"]["path"]:
+            other_pace = pace(other)
+            if other_pace is not None:
+                return other_pace, f"as {other['name']}"
     if grid:  # a run at its grid's choice trains as the chosen grid run did (JTT's upsampled
         # epoch is 1 + lambda_up times the error set); before the choice, as its slowest
         made = selection_of(life, grid, run["choose"]["path"]) or {}

@@ -126,8 +126,8 @@ def test_hparams_from_applies_the_choice_and_the_record_holds_it(mnist_root, tmp
     assert "is not a float" in capsys.readouterr().err
 
 
-def groupdro_compare(tmp_path):
-    """(long_runs, the lifecycle of a compare plan of GroupDRO at 1%, seeds 0 and 1, its grid
+def groupdro_compare(tmp_path, seeds=(0, 1)):
+    """(long_runs, the lifecycle of a compare plan of GroupDRO at 1%, `seeds`, its grid
     runs, seed 1's run at the choice), nothing trained."""
     import sys
     import types
@@ -136,7 +136,7 @@ def groupdro_compare(tmp_path):
     import long_runs
     import plans
     ledger = tmp_path / "ledger"
-    plan = plans.compare_plan(100, ("0.01",), (0, 1), ("groupdro",), ledger=str(ledger))
+    plan = plans.compare_plan(100, ("0.01",), seeds, ("groupdro",), ledger=str(ledger))
     opts = types.SimpleNamespace(work=str(tmp_path / "work"), keep=str(tmp_path / "keep"),
                                  ledger=str(ledger), device="cpu", plan="compare")
     return (long_runs, long_runs.lifecycle(plan, opts), [r for r in plan if r.get("point")],
@@ -214,3 +214,16 @@ def test_a_run_at_its_grids_choice_is_estimated_from_the_chosen_grid_run(tmp_pat
         with open(os.path.join(life.opts.ledger, run["name"], "results.json"), "w") as f:
             json.dump({**record(conflicting, 0.3), "epochs": 100, "test_acc": 0.5}, f)
     assert long_runs.seconds_per_epoch(life, chosen) == (2.0, f"as {grid[2]['name']}")
+
+
+def test_a_seed_at_the_choice_is_estimated_from_another_seed_at_it_once_measured(tmp_path):
+    """Seed 2 trains what seed 1 trained: its pace, when measured, is the estimate (the grid's
+    runs may have trained beside the test suite, several times slower)."""
+    long_runs, life, grid, seed1 = groupdro_compare(tmp_path, (0, 1, 2))
+    seed2 = life.by_name["cmp_ratio0.01_seed2_groupdro"]
+    for run, seconds in zip(grid + [seed1], (100.0, 300.0, 200.0, 50.0)):
+        os.makedirs(os.path.join(life.opts.ledger, run["name"]))
+        with open(os.path.join(life.opts.ledger, run["name"], "pace.json"), "w") as f:
+            json.dump({"cpu_1_threads": {"seconds": seconds, "epochs": 100}}, f)
+    assert long_runs.seconds_per_epoch(life, seed2) == (0.5, f"as {seed1['name']}")
+    assert long_runs.seconds_per_epoch(life, seed1) == (0.5, "measured")
