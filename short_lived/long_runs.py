@@ -449,14 +449,13 @@ def seconds_per_epoch(life, run):
     if own is not None:
         return own, "measured"
     grid = [name for _, name in (run.get("choose") or {}).get("grid", ())]
-    for other in (reversed(life.plan) if grid else ()):  # another seed at the same choice: the
-        # same configuration, trained lately (grid runs often ran beside the tests, slower)
-        if other is not run and (other.get("choose") or {}).get("path") == run["choose"]["path"]:
-            other_pace = pace(other)
-            if other_pace is not None:
-                return other_pace, f"as {other['name']}"
-    if grid:  # a run at its grid's choice trains as the chosen grid run did (JTT's upsampled
-        # epoch is 1 + lambda_up times the error set); before the choice, as its slowest
+    if grid:  # a run at its grid's choice trains as another seed at it, else as the chosen
+        # grid run did (JTT's upsampled epoch is 1 + lambda_up times the error set); before the
+        # choice, as its slowest. The seed first: the grid's runs often trained beside the tests
+        for other in reversed(life.plan):
+            if other is not run and (other.get("choose") or {}).get("path") == \
+                    run["choose"]["path"] and pace(other) is not None:
+                return pace(other), f"as {other['name']}"
         made = selection_of(life, grid, run["choose"]["path"]) or {}
         paces = {n: pace(life.by_name[n]) for n in grid}
         chosen = made.get("chosen_run")
