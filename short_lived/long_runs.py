@@ -454,8 +454,8 @@ def seconds_per_epoch(life, run):
         # choice, as its slowest. The seed first: the grid's runs often trained beside the tests
         for other in reversed(life.plan):
             if other is not run and (other.get("choose") or {}).get("path") == \
-                    run["choose"]["path"] and pace(other) is not None:
-                return pace(other), f"as {other['name']}"
+                    run["choose"]["path"] and (other_pace := pace(other)) is not None:
+                return other_pace, f"as {other['name']}"
         made = selection_of(life, grid, run["choose"]["path"]) or {}
         paces = {n: pace(life.by_name[n]) for n in grid}
         chosen = made.get("chosen_run")
