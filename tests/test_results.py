@@ -239,6 +239,17 @@ def test_a_run_reached_twice_through_a_link_counts_once(ledger, tmp_path, capsys
     assert "| LNL | 1 |" in capsys.readouterr().out
 
 
+def test_a_record_file_that_is_a_link_is_named_and_never_read(ledger, tmp_path, capsys):
+    run = tmp_path / "handed" / "linked"
+    run.mkdir(parents=True)
+    os.symlink(ledger / "cmnist_var0.020_seed0_lnl" / "results.json", run / "results.json")
+    os.symlink("/dev/zero", run / "args.json")
+    with pytest.raises(SystemExit, match="no finished runs"):  # the link's run is not counted
+        results.main(["table", str(tmp_path / "handed"), "--group_by", "variant"])
+    captured = capsys.readouterr()
+    assert captured.err.count("is a link") == 2 and "linked" in captured.err
+
+
 def test_unknown_group_key_and_missing_folder_are_one_line(ledger):
     with pytest.raises(SystemExit, match="unknown key 'bogus'"):
         results.main(["table", str(ledger), "--group_by", "bogus"])
