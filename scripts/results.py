@@ -98,11 +98,13 @@ def run_folders(roots):
             dirs.sort()
             plain = [n for n in (ARGS, RESULTS) if n in files
                      and not os.path.islink(os.path.join(folder, n))]
-            if plain:  # a linked record file of a folder taken is named as read_json reads it
+            if plain:  # a linked record file beside a plain one is named by read_json
                 found.setdefault(os.path.realpath(folder), folder)
-            for name in sorted({ARGS, RESULTS} & set(files)) if not plain else ():
-                print(f"warning: skipped {os.path.join(folder, name)}: it is a link, not the "
-                      "run's own file; put the file itself there to count it", file=sys.stderr)
+            else:  # every record file here is a link: named, never read
+                for name in sorted({ARGS, RESULTS} & set(files)):
+                    print(f"warning: skipped {os.path.join(folder, name)}: it is a link, not "
+                          "the run's own file; put the file itself there to count it",
+                          file=sys.stderr)
     return sorted(found.values())
 
 
