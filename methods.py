@@ -193,6 +193,11 @@ class Method:
         and the test oracle look no earlier (1: every epoch trains it)."""
         return 1
 
+    def schedule_epoch(self, epoch):
+        """The epoch the lr schedule counts at `epoch` (epochs completed): the epochs its
+        current model has trained (one model: all of them)."""
+        return epoch
+
     def param_groups(self):
         return {"main": list(self.nets["f"].parameters()) + list(self.nets["g"].parameters())}
 
@@ -713,7 +718,11 @@ class JustTrainTwice(Method):
                       "authors search 20-100): an epoch can grow to 1 + lambda_up times the "
                       "training set", range="[1, 1000]"),
                Option("jtt_sampling", "upsample", "JTT: upsample the error set (the authors') "
-                      "or weight it in the loss", choices=("upsample", "weight")))
+                      "or weight it in the loss", choices=("upsample", "weight")),
+               Option("jtt_schedule", "restart", "JTT: restart: the second model's lr "
+                      "schedule starts again at T, as a fresh run of the authors' does; "
+                      "continue: it goes on from the first model's", choices=("restart",
+                                                                              "continue")))
     # T and lambda_up, searched as the JTT paper does (their code: lambda_up in 20, 50, 100)
     grid = {"jtt_first_epochs": (50, 10, 1), "jtt_up": (10.0, 50.0, 100.0)}
 
@@ -751,6 +760,12 @@ class JustTrainTwice(Method):
         if self.errors is None or self.args.jtt_sampling != "upsample":
             return None
         return {"copies": 1 + int(self.args.jtt_up) * self.errors.long().cpu()}
+
+    def schedule_epoch(self, epoch):
+        """The second model is a fresh run in the authors' code (anniesch/jtt: a second
+        run_expt.py), so its lr decays as if its training began at T."""
+        T = self.args.jtt_first_epochs
+        return epoch - T if self.args.jtt_schedule == "restart" and epoch >= T else epoch
 
     def reported_from(self):
         """JTT reports the second model: epochs T + 1 on (the first T train the ERM model

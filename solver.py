@@ -156,7 +156,8 @@ class Solver:
         self.eval_method = METHODS[args.method](self.nets, args)
         self.optimizers = {name: GuardedOptimizer(self._optimizer(params))
                            for name, params in self.method.param_groups().items()}
-        decay = lambda epoch: args.lr_decay_rate ** (epoch // args.lr_decay_period)
+        decay = lambda epoch: args.lr_decay_rate ** (self.method.schedule_epoch(epoch)
+                                                     // args.lr_decay_period)
         self.schedulers = {name: optim.lr_scheduler.LambdaLR(opt.optimizer, decay)
                            for name, opt in self.optimizers.items()}
         self.epoch = 0           # epochs completed

@@ -136,3 +136,20 @@ def test_a_sweep_member_with_its_own_draw_equals_the_run_alone(mnist_root, tmp_p
         rows = [open(d / "metrics.jsonl").read() for d in (folder, tmp_path / "alone" /
                                                            f"seed{seed}")]
         assert rows[0] == rows[1]
+
+
+@pytest.mark.parametrize("schedule, second", [("restart", [1e-3, 5e-4]),
+                                              ("continue", [2.5e-4, 1.25e-4])])
+def test_jtts_second_model_starts_its_lr_schedule_again_at_t(schedule, second, mnist_root,
+                                                              tmp_path):
+    """The authors train JTT's second model as a fresh run, so its lr decays from T as the
+    first model's did from 0 (lr halved every epoch here, T = 2 of 4); --jtt_schedule continue
+    keeps the first model's decayed lr."""
+    torch.set_num_threads(1)
+    cli.main(["--config", "configs/lff_cmnist.yaml", "--method", "jtt", "--data_root_base",
+              mnist_root, "--output_dir", str(tmp_path), "--device", "cpu",
+              "--max_train_samples", "300", "--max_test_samples", "100", "--epochs", "4",
+              "--lr_decay_rate", "0.5", "--lr_decay_period", "1", "--jtt_first_epochs", "2",
+              "--jtt_schedule", schedule, "--experiment_name", schedule])
+    rows = [json.loads(line) for line in open(tmp_path / schedule / "metrics.jsonl")]
+    assert [r["lr"] for r in rows] == pytest.approx([1e-3, 5e-4] + second)
