@@ -38,6 +38,19 @@ LINKABLE = ("checkpoints", "logs", METRICS, RESULTS, RUN_LOG, *MODE_ARGS.values(
 _held = {}  # folder -> open lock file, kept for the life of the process
 
 
+def _drop_locks_in_child():
+    """A forked child (a DataLoader worker) closes its copies of the lock files: an flock
+    belongs to the open file, which fork shares, so a worker that outlives its run (persistent
+    workers, shut down when the loader is collected) would keep the folder taken after the
+    run let go. Closing a copy never unlocks: the parent's own stays open."""
+    for fh, _, _ in _held.values():
+        fh.close()
+    _held.clear()
+
+
+os.register_at_fork(after_in_child=_drop_locks_in_child)
+
+
 def experiment_dir(args):
     return os.path.join(args.output_dir, args.experiment_name)
 

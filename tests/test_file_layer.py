@@ -384,3 +384,31 @@ def test_writes_stay_inside_their_root(tmp_path):
     safe_files.write_text(str(tmp_path / "a" / "b" / "c.txt"), "x", str(tmp_path / "a"))
     assert (tmp_path / "a" / "b" / "c.txt").read_text() == "x"
     assert [n for n in os.listdir(tmp_path / "a" / "b")] == ["c.txt"]  # no temp left
+
+
+def test_a_forked_worker_does_not_keep_the_run_folders_lock_after_the_run(tmp_path):
+    """A DataLoader worker is a fork of the run: while one outlives the run (persistent
+    workers end when the loader is collected), the next run on the folder, a test right after
+    training, must find it free."""
+    import run_folder
+    folder = str(tmp_path / "run")
+    run_folder.lock(folder)
+    with open(os.path.join(folder, "run.log"), "w"):  # the run wrote: its lock file stays
+        pass
+    go, done = os.pipe()
+    up, started = os.pipe()
+    child = os.fork()
+    if child == 0:  # the worker: alive until the parent has tried the folder again
+        os.write(started, b"1")  # after fork's handlers ran, as a worker's batches come
+        os.read(go, 1)
+        os._exit(0)
+    os.read(up, 1)
+    try:
+        run_folder.unlock(folder)
+        run_folder.lock(folder)  # the worker still lives: before, an ArgError
+        run_folder.unlock(folder)
+    finally:
+        os.write(done, b"1")
+        os.waitpid(child, 0)
+        for fd in (go, done, up, started):
+            os.close(fd)
